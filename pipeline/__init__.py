@@ -1,0 +1,1 @@
+"""Deterministic stages from video files to interleaved samples (see pipeline.runner)."""

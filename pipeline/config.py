@@ -1,0 +1,84 @@
+"""Configuration of the pipeline: one pydantic model, defaults are the paper's choices.
+
+Tool options are the tools' own dataclasses, so a value set here is exactly the
+value the tool records with its result. Every stage hashes the part of the config
+it depends on (plus its inputs' hashes) so reruns skip finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, is_dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tools.asr import AsrOptions
+from tools.keyframes import KeyframeOptions
+from tools.ocr import OcrOptions
+
+
+class FilterConfig(BaseModel):
+    """Video-level rule filters (PAPER.md section 2)."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_duration: float = Field(10.0, description="drop videos shorter than this many seconds")
+    languages: tuple[str, ...] = Field(("en",), description="keep only these detected languages")
+    min_language_probability: float = Field(0.5, description="below this, the language is 'uncertain'")
+    min_speech_seconds: float = Field(1.0, description="less voice activity than this: silent")
+    min_asr_tokens: int = Field(20, description="fewer ASR tokens than this: too little speech")
+
+
+class ClipConfig(BaseModel):
+    """Merging ASR sentences into paragraph clips (PAPER.md section 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_seconds: float = Field(10.0, description="a paragraph closes at a sentence end once this long")
+    max_seconds: float = Field(20.0, description="a paragraph never grows past this (unless one sentence is longer)")
+
+
+class OcrFilterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_chars: int = Field(8, description="OCR with fewer letters/digits than this carries nothing useful")
+    repeat_similarity: float = Field(0.8, description="a line this similar to a previous frame's line is a repeat")
+
+
+class PackConfig(BaseModel):
+    """How interleaved videos become samples (PAPER.md section 5)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["video", "split", "concat"] = Field(
+        "video", description="one sample per video; split videos to max_tokens; or concatenate up to max_tokens")
+    max_tokens: int = Field(4096, description="context budget of a sample (text tokens + image_tokens per image)")
+    image_tokens: int = Field(0, description="tokens one image costs in the budget (0: count text only)")
+    max_images: int = Field(0, description="at most this many images per sample (0: no limit)")
+    eov_marker: str = Field("<|endofvideo|>", description="text placed between videos in concat mode")
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    filters: FilterConfig = FilterConfig()
+    asr: AsrOptions = AsrOptions()
+    keyframes: KeyframeOptions = KeyframeOptions()
+    ocr: OcrOptions = OcrOptions()
+    ocr_filter: OcrFilterConfig = OcrFilterConfig()
+    clips: ClipConfig = ClipConfig()
+    pack: PackConfig = PackConfig()
+    tokenizer: str = Field("whisper", description="'whisper' (offline, shipped) or a tokenizer.json path")
+    executor: Literal["local", "process"] = "local"
+    workers: int = Field(2, description="process-pool size for the process executor")
+
+
+def _plain(value):
+    if is_dataclass(value):
+        return asdict(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
+
+
+def config_hash(*parts) -> str:
+    """A short stable hash of config parts (models, dataclasses, dicts, strings)."""
+    blob = json.dumps([_plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,86 @@
+"""Corpus statistics from the store: the paper's Table 7 per subject, Table 1 per dataset,
+and the drop funnel with reasons (how many videos were lost where, and why)."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.tokens import count_tokens
+from store import Store
+
+
+def _minmaxavg(values: list[int]) -> dict:
+    if not values:
+        return {"min": 0, "max": 0, "avg": 0.0}
+    return {"min": min(values), "max": max(values), "avg": round(sum(values) / len(values), 2)}
+
+
+def corpus_stats(store: Store, run_id: str, tokenizer: str = "whisper") -> dict:
+    videos = store.rows("SELECT v.* FROM videos v JOIN run_videos r USING (video_id) WHERE r.run_id = ? "
+                        "ORDER BY r.position", [run_id])
+    samples = store.samples(run_id)
+    subjects: dict[str, dict] = {}
+    kept = [v for v in videos if v["status"] == "kept"]
+    sample_subjects: dict[str, int] = {}
+    for s in samples:
+        subj = next((m.get("subject") for m in s["metadata"] if m.get("subject")), None) or "unknown"
+        sample_subjects[subj] = sample_subjects.get(subj, 0) + 1
+    for v in kept:
+        subj = v["subject"] or "unknown"
+        row = subjects.setdefault(subj, {"subject": subj, "videos": 0, "hours": 0.0, "topics": set(), "clips": 0,
+                                         "keyframes": 0, "asr_tokens": 0, "ocr_tokens": 0, "samples": 0})
+        row["videos"] += 1
+        row["hours"] += (v["duration"] or 0.0) / 3600
+        row["topics"].add(v["knowledge_point"] or v["title"])
+        clips = store.clips(v["video_id"])
+        row["clips"] += len(clips)
+        frames = {f["idx"]: f for f in store.keyframes(v["video_id"])}
+        used = [frames[i] for c in clips if c["decision"] == "keep" for i in c["keyframes"]]
+        row["keyframes"] += len(used)
+        row["asr_tokens"] += sum(c["n_tokens"] or 0 for c in clips if c["decision"] != "drop")
+        row["ocr_tokens"] += sum(count_tokens(f["ocr_text"] or "", tokenizer) for f in used if f["ocr_kept"])
+    table7 = []
+    for subj, row in sorted(subjects.items()):
+        row["topics"] = len(row["topics"])
+        row["hours"] = round(row["hours"], 4)
+        row["samples"] = sample_subjects.get(subj, 0)
+        table7.append(row)
+    if table7:
+        total = {k: sum(r[k] for r in table7) for k in table7[0] if k != "subject"}
+        total["hours"] = round(total["hours"], 4)
+        table7.append({"subject": "total", **total})
+    table1 = {"samples": len(samples),
+              "images_per_sample": _minmaxavg([s["image_num"] for s in samples]),
+              "tokens_per_sample": _minmaxavg([s["token_num"] for s in samples])}
+    return {"run_id": run_id, "table7": table7, "table1": table1, "funnel": funnel(store, run_id, videos)}
+
+
+def funnel(store: Store, run_id: str, videos: list[dict]) -> dict:
+    """found -> probed -> passed rules -> transcribed -> kept, with drop reasons and error kinds."""
+    ids = [v["video_id"] for v in videos]
+    done = {}
+    for stage in ("probe", "asr", "keyframes", "ocr", "clips"):
+        done[stage] = sum(1 for vid in ids if (store.stage(vid, stage) or {}).get("status") == "done")
+    dropped: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    for v in videos:
+        if v["status"] == "rejected":
+            dropped[v["reason"]] = dropped.get(v["reason"], 0) + 1
+        elif v["status"] == "error":
+            errors[v["reason"]] = errors.get(v["reason"], 0) + 1
+    steps = [("found", len(ids)), ("probed", done["probe"]), ("transcribed", done["asr"]),
+             ("keyframes", done["keyframes"]), ("ocr", done["ocr"]),
+             ("kept", sum(1 for v in videos if v["status"] == "kept"))]
+    ocr_drops = store.rows("SELECT ocr_drop_reason AS reason, count(*) AS n FROM keyframes k "
+                           "JOIN run_videos r USING (video_id) WHERE r.run_id = ? AND ocr_kept = false "
+                           "GROUP BY 1 ORDER BY 1", [run_id])
+    clip_decisions = store.rows("SELECT decision, count(*) AS n FROM clips c JOIN run_videos r USING (video_id) "
+                                "WHERE r.run_id = ? GROUP BY 1 ORDER BY 1", [run_id])
+    return {"steps": [{"step": s, "videos": n} for s, n in steps],
+            "dropped": dict(sorted(dropped.items())), "errors": dict(sorted(errors.items())),
+            "ocr_dropped": {r["reason"]: r["n"] for r in ocr_drops},
+            "clip_decisions": {r["decision"]: r["n"] for r in clip_decisions}}
+
+
+def dumps(stats: dict) -> str:
+    return json.dumps(stats, indent=2, default=str)

@@ -1,0 +1,25 @@
+"""Token counting for ``token_num`` and the packing budget.
+
+The default is Whisper's BPE tokenizer, which ships with the offline model, so
+counts work with no network; pass any tokenizer.json for the target model's counts.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(name: str):
+    from tokenizers import Tokenizer
+
+    from tools.asr import offline_tokenizer_path
+
+    path = offline_tokenizer_path() if name == "whisper" else name
+    return Tokenizer.from_file(str(path))
+
+
+def count_tokens(text: str, tokenizer: str = "whisper") -> int:
+    if not text:
+        return 0
+    return len(_tokenizer(tokenizer).encode(text, add_special_tokens=False).ids)

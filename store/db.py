@@ -1,0 +1,267 @@
+"""The DuckDB store: one file, schema by numbered migrations, one writer (the driver).
+
+Repository functions take and return plain dicts; every multi-row write of a
+stage happens in one transaction, so a killed process leaves either the whole
+stage output or none of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used (one clear line for the user)."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    found = []
+    for entry in resources.files("store.migrations").iterdir():
+        m = re.match(r"(\d+)_(\w+)\.sql$", entry.name)
+        if m:
+            found.append((int(m.group(1)), m.group(2), entry.read_text()))
+    return sorted(found)
+
+
+def open_store(path: str | Path, read_only: bool = False) -> Store:
+    path = Path(path)
+    if read_only and not path.is_file():
+        raise StoreError(f"no database at {path}")
+    if not read_only:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path.parent}: {exc.strerror}") from exc
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        msg = str(exc)
+        if "lock" in msg.lower():
+            raise StoreError(f"{path} is in use by another process (DuckDB allows one writer)") from exc
+        raise StoreError(f"cannot open {path}: {msg.splitlines()[0]}") from exc
+    except duckdb.Error as exc:
+        raise StoreError(f"{path} is not a DuckDB database: {str(exc).splitlines()[0]}") from exc
+    store = Store(con, path)
+    if not read_only:
+        store.migrate()
+    return store
+
+
+class Store:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path):
+        self.con = con
+        self.path = path
+
+    # -- schema -------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        self.con.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                         "name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
+        done = {r[0] for r in self.con.execute("SELECT version FROM schema_migrations").fetchall()}
+        applied = []
+        for version, name, sql in _migrations():
+            if version in done:
+                continue
+            with self.transaction():
+                self.con.execute(sql)
+                self.con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, _now()])
+            applied.append(version)
+        return applied
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def rows(self, sql: str, params: list | None = None) -> list[dict[str, Any]]:
+        cur = self.con.execute(sql, params or [])
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def scalar(self, sql: str, params: list | None = None) -> Any:
+        row = self.con.execute(sql, params or []).fetchone()
+        return row[0] if row else None
+
+    def counts(self) -> dict[str, int]:
+        tables = [r[0] for r in self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1").fetchall()]
+        return {t: self.scalar(f'SELECT count(*) FROM "{t}"') for t in tables}
+
+    # -- runs ---------------------------------------------------------------
+    def start_run(self, run_id: str, command: str, inputs: list[str], config: dict, config_hash: str) -> bool:
+        """Create the run, or mark an existing one running again. True if it existed."""
+        existed = self.scalar("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]) > 0
+        now = _now()
+        if existed:
+            self.con.execute("UPDATE runs SET status = 'running', updated_at = ?, attempts = attempts + 1 "
+                             "WHERE run_id = ?", [now, run_id])
+        else:
+            self.con.execute("INSERT INTO runs VALUES (?, ?, 'running', ?, ?, ?, ?, ?, 1, NULL)",
+                             [run_id, command, json.dumps(inputs), json.dumps(config, sort_keys=True),
+                              config_hash, now, now])
+        return existed
+
+    def finish_run(self, run_id: str, status: str, summary: dict) -> None:
+        self.con.execute("UPDATE runs SET status = ?, updated_at = ?, summary = ? WHERE run_id = ?",
+                         [status, _now(), json.dumps(summary), run_id])
+
+    def latest_run(self) -> str | None:
+        return self.scalar("SELECT run_id FROM runs ORDER BY updated_at DESC LIMIT 1")
+
+    def set_run_videos(self, run_id: str, video_ids: list[str]) -> None:
+        with self.transaction():
+            self.con.execute("DELETE FROM run_videos WHERE run_id = ?", [run_id])
+            for pos, vid in enumerate(video_ids):
+                self.con.execute("INSERT INTO run_videos VALUES (?, ?, ?)", [run_id, vid, pos])
+
+    # -- videos -------------------------------------------------------------
+    def upsert_video(self, video: dict) -> None:
+        """Insert or update a video row; status is kept unless given."""
+        cols = ["video_id", "source", "sha256", "title", "subject", "course", "knowledge_point", "metadata"]
+        vals = [video.get(c) for c in cols]
+        vals[7] = json.dumps(video.get("metadata") or {}, sort_keys=True)
+        self.con.execute(
+            f"INSERT INTO videos ({', '.join(cols)}, status, updated_at) VALUES ({', '.join('?' * len(cols))}, "
+            "'pending', ?) ON CONFLICT (video_id) DO UPDATE SET source = excluded.source, sha256 = excluded.sha256, "
+            "title = excluded.title, subject = excluded.subject, course = excluded.course, "
+            "knowledge_point = excluded.knowledge_point, metadata = excluded.metadata",
+            [*vals, _now()])
+
+    def update_video(self, video_id: str, **fields: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.con.execute(f"UPDATE videos SET {sets}, updated_at = ? WHERE video_id = ?",
+                         [*fields.values(), _now(), video_id])
+
+    def video(self, video_id: str) -> dict | None:
+        rows = self.rows("SELECT * FROM videos WHERE video_id = ?", [video_id])
+        return rows[0] if rows else None
+
+    # -- stage bookkeeping ---------------------------------------------------
+    def stage(self, video_id: str, stage: str) -> dict | None:
+        rows = self.rows("SELECT * FROM stage_status WHERE video_id = ? AND stage = ?", [video_id, stage])
+        return rows[0] if rows else None
+
+    def _mark(self, video_id: str, stage: str, config_hash: str, status: str, detail: str | None,
+              seconds: float | None) -> None:
+        self.con.execute("INSERT OR REPLACE INTO stage_status VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [video_id, stage, config_hash, status, detail, seconds, _now()])
+        if status != "error":
+            self.con.execute("DELETE FROM errors WHERE video_id = ? AND stage = ?", [video_id, stage])
+
+    def mark_stage(self, video_id: str, stage: str, config_hash: str, status: str = "done",
+                   detail: str | None = None, seconds: float | None = None) -> None:
+        with self.transaction():
+            self._mark(video_id, stage, config_hash, status, detail, seconds)
+
+    def record_error(self, video_id: str, stage: str, config_hash: str, kind: str, message: str,
+                     run_id: str | None) -> None:
+        with self.transaction():
+            self._mark(video_id, stage, config_hash, "error", kind, None)
+            self.con.execute("INSERT OR REPLACE INTO errors VALUES (?, ?, ?, ?, ?, ?)",
+                             [video_id, stage, kind, message[:2000], run_id, _now()])
+            self.con.execute("UPDATE videos SET status = 'error', reason = ?, updated_at = ? WHERE video_id = ?",
+                             [kind, _now(), video_id])
+
+    def save_probe(self, video_id: str, config_hash: str, info: dict, seconds: float) -> None:
+        with self.transaction():
+            self.con.execute("UPDATE videos SET duration = ?, width = ?, height = ?, fps = ?, has_audio = ?, "
+                             "updated_at = ? WHERE video_id = ?",
+                             [info["duration"], info["width"], info["height"], info["fps"], info["has_audio"],
+                              _now(), video_id])
+            self._mark(video_id, "probe", config_hash, "done", None, seconds)
+
+    def save_transcript(self, video_id: str, config_hash: str, tr: dict, n_tokens: int) -> None:
+        with self.transaction():
+            self.con.execute("DELETE FROM segments WHERE video_id = ?", [video_id])
+            self.con.execute("INSERT OR REPLACE INTO transcripts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             [video_id, tr["language"], tr["language_probability"], tr["duration"],
+                              tr["speech_duration"], tr["model"], json.dumps(tr["options"], sort_keys=True),
+                              " ".join(s["text"] for s in tr["segments"]), n_tokens, tr["seconds"], tr["stopped"]])
+            for i, s in enumerate(tr["segments"]):
+                words = [[w["start"], w["end"], w["word"], w["probability"]] for w in s["words"]]
+                self.con.execute("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 [video_id, i, s["start"], s["end"], s["text"], s["avg_logprob"],
+                                  s["no_speech_prob"], json.dumps(words)])
+            self._mark(video_id, "asr", config_hash, "done", None, tr["seconds"])
+
+    def transcript(self, video_id: str) -> dict | None:
+        rows = self.rows("SELECT * FROM transcripts WHERE video_id = ?", [video_id])
+        if not rows:
+            return None
+        tr = rows[0]
+        tr["segments"] = self.rows("SELECT * FROM segments WHERE video_id = ? ORDER BY idx", [video_id])
+        for s in tr["segments"]:
+            s["words"] = json.loads(s["words"] or "[]")
+        return tr
+
+    def save_keyframes(self, video_id: str, config_hash: str, frames: list[dict], seconds: float) -> None:
+        with self.transaction():
+            self.con.execute("DELETE FROM keyframes WHERE video_id = ?", [video_id])
+            for f in frames:
+                self.con.execute("INSERT INTO keyframes (video_id, idx, time_s, path, ssim, min_tile_ssim, "
+                                 "sharpness) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 [video_id, f["index"], f["time"], f["path"], f["ssim"], f["min_tile_ssim"],
+                                  f["sharpness"]])
+            self.con.execute("DELETE FROM stage_status WHERE video_id = ? AND stage = 'ocr'", [video_id])
+            self._mark(video_id, "keyframes", config_hash, "done", None, seconds)
+
+    def keyframes(self, video_id: str) -> list[dict]:
+        return self.rows("SELECT * FROM keyframes WHERE video_id = ? ORDER BY idx", [video_id])
+
+    def save_ocr(self, video_id: str, config_hash: str, results: list[dict], seconds: float) -> None:
+        with self.transaction():
+            for r in results:
+                self.con.execute("UPDATE keyframes SET ocr_text = ?, ocr_confidence = ?, ocr_engine = ?, "
+                                 "ocr_kept = ?, ocr_drop_reason = ? WHERE video_id = ? AND idx = ?",
+                                 [r["text"], r["confidence"], r["engine"], r["kept"], r["drop_reason"],
+                                  video_id, r["index"]])
+            self._mark(video_id, "ocr", config_hash, "done", None, seconds)
+
+    def save_clips(self, video_id: str, config_hash: str, clips: list[dict]) -> None:
+        with self.transaction():
+            self.con.execute("DELETE FROM clips WHERE video_id = ?", [video_id])
+            for c in clips:
+                self.con.execute("INSERT INTO clips VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 [video_id, c["index"], c["start"], c["end"], c["text"], c["n_tokens"],
+                                  json.dumps(c["keyframes"]), c["decision"], c.get("reason")])
+            self._mark(video_id, "clips", config_hash, "done", None, None)
+
+    def clips(self, video_id: str) -> list[dict]:
+        rows = self.rows("SELECT * FROM clips WHERE video_id = ? ORDER BY idx", [video_id])
+        for r in rows:
+            r["keyframes"] = json.loads(r["keyframes"])
+        return rows
+
+    # -- samples ------------------------------------------------------------
+    def save_samples(self, run_id: str, config_hash: str, samples: list[dict]) -> None:
+        with self.transaction():
+            self.con.execute("DELETE FROM samples WHERE run_id = ?", [run_id])
+            for i, s in enumerate(samples):
+                self.con.execute("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?)",
+                                 [run_id, i, json.dumps(s, ensure_ascii=False), s["image_num"], s["text_num"],
+                                  s["token_num"]])
+            self._mark(f"run:{run_id}", "pack", config_hash, "done", None, None)
+
+    def samples(self, run_id: str) -> list[dict]:
+        return [json.loads(r[0]) for r in self.con.execute(
+            "SELECT sample FROM samples WHERE run_id = ? ORDER BY idx", [run_id]).fetchall()]

@@ -1,0 +1,106 @@
+from pipeline import assemble
+from pipeline.config import ClipConfig, OcrFilterConfig, PackConfig
+
+
+def _words(text: str, start: float, per_word: float = 0.4) -> list:
+    out = []
+    t = start
+    for w in text.split():
+        out.append([t, t + per_word - 0.05, " " + w, 0.9])
+        t += per_word
+    return out
+
+
+def _segments(sentences: list[str]) -> list[dict]:
+    words, t = [], 0.0
+    for s in sentences:
+        ws = _words(s, t)
+        words += ws
+        t = ws[-1][1] + 0.6
+    return [{"start_s": 0.0, "end_s": t, "text": " ".join(sentences), "words": words}]
+
+
+def test_sentences_use_word_timestamps():
+    spans = assemble.sentences(_segments(["One two three.", "Four five six seven?", "Eight"]))
+    assert [s.text for s in spans] == ["One two three.", "Four five six seven?", "Eight"]
+    assert spans[0].end < spans[1].start
+
+
+def test_paragraphs_respect_bounds():
+    sents = [f"sentence number {i} has some words in it." for i in range(30)]  # 8 words, ~3.2 s each
+    paras = assemble.paragraphs(assemble.sentences(_segments(sents)), ClipConfig(min_seconds=10, max_seconds=20))
+    assert len(paras) > 3
+    for p in paras[:-1]:
+        assert 10 <= p.end - p.start <= 20
+    assert " ".join(p.text for p in paras) == " ".join(sents)
+
+
+def test_clips_are_contiguous_and_cover_the_video():
+    paras = [assemble.Span(1.0, 12.0, "a"), assemble.Span(13.0, 25.0, "b"), assemble.Span(26.0, 30.0, "c")]
+    clips = assemble.clips(paras, duration=35.0)
+    assert clips[0].start == 0.0 and clips[-1].end == 35.0
+    assert all(a.end == b.start for a, b in zip(clips, clips[1:], strict=False))
+
+
+def test_ocr_filter_drops_repeats_and_empty_but_keeps_an_added_line():
+    texts = ["Worked Example\nA cart has a mass of 2 kg",
+             "Worked Example\nA cart has a mass of 2 kg",  # same slide again
+             "Worked Example\nA cart has a mass of 2 kg\nForce = 6 newtons",  # one more line
+             "~ .",
+             "The Third Law\nEvery action has a reaction"]
+    verdicts = assemble.filter_ocr(texts, OcrFilterConfig())
+    assert verdicts == [(True, None), (False, "ocr_repeat"), (True, None), (False, "ocr_empty"), (True, None)]
+
+
+def _video(vid: str, n_clips: int, images_per_clip: int = 1) -> list[assemble.Position]:
+    out = []
+    for c in range(n_clips):
+        for k in range(images_per_clip):
+            out.append(assemble.Position(f"images/{vid}/{vid}@{c}.0_{c + 1}.0#{k}.jpg", None, None,
+                                         {"video_id": vid, "type": "image"}))
+        text = f"clip {c} of {vid} says something about physics and motion."
+        out.append(assemble.Position(None, text, text, {"video_id": vid, "type": "text"}))
+    return out
+
+
+def _exactly_one(sample: dict) -> bool:
+    return all((i is None) != (t is None) for i, t in zip(sample["images"], sample["texts"], strict=True))
+
+
+def test_pack_video_mode_one_sample_per_video():
+    samples = assemble.pack([_video("a", 3), _video("b", 2)], PackConfig(mode="video"))
+    assert len(samples) == 2
+    assert samples[0]["image_num"] == 3 and samples[0]["text_num"] == 3
+    assert all(_exactly_one(s) for s in samples)
+    assert samples[0]["token_num"] > 0
+
+
+def test_pack_concat_puts_marker_between_videos():
+    cfg = PackConfig(mode="concat", max_tokens=10_000)
+    samples = assemble.pack([_video("a", 2), _video("b", 2)], cfg)
+    assert len(samples) == 1
+    texts = samples[0]["texts"]
+    assert texts.count(cfg.eov_marker) == 1
+    marker = texts.index(cfg.eov_marker)
+    assert {m.get("video_id") for m in samples[0]["metadata"][:marker]} == {"a"}
+    assert _exactly_one(samples[0])
+
+
+def test_pack_split_and_concat_respect_the_budget():
+    videos = [_video("a", 6), _video("b", 6)]
+    for mode in ("split", "concat"):
+        cfg = PackConfig(mode=mode, max_tokens=40)
+        samples = assemble.pack(videos, cfg)
+        assert len(samples) > 2
+        assert all(s["token_num"] <= 40 for s in samples)
+        assert all(_exactly_one(s) for s in samples)
+        assert all(s["texts"][-1] != cfg.eov_marker and s["texts"][0] != cfg.eov_marker for s in samples)
+        # no clip is cut: every image is followed (eventually) by its clip's text in the same sample
+        assert all(s["texts"][-1] is not None for s in samples)
+        if mode == "split":
+            assert all(len({m.get("video_id") for m in s["metadata"]}) == 1 for s in samples)
+
+
+def test_pack_max_images():
+    samples = assemble.pack([_video("a", 5, images_per_clip=3)], PackConfig(mode="split", max_images=6))
+    assert [s["image_num"] for s in samples] == [6, 6, 3]

@@ -1,0 +1,67 @@
+"""Bad input: one clear line on stderr, a non-zero exit, no traceback, nothing recorded lost."""
+
+import pytest
+
+from tests.conftest import LESSONS, run_cli
+from tests.pipeline.test_process import _counts
+
+
+def _one_line_error(proc) -> str:
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.fixture()
+def recorded(processed):
+    return _counts(processed["db"])
+
+
+def test_missing_path(processed, recorded, tmp_path):
+    line = _one_line_error(run_cli("process", str(tmp_path / "nope.mp4"), "--db", str(processed["db"])))
+    assert "no such file or folder" in line
+    assert _counts(processed["db"]) == recorded
+
+
+def test_folder_without_videos(processed, recorded, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    line = _one_line_error(run_cli("process", str(tmp_path), "--db", str(processed["db"])))
+    assert "no video files" in line
+    assert _counts(processed["db"]) == recorded
+
+
+def test_text_file_named_mp4(tmp_path):
+    fake = tmp_path / "lesson.mp4"
+    fake.write_text("this is not a video\n")
+    proc = run_cli("process", str(fake), "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "out"), "-q")
+    line = _one_line_error(proc)
+    assert "lesson.mp4" in line and "corrupt" in line
+
+
+def test_unwritable_out(processed, recorded, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    proc = run_cli("process", str(LESSONS / "chemistry_atoms.mp4"), "--db", str(processed["db"]),
+                   "--out", str(blocker / "out"))
+    line = _one_line_error(proc)
+    assert "cannot write to" in line
+    assert _counts(processed["db"]) == recorded
+    assert (processed["out"] / "samples.jsonl").is_file()
+
+
+def test_unknown_export_format_and_missing_db(processed, tmp_path):
+    assert "unknown format" in _one_line_error(run_cli("export", "--db", str(processed["db"]), "--format", "xml"))
+    assert "no database" in _one_line_error(run_cli("stats", "--db", str(tmp_path / "none.duckdb")))
+
+
+def test_malformed_config_file(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("pipeline = [unclosed")
+    line = _one_line_error(run_cli("process", str(LESSONS), "--config", str(cfg), "--db", str(tmp_path / "d.duckdb")))
+    assert "malformed" in line
+    cfg.write_text("[pipeline.pack]\nmode = 'bogus'\n")
+    line = _one_line_error(run_cli("process", str(LESSONS), "--config", str(cfg), "--db", str(tmp_path / "d.duckdb")))
+    assert "pipeline.pack.mode" in line

@@ -1,0 +1,218 @@
+"""The `textbook` command line.
+
+    textbook process PATH... --db runs.duckdb --out out/ [--json]
+    textbook stats --db runs.duckdb [--run RUN_ID] [--json]
+    textbook export --db runs.duckdb --format jsonl|json|parquet --out out/
+
+Bad input gives one line on stderr and a non-zero exit; set TEXTBOOK_DEBUG=1 for tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.export import FORMATS, ExportError, export_samples
+from pipeline.runner import InputError, Runner, media_dir_for
+from pipeline.stats import corpus_stats
+from store import StoreError, open_store
+from textbook.console import ProgressReporter, err_console
+from textbook.settings import SettingsError, load_settings
+from tools.errors import ToolError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Build a multimodal textbook (an interleaved image-text corpus) from instructional videos.")
+
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB file (env TEXTBOOK_DB)")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="settings file (TOML, YAML or JSON)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON on stdout")]
+
+
+class UserError(Exception):
+    pass
+
+
+def _setup_logging(quiet: bool) -> None:
+    level = logging.ERROR if quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@app.command()
+def process(
+    paths: Annotated[list[Path], typer.Argument(help="video files or folders of videos")],
+    db: DbOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="export folder for samples and images")] = None,
+    config: ConfigOpt = None,
+    executor: Annotated[Optional[str], typer.Option(help="local or process")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="workers of the process executor")] = None,
+    asr_model: Annotated[Optional[str], typer.Option(help="whisper name or folder")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto")] = None,
+    pack: Annotated[Optional[str], typer.Option(help="video, split or concat")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="token budget of a sample (split/concat)")] = None,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+) -> None:
+    """Turn lesson videos into interleaved samples, recording every step in DuckDB."""
+    _setup_logging(quiet)
+    pipe: dict = {}
+    if executor:
+        pipe["executor"] = executor
+    if workers:
+        pipe["workers"] = workers
+    if asr_model or device:
+        pipe["asr"] = {k: v for k, v in (("model", asr_model), ("device", device)) if v}
+    if pack or max_tokens:
+        pipe["pack"] = {k: v for k, v in (("mode", pack), ("max_tokens", max_tokens)) if v}
+    overrides: dict = {"pipeline": pipe}
+    if db:
+        overrides["db"] = db
+    if out:
+        overrides["out"] = out
+    settings = load_settings(config, overrides)
+    store = open_store(settings.db)
+    try:
+        with ProgressReporter(enabled=not quiet and not as_json) as reporter:
+            result = Runner(store, settings.pipeline, settings.out, reporter).run(paths)
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_summary(result)
+    errors = [v for v in result.videos if v.status == "error"]
+    if errors and len(errors) == len(result.videos):
+        first = errors[0]
+        raise UserError(f"none of the {len(errors)} inputs could be processed: {Path(first.source).name}: "
+                        f"{first.reason}")
+    if errors:
+        err_console.print(f"{len(errors)} of {len(result.videos)} videos failed; see the table above "
+                          "(the others finished)", highlight=False)
+        raise typer.Exit(1)
+
+
+def _console() -> Console:
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _print_summary(result) -> None:
+    console = _console()
+    table = Table(title=f"{result.run_id}: {result.samples} samples in {result.out_dir} ({result.seconds}s)")
+    for col in ("video", "source", "status", "reason", "clips", "keyframes", "samples"):
+        table.add_column(col, overflow="fold")
+    for v in result.videos:
+        table.add_row(v.video_id, Path(v.source).name, v.status, v.reason or "", str(v.clips), str(v.keyframes),
+                      str(v.samples))
+    console.print(table)
+
+
+def _run_id(store, run: str | None) -> str:
+    run_id = run or store.latest_run()
+    if not run_id:
+        raise UserError(f"{store.path} has no runs yet (run `textbook process` first)")
+    if not store.scalar("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]):
+        raise UserError(f"no run {run_id} in {store.path}")
+    return run_id
+
+
+@app.command()
+def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run id (default: latest)")] = None,
+          config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Per-subject table (paper Table 7), images/tokens per sample (Table 1), and the drop funnel."""
+    settings = load_settings(config, {"db": db} if db else {})
+    store = open_store(settings.db, read_only=True)
+    try:
+        data = corpus_stats(store, _run_id(store, run), settings.pipeline.tokenizer)
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    console = _console()
+    t7 = Table(title=f"{data['run_id']}: per subject (paper Table 7)")
+    cols = ["subject", "videos", "hours", "topics", "clips", "keyframes", "asr_tokens", "ocr_tokens", "samples"]
+    for c in cols:
+        t7.add_column(c, justify="left" if c == "subject" else "right")
+    for row in data["table7"]:
+        t7.add_row(*[str(row[c]) for c in cols])
+    console.print(t7)
+    t1 = data["table1"]
+    console.print(f"samples: {t1['samples']}   images/sample min {t1['images_per_sample']['min']} max "
+                  f"{t1['images_per_sample']['max']} avg {t1['images_per_sample']['avg']}   tokens/sample min "
+                  f"{t1['tokens_per_sample']['min']} max {t1['tokens_per_sample']['max']} avg "
+                  f"{t1['tokens_per_sample']['avg']}")
+    f = data["funnel"]
+    console.print("funnel: " + " -> ".join(f"{s['step']} {s['videos']}" for s in f["steps"]))
+    for title, key in (("dropped", "dropped"), ("errors", "errors"), ("OCR dropped", "ocr_dropped"),
+                       ("clip decisions", "clip_decisions")):
+        if f[key]:
+            console.print(f"{title}: " + ", ".join(f"{k} {v}" for k, v in f[key].items()))
+
+
+@app.command()
+def export(db: DbOpt = None, fmt: Annotated[str, typer.Option("--format", help="jsonl, json or parquet")] = "jsonl",
+           out: Annotated[Optional[Path], typer.Option("--out", help="export folder")] = None,
+           run: Annotated[Optional[str], typer.Option(help="run id (default: latest)")] = None,
+           config: ConfigOpt = None) -> None:
+    """Write a run's samples (and their images) in the released Multimodal Textbook layout."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+    overrides = {k: v for k, v in (("db", db), ("out", out)) if v}
+    settings = load_settings(config, overrides)
+    store = open_store(settings.db, read_only=True)
+    try:
+        run_id = _run_id(store, run)
+        samples = store.samples(run_id)
+    finally:
+        store.close()
+    from pipeline.runner import check_writable
+
+    check_writable(settings.out)
+    target = export_samples(samples, settings.out, fmt, media_dir_for(settings.db))
+    print(f"{len(samples)} samples of {run_id} -> {target}")
+
+
+def main() -> None:
+    debug = os.environ.get("TEXTBOOK_DEBUG") == "1"
+    try:
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.exceptions.Abort:
+        err_console.print("aborted", highlight=False)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (UserError, InputError, StoreError, SettingsError, ExportError) as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except ToolError as exc:
+        if debug:
+            raise
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # the last resort: still one line, never a traceback
+        if debug:
+            raise
+        print(f"error: internal: {type(exc).__name__}: {exc} (TEXTBOOK_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""OCR of keyframes: tesseract by default, or a VLM behind an OpenAI-compatible endpoint.
+
+Both backends have one verb, ``read(image_path) -> OcrResult``, and say which
+engine and options produced the text. The VLM backend is how the paper read
+formulas (InternVL2); point it at vLLM, Ollama or any OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tools.errors import ToolError
+
+VLM_PROMPT = (
+    "Transcribe all text, symbols and formulas visible in this video frame, line by line. "
+    "Write formulas in LaTeX. If the frame is blurred, occluded or has no readable content, "
+    "answer exactly NONE. Output only the transcription."
+)
+
+
+@dataclass(frozen=True)
+class OcrOptions:
+    backend: str = "tesseract"  # tesseract | vlm
+    language: str = "eng"  # tesseract language(s), e.g. eng+equ
+    psm: tuple[int, ...] = (3, 6)  # tesseract page segmentation passes, merged
+    min_height: int = 960  # frames are upscaled to at least this height before tesseract
+    min_confidence: float = 30.0  # tesseract words below this confidence are dropped
+    vlm_base_url: str = ""  # e.g. http://127.0.0.1:8000/v1
+    vlm_model: str = ""
+    vlm_api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
+    vlm_max_tokens: int = 512
+    timeout: float = 120.0
+
+
+@dataclass
+class OcrResult:
+    text: str
+    confidence: float  # 0..100 (tesseract mean word confidence; VLM: 100 when it answered)
+    engine: str
+    seconds: float
+    options: dict = field(default_factory=dict)
+
+
+def _parse_tsv(tsv: str, min_conf: float) -> dict[int, list[tuple[int, str, list[float]]]]:
+    """Tesseract TSV -> {page: [(top, line text, word confidences)]}."""
+    lines: dict[tuple[int, int, int, int], list] = {}
+    for row in tsv.splitlines()[1:]:
+        cols = row.split("\t")
+        if len(cols) < 12 or not cols[11].strip():
+            continue
+        conf = float(cols[10])
+        if conf < min_conf:
+            continue
+        key = (int(cols[1]), int(cols[2]), int(cols[3]), int(cols[4]))  # page, block, par, line
+        entry = lines.setdefault(key, [10**9, [], []])
+        entry[0] = min(entry[0], int(cols[7]))
+        entry[1].append(cols[11].strip())
+        entry[2].append(conf)
+    pages: dict[int, list] = {}
+    for (page, *_), (top, words, confs) in sorted(lines.items()):
+        pages.setdefault(page, []).append((top, " ".join(words), confs))
+    return pages
+
+
+def _similar(a: str, b: str) -> bool:
+    import difflib
+
+    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio() > 0.75
+
+
+class TesseractOCR:
+    """Tesseract through its command line.
+
+    Frames are converted to grayscale and upscaled to at least ``min_height``
+    pixels, then read in one tesseract process per page-segmentation pass (no
+    per-image start-up cost). Lines found by a later pass that no earlier pass
+    found are merged in by position: automatic layout (psm 3) reads formulas in
+    boxes, single-block layout (psm 6) reads titles on coloured bands.
+    """
+
+    def __init__(self, options: OcrOptions | None = None):
+        self.options = options or OcrOptions()
+        self.binary = shutil.which("tesseract")
+        if not self.binary:
+            raise ToolError("missing-tool", "tesseract is not installed (apt-get install tesseract-ocr)")
+
+    def read(self, image: str | Path) -> OcrResult:
+        return self.read_many([image])[0]
+
+    def read_many(self, images: list[str | Path]) -> list[OcrResult]:
+        import tempfile
+
+        from PIL import Image
+
+        opts = self.options
+        if not images:
+            return []
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="textbook-ocr-") as tmp:
+            listing = Path(tmp) / "images.txt"
+            prepared = []
+            for i, src in enumerate(images):
+                try:
+                    with Image.open(src) as im:
+                        im = im.convert("L")
+                        if im.height < opts.min_height:
+                            scale = opts.min_height / im.height
+                            im = im.resize((round(im.width * scale), opts.min_height), Image.BICUBIC)
+                        dst = Path(tmp) / f"{i:06d}.png"
+                        im.save(dst)
+                except OSError as exc:
+                    raise ToolError("corrupt", f"cannot read image {src}: {exc}") from exc
+                prepared.append(str(dst))
+            listing.write_text("\n".join(prepared) + "\n")
+            merged: list[list[tuple[int, str, list[float]]]] = [[] for _ in images]
+            for psm in opts.psm:
+                pages = self._run(listing, psm)
+                for page, lines in pages.items():
+                    if not 1 <= page <= len(images):
+                        continue
+                    have = merged[page - 1]
+                    for line in lines:
+                        if not any(_similar(line[1], old[1]) for old in have):
+                            have.append(line)
+        seconds = round((time.perf_counter() - t0) / len(images), 3)
+        results = []
+        for lines in merged:
+            lines.sort(key=lambda item: item[0])
+            confs = [c for _, _, cs in lines for c in cs]
+            results.append(OcrResult(text="\n".join(text for _, text, _ in lines),
+                                     confidence=round(sum(confs) / len(confs), 1) if confs else 0.0,
+                                     engine=f"tesseract {self.version()}", seconds=seconds, options=asdict(opts)))
+        return results
+
+    def _run(self, listing: Path, psm: int) -> dict[int, list]:
+        opts = self.options
+        cmd = [self.binary, str(listing), "stdout", "-l", opts.language, "--psm", str(psm), "tsv"]
+        env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=opts.timeout, env=env)
+        except subprocess.TimeoutExpired as exc:
+            raise ToolError("timeout", f"tesseract took over {opts.timeout:.0f}s") from exc
+        if proc.returncode != 0:
+            raise ToolError("ocr-failed", f"tesseract: {(proc.stderr.strip().splitlines() or ['failed'])[-1]}")
+        return _parse_tsv(proc.stdout, opts.min_confidence)
+
+    _version: str | None = None
+
+    def version(self) -> str:
+        if TesseractOCR._version is None:
+            out = subprocess.run([self.binary, "--version"], capture_output=True, text=True)
+            TesseractOCR._version = (out.stdout or out.stderr).split("\n", 1)[0].split()[-1]
+        return TesseractOCR._version
+
+
+class VlmOCR:
+    """A vision LLM behind an OpenAI-compatible chat endpoint reads the frame."""
+
+    def __init__(self, options: OcrOptions):
+        if not options.vlm_base_url or not options.vlm_model:
+            raise ToolError("config", "the vlm OCR backend needs vlm_base_url and vlm_model")
+        from openai import OpenAI
+
+        self.options = options
+        key = os.environ.get(options.vlm_api_key_env) or "not-needed"
+        self.client = OpenAI(base_url=options.vlm_base_url, api_key=key, timeout=options.timeout, max_retries=2)
+
+    def read_many(self, images: list[str | Path]) -> list[OcrResult]:
+        return [self.read(image) for image in images]
+
+    def read(self, image: str | Path) -> OcrResult:
+        opts = self.options
+        t0 = time.perf_counter()
+        data = base64.b64encode(Path(image).read_bytes()).decode()
+        try:
+            reply = self.client.chat.completions.create(
+                model=opts.vlm_model, max_tokens=opts.vlm_max_tokens, temperature=0.0,
+                messages=[{"role": "user", "content": [
+                    {"type": "text", "text": VLM_PROMPT},
+                    {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}"}}]}])
+        except Exception as exc:  # openai raises one class per HTTP failure
+            raise ToolError("ocr-failed", f"VLM OCR at {opts.vlm_base_url}: {type(exc).__name__}: {exc}") from exc
+        text = (reply.choices[0].message.content or "").strip()
+        if text.upper() == "NONE":
+            text = ""
+        safe = {k: v for k, v in asdict(opts).items() if k != "vlm_api_key_env"}
+        return OcrResult(text=text, confidence=100.0 if text else 0.0, engine=f"vlm {opts.vlm_model}",
+                         seconds=round(time.perf_counter() - t0, 3), options=safe)
+
+
+def make_reader(options: OcrOptions | None = None) -> TesseractOCR | VlmOCR:
+    options = options or OcrOptions()
+    if options.backend == "tesseract":
+        return TesseractOCR(options)
+    if options.backend == "vlm":
+        return VlmOCR(options)
+    raise ToolError("config", f"unknown OCR backend {options.backend!r} (tesseract or vlm)")
