@@ -166,3 +166,12 @@ def test_sigkill_mid_run_then_rerun_gives_the_same_samples(processed, tmp_path):
     assert final.returncode == 1, final.stderr
     assert _samples(out) == _samples(processed["out"])
     assert _counts(db) == _counts(processed["db"])
+
+
+def test_process_pool_executor_gives_the_same_samples(processed, tmp_path):
+    proc = run_cli("process", str(LESSONS), "--db", str(tmp_path / "runs.duckdb"), "--out", str(tmp_path / "out"),
+                   "--executor", "process", "--workers", "2", "--json")
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads(proc.stdout)["stages_run"]["asr"] == 4
+    assert _samples(tmp_path / "out") == _samples(processed["out"])
+    assert _counts(tmp_path / "runs.duckdb") == _counts(processed["db"])
