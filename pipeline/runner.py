@@ -239,7 +239,7 @@ class Runner:
                     self._error(vid, "probe", exc, run_id)
                     self.reporter.advance("probe")
                     continue
-                store.save_probe(vid, h, info | {"has_video": info["has_video"]}, time.perf_counter() - t)
+                store.save_probe(vid, h, info, time.perf_counter() - t)
                 self._ran("probe")
             row = store.video(vid)
             if store.stage(vid, "probe")["status"] == "error":

@@ -64,7 +64,7 @@ def probe(path: str | Path, timeout: float = 60.0) -> MediaInfo:
     except subprocess.TimeoutExpired as exc:
         raise ToolError("timeout", f"ffprobe took over {timeout:.0f}s on {path.name}") from exc
     if proc.returncode != 0:
-        detail = (proc.stderr.strip().splitlines() or ["unreadable"])[-1]
+        detail = (proc.stderr.strip().splitlines() or ["unreadable"])[-1].replace(f"{path}: ", "")
         raise ToolError("corrupt", f"{path.name}: {detail}")
     data = json.loads(proc.stdout or "{}")
     streams = data.get("streams", [])
