@@ -14,6 +14,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tools import media  # noqa: E402
+
 INPUTS = [ROOT / "examples/lessons", ROOT / "tests/data/lessons/physics_newton.mp4",
           ROOT / "tests/data/lessons/chemistry_atoms.mp4"]
 
@@ -28,9 +32,7 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(proc.stderr)
         summary = json.loads(proc.stdout)
-        duration = sum(float(subprocess.run(
-            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", v["source"]],
-            capture_output=True, text=True).stdout) for v in summary["videos"])
+        duration = sum(media.probe(v["source"]).duration for v in summary["videos"])
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"videos {len(summary['videos'])}, {duration:.0f} s of video, {summary['samples']} samples")
         print(f"  wall {wall:.1f} s = {wall / (duration / 60):.1f} s per minute of video "

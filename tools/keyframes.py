@@ -8,8 +8,9 @@ one line is still a new keyframe, then drop blank, blurred and near-duplicate fr
 Decoding every frame is the cost, so ``decode="auto"`` reads the packet index
 first (no decoding) and decodes:
 - the codec keyframe of each GOP (encoders place them at scene cuts), and
-- every frame of a GOP longer than ``max_gap`` seconds (a change may hide
-  inside it without a cut), sampled at ``sample_rate`` frames per second.
+- the reference frames (B-frames skipped) of a GOP longer than ``max_gap``
+  seconds (a change may hide inside it without a cut), sampled at
+  ``sample_rate`` frames per second.
 Packet sizes are no safe sign of "nothing changed": x264's weighted prediction
 codes a cut to a blank slide in a few dozen bytes, so they are not used.
 ``decode="all"`` samples the whole video at ``sample_rate`` (the plain method).
