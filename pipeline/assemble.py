@@ -135,7 +135,8 @@ def assign_keyframes(clip_spans: list[Span], keyframes: list[dict]) -> list[list
 def interleave(video: dict, clip_rows: list[dict], keyframes_by_idx: dict[int, dict]) -> list[Position]:
     """Chronological interleave (PAPER.md section 5): per clip its keyframes, then OCR+ASR text.
 
-    A clip whose frames were dropped keeps its text.
+    A clip whose frames were dropped keeps its text. A polished paragraph (the agent's
+    rewrite) replaces the raw ASR text when present; the raw text stays in the store.
     """
     vid = video["video_id"]
     out: list[Position] = []
@@ -151,7 +152,7 @@ def interleave(video: dict, clip_rows: list[dict], keyframes_by_idx: dict[int, d
                                 meta={**meta, "type": "image", "keyframe_time": kf["time_s"], "keyframe_index": k},
                                 source_path=kf["path"]))
         ocr = "\n".join(kf["ocr_text"] for kf in frames if kf.get("ocr_kept") and kf.get("ocr_text"))
-        text = clip["text"]
+        text = clip.get("polished") or clip["text"]
         out.append(Position(image=None, text=text, text_ocr=f"{ocr}\n{text}" if ocr else text,
                             meta={**meta, "type": "text", "has_ocr": bool(ocr)}))
     return out

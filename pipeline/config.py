@@ -66,8 +66,9 @@ class PipelineConfig(BaseModel):
     clips: ClipConfig = ClipConfig()
     pack: PackConfig = PackConfig()
     tokenizer: str = Field("whisper", description="'whisper' (offline, shipped) or a tokenizer.json path")
-    executor: Literal["local", "process"] = "local"
-    workers: int = Field(2, description="process-pool size for the process executor")
+    executor: Literal["local", "process", "ray"] = "local"
+    workers: int = Field(2, description="workers of the process or ray executor")
+    ray_address: str | None = Field(None, description="Ray cluster address (none: a local Ray)")
 
 
 def _plain(value):

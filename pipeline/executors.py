@@ -2,16 +2,25 @@
 
 An executor maps a function over tasks and yields (index, result or exception) as
 each finishes; only the driver writes the store. ``LocalExecutor`` runs in this
-process; ``ProcessExecutor`` uses a process pool (models load once per worker).
-A Ray executor only needs the same two methods.
+process; ``ProcessExecutor`` uses a process pool (models load once per worker);
+``RayExecutor`` runs tasks on a local Ray instance or a Ray cluster. A task's
+exception comes back as the original exception (a ``ToolError`` keeps its kind).
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+# The repository root: Ray workers put it on their path to import the project's modules.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Executor(Protocol):
@@ -63,9 +72,82 @@ class ProcessExecutor:
             self._pool = None
 
 
-def make_executor(kind: str, workers: int = 2) -> Executor:
+class RayExecutor:
+    """Runs tasks as Ray tasks, on a local Ray instance or a cluster.
+
+    ``address=None`` starts a local Ray with ``workers`` CPUs (no dashboard, worker
+    output not forwarded) on first use; ``"auto"`` or ``"ray://host:10001"``
+    connects to a running cluster, whose nodes need the project installed. Ray
+    is shut down on ``close()`` only if this executor started it. Starting a local
+    Ray takes seconds: make one executor per run, not per stage.
+    """
+
+    def __init__(self, workers: int = 2, address: str | None = None):
+        self.workers = max(1, workers)
+        self.address = address
+        self._started = False
+
+    def _init(self):
+        import ray
+
+        if not ray.is_initialized():
+            # workers import the function's module by name; ${PYTHONPATH} is expanded by Ray on the worker
+            env = {"PYTHONPATH": os.pathsep.join([str(ROOT), "${PYTHONPATH}"])}
+            options: dict[str, Any] = {
+                "ignore_reinit_error": True,
+                "log_to_driver": False,
+                "configure_logging": False,  # leave logging handlers to the CLI
+                "runtime_env": {"env_vars": env},
+            }
+            if self.address is None:
+                options.update(num_cpus=self.workers, include_dashboard=False)
+            log.info("starting Ray (%s)", self.address or f"local, {self.workers} CPUs")
+            ray.init(self.address, **options)
+            self._started = True
+        return ray
+
+    def map_unordered(self, fn, tasks):
+        ray = self._init()
+        remote = ray.remote(fn)
+        pending = {remote.remote(*args): i for i, args in enumerate(tasks)}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    i = pending.pop(ref)
+                    try:
+                        yield i, ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:
+                        yield i, _cause(exc)
+                    except ray.exceptions.RayError as exc:  # worker died, task cancelled, out of memory
+                        yield i, exc
+        finally:
+            if pending and ray.is_initialized():  # the caller stopped early
+                for ref in pending:
+                    ray.cancel(ref)
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+
+def _cause(exc: Exception) -> BaseException:
+    """The exception the task raised, not Ray's wrapper around it."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        return cause
+    return exc.as_instanceof_cause()
+
+
+def make_executor(kind: str, workers: int = 2, address: str | None = None) -> Executor:
+    """``local``, ``process`` (``workers`` processes) or ``ray`` (``address``: None for a local Ray)."""
     if kind == "local":
         return LocalExecutor()
     if kind == "process":
         return ProcessExecutor(workers)
-    raise ValueError(f"unknown executor {kind!r} (local or process)")
+    if kind == "ray":
+        return RayExecutor(workers, address)
+    raise ValueError(f"unknown executor {kind!r} (local, process or ray)")

@@ -157,6 +157,7 @@ class Runner:
         self.reporter = reporter or NullReporter()
         self.command = command
         self.stages_run: dict[str, int] = {}
+        self._exec = None
         c = cfg
         self.h = {"probe": config_hash("probe", STAGE_VERSIONS["probe"])}
         self.h["asr"] = config_hash("asr", STAGE_VERSIONS["asr"], c.asr, c.filters.languages,
@@ -196,33 +197,58 @@ class Runner:
         except BaseException as exc:
             self.store.finish_run(run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
             raise
+        finally:
+            self.close()
         result.seconds = round(time.perf_counter() - t0, 2)
         self.store.finish_run(run_id, "finished", result.to_json())
         return result
 
     def _run(self, run_id: str, files: list[Path]) -> RunResult:
+        videos = self.register(run_id, [(f, {}) for f in files])
+        self.store.set_run_videos(run_id, [v["video_id"] for v in videos])
+        active = self.transcribe(run_id, videos)
+        active = self.visuals(run_id, active)
+        kept = self.build_clips(active)
+        samples = self.pack(run_id, videos, kept)
+        return self._summary(run_id, videos, samples)
+
+    # -- steps, public so the agent can put its judges between them ----------------
+    def register(self, run_id: str, items: list[tuple[Path, dict]]) -> list[dict]:
+        """Record each file as a video (sidecar metadata, overridden by ``meta``); dedup by video id."""
         store = self.store
+        self._run_id = run_id
         videos: list[dict] = []
-        self.reporter.stage("register", len(files))
-        for f in files:
-            meta = sidecar(f)
+        self.reporter.stage("register", len(items))
+        for f, extra in items:
+            meta = {**sidecar(f), **{k: v for k, v in extra.items() if v is not None}}
             sha = file_sha256(f)
-            vid = make_video_id(f, meta, sha)
+            vid = extra.get("id") or make_video_id(f, meta, sha)
             row = {"video_id": vid, "source": str(f), "sha256": sha, "title": meta.get("title") or f.stem,
                    "subject": meta.get("subject"), "course": meta.get("course"),
                    "knowledge_point": meta.get("knowledge_point"), "metadata": meta}
             store.upsert_video(row)
             videos.append(row)
             self.reporter.advance("register")
-        videos = list({v["video_id"]: v for v in videos}.values())
-        store.set_run_videos(run_id, [v["video_id"] for v in videos])
+        return list({v["video_id"]: v for v in videos}.values())
 
-        active = self._probe(run_id, videos)
-        active = self._asr(run_id, active)
-        active = self._keyframes(run_id, active)
-        active = self._ocr(run_id, active)
-        kept = self._clips(active)
-        samples = self._pack(run_id, videos, kept)
+    def transcribe(self, run_id: str, videos: list[dict]) -> list[dict]:
+        """Probe, rule filters, ASR, transcript rules: the videos still active."""
+        self._run_id = run_id
+        return self._asr(run_id, self._probe(run_id, videos))
+
+    def visuals(self, run_id: str, videos: list[dict]) -> list[dict]:
+        """Keyframes and OCR: the videos whose both stages are done."""
+        self._run_id = run_id
+        return self._ocr(run_id, self._keyframes(run_id, videos))
+
+    def build_clips(self, videos: list[dict], decide=None, decide_hash: str = "") -> list[dict]:
+        """Clips per video; ``decide(video_id, rows, frames) -> rows`` may set decision, reason, polished."""
+        return self._clips(videos, decide, decide_hash)
+
+    def pack(self, run_id: str, videos: list[dict], kept: list[dict]) -> list[dict]:
+        return self._pack(run_id, videos, kept)
+
+    def summary(self, run_id: str, videos: list[dict], samples: list[dict]) -> RunResult:
         return self._summary(run_id, videos, samples)
 
     def _probe(self, run_id: str, videos: list[dict]) -> list[dict]:
@@ -258,18 +284,28 @@ class Runner:
         """Run ``fn`` over the videos in ``todo`` with the executor; save each result as it lands."""
         if not todo:
             return
-        executor = make_executor(self.cfg.executor, self.cfg.workers)
-        try:
-            for i, result in executor.map_unordered(fn, [args_of(v) for v in todo]):
-                v = todo[i]
-                if isinstance(result, BaseException):
-                    self._error(v["video_id"], stage, result, self._run_id)
-                else:
-                    save(v, result)
-                    self._ran(stage)
-                self.reporter.advance(stage)
-        finally:
-            executor.close()
+        for i, result in self._executor().map_unordered(fn, [args_of(v) for v in todo]):
+            v = todo[i]
+            if isinstance(result, BaseException):
+                self._error(v["video_id"], stage, result, self._run_id)
+            else:
+                save(v, result)
+                self._ran(stage)
+            self.reporter.advance(stage)
+
+    def _executor(self):
+        """One executor for the runner's life (a Ray or process pool starts once, not per stage)."""
+        if self._exec is None:
+            if self.cfg.executor == "ray":
+                self._exec = make_executor("ray", self.cfg.workers, address=self.cfg.ray_address)
+            else:
+                self._exec = make_executor(self.cfg.executor, self.cfg.workers)
+        return self._exec
+
+    def close(self) -> None:
+        if self._exec is not None:
+            self._exec.close()
+            self._exec = None
 
     def _asr(self, run_id: str, videos: list[dict]) -> list[dict]:
         store, cfg, h = self.store, self.cfg, self.h["asr"]
@@ -335,13 +371,13 @@ class Runner:
                     lambda v: ([k["path"] for k in store.keyframes(v["video_id"])], cfg.ocr), save)
         return [v for v in videos if (store.stage(v["video_id"], "ocr") or {}).get("status") == "done"]
 
-    def _clips(self, videos: list[dict]) -> list[dict]:
+    def _clips(self, videos: list[dict], decide=None, decide_hash: str = "") -> list[dict]:
         """Segment transcripts into clips, attach keyframes, decide per clip, link the images."""
         store, cfg = self.store, self.cfg
         kept = []
         for v in videos:
             vid = v["video_id"]
-            h = config_hash("clips", STAGE_VERSIONS["clips"], cfg.clips, self.h["asr"], self.h["ocr"])
+            h = config_hash("clips", STAGE_VERSIONS["clips"], cfg.clips, self.h["asr"], self.h["ocr"], decide_hash)
             images_dir = self.media / "images" / vid
             if not (self._done(vid, "clips", h) and images_dir.is_dir()):
                 tr = store.transcript(vid)
@@ -356,6 +392,8 @@ class Runner:
                     rows.append({"index": i, "start": span.start, "end": span.end, "text": span.text,
                                  "n_tokens": count_tokens(span.text, cfg.tokenizer),
                                  "keyframes": [k["idx"] for k in kfs], "decision": decision, "reason": reason})
+                if decide is not None:
+                    rows = decide(vid, rows, {f["idx"]: f for f in frames})
                 self._link_images(vid, rows, {f["idx"]: f for f in frames})
                 store.save_clips(vid, h, rows)
                 self._ran("clips")

@@ -241,15 +241,19 @@ class Store:
         with self.transaction():
             self.con.execute("DELETE FROM clips WHERE video_id = ?", [video_id])
             for c in clips:
-                self.con.execute("INSERT INTO clips VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                signals = c.get("signals")
+                self.con.execute("INSERT INTO clips (video_id, idx, start_s, end_s, text, n_tokens, keyframes, "
+                                 "decision, reason, polished, signals) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                  [video_id, c["index"], c["start"], c["end"], c["text"], c["n_tokens"],
-                                  json.dumps(c["keyframes"]), c["decision"], c.get("reason")])
+                                  json.dumps(c["keyframes"]), c["decision"], c.get("reason"), c.get("polished"),
+                                  json.dumps(signals) if signals is not None else None])
             self._mark(video_id, "clips", config_hash, "done", None, None)
 
     def clips(self, video_id: str) -> list[dict]:
         rows = self.rows("SELECT * FROM clips WHERE video_id = ? ORDER BY idx", [video_id])
         for r in rows:
             r["keyframes"] = json.loads(r["keyframes"])
+            r["signals"] = json.loads(r["signals"]) if r.get("signals") else None
         return rows
 
     # -- samples ------------------------------------------------------------
@@ -265,3 +269,159 @@ class Store:
     def samples(self, run_id: str) -> list[dict]:
         return [json.loads(r[0]) for r in self.con.execute(
             "SELECT sample FROM samples WHERE run_id = ? ORDER BY idx", [run_id]).fetchall()]
+
+    # -- the agent (migration 002) ------------------------------------------------
+    def _insert(self, table: str, row: dict, replace: bool = False) -> None:
+        cols = list(row)
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        self.con.execute(f'{verb} INTO {table} ({", ".join(cols)}) VALUES ({", ".join("?" * len(cols))})',
+                         [_jsonable(row[c]) for c in cols])
+
+    def runs(self) -> list[dict]:
+        return self.rows("SELECT run_id, command, status, inputs, created_at, updated_at, attempts, summary "
+                         "FROM runs ORDER BY created_at")
+
+    def run(self, run_id: str) -> dict | None:
+        found = self.rows("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        return found[0] if found else None
+
+    def save_taxonomy(self, run_id: str, nodes: list[dict]) -> None:
+        with self.transaction():
+            self.con.execute("DELETE FROM taxonomy WHERE run_id = ?", [run_id])
+            for n in nodes:
+                self._insert("taxonomy", {"run_id": run_id, **n})
+
+    def taxonomy(self, run_id: str) -> list[dict]:
+        return self.rows("SELECT node_id, parent_id, level, name, position FROM taxonomy WHERE run_id = ? "
+                         "ORDER BY position", [run_id])
+
+    def record_query(self, run_id: str, point_id: str, round_: int, query: str, source: str, results: int | None,
+                     units: int, cached: bool, error: str | None = None) -> None:
+        self._insert("queries", {"run_id": run_id, "point_id": point_id, "round": round_, "query": query,
+                                 "source": source, "results": results, "units": units, "cached": cached,
+                                 "error": error, "created_at": _now()}, replace=True)
+
+    def queries(self, run_id: str, point_id: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM queries WHERE run_id = ?" + (" AND point_id = ?" if point_id else "")
+        return self.rows(sql + " ORDER BY created_at", [run_id] + ([point_id] if point_id else []))
+
+    def search_units(self, run_id: str | None = None, since: dt.datetime | None = None) -> int:
+        sql, params = "SELECT coalesce(sum(units), 0) FROM queries WHERE true", []
+        if run_id:
+            sql, params = sql + " AND run_id = ?", params + [run_id]
+        if since:
+            sql, params = sql + " AND created_at >= ?", params + [since]
+        return int(self.scalar(sql, params))
+
+    def search_cache_get(self, key: str) -> dict | None:
+        value = self.scalar("SELECT value FROM search_cache WHERE cache_key = ?", [key])
+        return json.loads(value) if value else None
+
+    def search_cache_put(self, key: str, value: dict, units: int) -> None:
+        self._insert("search_cache", {"cache_key": key, "value": value, "units": units, "created_at": _now()},
+                     replace=True)
+
+    def add_candidate(self, run_id: str, video_id: str, point_id: str, source: str, url: str, query: str,
+                      round_: int, metadata: dict) -> bool:
+        """Record a found video; False when the run already has it (dedup by video id).
+
+        A video judged out for one knowledge point and found again by another point's query
+        moves to that point to be judged for it (off-topic for one point is not off-topic for all).
+        """
+        prev = self.rows("SELECT point_id, status FROM candidates WHERE run_id = ? AND video_id = ?",
+                         [run_id, video_id])
+        if prev:
+            if prev[0]["status"] == "judged_out" and prev[0]["point_id"] != point_id:
+                self.con.execute("UPDATE candidates SET point_id = ?, query = ?, round = ?, status = 'found', "
+                                 "reason = NULL, updated_at = ? WHERE run_id = ? AND video_id = ?",
+                                 [point_id, query, round_, _now(), run_id, video_id])
+                return True
+            return False
+        self._insert("candidates", {"run_id": run_id, "video_id": video_id, "point_id": point_id, "source": source,
+                                    "url": url, "query": query, "round": round_, "metadata": metadata,
+                                    "status": "found", "reason": None, "path": None, "updated_at": _now()})
+        return True
+
+    def update_candidate(self, run_id: str, video_id: str, **fields: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.con.execute(f"UPDATE candidates SET {sets}, updated_at = ? WHERE run_id = ? AND video_id = ?",
+                         [_jsonable(v) for v in fields.values()] + [_now(), run_id, video_id])
+
+    def candidates(self, run_id: str, status: str | list[str] | None = None) -> list[dict]:
+        sql, params = "SELECT * FROM candidates WHERE run_id = ?", [run_id]
+        if status:
+            statuses = [status] if isinstance(status, str) else status
+            sql += f" AND status IN ({', '.join('?' * len(statuses))})"
+            params += statuses
+        rows = self.rows(sql + " ORDER BY round, point_id, video_id", params)
+        for r in rows:
+            r["metadata"] = json.loads(r["metadata"])
+        return rows
+
+    def save_judgment(self, run_id: str, video_id: str, kind: str, verdict: str, score: float | None,
+                      reasons: list[str], detail: dict | None = None, call_id: str | None = None) -> None:
+        self._insert("judgments", {"run_id": run_id, "video_id": video_id, "kind": kind, "verdict": verdict,
+                                   "score": score, "reasons": reasons, "detail": detail, "call_id": call_id,
+                                   "created_at": _now()}, replace=True)
+
+    def judgments(self, run_id: str, video_id: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM judgments WHERE run_id = ?" + (" AND video_id = ?" if video_id else "")
+        rows = self.rows(sql + " ORDER BY created_at, kind", [run_id] + ([video_id] if video_id else []))
+        for r in rows:
+            r["reasons"] = json.loads(r["reasons"])
+            r["detail"] = json.loads(r["detail"]) if r["detail"] else None
+        return rows
+
+    def llm_cache_get(self, key: str) -> dict | None:
+        found = self.rows("SELECT * FROM llm_cache WHERE cache_key = ?", [key])
+        if not found:
+            return None
+        return {**found[0], "response": json.loads(found[0]["response"])}
+
+    def llm_cache_put(self, key: str, model: str, response: dict, input_tokens: int, output_tokens: int) -> None:
+        self._insert("llm_cache", {"cache_key": key, "model": model, "response": response,
+                                   "input_tokens": input_tokens, "output_tokens": output_tokens,
+                                   "created_at": _now()}, replace=True)
+
+    def record_llm_call(self, row: dict) -> None:
+        self._insert("llm_calls", {**row, "created_at": _now()})
+
+    def llm_calls(self, run_id: str, node: str | None = None, video_id: str | None = None) -> list[dict]:
+        sql, params = "SELECT * FROM llm_calls WHERE run_id = ?", [run_id]
+        if node:
+            sql, params = sql + " AND node = ?", params + [node]
+        if video_id:
+            sql, params = sql + " AND video_id = ?", params + [video_id]
+        return self.rows(sql + " ORDER BY created_at", params)
+
+    def llm_totals(self, run_id: str) -> dict:
+        row = self.rows("SELECT count(*) AS calls, count(*) FILTER (WHERE NOT cached) AS paid_calls, "
+                        "coalesce(sum(input_tokens + output_tokens) FILTER (WHERE NOT cached), 0) AS paid_tokens, "
+                        "coalesce(sum(input_tokens + output_tokens), 0) AS tokens, "
+                        "coalesce(sum(cost_usd), 0) AS cost_usd FROM llm_calls WHERE run_id = ?", [run_id])[0]
+        return {k: (float(v) if k == "cost_usd" else int(v)) for k, v in row.items()}
+
+    def event_start(self, run_id: str, node: str, video_id: str | None, summary: dict | None) -> int:
+        return self.con.execute("INSERT INTO events (run_id, node, video_id, started_at, input) "
+                                "VALUES (?, ?, ?, ?, ?) RETURNING event_id",
+                                [run_id, node, video_id, _now(), _jsonable(summary)]).fetchone()[0]
+
+    def event_end(self, event_id: int, output: dict | None = None, decision: str | None = None,
+                  reasons: list[str] | None = None, error: str | None = None) -> None:
+        now = _now()
+        self.con.execute("UPDATE events SET ended_at = ?, seconds = date_diff('millisecond', started_at, ?) / 1000.0,"
+                         " output = ?, decision = ?, reasons = ?, error = ? WHERE event_id = ?",
+                         [now, now, _jsonable(output), decision, _jsonable(reasons), error, event_id])
+
+    def events(self, run_id: str, node: str | None = None, video_id: str | None = None) -> list[dict]:
+        sql, params = "SELECT * FROM events WHERE run_id = ?", [run_id]
+        if node:
+            sql, params = sql + " AND node = ?", params + [node]
+        if video_id:
+            sql, params = sql + " AND video_id = ?", params + [video_id]
+        return self.rows(sql + " ORDER BY event_id", params)
+
+
+def _jsonable(value: Any) -> Any:
+    """dicts and lists go to JSON text columns; everything else as is."""
+    return json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, dict | list) else value

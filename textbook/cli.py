@@ -3,6 +3,8 @@
     textbook process PATH... --db runs.duckdb --out out/ [--json]
     textbook stats --db runs.duckdb [--run RUN_ID] [--json]
     textbook export --db runs.duckdb --format jsonl|json|parquet --out out/
+    textbook build "build a chemistry textbook" [--source ...] [--resume RUN_ID]
+    textbook runs | trace RUN_ID | batch goals.yaml | llm serve | doctor
 
 Bad input gives one line on stderr and a non-zero exit; set TEXTBOOK_DEBUG=1 for tracebacks.
 """
@@ -178,6 +180,11 @@ def export(db: DbOpt = None, fmt: Annotated[str, typer.Option("--format", help="
     check_writable(settings.out)
     target = export_samples(samples, settings.out, fmt, media_dir_for(settings.db))
     print(f"{len(samples)} samples of {run_id} -> {target}")
+
+
+from textbook.cli_agent import register as _register_agent  # noqa: E402
+
+_register_agent(app, UserError, _setup_logging)
 
 
 def main() -> None:

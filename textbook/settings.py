@@ -1,6 +1,11 @@
 """Settings: flags > environment (TEXTBOOK_*, nested with __) > config file > defaults.
 
     TEXTBOOK_PIPELINE__ASR__MODEL=large-v3 TEXTBOOK_PIPELINE__ASR__DEVICE=cuda textbook process ...
+    TEXTBOOK_AGENT__LLM__BASE_URL=http://127.0.0.1:8000/v1 TEXTBOOK_AGENT__LLM__MODEL=qwen2.5 textbook build ...
+
+Secrets (API keys) are not settings: they are read from the environment variables the
+settings name (``agent.llm.api_key_env``, TEXTBOOK_YOUTUBE_API_KEY), so they never reach
+a saved run config, the store, the trace or an export.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agents.config import AgentConfig
 from pipeline.config import PipelineConfig
 
 
@@ -22,6 +28,7 @@ class Settings(BaseSettings):
     db: Path = Path("textbook.duckdb")
     out: Path = Path("out")
     pipeline: PipelineConfig = PipelineConfig()
+    agent: AgentConfig = AgentConfig()
 
 
 class SettingsError(Exception):

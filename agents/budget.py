@@ -1,0 +1,53 @@
+"""Run budgets: videos, search units, LLM tokens, money and wall time.
+
+Checked before anything that spends: a spent budget raises ``BudgetExceeded`` and the
+graph goes straight to assembling what the run has. Usage is read from the store, so a
+resumed run counts what it paid before it was killed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from agents.config import Budgets
+from agents.llm import BudgetExceeded
+
+
+class BudgetTracker:
+    def __init__(self, store, run_id: str, budgets: Budgets):
+        self.store = store
+        self.run_id = run_id
+        self.b = budgets
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def check_wall(self) -> None:
+        if self.b.max_wall_s is not None and self.elapsed() >= self.b.max_wall_s:
+            raise BudgetExceeded("wall_time", f"{self.elapsed():.0f} s of {self.b.max_wall_s:.0f} s")
+
+    def check_llm(self) -> None:
+        self.check_wall()
+        totals = self.store.llm_totals(self.run_id)
+        if self.b.max_llm_tokens is not None and totals["paid_tokens"] >= self.b.max_llm_tokens:
+            raise BudgetExceeded("llm_tokens", f"{totals['paid_tokens']} tokens of {self.b.max_llm_tokens}")
+        if self.b.max_usd is not None and totals["cost_usd"] >= self.b.max_usd:
+            raise BudgetExceeded("usd", f"${totals['cost_usd']:.4f} of ${self.b.max_usd:.2f}")
+
+    def check_search(self, cost: int) -> None:
+        """Raise if a search costing ``cost`` units would pass the run's budget."""
+        self.check_wall()
+        if cost and self.b.max_search_units is not None:
+            used = self.store.search_units(self.run_id)
+            if used + cost > self.b.max_search_units:
+                raise BudgetExceeded("search_units", f"{used} units used, next search costs {cost}, "
+                                                     f"budget {self.b.max_search_units}")
+
+    def daily_units_left(self) -> int:
+        midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+        return self.b.daily_search_units - self.store.search_units(since=midnight)
+
+    def videos_reached(self, accepted: int) -> bool:
+        return self.b.max_videos is not None and accepted >= self.b.max_videos

@@ -1,0 +1,133 @@
+"""Run the build graph for one goal: set up the store, sources, gateway and checkpointer.
+
+A run's id is a hash of its goal and settings, so the same command twice is the same run:
+the second pays for nothing (response cache, search cache, stage status). ``resume``
+continues a killed run from its last LangGraph checkpoint in the same DuckDB file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agents.budget import BudgetTracker
+from agents.config import AgentConfig
+from agents.graph import BuildAgent, Deps
+from agents.llm import Gateway
+from pipeline.config import PipelineConfig
+from pipeline.runner import Runner, check_writable, media_dir_for
+
+log = logging.getLogger(__name__)
+
+YOUTUBE_KEY_ENV = "TEXTBOOK_YOUTUBE_API_KEY"
+
+
+class BuildError(Exception):
+    """Bad input for a build (one line for the user)."""
+
+
+class StoreSearchCache:
+    """The search cache of tools.search, kept in DuckDB so no query is paid twice across runs."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def get(self, key: str) -> dict | None:
+        return self.store.search_cache_get(key)
+
+    def put(self, key: str, value: dict, units: int) -> None:
+        self.store.search_cache_put(key, value, units)
+
+
+def make_sources(specs: list[str], store) -> list:
+    from tools.errors import ToolError
+    from tools.search import make_source
+
+    if not specs:
+        raise BuildError("no source given (youtube, ytdlp, local:DIR, urls:FILE)")
+    out = []
+    for spec in specs:
+        try:
+            out.append(make_source(spec, api_key=os.environ.get(YOUTUBE_KEY_ENV), cache=StoreSearchCache(store)))
+        except ToolError as exc:
+            raise BuildError(exc.message) from exc
+    return out
+
+
+def run_id_for(goal: str, agent: AgentConfig, pipeline: PipelineConfig) -> str:
+    cfg = {"goal": " ".join(goal.split()), "agent": agent.model_dump(mode="json"),
+           "pipeline": pipeline.model_dump(mode="json")}
+    return "build-" + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class BuildSpec:
+    goal: str
+    agent: AgentConfig
+    pipeline: PipelineConfig
+    out: Path
+
+
+def spec_from_run(store, run_id: str) -> BuildSpec:
+    row = store.run(run_id)
+    if row is None:
+        raise BuildError(f"no run {run_id} in {store.path}")
+    if row["command"] != "build":
+        raise BuildError(f"{run_id} is a `{row['command']}` run, not a build")
+    cfg = json.loads(row["config"])
+    return BuildSpec(goal=json.loads(row["inputs"])[0], agent=AgentConfig.model_validate(cfg["agent"]),
+                     pipeline=PipelineConfig.model_validate(cfg["pipeline"]), out=Path(cfg["out"]))
+
+
+def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool = False,
+              models: dict | None = None, base_url: str | None = None, model_name: str | None = None,
+              on_event: Callable[[dict], None] | None = None, reporter=None) -> dict[str, Any]:
+    """Run (or resume) one build; returns the result summary. ``base_url`` overrides the endpoint
+    for this process only (the embedded server's port is not part of the run)."""
+    from store.checkpoint import DuckDBSaver
+
+    goal = " ".join(spec.goal.split())
+    if not goal:
+        raise BuildError("the goal is empty: say what textbook to build, e.g. \"build a chemistry textbook\"")
+    run_id = run_id or run_id_for(goal, spec.agent, spec.pipeline)
+    sources = make_sources(spec.agent.sources, store)
+    check_writable(spec.out)
+    media = media_dir_for(store.path)
+    check_writable(media)
+    cfg_json = {"agent": spec.agent.model_dump(mode="json"), "pipeline": spec.pipeline.model_dump(mode="json"),
+                "out": str(spec.out)}
+    store.start_run(run_id, "build", [goal], cfg_json, run_id.removeprefix("build-"))
+
+    llm_cfg = spec.agent.llm
+    if base_url:
+        llm_cfg = llm_cfg.model_copy(update={"base_url": base_url, "model": model_name or llm_cfg.model,
+                                             "legacy_max_tokens": llm_cfg.legacy_max_tokens or bool(model_name)})
+    budget = BudgetTracker(store, run_id, spec.agent.budgets)
+    gateway = Gateway(store, run_id, llm_cfg, models=models, budget=budget)
+    runner = Runner(store, spec.pipeline, spec.out, reporter, command="build")
+    deps = Deps(store=store, gateway=gateway, cfg=spec.agent, runner=runner, sources=sources, budget=budget,
+                downloads=media / "downloads", on_event=on_event or (lambda e: None))
+    (media / "downloads").mkdir(parents=True, exist_ok=True)
+    graph = BuildAgent(deps).compile(checkpointer=DuckDBSaver(store.con))
+    deps.on_event({"event": "run_start", "run_id": run_id, "goal": goal, "resume": resume})
+    config = {"configurable": {"thread_id": run_id}, "max_concurrency": 1, "recursion_limit": 1000}
+    try:
+        snapshot = graph.get_state(config)
+        if resume and snapshot.next:
+            final = graph.invoke(None, config)
+        else:
+            final = graph.invoke({"run_id": run_id, "goal": goal, "searched": [], "stop": None}, config)
+    except BaseException as exc:
+        store.finish_run(run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
+        raise
+    finally:
+        runner.close()
+    result = final.get("result") or {}
+    store.finish_run(run_id, "finished", result)
+    return result

@@ -1,0 +1,82 @@
+"""Configuration of the agent: one pydantic model, overridable by flags, environment and file.
+
+    TEXTBOOK_AGENT__LLM__BASE_URL=http://127.0.0.1:8000/v1 TEXTBOOK_AGENT__LLM__MODEL=qwen2.5-7b textbook build ...
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ROLES = ("planner", "metadata_judge", "transcript_judge_a", "transcript_judge_b", "polisher", "clip_judge")
+
+
+class RoleConfig(BaseModel):
+    """Overrides for one role: a different model or endpoint (the paper used two judge models)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+class LLMConfig(BaseModel):
+    """The OpenAI-compatible endpoint(s) the gateway talks to. No base_url: the embedded local server."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint; none starts the embedded llama.cpp")
+    model: str = Field("smollm2-135m-instruct", description="model name sent to the endpoint")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key (never stored)")
+    temperature: float = 0.0
+    max_tokens: int = Field(512, description="cap on one answer")
+    timeout_s: float = 120.0
+    retries: int = Field(2, description="re-asks after an answer fails validation")
+    price_in_per_mtok: float = Field(0.0, description="USD per million input tokens (for --budget-usd)")
+    price_out_per_mtok: float = Field(0.0, description="USD per million output tokens")
+    roles: dict[str, RoleConfig] = Field(default_factory=dict, description=f"per-role overrides: {', '.join(ROLES)}")
+    legacy_max_tokens: bool = Field(False, description="send max_tokens (not max_completion_tokens): llama.cpp")
+    embedded_port: int = Field(0, description="port of the embedded server (0: a free one)")
+    embedded_ctx: int = Field(4096, description="context length of the embedded model")
+
+
+class TaxonomySize(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    courses: int = Field(2, ge=1, description="courses per subject (paper: 55 over 6 subjects)")
+    subcourses: int = Field(2, ge=1, description="sub-courses per course")
+    points: int = Field(2, ge=1, description="knowledge points per sub-course (paper: 3,915 in all)")
+
+
+class Budgets(BaseModel):
+    """A run stops (and assembles what it has) when any budget is spent. None: unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_videos: int | None = Field(20, description="accepted videos for the whole run")
+    max_search_units: int | None = Field(3000, description="YouTube API quota units for the run")
+    daily_search_units: int = Field(10000, description="the project's daily YouTube quota (all runs)")
+    max_llm_tokens: int | None = Field(None, description="LLM tokens paid (cache hits are free)")
+    max_usd: float | None = Field(None, description="LLM spend in USD")
+    max_wall_s: float | None = Field(None, description="wall-clock seconds")
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    llm: LLMConfig = LLMConfig()
+    taxonomy: TaxonomySize = TaxonomySize()
+    budgets: Budgets = Budgets()
+    sources: list[str] = Field(default_factory=lambda: ["ytdlp"],
+                               description="youtube, ytdlp, local:DIR, urls:FILE (tried in order on quota)")
+    per_point: int = Field(1, ge=1, description="accepted videos wanted per knowledge point")
+    queries_per_point: int = Field(1, ge=1, description="queries written per point per round")
+    results_per_query: int = Field(10, ge=1, le=50, description="search results kept per query (paper: 50)")
+    max_rounds: int = Field(3, ge=1, description="coverage rounds: re-query short points with new phrasings")
+    comments: int = Field(5, description="top comments fetched per YouTube video for the metadata judge")
+    min_metadata_score: int = Field(5, ge=0, le=10, description="an accept below this score is a reject")
+    transcript_chars: int = Field(6000, description="transcript characters shown to each transcript judge")
+    polish: bool = Field(True, description="rewrite each clip paragraph for fluency (paper: ASR rewrite)")
+    polish_min_overlap: float = Field(0.5, description="a rewrite sharing fewer content words is refused")
+    clip_judge: str = Field("llm", description="llm: the clip judge model decides; rules: signals only")
+    clip_min_similarity: float = Field(0.15, description="rules: ASR-OCR similarity below this drops frames")
+    download_max_height: int = Field(480, description="yt-dlp video height cap")
+    download_retries: int = 3
+    on_invalid: str = Field("accept", description="a judge whose answer never validates: accept or reject")

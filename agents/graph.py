@@ -1,0 +1,541 @@
+"""The build graph: from a goal to a textbook, every node run and decision traced in DuckDB.
+
+    interpret_goal -> taxonomy -> plan_queries -(Send per point)-> search_point -> judge_metadata
+    -> download -> transcribe -> judge_transcripts -> visuals -> clips -> coverage
+    coverage -> plan_queries (short knowledge points, new phrasings) | assemble -> END
+
+State stays small (ids, counters, the stop reason); everything else lives in the store.
+Nodes are idempotent: a resumed run re-enters the node it was killed in, LLM answers come
+from the response cache, searches from the search cache, stages from their stage status.
+A spent budget sets ``stop``: every later node passes through and ``assemble`` packs what
+the run has.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, Send
+
+from agents import schemas
+from agents.budget import BudgetTracker
+from agents.config import AgentConfig
+from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid
+from pipeline.runner import Runner
+from tools.errors import ToolError
+
+log = logging.getLogger(__name__)
+
+KNOWN_SUBJECTS = ("mathematics", "physics", "chemistry", "earth science", "engineering", "computer science",
+                  "biology", "geography", "astronomy", "statistics")
+_STOP = frozenset("a an the of and or to in on for with by is are how what why build make textbook lesson "
+                  "lessons course video videos school".split())
+
+
+class BuildState(TypedDict, total=False):
+    run_id: str
+    goal: str
+    spec: dict
+    round: int
+    points: list[str]          # knowledge point ids to (re)query this round
+    plans: list[dict]          # this round's [{point_id, queries}]
+    stop: str | None           # the budget that stopped the run
+    searched: Annotated[list[str], operator.add]
+    result: dict
+
+
+@dataclass
+class Deps:
+    """What the nodes use; not part of the checkpointed state."""
+
+    store: Any
+    gateway: Gateway
+    cfg: AgentConfig
+    runner: Runner
+    sources: list
+    budget: BudgetTracker
+    downloads: Path
+    on_event: Callable[[dict], None] = lambda e: None
+    _embedder: Any = field(default=None, repr=False)
+
+    def embedder(self):
+        if self._embedder is None:
+            from tools.embed import TextEmbedder
+            self._embedder = TextEmbedder()
+        return self._embedder
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP and len(w) > 2}
+
+
+def _summary(value: Any, limit: int = 400) -> Any:
+    """A short JSON-safe summary of a node's input or output for the events table."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return value if len(text) <= limit else {"summary": text[:limit] + "…"}
+
+
+class BuildAgent:
+    """Nodes as methods over shared dependencies; ``compile(checkpointer)`` assembles the graph."""
+
+    def __init__(self, deps: Deps):
+        self.d = deps
+
+    # -- tracing -------------------------------------------------------------
+    def _traced(self, name: str, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def node(state: dict):
+            store, run_id = self.d.store, state.get("run_id") or self.d.gateway.run_id
+            if state.get("stop") and name not in ("coverage", "assemble"):
+                return {}
+            ev = store.event_start(run_id, name, state.get("video_id"),
+                                   _summary({k: v for k, v in state.items() if k not in ("searched", "spec")}))
+            self.d.on_event({"event": "node_start", "node": name})
+            try:
+                self.d.budget.check_wall()
+                out = fn(state)
+            except BudgetExceeded as exc:
+                store.event_end(ev, {"stop": exc.name}, decision="stop", reasons=[str(exc)], error="budget")
+                self.d.on_event({"event": "budget", "node": name, "budget": exc.name, "detail": str(exc)})
+                return {"stop": exc.name}
+            except Exception as exc:
+                store.event_end(ev, None, error=f"{type(exc).__name__}: {exc}"[:500])
+                raise
+            update = out.update if isinstance(out, Command) else out
+            store.event_end(ev, _summary(update or {}))
+            self.d.on_event({"event": "node_end", "node": name})
+            return out
+        return node
+
+    def _decision(self, node: str, video_id: str | None, decision: str, reasons: list[str],
+                  detail: dict | None = None) -> None:
+        """One event per decision on one item, with its reasons: what `textbook trace` prints."""
+        ev = self.d.store.event_start(self.d.gateway.run_id, node, video_id, None)
+        self.d.store.event_end(ev, detail, decision=decision, reasons=reasons)
+
+    # -- nodes ---------------------------------------------------------------
+    def interpret_goal(self, state: BuildState) -> dict:
+        goal = state["goal"]
+        try:
+            spec = self.d.gateway.call("planner", "interpret_goal", "goal", {"goal": goal}, schemas.GoalSpec).value
+            reasons = ["model"]
+        except LLMOutputInvalid as exc:
+            spec = self._fallback_spec(goal)
+            reasons = [f"fallback: {exc}"]
+        self._decision("interpret_goal", None, "spec", reasons, spec.model_dump())
+        return {"spec": spec.model_dump(), "round": 0}
+
+    @staticmethod
+    def _fallback_spec(goal: str) -> schemas.GoalSpec:
+        low = goal.lower()
+        subjects = [s for s in KNOWN_SUBJECTS if s in low] or [" ".join(sorted(_words(goal), key=low.find)) or goal]
+        level = next((lv for lv in ("primary", "middle school", "high school", "university") if lv in low),
+                     "middle school")
+        return schemas.GoalSpec(title=goal.strip()[:80], subjects=[s.title() for s in subjects], level=level)
+
+    def taxonomy(self, state: BuildState) -> dict:
+        spec, size = state["spec"], self.d.cfg.taxonomy
+        values = {"level": spec["level"], "title": spec["title"], "subjects": ", ".join(spec["subjects"]),
+                  "courses": size.courses, "subcourses": size.subcourses, "points": size.points}
+        try:
+            tax = self.d.gateway.call("planner", "taxonomy", "taxonomy", values, schemas.Taxonomy).value
+            tax = _trim(tax, size)
+            reasons = ["model"]
+        except LLMOutputInvalid as exc:
+            tax = schemas.Taxonomy(subjects=[schemas.Subject(name=s, courses=[schemas.Course(
+                name=f"{s} fundamentals", subcourses=[schemas.SubCourse(name=f"Core ideas of {s}",
+                                                                        points=[f"introduction to {s}"])])])
+                for s in spec["subjects"]])
+            reasons = [f"fallback: {exc}"]
+        nodes = tax.nodes()
+        self.d.store.save_taxonomy(state["run_id"], nodes)
+        points = [n["node_id"] for n in nodes if n["level"] == "point"]
+        self._decision("taxonomy", None, f"{len(points)} knowledge points", reasons,
+                       {"subjects": len(tax.subjects), "points": len(points)})
+        return {"points": points, "round": 1}
+
+    def _path(self, run_id: str, point_id: str) -> tuple[str, list[str]]:
+        by_id = {n["node_id"]: n for n in self.d.store.taxonomy(run_id)}
+        chain, node = [], by_id[point_id]
+        while node:
+            chain.append(node["name"])
+            node = by_id.get(node["parent_id"]) if node["parent_id"] else None
+        chain.reverse()
+        return chain[-1], chain
+
+    def plan_queries(self, state: BuildState) -> dict:
+        run_id, spec, rnd = state["run_id"], state["spec"], state["round"]
+        plans = []
+        for pid in state.get("points", []):
+            point, chain = self._path(run_id, pid)
+            previous = [q["query"] for q in self.d.store.queries(run_id, pid)]
+            prev_text = ("Write new phrasings, different from these earlier queries:\n" +
+                         "\n".join(f"- {q}" for q in previous)) if previous else ""
+            values = {"n": self.d.cfg.queries_per_point, "level": spec["level"], "path": " > ".join(chain),
+                      "language": spec["language"], "previous": prev_text}
+            try:
+                qs = self.d.gateway.call("planner", "plan_queries", "queries", values, schemas.Queries).value.queries
+                why = "model"
+            except LLMOutputInvalid:
+                qs, why = [], "fallback: the model's queries did not validate"
+            fallback = [point, f"{point} {chain[0]}", f"{point} explained", f"{point} lesson for {spec['level']}",
+                        f"what is {point}"]
+            fresh = [q for q in [*qs, *fallback] if q.lower() not in {p.lower() for p in previous}]
+            fresh = list(dict.fromkeys(fresh))[: self.d.cfg.queries_per_point]
+            if fresh:
+                plans.append({"point_id": pid, "queries": fresh, "round": rnd})
+                self._decision("plan_queries", None, f"{pid}: {len(fresh)} queries", [why], {"queries": fresh})
+        return {"plans": plans}
+
+    def route_searches(self, state: BuildState) -> list[Send] | str:
+        plans = state.get("plans") or []
+        if state.get("stop") or not plans:
+            return "judge_metadata"
+        return [Send("search_point", {"run_id": state["run_id"], **p}) for p in plans]
+
+    def search_point(self, payload: dict) -> dict:
+        """Search every source for one knowledge point's queries (fanned out per point)."""
+        from tools.search import QuotaExceeded
+
+        run_id, pid, rnd = payload["run_id"], payload["point_id"], payload["round"]
+        store, budget = self.d.store, self.d.budget
+        for query in payload["queries"]:
+            if any(q["query"] == query and q["round"] == rnd and q["error"] is None
+                   for q in store.queries(run_id, pid)):
+                continue  # resumed: this query's results are already recorded
+            for source in self.d.sources:
+                estimate = getattr(source, "estimate_units", lambda q, n: 0)(query, self.d.cfg.results_per_query)
+                if estimate and budget.daily_units_left() < estimate:
+                    store.record_query(run_id, pid, rnd, query, source.name, None, 0, False, "daily quota spent")
+                    continue
+                budget.check_search(estimate)
+                before = source.units_used
+                try:
+                    found = source.search(query, self.d.cfg.results_per_query)
+                except QuotaExceeded as exc:
+                    store.record_query(run_id, pid, rnd, query, source.name, None, source.units_used - before,
+                                       False, f"quota: {exc.message}")
+                    continue  # switch to the next source
+                except ToolError as exc:
+                    store.record_query(run_id, pid, rnd, query, source.name, None, source.units_used - before,
+                                       False, f"{exc.kind}: {exc.message}")
+                    continue
+                units = source.units_used - before
+                new = 0
+                for c in found:
+                    new += store.add_candidate(run_id, c.video_id, pid, c.source, c.url, query, rnd, c.to_dict())
+                store.record_query(run_id, pid, rnd, query, source.name, len(found), units,
+                                   cached=(units == 0 and estimate > 0), error=None)
+                self._decision("search_point", None, f"{pid}: {len(found)} found, {new} new",
+                               [f"{source.name}: {query!r}"], {"units": units})
+                break
+        return {"searched": [pid]}
+
+    def judge_metadata(self, state: BuildState) -> dict:
+        run_id, spec, cfg = state["run_id"], state["spec"], self.d.cfg
+        for c in self.d.store.candidates(run_id, "found"):
+            m = c["metadata"]
+            point, chain = self._path(run_id, c["point_id"])
+            values = {"point": point, "path": " > ".join(chain), "level": spec["level"],
+                      "language": spec["language"],
+                      "duration": f"{m['duration_s']:.0f} s" if m.get("duration_s") else "unknown",
+                      "views": m.get("view_count") if m.get("view_count") is not None else "unknown",
+                      "likes": m.get("like_count") if m.get("like_count") is not None else "unknown",
+                      "license": m.get("license") or "unknown", "title": m.get("title") or "",
+                      "description": (m.get("description") or "")[:2000], "tags": ", ".join(m.get("tags") or []),
+                      "channel": m.get("channel") or "",
+                      "comments": "\n".join(f"- {x[:300]}" for x in (m.get("comments") or [])[: cfg.comments])}
+            try:
+                ans = self.d.gateway.call("metadata_judge", "judge_metadata", "metadata_judge", values,
+                                          schemas.MetadataVerdict, video_id=c["video_id"])
+                v: schemas.MetadataVerdict = ans.value
+                verdict, score, reasons, call_id = v.verdict, v.score, v.reasons, ans.call_id
+                if verdict == "accept" and score < cfg.min_metadata_score:
+                    verdict, reasons = "reject", [*reasons, f"score {score} < {cfg.min_metadata_score}"]
+            except LLMOutputInvalid as exc:
+                verdict, score, reasons, call_id = cfg.on_invalid, None, [f"{cfg.on_invalid} by policy: {exc}"], \
+                    exc.call_id
+            self.d.store.save_judgment(run_id, c["video_id"], "metadata", verdict, score, reasons, None, call_id)
+            self.d.store.update_candidate(run_id, c["video_id"],
+                                          status="accepted_meta" if verdict == "accept" else "judged_out",
+                                          reason="; ".join(reasons)[:500])
+            self._decision("judge_metadata", c["video_id"], verdict, reasons, {"score": score})
+        return {}
+
+    def _accepted(self, run_id: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.d.store.candidates(run_id, "accepted"):
+            out[c["point_id"]] = out.get(c["point_id"], 0) + 1
+        return out
+
+    def download(self, state: BuildState) -> dict:
+        from tools.download import DownloadError, download
+
+        run_id, cfg, store = state["run_id"], self.d.cfg, self.d.store
+        accepted = self._accepted(run_id)
+        slots = None if cfg.budgets.max_videos is None else cfg.budgets.max_videos - sum(accepted.values())
+        if slots is not None and slots <= 0:
+            raise BudgetExceeded("videos", f"{sum(accepted.values())} accepted videos")
+        scores = {j["video_id"]: j["score"] or 0 for j in store.judgments(run_id) if j["kind"] == "metadata"}
+        waiting = sorted(store.candidates(run_id, "accepted_meta"), key=lambda c: -scores.get(c["video_id"], 0))
+        taken: dict[str, int] = {}
+        for c in waiting:
+            pid = c["point_id"]
+            if accepted.get(pid, 0) + taken.get(pid, 0) >= cfg.per_point or (slots is not None and slots <= 0):
+                continue
+            try:
+                got = download(c["url"], self.d.downloads, video_id=c["video_id"],
+                               max_height=cfg.download_max_height, retries=cfg.download_retries)
+            except DownloadError as exc:
+                store.update_candidate(run_id, c["video_id"], status="download_failed", reason=exc.kind)
+                store.record_error(c["video_id"], "download", "", exc.kind, exc.message, run_id)
+                self._decision("download", c["video_id"], "failed", [f"{exc.kind}: {exc.message}"])
+                continue
+            store.update_candidate(run_id, c["video_id"], status="downloaded", path=str(got.path))
+            self._decision("download", c["video_id"], "downloaded", [str(got.path)])
+            taken[pid] = taken.get(pid, 0) + 1
+            if slots is not None:
+                slots -= 1
+        return {}
+
+    def _videos(self, run_id: str, status: str) -> list[dict]:
+        out = []
+        for c in self.d.store.candidates(run_id, status):
+            point, chain = self._path(run_id, c["point_id"])
+            m = c["metadata"]
+            meta = {"id": c["video_id"], "title": m.get("title"), "subject": chain[0],
+                    "course": chain[1] if len(chain) > 1 else None, "knowledge_point": point,
+                    "point_id": c["point_id"], "url": c["url"]}
+            out.append({"candidate": c, "meta": meta, "path": Path(c["path"] or c["url"]), "video_id": c["video_id"]})
+        return out
+
+    def transcribe(self, state: BuildState) -> dict:
+        run_id, store, runner = state["run_id"], self.d.store, self.d.runner
+        items = self._videos(run_id, "downloaded")
+        if not items:
+            return {}
+        videos = runner.register(run_id, [(i["path"], i["meta"]) for i in items])
+        active = {v["video_id"] for v in runner.transcribe(run_id, videos)}
+        for v in videos:
+            vid = v["video_id"]
+            if vid in active:
+                store.update_candidate(run_id, vid, status="transcribed")
+                continue
+            row = store.video(vid)
+            err = store.rows("SELECT kind, message FROM errors WHERE video_id = ?", [vid])
+            reason = row["reason"] or (err[0]["kind"] if err else "error")
+            store.update_candidate(run_id, vid, status="rejected", reason=reason)
+            self._decision("transcribe", vid, "rejected", [reason] + ([err[0]["message"]] if err else []))
+        return {}
+
+    def judge_transcripts(self, state: BuildState) -> dict:
+        """Two judges; a video is dropped only when both reject it (PAPER.md section 2)."""
+        run_id, store, cfg = state["run_id"], self.d.store, self.d.cfg
+        for c in store.candidates(run_id, "transcribed"):
+            vid = c["video_id"]
+            tr = store.transcript(vid)
+            text = tr["text"] or " ".join(s["text"] for s in tr["segments"])
+            point, chain = self._path(run_id, c["point_id"])
+            values = {"point": point, "path": " > ".join(chain), "chars": min(len(text), cfg.transcript_chars),
+                      "total_chars": len(text), "transcript": text[: cfg.transcript_chars]}
+            verdicts = []
+            for role, kind in (("transcript_judge_a", "transcript_a"), ("transcript_judge_b", "transcript_b")):
+                try:
+                    ans = self.d.gateway.call(role, "judge_transcripts", "transcript_judge", values,
+                                              schemas.TranscriptVerdict, video_id=vid)
+                    v = ans.value
+                    verdict, reasons, call_id = v.verdict, v.reasons, ans.call_id
+                    score = round((v.relevance + v.density + v.quality) / 3, 2)
+                    detail = {"relevance": v.relevance, "density": v.density, "quality": v.quality}
+                except LLMOutputInvalid as exc:
+                    verdict, reasons, call_id, score, detail = cfg.on_invalid, [f"{cfg.on_invalid} by policy: "
+                                                                                f"{exc}"], exc.call_id, None, None
+                store.save_judgment(run_id, vid, kind, verdict, score, reasons, detail, call_id)
+                verdicts.append(verdict)
+            if verdicts.count("reject") == 2:
+                store.update_candidate(run_id, vid, status="transcript_rejected", reason="both transcript judges")
+                store.update_video(vid, status="rejected", reason="transcript_judges")
+                self._decision("judge_transcripts", vid, "reject", ["both judges rejected"])
+            else:
+                store.update_candidate(run_id, vid, status="judged")
+                self._decision("judge_transcripts", vid, "keep", [f"judges: {', '.join(verdicts)}"])
+        return {}
+
+    def visuals(self, state: BuildState) -> dict:
+        run_id, store, runner = state["run_id"], self.d.store, self.d.runner
+        items = self._videos(run_id, "judged")
+        if not items:
+            return {}
+        videos = [store.video(i["video_id"]) | {"video_id": i["video_id"]} for i in items]
+        done = {v["video_id"] for v in runner.visuals(run_id, videos)}
+        for i in items:
+            vid = i["video_id"]
+            if vid in done:
+                store.update_candidate(run_id, vid, status="visuals")
+            else:
+                err = store.rows("SELECT kind FROM errors WHERE video_id = ?", [vid])
+                store.update_candidate(run_id, vid, status="rejected", reason=err[0]["kind"] if err else "error")
+                self._decision("visuals", vid, "rejected", [err[0]["kind"] if err else "error"])
+        return {}
+
+    def clips(self, state: BuildState) -> dict:
+        run_id, store, runner = state["run_id"], self.d.store, self.d.runner
+        items = self._videos(run_id, "visuals")
+        if not items:
+            return {}
+        points = {i["video_id"]: i["meta"]["knowledge_point"] for i in items}
+        videos = [store.video(i["video_id"]) | {"video_id": i["video_id"]} for i in items]
+        decide = functools.partial(self._decide_clips, run_id, points)
+        kept = {v["video_id"] for v in runner.build_clips(videos, decide, self._clip_policy_hash())}
+        for i in items:
+            vid = i["video_id"]
+            status = "accepted" if vid in kept else "rejected"
+            store.update_candidate(run_id, vid, status=status, reason=None if vid in kept else "no_clips")
+            self._decision("clips", vid, status, ["clips kept" if vid in kept else "no clip kept"])
+        return {}
+
+    def _clip_policy_hash(self) -> str:
+        import prompts
+
+        cfg = self.d.cfg
+        parts = [cfg.polish, cfg.polish_min_overlap, cfg.clip_judge, cfg.clip_min_similarity,
+                 prompts.load("polish").sha256, prompts.load("clip_judge").sha256,
+                 self.d.gateway.cfg.model_dump(mode="json")]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def _decide_clips(self, run_id: str, points: dict[str, str], vid: str, rows: list[dict],
+                      frames: dict[int, dict]) -> list[dict]:
+        """Polish each paragraph, measure its signals, and let the clip judge decide."""
+        cfg, gw, store = self.d.cfg, self.d.gateway, self.d.store
+        point = points.get(vid, "")
+        for r in rows:
+            if cfg.polish and r["text"].strip():
+                try:
+                    pol = gw.call("polisher", "polish", "polish", {"point": point, "paragraph": r["text"]},
+                                  schemas.Polished, video_id=vid).value.text.strip()
+                    overlap = _overlap(r["text"], pol)
+                    if overlap >= cfg.polish_min_overlap:
+                        r["polished"] = pol
+                    else:
+                        self._decision("polish", vid, "refused", [f"clip {r['index']}: rewrite keeps only "
+                                                                  f"{overlap:.0%} of the content words"])
+                except LLMOutputInvalid as exc:
+                    self._decision("polish", vid, "raw", [f"clip {r['index']}: {exc}"])
+            kfs = [frames[i] for i in r["keyframes"]]
+            ocr = "\n".join(k["ocr_text"] for k in kfs if k.get("ocr_kept") and k.get("ocr_text"))
+            sim = round(float(self.d.embedder().similarity(r["text"], ocr)), 4) if ocr and r["text"] else 0.0
+            signals = {"asr_ocr_similarity": sim, "keyframes": len(kfs),
+                       "ocr_chars_per_keyframe": round(len(ocr) / len(kfs), 1) if kfs else 0.0}
+            r["signals"] = signals
+            if not kfs:
+                decision, reasons, call_id = "drop_frames", ["no keyframes in the clip"], None
+            else:
+                rule = "drop_frames" if sim < cfg.clip_min_similarity and len(ocr) < 20 else "keep"
+                decision, reasons, call_id = rule, [f"rules: similarity {sim:.2f}, {len(ocr)} OCR chars"], None
+                if cfg.clip_judge == "llm":
+                    values = {"point": point, "keyframes": len(kfs),
+                              "ocr_density": signals["ocr_chars_per_keyframe"], "similarity": f"{sim:.2f}",
+                              "paragraph": r["text"], "ocr": ocr or "(none)"}
+                    try:
+                        ans = gw.call("clip_judge", "clips", "clip_judge", values, schemas.ClipDecision, video_id=vid)
+                        decision, reasons, call_id = ans.value.decision, ans.value.reasons, ans.call_id
+                    except LLMOutputInvalid as exc:
+                        reasons = [*reasons, f"judge invalid: {exc}"]
+            r["decision"], r["reason"] = decision, "; ".join(reasons)[:500]
+            store.save_judgment(run_id, vid, f"clip:{r['index']}", decision, sim, reasons, signals, call_id)
+        return rows
+
+    def coverage(self, state: BuildState) -> Command[Literal["plan_queries", "assemble"]]:
+        run_id, cfg = state["run_id"], self.d.cfg
+        accepted = self._accepted(run_id)
+        total = sum(accepted.values())
+        points = [n["node_id"] for n in self.d.store.taxonomy(run_id) if n["level"] == "point"]
+        short = [p for p in points if accepted.get(p, 0) < cfg.per_point]
+        rnd = state.get("round", 1)
+        if state.get("stop"):
+            why = f"stopped by budget {state['stop']}"
+        elif self.d.budget.videos_reached(total):
+            why = f"video target reached ({total})"
+        elif not short:
+            why = "every knowledge point has its videos"
+        elif rnd >= cfg.max_rounds:
+            why = f"{cfg.max_rounds} rounds done; {len(short)} points short"
+        else:
+            self._decision("coverage", None, "requery", [f"{len(short)} points short after round {rnd}"],
+                           {"short": short})
+            return Command(goto="plan_queries", update={"points": short, "round": rnd + 1})
+        self._decision("coverage", None, "assemble", [why], {"accepted": total, "short": len(short)})
+        return Command(goto="assemble", update={"points": []})
+
+    def assemble(self, state: BuildState) -> dict:
+        run_id, store, runner = state["run_id"], self.d.store, self.d.runner
+        items = self._videos(run_id, "accepted")
+        videos = [store.video(i["video_id"]) | {"video_id": i["video_id"]} for i in items]
+        store.set_run_videos(run_id, [v["video_id"] for v in videos])
+        samples = runner.pack(run_id, videos, videos) if videos else []
+        funnel: dict[str, int] = {}
+        for c in store.candidates(run_id):
+            funnel[c["status"]] = funnel.get(c["status"], 0) + 1
+        result = {"run_id": run_id, "accepted_videos": len(videos), "samples": len(samples),
+                  "out_dir": str(runner.out_dir), "stop": state.get("stop"), "candidates": funnel,
+                  "search_units": store.search_units(run_id), "llm": store.llm_totals(run_id),
+                  "knowledge_points": sum(1 for n in store.taxonomy(run_id) if n["level"] == "point")}
+        return {"result": result}
+
+    # -- assembly ------------------------------------------------------------
+    def compile(self, checkpointer=None):
+        g = StateGraph(BuildState)
+        t = self._traced
+        g.add_node("interpret_goal", t("interpret_goal", self.interpret_goal))
+        g.add_node("taxonomy", t("taxonomy", self.taxonomy))
+        g.add_node("plan_queries", t("plan_queries", self.plan_queries))
+        g.add_node("search_point", t("search_point", self.search_point))
+        g.add_node("judge_metadata", t("judge_metadata", self.judge_metadata))
+        g.add_node("download", t("download", self.download))
+        g.add_node("transcribe", t("transcribe", self.transcribe))
+        g.add_node("judge_transcripts", t("judge_transcripts", self.judge_transcripts))
+        g.add_node("visuals", t("visuals", self.visuals))
+        g.add_node("clips", t("clips", self.clips))
+        g.add_node("coverage", t("coverage", self.coverage), destinations=("plan_queries", "assemble"))
+        g.add_node("assemble", t("assemble", self.assemble))
+        g.add_edge(START, "interpret_goal")
+        g.add_edge("interpret_goal", "taxonomy")
+        g.add_edge("taxonomy", "plan_queries")
+        g.add_conditional_edges("plan_queries", self.route_searches, ["search_point", "judge_metadata"])
+        g.add_edge("search_point", "judge_metadata")
+        g.add_edge("judge_metadata", "download")
+        g.add_edge("download", "transcribe")
+        g.add_edge("transcribe", "judge_transcripts")
+        g.add_edge("judge_transcripts", "visuals")
+        g.add_edge("visuals", "clips")
+        g.add_edge("clips", "coverage")
+        g.add_edge("assemble", END)
+        return g.compile(checkpointer=checkpointer)
+
+
+def _trim(tax: schemas.Taxonomy, size) -> schemas.Taxonomy:
+    """Hold the taxonomy to the configured size (models often write more than asked)."""
+    for s in tax.subjects:
+        s.courses = s.courses[: size.courses]
+        for c in s.courses:
+            c.subcourses = c.subcourses[: size.subcourses]
+            for u in c.subcourses:
+                u.points = u.points[: size.points]
+    return tax
+
+
+def _overlap(raw: str, polished: str) -> float:
+    """Share of the raw paragraph's content words that the rewrite keeps (a guard on meaning)."""
+    a = _words(raw)
+    return len(a & _words(polished)) / len(a) if a else 1.0
+
