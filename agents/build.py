@@ -45,7 +45,7 @@ class StoreSearchCache:
         self.store.search_cache_put(key, value, units)
 
 
-def make_sources(specs: list[str], store) -> list:
+def make_sources(specs: list[str], store, comments: int | None = None) -> list:
     from tools.errors import ToolError
     from tools.search import make_source
 
@@ -54,9 +54,12 @@ def make_sources(specs: list[str], store) -> list:
     out = []
     for spec in specs:
         try:
-            out.append(make_source(spec, api_key=os.environ.get(YOUTUBE_KEY_ENV), cache=StoreSearchCache(store)))
+            source = make_source(spec, api_key=os.environ.get(YOUTUBE_KEY_ENV), cache=StoreSearchCache(store))
         except ToolError as exc:
             raise BuildError(exc.message) from exc
+        if comments is not None and hasattr(source, "comments"):
+            source.comments = comments
+        out.append(source)
     return out
 
 
@@ -96,12 +99,15 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     if not goal:
         raise BuildError("the goal is empty: say what textbook to build, e.g. \"build a chemistry textbook\"")
     run_id = run_id or run_id_for(goal, spec.agent, spec.pipeline)
-    sources = make_sources(spec.agent.sources, store)
+    sources = make_sources(spec.agent.sources, store, comments=spec.agent.comments)
     check_writable(spec.out)
     media = media_dir_for(store.path)
     check_writable(media)
     cfg_json = {"agent": spec.agent.model_dump(mode="json"), "pipeline": spec.pipeline.model_dump(mode="json"),
                 "out": str(spec.out)}
+    previous = store.run(run_id)
+    if resume and previous is not None and previous["status"] == "finished":
+        return {**json.loads(previous["summary"] or "{}"), "already_finished": True}
     store.start_run(run_id, "build", [goal], cfg_json, run_id.removeprefix("build-"))
 
     llm_cfg = spec.agent.llm
@@ -111,15 +117,23 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     budget = BudgetTracker(store, run_id, spec.agent.budgets)
     gateway = Gateway(store, run_id, llm_cfg, models=models, budget=budget)
     runner = Runner(store, spec.pipeline, spec.out, reporter, command="build")
+    embedded = bool(base_url and model_name)
+    enforce = {"yes": True, "no": False}.get(spec.agent.enforce_judges, not embedded)
     deps = Deps(store=store, gateway=gateway, cfg=spec.agent, runner=runner, sources=sources, budget=budget,
-                downloads=media / "downloads", on_event=on_event or (lambda e: None))
+                downloads=media / "downloads", enforce_judges=enforce, on_event=on_event or (lambda e: None))
     (media / "downloads").mkdir(parents=True, exist_ok=True)
     graph = BuildAgent(deps).compile(checkpointer=DuckDBSaver(store.con))
-    deps.on_event({"event": "run_start", "run_id": run_id, "goal": goal, "resume": resume})
     config = {"configurable": {"thread_id": run_id}, "max_concurrency": 1, "recursion_limit": 1000}
+    # An unfinished run with a checkpoint continues from it, whether asked with --resume or by
+    # repeating the command; a finished run repeated starts over and is served by the caches.
+    # (StateSnapshot.next is empty when the last step's writes were saved but not its successor
+    # checkpoint, so the test is on the checkpoint itself.)
+    continuing = (previous is not None and previous["status"] != "finished"
+                  and graph.checkpointer.get_tuple(config) is not None)
+    deps.on_event({"event": "run_start", "run_id": run_id, "goal": goal, "resume": continuing,
+                   "enforce_judges": enforce})
     try:
-        snapshot = graph.get_state(config)
-        if resume and snapshot.next:
+        if continuing:
             final = graph.invoke(None, config)
         else:
             final = graph.invoke({"run_id": run_id, "goal": goal, "searched": [], "stop": None}, config)
@@ -128,6 +142,6 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
         raise
     finally:
         runner.close()
-    result = final.get("result") or {}
+    result = {**(final.get("result") or {}), "judges": "enforced" if enforce else "advisory"}
     store.finish_run(run_id, "finished", result)
     return result

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 ROLES = ("planner", "metadata_judge", "transcript_judge_a", "transcript_judge_b", "polisher", "clip_judge")
@@ -80,3 +82,6 @@ class AgentConfig(BaseModel):
     download_max_height: int = Field(480, description="yt-dlp video height cap")
     download_retries: int = 3
     on_invalid: str = Field("accept", description="a judge whose answer never validates: accept or reject")
+    enforce_judges: Literal["auto", "yes", "no"] = Field(
+        "auto", description="yes: judges drop videos and clips; no: advisory (verdicts recorded, nothing dropped); "
+                            "auto: yes with a configured model, no with the embedded 135M model")

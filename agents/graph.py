@@ -42,6 +42,11 @@ _STOP = frozenset("a an the of and or to in on for with by is are how what why b
                   "lessons course video videos school".split())
 
 
+def _last(old: str | None, new: str | None) -> str | None:
+    """The stop reason: parallel search branches may each hit a budget in the same step."""
+    return new
+
+
 class BuildState(TypedDict, total=False):
     run_id: str
     goal: str
@@ -49,7 +54,7 @@ class BuildState(TypedDict, total=False):
     round: int
     points: list[str]          # knowledge point ids to (re)query this round
     plans: list[dict]          # this round's [{point_id, queries}]
-    stop: str | None           # the budget that stopped the run
+    stop: Annotated[str | None, _last]   # the budget that stopped the run
     searched: Annotated[list[str], operator.add]
     result: dict
 
@@ -65,6 +70,7 @@ class Deps:
     sources: list
     budget: BudgetTracker
     downloads: Path
+    enforce_judges: bool = True
     on_event: Callable[[dict], None] = lambda e: None
     _embedder: Any = field(default=None, repr=False)
 
@@ -102,7 +108,8 @@ class BuildAgent:
                                    _summary({k: v for k, v in state.items() if k not in ("searched", "spec")}))
             self.d.on_event({"event": "node_start", "node": name})
             try:
-                self.d.budget.check_wall()
+                if name not in ("coverage", "assemble"):  # these two always run: they finish the run
+                    self.d.budget.check_wall()
                 out = fn(state)
             except BudgetExceeded as exc:
                 store.event_end(ev, {"stop": exc.name}, decision="stop", reasons=[str(exc)], error="budget")
@@ -178,7 +185,8 @@ class BuildAgent:
         plans = []
         for pid in state.get("points", []):
             point, chain = self._path(run_id, pid)
-            previous = [q["query"] for q in self.d.store.queries(run_id, pid)]
+            # earlier rounds only: a rerun of this round must render the same prompt (a cache hit)
+            previous = list(dict.fromkeys(q["query"] for q in self.d.store.queries(run_id, pid) if q["round"] < rnd))
             prev_text = ("Write new phrasings, different from these earlier queries:\n" +
                          "\n".join(f"- {q}" for q in previous)) if previous else ""
             values = {"n": self.d.cfg.queries_per_point, "level": spec["level"], "path": " > ".join(chain),
@@ -214,7 +222,7 @@ class BuildAgent:
                    for q in store.queries(run_id, pid)):
                 continue  # resumed: this query's results are already recorded
             for source in self.d.sources:
-                estimate = getattr(source, "estimate_units", lambda q, n: 0)(query, self.d.cfg.results_per_query)
+                estimate = _search_units(source, self.d.cfg.results_per_query)
                 if estimate and budget.daily_units_left() < estimate:
                     store.record_query(run_id, pid, rnd, query, source.name, None, 0, False, "daily quota spent")
                     continue
@@ -266,10 +274,11 @@ class BuildAgent:
                 verdict, score, reasons, call_id = cfg.on_invalid, None, [f"{cfg.on_invalid} by policy: {exc}"], \
                     exc.call_id
             self.d.store.save_judgment(run_id, c["video_id"], "metadata", verdict, score, reasons, None, call_id)
-            self.d.store.update_candidate(run_id, c["video_id"],
-                                          status="accepted_meta" if verdict == "accept" else "judged_out",
+            keep = verdict == "accept" or not self.d.enforce_judges
+            self.d.store.update_candidate(run_id, c["video_id"], status="accepted_meta" if keep else "judged_out",
                                           reason="; ".join(reasons)[:500])
-            self._decision("judge_metadata", c["video_id"], verdict, reasons, {"score": score})
+            shown = verdict if keep == (verdict == "accept") else f"{verdict} (advisory: kept)"
+            self._decision("judge_metadata", c["video_id"], shown, reasons, {"score": score})
         return {}
 
     def _accepted(self, run_id: str) -> dict[str, int]:
@@ -283,9 +292,12 @@ class BuildAgent:
 
         run_id, cfg, store = state["run_id"], self.d.cfg, self.d.store
         accepted = self._accepted(run_id)
-        slots = None if cfg.budgets.max_videos is None else cfg.budgets.max_videos - sum(accepted.values())
-        if slots is not None and slots <= 0:
+        if self.d.budget.videos_reached(sum(accepted.values())):
             raise BudgetExceeded("videos", f"{sum(accepted.values())} accepted videos")
+        # videos already on their way through the pipeline count toward the targets too
+        for c in store.candidates(run_id, ["downloaded", "transcribed", "judged", "visuals"]):
+            accepted[c["point_id"]] = accepted.get(c["point_id"], 0) + 1
+        slots = None if cfg.budgets.max_videos is None else cfg.budgets.max_videos - sum(accepted.values())
         scores = {j["video_id"]: j["score"] or 0 for j in store.judgments(run_id) if j["kind"] == "metadata"}
         waiting = sorted(store.candidates(run_id, "accepted_meta"), key=lambda c: -scores.get(c["video_id"], 0))
         taken: dict[str, int] = {}
@@ -362,13 +374,14 @@ class BuildAgent:
                                                                                 f"{exc}"], exc.call_id, None, None
                 store.save_judgment(run_id, vid, kind, verdict, score, reasons, detail, call_id)
                 verdicts.append(verdict)
-            if verdicts.count("reject") == 2:
+            if verdicts.count("reject") == 2 and self.d.enforce_judges:
                 store.update_candidate(run_id, vid, status="transcript_rejected", reason="both transcript judges")
                 store.update_video(vid, status="rejected", reason="transcript_judges")
                 self._decision("judge_transcripts", vid, "reject", ["both judges rejected"])
             else:
                 store.update_candidate(run_id, vid, status="judged")
-                self._decision("judge_transcripts", vid, "keep", [f"judges: {', '.join(verdicts)}"])
+                advisory = " (advisory: kept)" if verdicts.count("reject") == 2 else ""
+                self._decision("judge_transcripts", vid, "keep" + advisory, [f"judges: {', '.join(verdicts)}"])
         return {}
 
     def visuals(self, state: BuildState) -> dict:
@@ -408,7 +421,7 @@ class BuildAgent:
         import prompts
 
         cfg = self.d.cfg
-        parts = [cfg.polish, cfg.polish_min_overlap, cfg.clip_judge, cfg.clip_min_similarity,
+        parts = [cfg.polish, cfg.polish_min_overlap, cfg.clip_judge, cfg.clip_min_similarity, self.d.enforce_judges,
                  prompts.load("polish").sha256, prompts.load("clip_judge").sha256,
                  self.d.gateway.cfg.model_dump(mode="json")]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -448,7 +461,12 @@ class BuildAgent:
                               "paragraph": r["text"], "ocr": ocr or "(none)"}
                     try:
                         ans = gw.call("clip_judge", "clips", "clip_judge", values, schemas.ClipDecision, video_id=vid)
-                        decision, reasons, call_id = ans.value.decision, ans.value.reasons, ans.call_id
+                        if self.d.enforce_judges:
+                            decision, reasons, call_id = ans.value.decision, ans.value.reasons, ans.call_id
+                        else:
+                            call_id = ans.call_id
+                            reasons = [*reasons, f"advisory judge said {ans.value.decision}: "
+                                                 f"{'; '.join(ans.value.reasons)}"]
                     except LLMOutputInvalid as exc:
                         reasons = [*reasons, f"judge invalid: {exc}"]
             r["decision"], r["reason"] = decision, "; ".join(reasons)[:500]
@@ -465,7 +483,10 @@ class BuildAgent:
         if state.get("stop"):
             why = f"stopped by budget {state['stop']}"
         elif self.d.budget.videos_reached(total):
-            why = f"video target reached ({total})"
+            why = f"budget videos spent: video target reached ({total})"
+            self.d.on_event({"event": "budget", "node": "coverage", "budget": "videos", "detail": why})
+            self._decision("coverage", None, "stop", [why], {"accepted": total, "short": len(short)})
+            return Command(goto="assemble", update={"points": [], "stop": "videos"})
         elif not short:
             why = "every knowledge point has its videos"
         elif rnd >= cfg.max_rounds:
@@ -521,6 +542,19 @@ class BuildAgent:
         g.add_edge("clips", "coverage")
         g.add_edge("assemble", END)
         return g.compile(checkpointer=checkpointer)
+
+
+def _search_units(source, max_results: int) -> int:
+    """Quota units one search may cost: YouTube's search and details pages plus comments per video."""
+    if hasattr(source, "estimate_units"):
+        return source.estimate_units(max_results)
+    if getattr(source, "name", None) != "youtube":
+        return 0
+    from tools.search import UNIT_COST
+
+    pages = -(-max_results // 50)
+    comments = max_results * UNIT_COST["commentThreads.list"] if getattr(source, "comments", 0) > 0 else 0
+    return pages * (UNIT_COST["search.list"] + UNIT_COST["videos.list"]) + comments
 
 
 def _trim(tax: schemas.Taxonomy, size) -> schemas.Taxonomy:

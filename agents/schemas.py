@@ -6,6 +6,7 @@ validation error back); a node acts only on a validated value, never on free tex
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -46,10 +47,10 @@ class GoalSpec(BaseModel):
     @field_validator("language")
     @classmethod
     def _lang(cls, v: str) -> str:
-        v = v.strip().lower()
-        if len(v) != 2 or not v.isalpha():
+        m = re.match(r"\s*([a-zA-Z]{2})(?![a-zA-Z])", v)
+        if not m:
             raise ValueError("language must be a two-letter ISO 639-1 code")
-        return v
+        return m.group(1).lower()
 
 
 class SubCourse(BaseModel):

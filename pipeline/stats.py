@@ -52,7 +52,36 @@ def corpus_stats(store: Store, run_id: str, tokenizer: str = "whisper") -> dict:
     table1 = {"samples": len(samples),
               "images_per_sample": _minmaxavg([s["image_num"] for s in samples]),
               "tokens_per_sample": _minmaxavg([s["token_num"] for s in samples])}
-    return {"run_id": run_id, "table7": table7, "table1": table1, "funnel": funnel(store, run_id, videos)}
+    out = {"run_id": run_id, "table7": table7, "table1": table1, "funnel": funnel(store, run_id, videos)}
+    found = search_funnel(store, run_id)
+    if found:
+        out["search_funnel"] = found
+    return out
+
+
+def search_funnel(store: Store, run_id: str) -> dict | None:
+    """For a build: found -> metadata accepted -> downloaded -> transcribed -> kept, with the losses."""
+    rows = store.rows("SELECT status, reason FROM candidates WHERE run_id = ?", [run_id])
+    if not rows:
+        return None
+    past_meta = {"accepted_meta", "download_failed", "downloaded", "rejected", "transcribed", "transcript_rejected",
+                 "judged", "visuals", "accepted"}
+    past_download = past_meta - {"accepted_meta", "download_failed"}
+    past_asr = {"transcribed", "transcript_rejected", "judged", "visuals", "accepted"}
+    steps = [("found", len(rows)), ("metadata accepted", sum(r["status"] in past_meta for r in rows)),
+             ("downloaded", sum(r["status"] in past_download for r in rows)),
+             ("transcribed", sum(r["status"] in past_asr for r in rows)),
+             ("accepted", sum(r["status"] == "accepted" for r in rows))]
+    lost: dict[str, int] = {}
+    for r in rows:
+        if r["status"] in ("judged_out", "transcript_rejected"):
+            key = r["status"]
+        elif r["status"] in ("download_failed", "rejected"):
+            key = f"{r['status']}:{r['reason']}"
+        else:
+            continue
+        lost[key] = lost.get(key, 0) + 1
+    return {"steps": [{"step": s, "videos": n} for s, n in steps], "lost": dict(sorted(lost.items()))}
 
 
 def funnel(store: Store, run_id: str, videos: list[dict]) -> dict:

@@ -17,7 +17,7 @@ from functools import cache
 from importlib import resources
 
 _VAR = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
-_FENCE = re.compile(r"</?\s*untrusted", re.IGNORECASE)
+_FENCE = re.compile(r"<\s*/?\s*untrusted", re.IGNORECASE)
 
 
 class PromptError(Exception):

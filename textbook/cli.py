@@ -151,6 +151,11 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
                   f"{t1['images_per_sample']['max']} avg {t1['images_per_sample']['avg']}   tokens/sample min "
                   f"{t1['tokens_per_sample']['min']} max {t1['tokens_per_sample']['max']} avg "
                   f"{t1['tokens_per_sample']['avg']}")
+    if data.get("search_funnel"):
+        sf = data["search_funnel"]
+        console.print("search funnel: " + " -> ".join(f"{s['step']} {s['videos']}" for s in sf["steps"]))
+        if sf["lost"]:
+            console.print("lost: " + ", ".join(f"{k} {v}" for k, v in sf["lost"].items()))
     f = data["funnel"]
     console.print("funnel: " + " -> ".join(f"{s['step']} {s['videos']}" for s in f["steps"]))
     for title, key in (("dropped", "dropped"), ("errors", "errors"), ("OCR dropped", "ocr_dropped"),
@@ -216,6 +221,9 @@ def main() -> None:
     except Exception as exc:  # the last resort: still one line, never a traceback
         if debug:
             raise
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # usage errors of typer's own click
+            print(f"error: {exc.format_message()} (see --help)", file=sys.stderr)
+            sys.exit(exc.exit_code or 2)
         print(f"error: internal: {type(exc).__name__}: {exc} (TEXTBOOK_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         sys.exit(1)

@@ -95,6 +95,9 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         def show(e: dict) -> None:
             if e["event"] == "run_start":
                 err_console.print(f"run {e['run_id']}" + (" (resuming)" if e["resume"] else ""), highlight=False)
+                if not e.get("enforce_judges", True):
+                    err_console.print("judges are advisory: their verdicts are recorded, nothing is dropped by them "
+                                      "(agent.enforce_judges = yes to enforce)", highlight=False)
             elif e["event"] == "node_start":
                 err_console.print(f"[{time.monotonic() - started:7.1f}s] {e['node']}", highlight=False)
             elif e["event"] == "budget":
@@ -151,6 +154,8 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         if as_json:
             print(json.dumps(result, indent=2, default=str))
             return
+        if result.get("already_finished"):
+            print(f"{result['run_id']} had already finished; its result:")
         print(f"{result['run_id']}: {result['accepted_videos']} videos accepted, {result['samples']} samples in "
               f"{result['out_dir']}" + (f" (stopped: budget {result['stop']})" if result.get("stop") else ""))
         llm_t = result["llm"]

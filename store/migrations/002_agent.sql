@@ -21,7 +21,7 @@ CREATE TABLE queries (
     cached BOOLEAN NOT NULL DEFAULT FALSE,
     error VARCHAR,
     created_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (run_id, point_id, round, query)
+    PRIMARY KEY (run_id, point_id, round, query, source)   -- a quota error on one source, then the next
 );
 
 -- Whole search results by cache key (method + parameters, never a key): no query is paid twice.

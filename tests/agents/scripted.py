@@ -8,6 +8,7 @@ message that returns the tool arguments (a dict), or a string to send as plain c
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -87,3 +88,32 @@ def models_for(model: ScriptedChatModel) -> dict:
 
 def dumps(x) -> str:
     return json.dumps(x)
+
+
+_POINT = re.compile(r'(?:knowledge point:?|lesson video on)\s+"([^"]+)"', re.IGNORECASE)
+_TINY = frozenset("and the for with from into".split())
+
+
+def fenced(prompt: str, name: str) -> str | None:
+    """The text of the ``<untrusted name=NAME>`` block of a rendered prompt, or None."""
+    m = re.search(rf'<untrusted name="{re.escape(name)}">\n(.*?)\n</untrusted>', prompt, re.S)
+    return m.group(1) if m else None
+
+
+def point_of(prompt: str) -> str:
+    """The knowledge point a rendered judge, polish or clip prompt is about."""
+    m = _POINT.search(prompt)
+    return m.group(1) if m else ""
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 2 and w not in _TINY}
+
+
+def judge_by_title(prompt: str) -> dict:
+    """A metadata judge that accepts a video only when its (fenced) title shares a word with the point."""
+    title, point = fenced(prompt, "title") or "", point_of(prompt)
+    shared = sorted(content_words(title) & content_words(point))
+    if shared:
+        return {"verdict": "accept", "score": 8, "reasons": [f"title shares {', '.join(shared)}"]}
+    return {"verdict": "reject", "score": 2, "reasons": [f"title {title!r} is not about {point!r}"]}

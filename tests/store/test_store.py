@@ -5,18 +5,22 @@ import duckdb
 import pytest
 
 from store import StoreError, open_store
+from tests.conftest import ROOT
 
 
 def test_migrations_apply_once(tmp_path):
     db = tmp_path / "t.duckdb"
     store = open_store(db)
-    assert store.scalar("SELECT count(*) FROM schema_migrations") == 1
+    files = sorted(p.name for p in (ROOT / "store" / "migrations").glob("*.sql"))
+    assert [r[0] for r in store.con.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()] == \
+        [int(name.split("_")[0]) for name in files]
     assert store.migrate() == []
     store.close()
     store = open_store(db)
-    assert store.scalar("SELECT max(version) FROM schema_migrations") == 1
+    assert store.scalar("SELECT max(version) FROM schema_migrations") == len(files)
     assert {"runs", "videos", "stage_status", "errors", "transcripts", "segments", "keyframes", "clips",
-            "samples"} <= set(store.counts())
+            "samples", "taxonomy", "candidates", "judgments", "llm_calls", "llm_cache", "events", "search_cache",
+            "queries", "checkpoints", "checkpoint_blobs", "checkpoint_writes"} <= set(store.counts())
     store.close()
 
 

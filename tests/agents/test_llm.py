@@ -1,0 +1,296 @@
+"""The LLM gateway against a scripted chat model and a real DuckDB store: validation, re-asks,
+the response cache, the llm_calls log, costs and budgets, and keys that never reach the store."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from pydantic import ValidationError
+
+import prompts
+from agents import schemas
+from agents.budget import BudgetTracker
+from agents.config import Budgets, LLMConfig, RoleConfig
+from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid, LLMUnavailable
+from store import open_store
+from tests.agents.scripted import ScriptedChatModel, models_for
+
+RUN = "run-llm-test"
+GOOD = {"verdict": "accept", "score": 8, "reasons": ["teaches the point"]}
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(tmp_path / "llm.duckdb")
+    yield s
+    s.close()
+
+
+def judge_values(title: str = "Newton's laws of motion") -> dict:
+    p = prompts.load("metadata_judge")
+    values = {v: "unknown" for v in p.variables()}
+    return {**values, "point": "Newton's laws of motion", "path": "Physics > Mechanics", "level": "middle school",
+            "language": "en", "title": title, "description": "A lesson.", "comments": "- great"}
+
+
+def gateway(store, model: ScriptedChatModel, budget=None, **cfg) -> Gateway:
+    return Gateway(store, RUN, LLMConfig(model="scripted-model", **cfg), models=models_for(model), budget=budget)
+
+
+def judge(gw: Gateway, title: str = "Newton's laws of motion"):
+    return gw.call("metadata_judge", "judge_metadata", "metadata_judge", judge_values(title),
+                   schemas.MetadataVerdict, video_id="vid1")
+
+
+def test_valid_answer_is_validated_logged_and_cached(store):
+    model = ScriptedChatModel(script={"MetadataVerdict": lambda t: GOOD}, tokens=(321, 45))
+    gw = gateway(store, model)
+
+    first = judge(gw)
+    assert isinstance(first.value, schemas.MetadataVerdict) and first.value.score == 8 and not first.cached
+    assert len(model.requests) == 1 and model.requests[0]["tool"] == "MetadataVerdict"
+
+    rows = store.llm_calls(RUN)
+    assert len(rows) == 1
+    row = rows[0]
+    p = prompts.load("metadata_judge")
+    assert row["call_id"] == first.call_id and row["node"] == "judge_metadata" and row["role"] == "metadata_judge"
+    assert row["prompt_name"] == "metadata_judge" and row["prompt_sha256"] == p.sha256
+    assert row["model"] == "scripted-model" and row["video_id"] == "vid1"
+    assert (row["input_tokens"], row["output_tokens"], row["tokens_estimated"]) == (321, 45, False)
+    assert row["latency_s"] > 0 and row["attempts"] == 1 and row["error"] is None and row["cached"] is False
+    assert json.loads(row["response"]) == GOOD
+    messages = json.loads(row["messages"])
+    assert messages == p.render(judge_values()) and "Newton's laws of motion" in messages[1]["content"]
+    assert store.llm_cache_get(row["cache_key"])["response"] == GOOD
+
+    again = judge(gw)
+    assert again.cached and again.value == first.value and again.call_id != first.call_id
+    assert len(model.requests) == 1  # the model was not asked again
+    rows = store.llm_calls(RUN)
+    assert len(rows) == 2
+    hit = next(r for r in rows if r["call_id"] == again.call_id)
+    assert hit["cached"] is True and hit["cost_usd"] == 0 and hit["cache_key"] == row["cache_key"]
+    assert store.llm_totals(RUN)["paid_calls"] == 1 and store.llm_totals(RUN)["paid_tokens"] == 366
+
+    judge(gw, title="Something else")  # other messages: another key, a paid call
+    assert len(model.requests) == 2
+
+
+def test_cache_key_covers_model_and_params(store):
+    model = ScriptedChatModel(script={"MetadataVerdict": lambda t: GOOD})
+    judge(gateway(store, model))
+    judge(gateway(store, model, temperature=0.7))
+    judge(Gateway(store, RUN, LLMConfig(model="another-model"), models=models_for(model)))
+    assert len(model.requests) == 3
+    assert len({r["cache_key"] for r in store.llm_calls(RUN)}) == 3
+
+
+@pytest.mark.parametrize("bad, error", [
+    ({"verdict": "accept", "score": 42, "reasons": ["great"]}, "less than or equal to 10"),
+    ({"verdict": "maybe", "score": 5, "reasons": ["hmm"]}, "verdict"),
+    ("I think this video is great, definitely accept it!", "holds no JSON object"),
+])
+def test_invalid_answer_is_reasked_with_the_error(store, bad, error):
+    def answer(text: str):
+        return GOOD if "That answer is invalid" in text else bad
+
+    model = ScriptedChatModel(script={"MetadataVerdict": answer})
+    ans = judge(gateway(store, model))
+    assert ans.value == schemas.MetadataVerdict(**GOOD) and not ans.cached
+
+    assert len(model.requests) == 2
+    followup = model.requests[1]["messages"]
+    assert [kind for kind, _ in followup] == ["system", "human", "ai", "human"]
+    assert error in followup[-1][1] and "MetadataVerdict" in followup[-1][1]
+    assert followup[2][1] == (bad if isinstance(bad, str) else json.dumps(bad))  # the model sees its own answer
+
+    row = store.llm_calls(RUN)[0]
+    assert row["attempts"] == 2 and row["error"] is None and json.loads(row["response"]) == GOOD
+    assert (row["input_tokens"], row["output_tokens"]) == (200, 40)  # both attempts are paid
+
+
+def test_json_wrapped_in_prose_is_accepted_first_time(store):
+    prose = f"Sure! Here it is:\n```json\n{json.dumps(GOOD)}\n```"
+    model = ScriptedChatModel(script={"MetadataVerdict": lambda t: prose})
+    ans = judge(gateway(store, model))
+    assert ans.value.verdict == "accept" and store.llm_calls(RUN)[0]["attempts"] == 1
+
+
+def test_never_valid_raises_logs_the_error_and_caches_nothing(store):
+    model = ScriptedChatModel(script={"MetadataVerdict": lambda t: {"verdict": "accept", "score": 42,
+                                                                     "reasons": ["x"]}})
+    gw = gateway(store, model, retries=2)
+    with pytest.raises(LLMOutputInvalid) as err:
+        judge(gw)
+    assert "score" in str(err.value) and "\n" not in str(err.value)
+    assert len(model.requests) == 3
+
+    rows = store.llm_calls(RUN)
+    assert len(rows) == 1 and rows[0]["call_id"] == err.value.call_id
+    row = rows[0]
+    assert row["attempts"] == 3 and row["cached"] is False and "less than or equal to 10" in row["error"]
+    assert row["input_tokens"] == 300  # failures are paid and counted
+    assert store.llm_cache_get(row["cache_key"]) is None
+    assert store.scalar("SELECT count(*) FROM llm_cache") == 0
+
+    with pytest.raises(LLMOutputInvalid):
+        judge(gw)  # not cached: asked again
+    assert len(model.requests) == 6
+
+
+def test_cost_is_tokens_times_price(store):
+    model = ScriptedChatModel(script={"MetadataVerdict": lambda t: GOOD}, tokens=(1000, 200))
+    gw = gateway(store, model, price_in_per_mtok=2.5, price_out_per_mtok=10.0)
+    judge(gw)
+    row = store.llm_calls(RUN)[0]
+    assert row["cost_usd"] == pytest.approx((1000 * 2.5 + 200 * 10.0) / 1e6)
+    judge(gw)  # cached: free
+    assert store.llm_totals(RUN)["cost_usd"] == pytest.approx(0.0045)
+
+
+@pytest.mark.parametrize("budgets, name, paid", [
+    (Budgets(max_llm_tokens=250), "llm_tokens", 3),   # 120 tokens a call: 0, 120, 240 < 250, then 360
+    (Budgets(max_usd=0.001), "usd", 3),               # $0.0004 a call: 0.0008 < 0.001, then 0.0012
+])
+def test_budget_raises_before_a_call_once_spent(store, budgets, name, paid):
+    model = ScriptedChatModel(script={"MetadataVerdict": lambda t: GOOD}, tokens=(100, 20))
+    budget = BudgetTracker(store, RUN, budgets)
+    gw = gateway(store, model, budget=budget, price_in_per_mtok=2.0, price_out_per_mtok=10.0)
+    for i in range(paid):
+        judge(gw, title=f"lesson {i}")
+    with pytest.raises(BudgetExceeded) as err:
+        judge(gw, title="one more")
+    assert err.value.name == name
+    assert len(model.requests) == paid  # the refused call never reached the model
+    assert len(store.llm_calls(RUN)) == paid
+    assert judge(gw, title="lesson 0").cached  # a cached answer costs nothing, so it is still served
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _all_text(store) -> list[str]:
+    cols = store.rows("SELECT table_name, column_name FROM information_schema.columns "
+                      "WHERE table_schema = 'main' AND data_type IN ('VARCHAR', 'BLOB', 'JSON')")
+    assert {"llm_calls", "llm_cache", "runs", "events"} <= {c["table_name"] for c in cols}
+    out = []
+    for c in cols:
+        for (value,) in store.con.execute(f'SELECT "{c["column_name"]}" FROM "{c["table_name"]}"').fetchall():
+            if value is not None:
+                out.append(value.decode("latin-1") if isinstance(value, bytes) else str(value))
+    return out
+
+
+def test_api_key_never_reaches_the_store_and_unavailable_is_one_line(store, monkeypatch):
+    key = "sk-proj-TESTKEY0123456789abcdefSECRET"
+    role_key = "role-key-0123456789-ANOTHER-SECRET"
+    monkeypatch.setenv("TEXTBOOK_TEST_LLM_KEY", key)
+    monkeypatch.setenv("TEXTBOOK_TEST_ROLE_KEY", role_key)
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    cfg = LLMConfig(base_url=url, model="gpt-test", api_key_env="TEXTBOOK_TEST_LLM_KEY", timeout_s=5,
+                    roles={"clip_judge": RoleConfig(api_key_env="TEXTBOOK_TEST_ROLE_KEY")})
+    scripted = ScriptedChatModel(script={"MetadataVerdict": lambda t: GOOD})
+    gw = Gateway(store, RUN, cfg, models={"planner": scripted})  # the other roles get real ChatOpenAI clients
+
+    # the clients do hold the keys (so the checks below could fail)
+    assert gw.model("metadata_judge").openai_api_key.get_secret_value() == key
+    assert gw.model("clip_judge").openai_api_key.get_secret_value() == role_key
+
+    for role, prompt, values, schema in [
+        ("metadata_judge", "metadata_judge", judge_values(), schemas.MetadataVerdict),
+        ("clip_judge", "clip_judge", {v: "1" for v in prompts.load("clip_judge").variables()},
+         schemas.ClipDecision),
+    ]:
+        with pytest.raises(LLMUnavailable) as err:
+            gw.call(role, "node", prompt, values, schema)
+        text = str(err.value)
+        assert "\n" not in text and url in text and len(text) < 400
+        assert key not in text and role_key not in text
+    ok = gw.call("planner", "node", "metadata_judge", judge_values(), schemas.MetadataVerdict)
+    assert not ok.cached
+
+    rows = store.llm_calls(RUN)
+    assert len(rows) == 3
+    failed = [r for r in rows if r["error"]]
+    assert len(failed) == 2 and all(r["error"].startswith("LLM endpoint") for r in failed)
+    assert all(r["attempts"] == 1 and r["cached"] is False for r in failed)
+
+    texts = _all_text(store)
+    assert any("LLM endpoint" in t for t in texts)  # the scan does read the log
+    for t in texts:
+        assert key not in t and role_key not in t
+    store.con.execute("CHECKPOINT")
+    raw = store.path.read_bytes()
+    assert key.encode() not in raw and role_key.encode() not in raw
+
+
+def test_unknown_role_is_refused(store):
+    with pytest.raises(ValueError, match="unknown role"):
+        gateway(store, ScriptedChatModel(script={})).model("critic")
+
+
+# -- schemas -----------------------------------------------------------------------------
+
+def _taxonomy(points: list[str], subcourses: list[str] | None = None) -> dict:
+    subs = subcourses or ["Forces"]
+    return {"subjects": [{"name": "Physics", "courses": [{"name": "Mechanics", "subcourses": [
+        {"name": s, "points": points} for s in subs]}]}]}
+
+
+def test_taxonomy_nodes_have_stable_ids():
+    tax = schemas.Taxonomy.model_validate({"subjects": [
+        {"name": "Physics", "courses": [
+            {"name": "Mechanics", "subcourses": [{"name": "Forces", "points": ["Newton's laws", "Friction  forces"]},
+                                                 {"name": "Energy", "points": ["Kinetic energy"]}]}]},
+        {"name": "Chemistry", "courses": [{"name": "Matter", "subcourses": [{"name": "Atoms",
+                                                                               "points": ["Atomic structure"]}]}]}]})
+    nodes = tax.nodes()
+    assert [n["node_id"] for n in nodes] == [
+        "s1", "s1.c1", "s1.c1.u1", "s1.c1.u1.p1", "s1.c1.u1.p2", "s1.c1.u2", "s1.c1.u2.p1",
+        "s2", "s2.c1", "s2.c1.u1", "s2.c1.u1.p1"]
+    by_id = {n["node_id"]: n for n in nodes}
+    assert by_id["s1.c1.u1.p2"] == {"node_id": "s1.c1.u1.p2", "parent_id": "s1.c1.u1", "level": "point",
+                                    "name": "Friction forces", "position": 4}
+    assert by_id["s2"]["parent_id"] is None and by_id["s2"]["level"] == "subject"
+    assert [n["position"] for n in nodes] == list(range(len(nodes)))
+
+
+@pytest.mark.parametrize("data, message", [
+    (_taxonomy(["Newton's laws", "newton's  LAWS"]), "duplicate"),
+    (_taxonomy(["Newton's laws"], ["Forces", "FORCES"]), "duplicate"),
+    (_taxonomy(["Newton's laws", ""]), "not a name"),
+    (_taxonomy(["Newton's laws", "  "]), "not a name"),
+    (_taxonomy([]), "at least 1"),
+    (_taxonomy(["<b>injected</b>"]), "plain name"),
+    ({"subjects": []}, "at least 1"),
+    ({"subjects": [{"name": "Physics", "courses": []}]}, "at least 1"),
+])
+def test_taxonomy_rejects_duplicates_and_empty_levels(data, message):
+    with pytest.raises(ValidationError, match=message):
+        schemas.Taxonomy.model_validate(data)
+
+
+def test_same_point_under_two_subcourses_is_a_duplicate():
+    data = {"subjects": [{"name": "Physics", "courses": [{"name": "Mechanics", "subcourses": [
+        {"name": "Forces", "points": ["Friction"]}, {"name": "Motion", "points": ["FRICTION"]}]}]}]}
+    with pytest.raises(ValidationError, match="duplicate"):
+        schemas.Taxonomy.model_validate(data)
+
+
+def test_other_validators():
+    with pytest.raises(ValidationError):
+        schemas.GoalSpec(title="x", subjects=["Physics"], level="middle school", language="english")
+    assert schemas.GoalSpec(title="x", subjects=["Physics"], level="ms", language=" EN ").language == "en"
+    assert schemas.Queries(queries=["a  b", "a b", "c"]).queries == ["a b", "c"]
+    with pytest.raises(ValidationError):
+        schemas.Queries(queries=["  "])
+    with pytest.raises(ValidationError):
+        schemas.MetadataVerdict(verdict="accept", score=11, reasons=["x"])
+    with pytest.raises(ValidationError):
+        schemas.ClipDecision(decision="keep", reasons=[])

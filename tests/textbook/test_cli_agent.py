@@ -1,0 +1,260 @@
+"""The agent's CLI: bad input, SIGKILL then --resume, batch on the local and Ray executors, trace and runs.
+
+The LLM here is tests/agents/fake_openai.py: a deterministic OpenAI-compatible server on
+127.0.0.1 reached through the real ChatOpenAI client (the real llama.cpp server has its own
+end-to-end test in tests/agents/test_e2e_llama.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.agents.fake_openai import FakeOpenAI
+from tests.conftest import LESSONS, ROOT, TEXTBOOK, run_cli
+
+GOAL = "build a physics textbook"
+SMALL = ("physics_newton", "chemistry_atoms")
+
+
+def _one_line_error(proc) -> str:
+    assert proc.returncode != 0, proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def llm():
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def small_lessons(tmp_path_factory) -> Path:
+    """Two narrated lessons (with their sidecars) so each build stays short."""
+    folder = tmp_path_factory.mktemp("small")
+    for name in SMALL:
+        for suffix in (".mp4", ".json"):
+            shutil.copy(LESSONS / f"{name}{suffix}", folder / f"{name}{suffix}")
+    return folder
+
+
+def _build_args(llm, lessons: Path, work: Path, *extra: str) -> list[str]:
+    return ["build", GOAL, "--source", f"local:{lessons}", "--llm-url", llm.base_url, "--llm", "scripted",
+            "--db", str(work / "db.duckdb"), "--out", str(work / "out"), *extra]
+
+
+def _samples(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+
+
+def _paid_twice(db: Path) -> list:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT cache_key, count(*) FROM llm_calls WHERE NOT cached GROUP BY 1 "
+                           "HAVING count(*) > 1").fetchall()
+    finally:
+        con.close()
+
+
+# -- bad input ---------------------------------------------------------------------------------
+def test_empty_goal(tmp_path):
+    line = _one_line_error(run_cli("build", "  ", "--db", str(tmp_path / "db.duckdb")))
+    assert "goal is empty" in line
+    assert not (tmp_path / "db.duckdb").exists()
+
+
+def test_unknown_source(tmp_path):
+    line = _one_line_error(run_cli("build", GOAL, "--source", "vimeo", "--db", str(tmp_path / "db.duckdb")))
+    assert "unknown source 'vimeo'" in line
+
+
+def test_youtube_without_key(tmp_path):
+    env_key = os.environ.pop("TEXTBOOK_YOUTUBE_API_KEY", None)
+    try:
+        line = _one_line_error(run_cli("build", GOAL, "--source", "youtube", "--db", str(tmp_path / "db.duckdb")))
+    finally:
+        if env_key is not None:
+            os.environ["TEXTBOOK_YOUTUBE_API_KEY"] = env_key
+    assert "TEXTBOOK_YOUTUBE_API_KEY" in line
+
+
+def test_unreachable_llm_endpoint(tmp_path, small_lessons):
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # bound, never listening: connection refused
+        line = _one_line_error(run_cli("build", GOAL, "--source", f"local:{small_lessons}", "--llm-url",
+                                       f"http://127.0.0.1:{dead}/v1", "--db", str(tmp_path / "db.duckdb")))
+    assert "unreachable" in line and f"127.0.0.1:{dead}" in line
+
+
+def test_missing_local_folder(tmp_path):
+    line = _one_line_error(run_cli("build", GOAL, "--source", f"local:{tmp_path / 'nope'}",
+                                   "--db", str(tmp_path / "db.duckdb")))
+    assert "nope" in line
+
+
+def test_resume_unknown_run_and_trace_unknown_run(tmp_path, reference):
+    line = _one_line_error(run_cli("build", "--resume", "build-000000000000", "--db", str(reference["db"])))
+    assert "no run build-000000000000" in line
+    line = _one_line_error(run_cli("trace", "build-000000000000", "--db", str(reference["db"])))
+    assert "no run build-000000000000" in line
+
+
+def test_batch_bad_file(tmp_path):
+    line = _one_line_error(run_cli("batch", str(tmp_path / "goals.yaml"), "--db", str(tmp_path / "db.duckdb")))
+    assert "cannot read" in line
+    (tmp_path / "goals.yaml").write_text("goals: []\n")
+    line = _one_line_error(run_cli("batch", str(tmp_path / "goals.yaml"), "--db", str(tmp_path / "db.duckdb")))
+    assert "non-empty list" in line
+
+
+# -- an uninterrupted build, then SIGKILL + --resume ----------------------------------------------
+@pytest.fixture(scope="module")
+def reference(llm, small_lessons, tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("reference")
+    proc = run_cli(*_build_args(llm, small_lessons, work, "--json"))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    return {"db": work / "db.duckdb", "out": work / "out", "result": result, "work": work}
+
+
+def test_build_result_and_trace(reference):
+    r = reference["result"]
+    assert r["run_id"].startswith("build-") and r["accepted_videos"] >= 1 and r["samples"] >= 1
+    samples = _samples(reference["out"])
+    assert len(samples) == r["samples"]
+    for s in samples:
+        assert all((i is None) != (t is None) for i, t in zip(s["images"], s["texts"], strict=True))
+        for img in s["images"]:
+            if img:
+                assert (reference["out"] / img).is_file()
+    trace = run_cli("trace", r["run_id"], "--db", str(reference["db"]), "--json")
+    assert trace.returncode == 0, trace.stderr
+    data = json.loads(trace.stdout)
+    nodes = {e["node"] for e in data["events"]}
+    assert {"interpret_goal", "taxonomy", "plan_queries", "search_point", "judge_metadata", "download",
+            "transcribe", "judge_transcripts", "visuals", "clips", "coverage", "assemble"} <= nodes
+    assert all(c["input_tokens"] > 0 and c["prompt_sha256"] for c in data["llm_calls"])
+    text = run_cli("trace", r["run_id"], "--db", str(reference["db"]), "--node", "judge_metadata")
+    assert text.returncode == 0 and "-> accept" in text.stdout and "llm metadata_judge" in text.stdout
+    runs = run_cli("runs", "--db", str(reference["db"]), "--json")
+    assert [x["run_id"] for x in json.loads(runs.stdout)] == [r["run_id"]]
+
+
+def test_rerun_pays_nothing(llm, reference, small_lessons):
+    before = len(llm.requests)
+    proc = run_cli(*_build_args(llm, small_lessons, reference["work"], "--json"))
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert len(llm.requests) == before  # every answer came from the response cache
+    assert again["samples"] == reference["result"]["samples"]
+    assert _paid_twice(reference["db"]) == []
+
+
+def test_sigkill_then_resume(llm, reference, small_lessons, tmp_path):
+    args = [*TEXTBOOK, *_build_args(llm, small_lessons, tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run_id, killed_at = None, None
+    deadline = time.monotonic() + 300
+    for line in proc.stderr:  # progress lines: "run build-…", then "[  12.3s] node"
+        if line.startswith("run build-"):
+            run_id = line.split()[1]
+        if line.rstrip().endswith("] visuals"):
+            proc.send_signal(signal.SIGKILL)
+            killed_at = "visuals"
+            break
+        if time.monotonic() > deadline:
+            break
+    proc.wait()
+    assert killed_at == "visuals" and proc.returncode == -signal.SIGKILL, "the build ended before it was killed"
+    assert run_id == reference["result"]["run_id"]  # same goal and settings: the same run id
+
+    resumed = run_cli("build", "--resume", run_id, "--llm-url", llm.base_url, "--db", str(tmp_path / "db.duckdb"),
+                      "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert result["run_id"] == run_id
+    assert _paid_twice(tmp_path / "db.duckdb") == []
+
+    assert _samples(tmp_path / "out") == _samples(reference["out"])
+    con = duckdb.connect(str(tmp_path / "db.duckdb"), read_only=True)
+    try:
+        status = con.execute("SELECT status, attempts FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    finally:
+        con.close()
+    assert status == ("finished", 2)
+
+
+# -- batch: local vs ray --------------------------------------------------------------------------
+COUNTED = ("videos", "transcripts", "segments", "keyframes", "clips", "samples", "candidates", "judgments",
+           "taxonomy", "queries", "runs")
+
+
+def _table_counts(db: Path) -> dict:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in COUNTED}
+    finally:
+        con.close()
+
+
+def _batch(llm, lessons: Path, work: Path, executor: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    goals = work / "goals.yaml"
+    goals.write_text(f"defaults:\n  sources: ['local:{lessons}']\n  max_rounds: 1\n"
+                     "goals:\n  - build a physics textbook\n  - goal: build a chemistry textbook\n"
+                     "    per_point: 1\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TEXTBOOK_AGENT__LLM__BASE_URL": llm.base_url,
+           "TEXTBOOK_AGENT__LLM__MODEL": "scripted", "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.run([*TEXTBOOK, "batch", str(goals), "--executor", executor, "--workers", "2",
+                           "--db", str(work / "db.duckdb"), "--out", str(work / "out")],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
+    return proc, lines
+
+
+def test_batch_local_and_ray_agree(llm, small_lessons, tmp_path):
+    results = {}
+    for executor in ("local", "ray"):
+        work = tmp_path / executor
+        work.mkdir()
+        proc, lines = _batch(llm, small_lessons, work, executor)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        done = [x for x in lines if x.get("event") == "goal_done"]
+        assert [x["goal"] for x in done] == ["build a physics textbook", "build a chemistry textbook"]
+        assert lines[-1]["event"] == "batch_done" and lines[-1]["failed"] == 0
+        assert all(x["samples"] >= 1 for x in done)
+        results[executor] = _table_counts(work / "db.duckdb")
+    assert results["ray"] == results["local"]
+    assert results["local"]["runs"] == 2
+
+
+def test_batch_reports_a_failed_goal(llm, small_lessons, tmp_path):
+    goals = tmp_path / "goals.yaml"
+    goals.write_text(f"goals:\n  - goal: build a physics textbook\n    sources: ['local:{small_lessons}']\n"
+                     "    max_rounds: 1\n  - goal: build a chemistry textbook\n    sources: ['vimeo']\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TEXTBOOK_AGENT__LLM__BASE_URL": llm.base_url,
+           "TEXTBOOK_AGENT__LLM__MODEL": "scripted"}
+    proc = subprocess.run([*TEXTBOOK, "batch", str(goals), "--db", str(tmp_path / "db.duckdb"),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=600)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [x["event"] for x in lines if x["event"].startswith("goal_")].count("goal_done") == 1
+    failed = [x for x in lines if x["event"] == "goal_failed"]
+    assert len(failed) == 1 and "vimeo" in failed[0]["error"]
+    assert lines[-1] == {**lines[-1], "event": "batch_done", "failed": 1}
+
