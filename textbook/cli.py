@@ -127,8 +127,27 @@ def _run_id(store, run: str | None) -> str:
 
 @app.command()
 def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run id (default: latest)")] = None,
-          config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Per-subject table (paper Table 7), images/tokens per sample (Table 1), and the drop funnel."""
+          config: ConfigOpt = None, as_json: JsonOpt = False,
+          data: Annotated[Optional[Path], typer.Option("--data", help="an exported folder or samples.jsonl "
+                                                                       "(no database needed)")] = None,
+          sim: Annotated[bool, typer.Option("--sim", help="in-sample image similarity SIM^L for L = 4..8 "
+                                                          "(with --data)")] = False,
+          clip_model: Annotated[Optional[str], typer.Option("--clip-model", help="image encoder of --sim: hub id or "
+                                                                                 "folder (default the paper's CLIP "
+                                                                                 "ViT-L/14-336)")] = None,
+          device: Annotated[str, typer.Option(help="device of --sim's encoder: cpu, cuda or auto")] = "cpu") -> None:
+    """Per-subject table (paper Table 7), images/tokens per sample (Table 1), and the drop funnel.
+
+    With --data: Table 1 of an export (and SIM^L with --sim), no database needed."""
+    if data is not None or sim or clip_model:
+        if data is None:
+            raise UserError("--sim reads an export: pass --data out/ (a folder or samples.jsonl)")
+        if db or run:
+            raise UserError("--data reads an export, not a database: leave out --db and --run")
+        from textbook.cli_eval import data_stats
+
+        data_stats(data, sim, clip_model, device, as_json, UserError, _console())
+        return
     settings = load_settings(config, {"db": db} if db else {})
     store = open_store(settings.db, read_only=True)
     try:
@@ -190,6 +209,21 @@ def export(db: DbOpt = None, fmt: Annotated[str, typer.Option("--format", help="
 from textbook.cli_agent import register as _register_agent  # noqa: E402
 
 _register_agent(app, UserError, _setup_logging)
+
+try:  # training and evaluation (train/): registered when their modules exist
+    from textbook.cli_train import register as _register_train
+except ImportError as _exc:  # pragma: no cover - only while train/ is being built
+    if _exc.name != "textbook.cli_train":
+        raise
+else:
+    _register_train(app, UserError, _setup_logging)
+try:
+    from textbook.cli_eval import register as _register_eval
+except ImportError as _exc:  # pragma: no cover
+    if _exc.name != "textbook.cli_eval":
+        raise
+else:
+    _register_eval(app, UserError, _setup_logging)
 
 
 def main() -> None:

@@ -362,7 +362,7 @@ def youtube(store, responses: list) -> tuple[YouTubeSource, HttpMockSequence]:
 
 
 def use_sources(monkeypatch, *sources) -> None:
-    monkeypatch.setattr(agents.build, "make_sources", lambda specs, store: list(sources))
+    monkeypatch.setattr(agents.build, "make_sources", lambda specs, store, comments=None: list(sources))
 
 
 def reject_all(t: str) -> dict:
