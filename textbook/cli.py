@@ -210,20 +210,11 @@ from textbook.cli_agent import register as _register_agent  # noqa: E402
 
 _register_agent(app, UserError, _setup_logging)
 
-try:  # training and evaluation (train/): registered when their modules exist
-    from textbook.cli_train import register as _register_train
-except ImportError as _exc:  # pragma: no cover - only while train/ is being built
-    if _exc.name != "textbook.cli_train":
-        raise
-else:
-    _register_train(app, UserError, _setup_logging)
-try:
-    from textbook.cli_eval import register as _register_eval
-except ImportError as _exc:  # pragma: no cover
-    if _exc.name != "textbook.cli_eval":
-        raise
-else:
-    _register_eval(app, UserError, _setup_logging)
+from textbook.cli_eval import register as _register_eval  # noqa: E402
+from textbook.cli_train import register as _register_train  # noqa: E402
+
+_register_train(app, UserError, _setup_logging)
+_register_eval(app, UserError, _setup_logging)
 
 
 def main() -> None:

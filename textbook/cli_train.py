@@ -62,6 +62,9 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
     ) -> None:
         """Continual pretraining on interleaved samples (the released settings are the defaults)."""
         setup_logging(quiet)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # weight loading/saving bars: our own display says what happens
         from train.data import ReaderError, find_data_file
         from train.loop import TrainConfig, TrainError
         from train.loop import train as run_training
@@ -105,8 +108,8 @@ class _Progress:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                                TimeElapsedColumn(), console=err_console)
+            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err_console)
             self.bar.start()
         return self
 
