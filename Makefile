@@ -61,6 +61,8 @@ bench: setup
 	$(BIN)/python bench/bench_keyframes.py
 	$(BIN)/python bench/bench_asr.py
 	$(BIN)/python bench/bench_process.py
+	$(BIN)/python bench/bench_agent.py
+	$(BIN)/python bench/bench_train.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

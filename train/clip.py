@@ -60,7 +60,10 @@ class ImageEncoder:
 
 
 def load_image_encoder(name_or_path: str = DEFAULT_CLIP, device: str = "cpu") -> ImageEncoder:
-    """A CLIP-style encoder by hub id or local folder; one-line EncoderError when it cannot load."""
+    """A CLIP-style encoder by hub id or local folder ("tiny": a random one, to test the plumbing
+    offline); one-line EncoderError when it cannot load."""
+    if name_or_path == "tiny":
+        return tiny_clip_encoder()
     from transformers import AutoImageProcessor, AutoModel
     from transformers.utils import logging as hf_logging
 
