@@ -112,8 +112,11 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
 
     llm_cfg = spec.agent.llm
     if base_url:
-        llm_cfg = llm_cfg.model_copy(update={"base_url": base_url, "model": model_name or llm_cfg.model,
-                                             "legacy_max_tokens": llm_cfg.legacy_max_tokens or bool(model_name)})
+        update: dict[str, Any] = {"base_url": base_url, "model": model_name or llm_cfg.model}
+        if model_name:  # the embedded llama.cpp server: max_tokens spelled the old way, one request at a
+            # time (a re-sent request would queue behind the abandoned one), and a slow CPU
+            update |= {"legacy_max_tokens": True, "http_retries": 0, "timeout_s": max(llm_cfg.timeout_s, 600.0)}
+        llm_cfg = llm_cfg.model_copy(update=update)
     budget = BudgetTracker(store, run_id, spec.agent.budgets)
     gateway = Gateway(store, run_id, llm_cfg, models=models, budget=budget)
     runner = Runner(store, spec.pipeline, spec.out, reporter, command="build")

@@ -34,6 +34,7 @@ class LLMConfig(BaseModel):
     max_tokens: int = Field(512, description="cap on one answer")
     timeout_s: float = 120.0
     retries: int = Field(2, description="re-asks after an answer fails validation")
+    http_retries: int = Field(2, description="re-sends after a connection error or timeout (0 for the embedded server)")
     price_in_per_mtok: float = Field(0.0, description="USD per million input tokens (for --budget-usd)")
     price_out_per_mtok: float = Field(0.0, description="USD per million output tokens")
     roles: dict[str, RoleConfig] = Field(default_factory=dict, description=f"per-role overrides: {', '.join(ROLES)}")

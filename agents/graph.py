@@ -299,7 +299,16 @@ class BuildAgent:
             accepted[c["point_id"]] = accepted.get(c["point_id"], 0) + 1
         slots = None if cfg.budgets.max_videos is None else cfg.budgets.max_videos - sum(accepted.values())
         scores = {j["video_id"]: j["score"] or 0 for j in store.judgments(run_id) if j["kind"] == "metadata"}
-        waiting = sorted(store.candidates(run_id, "accepted_meta"), key=lambda c: -scores.get(c["video_id"], 0))
+        names = {n["node_id"]: n["name"] for n in store.taxonomy(run_id)}
+
+        def rank(c: dict) -> tuple:
+            # best judged first; among equals, the one whose metadata names the knowledge point
+            m = c["metadata"]
+            text = " ".join([m.get("title") or "", m.get("description") or "", " ".join(m.get("tags") or []),
+                             str((m.get("extra") or {}).get("knowledge_point") or "")])
+            return -(scores.get(c["video_id"]) or 0), -len(_words(names.get(c["point_id"], "")) & _words(text))
+
+        waiting = sorted(store.candidates(run_id, "accepted_meta"), key=rank)
         taken: dict[str, int] = {}
         for c in waiting:
             pid = c["point_id"]

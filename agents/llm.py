@@ -72,7 +72,8 @@ def make_chat_model(cfg: LLMConfig, role: str) -> BaseChatModel:
     # langchain-openai sends max_completion_tokens; llama.cpp's server reads only max_tokens
     extra = {"max_tokens": pick("max_tokens")} if cfg.legacy_max_tokens else None
     return ChatOpenAI(base_url=pick("base_url"), model=pick("model"), api_key=key, temperature=pick("temperature"),
-                      max_tokens=pick("max_tokens"), timeout=cfg.timeout_s, max_retries=2, extra_body=extra)
+                      max_tokens=pick("max_tokens"), timeout=cfg.timeout_s, max_retries=cfg.http_retries,
+                      extra_body=extra)
 
 
 def role_model_name(cfg: LLMConfig, role: str) -> str:
@@ -150,11 +151,16 @@ class Gateway:
 
         hit = self.store.llm_cache_get(key)
         if hit is not None:
-            value = schema.model_validate(hit["response"]) if schema else hit["response"]
+            # an answer that never validated is cached too: the same call fails the same way at
+            # temperature 0, so a rerun replays the failure instead of paying for it again
+            failed = hit["response"].get("__invalid__") if isinstance(hit["response"], dict) else None
             self.store.record_llm_call({**row, "cached": True, "response": hit["response"],
                                         "input_tokens": hit["input_tokens"], "output_tokens": hit["output_tokens"],
                                         "tokens_estimated": False, "cost_usd": 0.0, "latency_s": 0.0, "attempts": 0,
-                                        "error": None})
+                                        "error": failed})
+            if failed is not None:
+                raise LLMOutputInvalid(f"{prompt_name}: no valid answer (cached: {failed})", call_id)
+            value = schema.model_validate(hit["response"]) if schema else hit["response"]
             return Answer(value, call_id, True)
 
         if self.budget is not None:
@@ -215,6 +221,9 @@ class Gateway:
                                         "cost_usd": cost, "latency_s": latency, "attempts": attempts,
                                         "error": error})
         if error is not None:
+            if params["temperature"] == 0:
+                self.store.llm_cache_put(key, model_name, {"__invalid__": error, "raw": response}, tokens_in,
+                                         tokens_out)
             raise LLMOutputInvalid(f"{prompt_name}: no valid answer after {attempts} tries ({error})", call_id)
         self.store.llm_cache_put(key, model_name, response, tokens_in, tokens_out)
         return Answer(value, call_id, False)

@@ -6,12 +6,13 @@ accepted candidate, and what a rerun of the same build pays (target: nothing).
 - youtube: scripted models and the YouTube Data API on recorded responses (tests/data/youtube),
   replayed by endpoint with fresh video ids per search; downloads are cut (offline), so this
   measures the search side: units per query and per metadata-accepted candidate.
-Each build runs twice on the same store; the second run is the baseline it is measured against.
+Each build runs twice on the same store: the rerun is measured against the first run.
     python bench/bench_agent.py
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -96,13 +97,24 @@ def _build(store, spec: BuildSpec, **kw) -> tuple[dict, float]:
     return result, time.perf_counter() - t0
 
 
+def _by_node(calls: list[dict]) -> str:
+    count: dict[str, int] = {}
+    for c in calls:
+        count[c["node"]] = count.get(c["node"], 0) + 1
+    return ", ".join(f"{node} {n}" for node, n in count.items()) or "none"
+
+
 def embedded(work: Path) -> bool:
     lessons = work / "lessons"
     lessons.mkdir(parents=True)
     for name in SMALL:
         for suffix in (".mp4", ".json"):
             shutil.copy(LESSONS / f"{name}{suffix}", lessons / f"{name}{suffix}")
-    agent = AgentConfig(llm=LLMConfig(max_tokens=256), taxonomy=TaxonomySize(courses=1, subcourses=1, points=2),
+    # retries=1 as in tests/agents/test_e2e_llama.py: the 135M model often answers off-schema, and
+    # each re-ask costs up to max_tokens more at 10-40 tokens/s on two cores (slower when the
+    # cores are shared: hence the long timeout; llama.cpp serves one request at a time)
+    agent = AgentConfig(llm=LLMConfig(max_tokens=256, retries=1, timeout_s=600),
+                        taxonomy=TaxonomySize(courses=1, subcourses=1, points=2),
                         sources=[f"local:{lessons}"], per_point=1, max_rounds=2)
     spec = BuildSpec(GOAL, agent, PipelineConfig(), work / "out")
     store = open_store(work / "db.duckdb")
@@ -112,24 +124,32 @@ def embedded(work: Path) -> bool:
         kw = {"base_url": base_url, "model_name": MODEL_ALIAS}
         first, wall = _build(store, spec, **kw)
         run_id = first["run_id"]
-        llm = store.llm_totals(run_id)
+        calls = store.llm_calls(run_id)
         _, rewall = _build(store, spec, **kw)
-        again = store.llm_totals(run_id)
-    paid = again["paid_calls"] - llm["paid_calls"]
-    paid_tokens = again["paid_tokens"] - llm["paid_tokens"]
+        seen = {c["call_id"] for c in calls}
+        recalls = [c for c in store.llm_calls(run_id) if c["call_id"] not in seen]
+    paid = [c for c in calls if not c["cached"]]
+    tokens = sum(c["input_tokens"] + c["output_tokens"] for c in paid)
+    repaid = [c for c in recalls if not c["cached"]]
+    invalid = {c["cache_key"] for c in paid if c["error"]}
     n = first["accepted_videos"]
     print(f"embedded: llama.cpp SmolLM2-135M (started in {started:.1f} s), local source, {len(SMALL)} lessons, "
-          f"{first['knowledge_points']} knowledge points")
+          f"{first['knowledge_points']} knowledge points, judges {first.get('judges', '?')}")
     _row("first run: wall", f"{wall:.1f} s")
     _row("accepted videos / samples", f"{n} / {first['samples']}")
-    _row("LLM calls (paid)", f"{llm['calls']} ({llm['paid_calls']})")
-    _row("paid tokens (input + output)", llm["paid_tokens"])
-    _row("paid calls per accepted video", _per(llm["paid_calls"], n))
-    _row("paid tokens per accepted video", _per(llm["paid_tokens"], n))
-    _row("rerun: LLM calls paid (target 0)", f"{paid} ({paid_tokens} tokens)")
+    _row("LLM calls / paid / answers never valid", f"{len(calls)} / {len(paid)} / {len(invalid)}")
+    _row("paid tokens (input + output)", tokens)
+    _row("paid calls per accepted video", _per(len(paid), n))
+    _row("paid tokens per accepted video", _per(tokens, n))
+    _row("paid calls by node", _by_node(paid))
+    _row("rerun: LLM calls paid (target 0)", f"{len(repaid)} "
+         f"({sum(c['input_tokens'] + c['output_tokens'] for c in repaid)} tokens)")
+    if repaid:
+        _row("rerun: paid calls by node", _by_node(repaid))
+        _row("rerun: of them never valid in the first run", sum(c["cache_key"] in invalid for c in repaid))
     _row("rerun: wall", f"{rewall:.1f} s = {rewall / wall:.2f}x the first run")
     store.close()
-    return paid == 0
+    return not repaid
 
 
 def youtube(work: Path) -> bool:
@@ -139,12 +159,13 @@ def youtube(work: Path) -> bool:
     store = open_store(work / "db.duckdb")
     replays: list[YouTubeReplay] = []
 
-    def sources(specs, store_):
+    def sources(specs, store_, comments=None):
         http = YouTubeReplay()
         replays.append(http)
         service = build_service("youtube", "v3", developerKey=FAKE_KEY, http=http, cache_discovery=False,
                                 static_discovery=True)
-        return [YouTubeSource(service=service, cache=StoreSearchCache(store_))]
+        return [YouTubeSource(service=service, cache=StoreSearchCache(store_),
+                              comments=agent.comments if comments is None else comments)]
 
     def offline(url, *args, **kwargs):
         raise tools.download.DownloadError("network", "offline bench")
@@ -183,10 +204,11 @@ def youtube(work: Path) -> bool:
 def main() -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        llm_ok = embedded(Path(tmp) / "embedded")
         search_ok = youtube(Path(tmp) / "youtube")
+        llm_ok = embedded(Path(tmp) / "embedded")
     print(f"targets: rerun LLM calls paid 0 {'met' if llm_ok else 'NOT met'}; rerun search units and HTTP "
-          f"requests 0 {'met' if search_ok else 'NOT met'}  (bench {time.perf_counter() - t0:.0f} s)")
+          f"requests 0 {'met' if search_ok else 'NOT met'}  (bench {time.perf_counter() - t0:.0f} s, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[1]:.1f} over the last 5 min)")
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def test_json_wrapped_in_prose_is_accepted_first_time(store):
     assert ans.value.verdict == "accept" and store.llm_calls(RUN)[0]["attempts"] == 1
 
 
-def test_never_valid_raises_logs_the_error_and_caches_nothing(store):
+def test_never_valid_raises_logs_the_error_and_replays_it_from_the_cache(store):
     model = ScriptedChatModel(script={"MetadataVerdict": lambda t: {"verdict": "accept", "score": 42,
                                                                      "reasons": ["x"]}})
     gw = gateway(store, model, retries=2)
@@ -133,12 +133,21 @@ def test_never_valid_raises_logs_the_error_and_caches_nothing(store):
     row = rows[0]
     assert row["attempts"] == 3 and row["cached"] is False and "less than or equal to 10" in row["error"]
     assert row["input_tokens"] == 300  # failures are paid and counted
-    assert store.llm_cache_get(row["cache_key"]) is None
-    assert store.scalar("SELECT count(*) FROM llm_cache") == 0
+    cached = store.llm_cache_get(row["cache_key"])
+    assert cached is not None and "less than or equal to 10" in cached["response"]["__invalid__"]
 
+    with pytest.raises(LLMOutputInvalid) as again:
+        judge(gw)  # temperature 0: the same call fails the same way, replayed without paying
+    assert len(model.requests) == 3
+    replay = [r for r in store.llm_calls(RUN) if r["call_id"] == again.value.call_id][0]
+    assert replay["cached"] is True and replay["cost_usd"] == 0 and "less than or equal" in replay["error"]
+
+    hot = gateway(store, model, retries=2, temperature=0.7)
     with pytest.raises(LLMOutputInvalid):
-        judge(gw)  # not cached: asked again
-    assert len(model.requests) == 6
+        judge(hot)  # sampled answers may differ: a failure at temperature > 0 is not cached
+    with pytest.raises(LLMOutputInvalid):
+        judge(hot)
+    assert len(model.requests) == 9
 
 
 def test_cost_is_tokens_times_price(store):
