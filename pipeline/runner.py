@@ -9,11 +9,9 @@ the store: executors return results.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -27,7 +25,8 @@ from pipeline.export import export_samples
 from pipeline.tokens import count_tokens
 from store import Store
 from tools.errors import PERMANENT_KINDS, ToolError
-from tools.media import VIDEO_EXTENSIONS
+from tools.media import VIDEO_EXTENSIONS, file_sha256
+from tools.media import local_video_id as make_video_id
 
 log = logging.getLogger(__name__)
 
@@ -113,22 +112,6 @@ def sidecar(path: Path) -> dict:
                 return {}
             return data if isinstance(data, dict) else {}
     return {}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def make_video_id(path: Path, meta: dict, sha: str) -> str:
-    """A sidecar's id (a YouTube id), else the file stem plus 8 hex of its content hash."""
-    if isinstance(meta.get("id"), str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", meta["id"]):
-        return meta["id"]
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_")[:40] or "video"
-    return f"{stem}-{sha[:8]}"
 
 
 def check_writable(folder: Path) -> None:

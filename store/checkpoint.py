@@ -42,40 +42,16 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS checkpoints (
-    thread_id VARCHAR NOT NULL,
-    checkpoint_ns VARCHAR NOT NULL DEFAULT '',
-    checkpoint_id VARCHAR NOT NULL,         -- uuid6: sorts oldest to newest
-    parent_checkpoint_id VARCHAR,
-    type VARCHAR NOT NULL,                  -- serde type tag of checkpoint
-    checkpoint BLOB NOT NULL,               -- the checkpoint without channel_values
-    metadata VARCHAR NOT NULL,              -- JSON
-    created_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
-);
-CREATE TABLE IF NOT EXISTS checkpoint_blobs (
-    thread_id VARCHAR NOT NULL,
-    checkpoint_ns VARCHAR NOT NULL DEFAULT '',
-    channel VARCHAR NOT NULL,
-    version VARCHAR NOT NULL,
-    type VARCHAR NOT NULL,                  -- 'empty' when the channel had no value at that version
-    blob BLOB,
-    PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
-);
-CREATE TABLE IF NOT EXISTS checkpoint_writes (
-    thread_id VARCHAR NOT NULL,
-    checkpoint_ns VARCHAR NOT NULL DEFAULT '',
-    checkpoint_id VARCHAR NOT NULL,
-    task_id VARCHAR NOT NULL,
-    idx INTEGER NOT NULL,                   -- negative for special channels (WRITES_IDX_MAP)
-    channel VARCHAR NOT NULL,
-    type VARCHAR NOT NULL,
-    value BLOB,
-    task_path VARCHAR NOT NULL DEFAULT '',
-    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
-);
-"""
+
+def _schema() -> str:
+    """The tables of migration 003, created here too when the saver is used on a bare connection."""
+    from importlib import resources
+
+    sql = resources.files("store.migrations").joinpath("003_checkpoints.sql").read_text()
+    return sql.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ")
+
+
+SCHEMA = _schema()
 
 TABLES = ("checkpoint_writes", "checkpoint_blobs", "checkpoints")
 

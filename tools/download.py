@@ -95,7 +95,7 @@ def classify(message: str) -> str:
     return "unavailable"
 
 
-class _Collector:
+class YtDlpLogger:
     """A yt-dlp logger that keeps messages instead of printing them."""
 
     def __init__(self):
@@ -197,7 +197,7 @@ def download(url: str, dest_dir: Path, *, video_id: str | None = None, max_heigh
 
     dest_dir.mkdir(parents=True, exist_ok=True)
     name = video_id.replace("%", "%%") if video_id else "%(id)s"
-    collector = _Collector()
+    collector = YtDlpLogger()
     opts = {
         "format": DEFAULT_FORMAT.format(h=int(max_height)),
         "outtmpl": str(dest_dir / f"{name}.%(ext)s"),

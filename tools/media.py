@@ -5,7 +5,9 @@ Uses ffprobe/ffmpeg for probing and audio (robust, clear errors) and PyAV for fr
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -127,3 +129,23 @@ def read_frames(path: str | Path, rate: float = 1.0, width: int | None = None,
                 yield frame.time, frame.to_ndarray(format=fmt)
     except av.FFmpegError as exc:
         raise ToolError("corrupt", f"{Path(path).name}: {exc}") from exc
+
+
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (a video's identity when it has no id of its own)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def local_video_id(path: str | Path, meta: dict, sha: str) -> str:
+    """A sidecar's id (a YouTube id), else the file stem plus 8 hex of its sha256."""
+    if isinstance(meta.get("id"), str) and _ID_RE.fullmatch(meta["id"]):
+        return meta["id"]
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem).strip("_")[:40] or "video"
+    return f"{stem}-{sha[:8]}"

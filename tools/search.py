@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlparse
 
+from tools.download import YtDlpLogger
 from tools.errors import ToolError
-from tools.media import VIDEO_EXTENSIONS, probe
+from tools.media import VIDEO_EXTENSIONS, file_sha256, local_video_id, probe
 
 log = logging.getLogger(__name__)
 
@@ -412,25 +413,6 @@ class YouTubeSource:
         return text.replace(self._secret, "REDACTED") if self._secret else text
 
 
-class _QuietLogger:
-    """A yt-dlp logger that keeps messages instead of printing them."""
-
-    def __init__(self):
-        self.messages: list[str] = []
-
-    def debug(self, msg: str) -> None:
-        pass
-
-    def info(self, msg: str) -> None:
-        pass
-
-    def warning(self, msg: str) -> None:
-        self.messages.append(msg)
-
-    def error(self, msg: str) -> None:
-        self.messages.append(msg)
-
-
 def candidate_from_entry(entry: dict, query: str = "") -> Candidate | None:
     """A Candidate from one flat yt-dlp search entry; None for entries that are not videos."""
     video_id = entry.get("id")
@@ -480,7 +462,7 @@ class YtDlpSearch:
     def search(self, query: str, max_results: int = 10) -> list[Candidate]:
         import yt_dlp
 
-        logger = _QuietLogger()
+        logger = YtDlpLogger()
         opts = {"extract_flat": "in_playlist", "quiet": True, "no_warnings": True, "noprogress": True,
                 "skip_download": True, "logger": logger, **self.ydl_opts}
         try:
@@ -493,22 +475,6 @@ class YtDlpSearch:
                     else "network")
             raise ToolError(kind, f"yt-dlp search failed: {message}") from None
         return candidates_from_search(info or {}, query)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def local_video_id(path: Path, meta: dict, sha: str) -> str:
-    """The pipeline's rule: a sidecar's id (a YouTube id), else the file stem plus 8 hex of its sha256."""
-    if isinstance(meta.get("id"), str) and _ID_RE.fullmatch(meta["id"]):
-        return meta["id"]
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem).strip("_")[:40] or "video"
-    return f"{stem}-{sha[:8]}"
 
 
 def read_sidecar(path: Path) -> dict:
@@ -567,7 +533,7 @@ class LocalSource:
 
     def _candidate(self, path: Path) -> Candidate:
         meta = read_sidecar(path)
-        sha = _file_sha256(path)
+        sha = file_sha256(path)
         duration = _float(meta.get("duration"))
         extra = {k: meta[k] for k in self._EXTRA_KEYS if meta.get(k) not in (None, "")}
         extra["sha256"] = sha
