@@ -9,7 +9,6 @@ the store: executors return results.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ from pipeline.export import export_samples
 from pipeline.tokens import count_tokens
 from store import Store
 from tools.errors import PERMANENT_KINDS, ToolError
-from tools.media import VIDEO_EXTENSIONS, file_sha256
+from tools.media import VIDEO_EXTENSIONS, file_sha256, read_sidecar
 from tools.media import local_video_id as make_video_id
 
 log = logging.getLogger(__name__)
@@ -101,17 +100,7 @@ def discover(paths: list[str | Path]) -> list[Path]:
     return unique
 
 
-def sidecar(path: Path) -> dict:
-    """Metadata beside a video: NAME.json or NAME.info.json (yt-dlp's), if present and valid."""
-    for candidate in (path.with_suffix(".json"), path.with_suffix(".info.json")):
-        if candidate.is_file():
-            try:
-                data = json.loads(candidate.read_text())
-            except (OSError, ValueError) as exc:
-                log.warning("ignoring unreadable metadata %s: %s", candidate, exc)
-                return {}
-            return data if isinstance(data, dict) else {}
-    return {}
+sidecar = read_sidecar  # NAME.json / NAME.info.json beside a video (never a *.truth.json)
 
 
 def check_writable(folder: Path) -> None:

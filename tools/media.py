@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -149,3 +150,17 @@ def local_video_id(path: str | Path, meta: dict, sha: str) -> str:
         return meta["id"]
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem).strip("_")[:40] or "video"
     return f"{stem}-{sha[:8]}"
+
+
+def read_sidecar(path: Path) -> dict:
+    """Metadata beside a video: NAME.json or NAME.info.json (yt-dlp's); never a *.truth.json."""
+    for candidate in (path.with_suffix(".json"), path.with_suffix(".info.json")):
+        if candidate.name.endswith(".truth.json") or not candidate.is_file():
+            continue
+        try:
+            data = json.loads(candidate.read_text())
+        except (OSError, ValueError) as exc:
+            logging.getLogger(__name__).warning("ignoring unreadable metadata %s: %s", candidate, exc)
+            return {}
+        return data if isinstance(data, dict) else {}
+    return {}

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlparse
 
 from tools.download import YtDlpLogger
 from tools.errors import ToolError
-from tools.media import VIDEO_EXTENSIONS, file_sha256, local_video_id, probe
+from tools.media import VIDEO_EXTENSIONS, file_sha256, local_video_id, probe, read_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -475,20 +475,6 @@ class YtDlpSearch:
                     else "network")
             raise ToolError(kind, f"yt-dlp search failed: {message}") from None
         return candidates_from_search(info or {}, query)
-
-
-def read_sidecar(path: Path) -> dict:
-    """Metadata beside a video: NAME.json or NAME.info.json (yt-dlp's); never a *.truth.json."""
-    for candidate in (path.with_suffix(".json"), path.with_suffix(".info.json")):
-        if candidate.name.endswith(".truth.json") or not candidate.is_file():
-            continue
-        try:
-            data = json.loads(candidate.read_text())
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable metadata %s: %s", candidate, exc)
-            return {}
-        return data if isinstance(data, dict) else {}
-    return {}
 
 
 def _rank(candidates: list[Candidate], query: str, key) -> list[Candidate]:
