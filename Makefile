@@ -40,7 +40,7 @@ model: venv
 # the agent on the sample lessons with the embedded defaults (the local SmolLM2 server starts by itself)
 demo: setup
 	$(BIN)/textbook build "build an earth science and mathematics textbook" --source local:examples/lessons \
-	  --db $(DEMO)/runs.duckdb --out $(DEMO)/out
+	  --config examples/demo.toml --db $(DEMO)/runs.duckdb --out $(DEMO)/out
 	$(BIN)/textbook stats --db $(DEMO)/runs.duckdb
 
 test: setup

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -219,6 +220,8 @@ _register_eval(app, UserError, _setup_logging)
 
 def main() -> None:
     debug = os.environ.get("TEXTBOOK_DEBUG") == "1"
+    # SIGTERM unwinds like Ctrl-C, so the embedded LLM server and the store are closed on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
