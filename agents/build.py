@@ -90,7 +90,8 @@ def spec_from_run(store, run_id: str) -> BuildSpec:
 
 def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool = False,
               models: dict | None = None, base_url: str | None = None, model_name: str | None = None,
-              on_event: Callable[[dict], None] | None = None, reporter=None) -> dict[str, Any]:
+              on_event: Callable[[dict], None] | None = None, reporter=None,
+              sources: list | None = None) -> dict[str, Any]:
     """Run (or resume) one build; returns the result summary. ``base_url`` overrides the endpoint
     for this process only (the embedded server's port is not part of the run)."""
     from store.checkpoint import DuckDBSaver
@@ -99,7 +100,8 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     if not goal:
         raise BuildError("the goal is empty: say what textbook to build, e.g. \"build a chemistry textbook\"")
     run_id = run_id or run_id_for(goal, spec.agent, spec.pipeline)
-    sources = make_sources(spec.agent.sources, store, comments=spec.agent.comments)
+    if sources is None:
+        sources = make_sources(spec.agent.sources, store, comments=spec.agent.comments)
     check_writable(spec.out)
     media = media_dir_for(store.path)
     check_writable(media)

@@ -104,7 +104,7 @@ class BuildAgent:
             store, run_id = self.d.store, state.get("run_id") or self.d.gateway.run_id
             if state.get("stop") and name not in ("coverage", "assemble"):
                 return {}
-            ev = store.event_start(run_id, name, state.get("video_id"),
+            ev = store.event_start(run_id, name, None,
                                    _summary({k: v for k, v in state.items() if k not in ("searched", "spec")}))
             self.d.on_event({"event": "node_start", "node": name})
             try:

@@ -302,8 +302,7 @@ class Store:
                                  "error": error, "created_at": _now()}, replace=True)
 
     def queries(self, run_id: str, point_id: str | None = None) -> list[dict]:
-        sql = "SELECT * FROM queries WHERE run_id = ?" + (" AND point_id = ?" if point_id else "")
-        return self.rows(sql + " ORDER BY created_at", [run_id] + ([point_id] if point_id else []))
+        return self._run_rows("queries", run_id, "created_at", point_id=point_id)
 
     def search_units(self, run_id: str | None = None, since: dt.datetime | None = None) -> int:
         sql, params = "SELECT coalesce(sum(units), 0) FROM queries WHERE true", []
@@ -386,13 +385,14 @@ class Store:
     def record_llm_call(self, row: dict) -> None:
         self._insert("llm_calls", {**row, "created_at": _now()})
 
+    def _run_rows(self, table: str, run_id: str, order: str, **equal: str | None) -> list[dict]:
+        """A run's rows of ``table``, narrowed by the given column values (None: any)."""
+        wanted = {k: v for k, v in equal.items() if v}
+        where = "".join(f" AND {k} = ?" for k in wanted)
+        return self.rows(f"SELECT * FROM {table} WHERE run_id = ?{where} ORDER BY {order}", [run_id, *wanted.values()])
+
     def llm_calls(self, run_id: str, node: str | None = None, video_id: str | None = None) -> list[dict]:
-        sql, params = "SELECT * FROM llm_calls WHERE run_id = ?", [run_id]
-        if node:
-            sql, params = sql + " AND node = ?", params + [node]
-        if video_id:
-            sql, params = sql + " AND video_id = ?", params + [video_id]
-        return self.rows(sql + " ORDER BY created_at", params)
+        return self._run_rows("llm_calls", run_id, "created_at", node=node, video_id=video_id)
 
     def llm_totals(self, run_id: str) -> dict:
         row = self.rows("SELECT count(*) AS calls, count(*) FILTER (WHERE NOT cached) AS paid_calls, "
@@ -414,12 +414,7 @@ class Store:
                          [now, now, _jsonable(output), decision, _jsonable(reasons), error, event_id])
 
     def events(self, run_id: str, node: str | None = None, video_id: str | None = None) -> list[dict]:
-        sql, params = "SELECT * FROM events WHERE run_id = ?", [run_id]
-        if node:
-            sql, params = sql + " AND node = ?", params + [node]
-        if video_id:
-            sql, params = sql + " AND video_id = ?", params + [video_id]
-        return self.rows(sql + " ORDER BY event_id", params)
+        return self._run_rows("events", run_id, "event_id", node=node, video_id=video_id)
 
 
 def _jsonable(value: Any) -> Any:

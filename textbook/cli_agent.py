@@ -141,12 +141,13 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
             try:
                 from agents.build import make_sources
 
-                make_sources(spec.agent.sources, store)  # bad sources fail before any model starts
+                # made once, here, so bad sources fail before any model starts
+                sources = make_sources(spec.agent.sources, store, comments=spec.agent.comments)
             except BuildError as exc:
                 raise user_error(str(exc)) from exc
             with Endpoint(spec.agent.llm, user_error, quiet or as_json) as (url, alias):
                 result = run_build(store, spec, run_id=resume, resume=bool(resume), base_url=url, model_name=alias,
-                                   on_event=_progress(quiet, as_json))
+                                   on_event=_progress(quiet, as_json), sources=sources)
         except BuildError as exc:
             raise user_error(str(exc)) from exc
         finally:
