@@ -7,7 +7,7 @@ DEMO := demo
 APT_PACKAGES := ffmpeg tesseract-ocr espeak-ng
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system venv model demo test lint lessons bench clean
+.PHONY: setup system venv model demo test test-fast lint lessons bench clean
 
 setup: system venv model
 
@@ -45,6 +45,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# the unit tests only (a few minutes): no real-model runs, no end-to-end CLI, server or browser tests
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not e2e"
 
 lint: venv
 	$(BIN)/ruff check .
