@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from pipeline.config import ClipConfig, OcrFilterConfig, PackConfig
 from pipeline.tokens import count_tokens
@@ -18,9 +19,24 @@ _SENTENCE_END = re.compile(r"[.!?。！？]['\")\]]*$")
 
 @dataclass
 class Span:
+    """A stretch of a video in seconds: a sentence, a paragraph, or a clip.
+
+    For a clip, ``start``/``end`` are its contiguous bounds and ``speech_start``/``speech_end``
+    the paragraph's narration inside them (None for a sentence or paragraph, whose bounds
+    are the narration's).
+    """
+
     start: float
     end: float
     text: str
+    speech_start: float | None = None
+    speech_end: float | None = None
+
+    @property
+    def speech(self) -> tuple[float, float]:
+        """(start, end) of the narration in seconds."""
+        return (self.start if self.speech_start is None else self.speech_start,
+                self.end if self.speech_end is None else self.speech_end)
 
 
 def sentences(segments: list[dict]) -> list[Span]:
@@ -75,34 +91,142 @@ def clips(paras: list[Span], duration: float) -> list[Span]:
     for i, p in enumerate(paras):
         start = 0.0 if i == 0 else paras[i].start
         end = paras[i + 1].start if i + 1 < len(paras) else max(duration, p.end)
-        out.append(Span(round(start, 3), round(end, 3), p.text))
+        out.append(Span(round(start, 3), round(end, 3), p.text, round(p.start, 3), round(p.end, 3)))
     return out
 
 
-def _lines(text: str) -> list[str]:
-    lines = []
-    for line in (text or "").splitlines():
-        norm = re.sub(r"[^0-9a-z=+\-*/^()]+", " ", line.lower()).strip()
-        if len(re.sub(r"[^0-9a-z]", "", norm)) >= 2:
-            lines.append(norm)
-    return lines
+# a bullet glyph that tesseract read as a symbol (maybe glued to the line) or as a lone letter
+_BULLET = re.compile(r"^(?:[•·●○◦▪■□►▸‣⁃©¢®°«»@]\s*|[*–—oe-]\s+)(?=\S)")
+_TOKEN = re.compile(r"\\[A-Za-z]+|[A-Za-z]+(?:['’-][A-Za-z]+)*|\d+(?:[.,:/]\d+)*%?|\S")  # \\frac: LaTeX
+_OPERATOR = frozenset("=+×÷*/^<>≤≥±−")
 
 
-def filter_ocr(texts: list[str], cfg: OcrFilterConfig) -> list[tuple[bool, str | None]]:
-    """Per keyframe in time order: (kept, drop reason). Drops empty OCR and OCR that adds
-    no line beyond the previous frame's."""
-    out = []
+def _norm_line(line: str) -> str:
+    return re.sub(r"[^0-9a-z=+\-*/^()]+", " ", line.lower()).strip()
+
+
+def clean_ocr_line(text: str) -> str:
+    """An OCR line without the bullet glyph tesseract reads as a symbol ("© Force = 6 N" -> "Force = 6 N")."""
+    return _BULLET.sub("", " ".join(text.split()))
+
+
+@lru_cache(maxsize=200_000)
+def _zipf(word: str, languages: tuple[str, ...]) -> float:
+    from wordfreq import zipf_frequency
+
+    return max(zipf_frequency(word, lang) for lang in languages)
+
+
+def ocr_line_verdict(line, cfg: OcrFilterConfig) -> tuple[bool, str | None]:
+    """(keep, reason) for one OCR line (a tools.ocr.OcrLine): does it read like text?
+
+    Text: the engine's mean word confidence (0-100; None for a VLM, which skips the test)
+    reaches ``cfg.min_line_confidence`` and at least ``cfg.min_word_share`` of the line's
+    letters are in dictionary words (3+ letters at wordfreq Zipf >= ``cfg.min_zipf``, or a
+    very common short word) or numbers. A formula (an operator among short tokens, "V = I x R")
+    needs only ``cfg.min_formula_confidence``. Noise read from photos, faces, chalk or
+    blended frames fails one test or the other: short non-words at low confidence, or long
+    letter runs that are no word ("thoobththe@bunsapitjeboub").
+    """
+    text = clean_ocr_line(line.text)
+    tokens = _TOKEN.findall(text)
+    alnum = sum(ch.isalnum() for ch in text)
+    if alnum < 2:
+        return False, "ocr_noise"
+    conf = line.confidence
+    raw = " ".join(line.text.split())
+    if text != raw and len(line.word_confidences) > 1:  # the bullet glyph was a word of its own
+        rest = line.word_confidences[1:]
+        conf = sum(rest) / len(rest)
+    letters = ok_letters = 0
+    words = numbers = 0
+    for tok in tokens:
+        if tok.isalpha() or "'" in tok or "’" in tok or "-" in tok and tok[0].isalpha():
+            n = sum(ch.isalpha() for ch in tok)
+            letters += n
+            low = re.sub(r"'s$", "", tok.lower().replace("’", "'"))
+            known = len(set(low)) > 1 and _zipf(low, cfg.languages) >= (cfg.min_zipf if n >= 3 else 5.3)
+            if not known and n >= 4 and low[0] in "ai":  # "Acurrent": an article glued to its word
+                known = _zipf(low[1:], cfg.languages) >= cfg.min_zipf
+            if known:
+                ok_letters += n
+                words += n >= 3
+        elif tok[0].isdigit():
+            numbers += 1
+            ok_letters += sum(ch.isdigit() for ch in tok)
+            letters += sum(ch.isdigit() for ch in tok)
+    is_formula = any(t in _OPERATOR or t[0] == "\\" for t in tokens) and len(tokens) >= 3 \
+        and all(len(t) <= 4 or t[0].isdigit() or t[0] == "\\" for t in tokens)
+    if is_formula:
+        if conf is not None and conf < cfg.min_formula_confidence:
+            return False, "ocr_noise"
+        return True, None
+    if conf is not None and conf < cfg.min_line_confidence:
+        return False, "ocr_noise"
+    if not letters or ok_letters / letters < cfg.min_word_share or words == 0:
+        return False, "ocr_noise"
+    return True, None
+
+
+@dataclass
+class OcrVerdict:
+    """What one keyframe's OCR gives to the corpus.
+
+    ``lines``: every line read, cleaned, with its drop reason (None: kept); ``kept_lines`` the
+    lines that become text; ``reason`` why the keyframe gives no text (``ocr_empty``,
+    ``ocr_noise``, ``ocr_repeat``), None when it gives some.
+    """
+
+    lines: list[tuple[str, str | None]]
+    kept_lines: list[str]
+    reason: str | None
+
+    @property
+    def kept(self) -> bool:
+        return self.reason is None
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.kept_lines)
+
+
+def filter_ocr(frames: list[list], cfg: OcrFilterConfig) -> list[OcrVerdict]:
+    """Per keyframe in time order (each a list of tools.ocr.OcrLine): which lines become text.
+
+    A line is kept when it reads like text (``ocr_line_verdict``) and was not already shown
+    on the previous keyframe (bullets revealed one by one give each line once). A keyframe
+    whose kept lines hold fewer than ``cfg.min_chars`` letters or digits gives no text.
+    """
+    out: list[OcrVerdict] = []
     prev: list[str] = []
-    for text in texts:
-        lines = _lines(text)
-        if sum(ch.isalnum() for ch in (text or "")) < cfg.min_chars:
-            out.append((False, "ocr_empty"))
-        elif prev and all(any(difflib.SequenceMatcher(None, line, p).ratio() >= cfg.repeat_similarity
-                              for p in prev) for line in lines):
-            out.append((False, "ocr_repeat"))
+    for lines in frames:
+        verdicts: list[tuple[str, str | None]] = []
+        shown: list[str] = []
+        for line in lines:
+            text = clean_ocr_line(line.text)
+            if not text:
+                continue
+            ok, why = ocr_line_verdict(line, cfg)
+            norm = _norm_line(text)
+            if ok:
+                shown.append(norm)
+                if any(difflib.SequenceMatcher(None, norm, p).ratio() >= cfg.repeat_similarity for p in prev):
+                    ok, why = False, "ocr_repeat"
+                elif any(v is None and _norm_line(t) == norm for t, v in verdicts):
+                    ok, why = False, "ocr_repeat"  # the same line read twice on one frame
+            verdicts.append((text, None if ok else why))
+        kept = [t for t, why in verdicts if why is None]
+        shown_chars = sum(ch.isalnum() for t, why in verdicts if why in (None, "ocr_repeat") for ch in t)
+        if kept and shown_chars >= cfg.min_chars:  # a text frame; its new line may be short ("V = I x R")
+            reason = None
+        elif not verdicts or sum(ch.isalnum() for t, _ in verdicts for ch in t) < cfg.min_chars:
+            reason = "ocr_empty"
+        elif any(why == "ocr_repeat" for _, why in verdicts) or kept:
+            reason = "ocr_repeat" if not kept else "ocr_empty"
         else:
-            out.append((True, None))
-        prev = lines
+            reason = "ocr_noise"
+        out.append(OcrVerdict(verdicts, kept if reason is None else [], reason))
+        prev = shown
     return out
 
 
@@ -120,16 +244,88 @@ class Position:
     source_path: str | None = None  # where the keyframe file is now (copied at export)
 
 
-def assign_keyframes(clip_spans: list[Span], keyframes: list[dict]) -> list[list[dict]]:
-    """Keyframes of each clip by time: start <= t < end (the last clip includes its end)."""
-    per = [[] for _ in clip_spans]
-    for kf in keyframes:
-        for i, c in enumerate(clip_spans):
-            last = i == len(clip_spans) - 1
-            if c.start <= kf["time_s"] < c.end or (last and c.start <= kf["time_s"] <= c.end):
-                per[i].append(kf)
-                break
+def assign_keyframes(clip_spans: list[Span], keyframes: list[dict], duration: float | None = None) -> list[list[dict]]:
+    """Keyframes of each clip: a keyframe goes with the narration it illustrates.
+
+    A keyframe at time t (``time_s``, seconds) stays on screen until the next keyframe (or the
+    video's end): its window. It goes to the clip for which it is on screen during the largest
+    share of the clip's narration (the earliest such clip on a tie); a keyframe shown only in
+    silence goes to the clip whose bounds hold t. So a slide that appears 0.2 s, or one closing
+    sentence, before a paragraph ends goes with the next paragraph, which talks about it, and
+    not before narration about the slide it replaces.
+    """
+    per: list[list[dict]] = [[] for _ in clip_spans]
+    if not clip_spans:
+        return per
+    ordered = sorted(keyframes, key=lambda k: k["time_s"])
+    end_of_video = max(duration or 0.0, clip_spans[-1].end)
+    for n, kf in enumerate(ordered):
+        t0 = kf["time_s"]
+        t1 = ordered[n + 1]["time_s"] if n + 1 < len(ordered) else max(end_of_video, t0)
+        shares = []
+        for c in clip_spans:
+            start, end = c.speech
+            shares.append(max(0.0, min(t1, end) - max(t0, start)) / max(end - start, 1e-6))
+        best = max(shares)
+        if best > 0:
+            chosen = shares.index(best)
+        else:
+            chosen = next((i for i, c in enumerate(clip_spans) if c.start <= t0 < c.end), len(clip_spans) - 1)
+        per[chosen].append(kf)
     return per
+
+
+@dataclass
+class ClipPlan:
+    """One clip of a video: its span (bounds and narration, seconds), the keyframes it shows
+    (store rows, time order) and those the per-clip cap left out."""
+
+    span: Span
+    keyframes: list[dict]
+    capped: list[dict]
+
+
+def plan_clips(segments: list[dict], duration: float, keyframes: list[dict], cfg: ClipConfig) -> list[ClipPlan]:
+    """Sentences -> paragraph clips -> keyframes per clip (by narration) -> the per-clip cap.
+
+    ``segments`` are the stored ASR segments (with word timestamps), ``duration`` the video's
+    length in seconds, ``keyframes`` the stored keyframe rows (``time_s``, ``ssim``).
+    """
+    spans = clips(paragraphs(sentences(segments), cfg), duration)
+    out = []
+    for span, frames in zip(spans, assign_keyframes(spans, keyframes, duration), strict=True):
+        kept, capped = cap_keyframes(frames, cfg.max_keyframes)
+        out.append(ClipPlan(span, kept, capped))
+    return out
+
+
+def cap_keyframes(frames: list[dict], cap: int) -> tuple[list[dict], list[dict]]:
+    """(kept, dropped): at most ``cap`` keyframes of one clip (0: no cap), in time order.
+
+    Keeps the clip's last keyframe (the most complete state of a slide built up step by
+    step) and, of the rest, those that changed most from the frame before (lowest ``ssim``).
+    """
+    if cap <= 0 or len(frames) <= cap:
+        return list(frames), []
+    last = frames[-1]
+    rest = sorted(frames[:-1], key=lambda k: (k.get("ssim") if k.get("ssim") is not None else 1.0, k["time_s"]))
+    keep = {id(k) for k in rest[: cap - 1]} | {id(last)}
+    return [k for k in frames if id(k) in keep], [k for k in frames if id(k) not in keep]
+
+
+def clip_ocr(frames: list[dict]) -> str:
+    """The OCR text of one clip: the kept lines of its keyframes (store rows, time order), each line once."""
+    seen: set[str] = set()
+    lines = []
+    for kf in frames:
+        if not (kf.get("ocr_kept") and kf.get("ocr_text")):
+            continue
+        for line in kf["ocr_text"].splitlines():
+            key = _norm_line(line)
+            if key and key not in seen:
+                seen.add(key)
+                lines.append(line)
+    return "\n".join(lines)
 
 
 def interleave(video: dict, clip_rows: list[dict], keyframes_by_idx: dict[int, dict]) -> list[Position]:
@@ -151,7 +347,7 @@ def interleave(video: dict, clip_rows: list[dict], keyframes_by_idx: dict[int, d
             out.append(Position(image=f"images/{name}", text=None, text_ocr=None,
                                 meta={**meta, "type": "image", "keyframe_time": kf["time_s"], "keyframe_index": k},
                                 source_path=kf["path"]))
-        ocr = "\n".join(kf["ocr_text"] for kf in frames if kf.get("ocr_kept") and kf.get("ocr_text"))
+        ocr = clip_ocr(frames)
         text = clip.get("polished") or clip["text"]
         out.append(Position(image=None, text=text, text_ocr=f"{ocr}\n{text}" if ocr else text,
                             meta={**meta, "type": "text", "has_ocr": bool(ocr)}))

@@ -36,12 +36,28 @@ class ClipConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     min_seconds: float = Field(10.0, description="a paragraph closes at a sentence end once this long")
     max_seconds: float = Field(20.0, description="a paragraph never grows past this (unless one sentence is longer)")
+    max_keyframes: int = Field(4, ge=0, description="at most this many keyframes per clip (0: no cap); the last and "
+                                                    "the most changed are kept")
 
 
 class OcrFilterConfig(BaseModel):
+    """Which OCR lines become training text (PAPER.md section 4: OCR that repeats or carries nothing is removed).
+
+    A line is kept when it reads like text: tesseract's mean word confidence reaches
+    ``min_line_confidence`` and at least ``min_word_share`` of its letters are in words of
+    the ``languages`` (word frequencies from the wordfreq package); a formula line (an
+    operator among short symbols) needs only ``min_formula_confidence``. A line shown on
+    the previous keyframe too is a repeat and kept once.
+    """
+
     model_config = ConfigDict(extra="forbid")
-    min_chars: int = Field(8, description="OCR with fewer letters/digits than this carries nothing useful")
+    min_chars: int = Field(8, description="a keyframe whose kept OCR has fewer letters/digits carries nothing useful")
     repeat_similarity: float = Field(0.8, description="a line this similar to a previous frame's line is a repeat")
+    min_line_confidence: float = Field(65, description="tesseract mean word confidence (0-100) a line needs")
+    min_formula_confidence: float = Field(70.0, description="confidence a formula line (e.g. 'V = I x R') needs")
+    min_word_share: float = Field(0.6, description="share of a line's letters that must be in dictionary words")
+    min_zipf: float = Field(1.5, description="a token of 3+ letters is a word at this wordfreq Zipf frequency")
+    languages: tuple[str, ...] = Field(("en",), description="languages of the dictionary test (wordfreq codes)")
 
 
 class PackConfig(BaseModel):

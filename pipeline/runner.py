@@ -26,10 +26,13 @@ from store import Store
 from tools.errors import PERMANENT_KINDS, ToolError
 from tools.media import VIDEO_EXTENSIONS, file_sha256, read_sidecar
 from tools.media import local_video_id as make_video_id
+from tools.ocr import OcrLine
 
 log = logging.getLogger(__name__)
 
-STAGE_VERSIONS = {"probe": 1, "asr": 1, "keyframes": 1, "ocr": 1, "clips": 1, "pack": 1}
+# a stage's version is part of its config hash: bump it when its code changes what it stores, so a
+# rerun redoes that stage (and the stages after it) and nothing else
+STAGE_VERSIONS = {"probe": 1, "asr": 1, "keyframes": 1, "ocr": 2, "clips": 2, "pack": 2}
 
 
 class InputError(Exception):
@@ -135,7 +138,8 @@ class Runner:
         self.h["asr"] = config_hash("asr", STAGE_VERSIONS["asr"], c.asr, c.filters.languages,
                                     c.filters.min_speech_seconds)
         self.h["keyframes"] = config_hash("keyframes", STAGE_VERSIONS["keyframes"], c.keyframes)
-        self.h["ocr"] = config_hash("ocr", STAGE_VERSIONS["ocr"], c.ocr, c.ocr_filter, self.h["keyframes"])
+        self.h["ocr"] = config_hash("ocr", STAGE_VERSIONS["ocr"], c.ocr, c.ocr_filter, c.clips, self.h["keyframes"],
+                                    self.h["asr"])
 
     def _ran(self, stage: str) -> None:
         self.stages_run[stage] = self.stages_run.get(stage, 0) + 1
@@ -177,16 +181,22 @@ class Runner:
 
     def _run(self, run_id: str, files: list[Path]) -> RunResult:
         videos = self.register(run_id, [(f, {}) for f in files])
-        self.store.set_run_videos(run_id, [v["video_id"] for v in videos])
-        active = self.transcribe(run_id, videos)
+        work = self.originals(videos)
+        self.store.set_run_videos(run_id, list(dict.fromkeys(v["video_id"] for v in [*work, *videos])))
+        active = self.transcribe(run_id, work)
         active = self.visuals(run_id, active)
         kept = self.build_clips(active)
-        samples = self.pack(run_id, videos, kept)
+        samples = self.pack(run_id, work, kept)
         return self._summary(run_id, videos, samples)
 
     # -- steps, public so the agent can put its judges between them ----------------
     def register(self, run_id: str, items: list[tuple[Path, dict]]) -> list[dict]:
-        """Record each file as a video (sidecar metadata, overridden by ``meta``); dedup by video id."""
+        """Record each file as a video (sidecar metadata, overridden by ``meta``); dedup by video id.
+
+        A file whose content (sha256) is already stored under another video is recorded as a
+        ``duplicate`` pointing to that video (``duplicate_of``) and costs no stage work; an
+        empty file is an ``empty`` error. Returns every registered video, duplicates included.
+        """
         store = self.store
         self._run_id = run_id
         videos: list[dict] = []
@@ -199,9 +209,27 @@ class Runner:
                    "subject": meta.get("subject"), "course": meta.get("course"),
                    "knowledge_point": meta.get("knowledge_point"), "metadata": meta}
             store.upsert_video(row)
+            if f.stat().st_size == 0:
+                self._error(vid, "probe", ToolError("empty", f"{f.name} is empty (0 bytes)"), run_id)
+            elif (kept := store.video_by_sha256(sha, exclude=vid)) is not None:
+                store.update_video(vid, status="duplicate", reason="duplicate", duplicate_of=kept["video_id"])
+                row["duplicate_of"] = kept["video_id"]
+            elif store.video(vid)["status"] == "duplicate":  # its original is gone from the store
+                store.update_video(vid, status="pending", reason=None, duplicate_of=None)
             videos.append(row)
             self.reporter.advance("register")
         return list({v["video_id"]: v for v in videos}.values())
+
+    def originals(self, videos: list[dict]) -> list[dict]:
+        """The videos to process: duplicates replaced by the video they duplicate (once each)."""
+        out: dict[str, dict] = {}
+        for v in videos:
+            if v.get("duplicate_of"):
+                kept = self.store.video(v["duplicate_of"])
+                out.setdefault(kept["video_id"], kept)
+            else:
+                out.setdefault(v["video_id"], v)
+        return list(out.values())
 
     def transcribe(self, run_id: str, videos: list[dict]) -> list[dict]:
         """Probe, rule filters, ASR, transcript rules: the videos still active."""
@@ -229,6 +257,9 @@ class Runner:
         active = []
         for v in videos:
             vid = v["video_id"]
+            if (store.video(vid) or {}).get("status") == "duplicate":
+                self.reporter.advance("probe")
+                continue
             if not self._done(vid, "probe", h):
                 t = time.perf_counter()
                 try:
@@ -325,22 +356,39 @@ class Runner:
                     lambda v, r: store.save_keyframes(v["video_id"], h, r["keyframes"], r["seconds"]))
         return [v for v in videos if store.stage(v["video_id"], "keyframes")["status"] == "done"]
 
+    def _plan(self, vid: str) -> list[assemble.ClipPlan]:
+        """The clips of a video from its stored transcript and keyframes (the same for OCR and clips)."""
+        tr = self.store.transcript(vid)
+        row = self.store.video(vid)
+        return assemble.plan_clips(tr["segments"], row["duration"] or tr["duration"], self.store.keyframes(vid),
+                                   self.cfg.clips)
+
     def _ocr(self, run_id: str, videos: list[dict]) -> list[dict]:
+        """OCR of the keyframes the clips will show (the per-clip cap applied first), then the line filter."""
         store, cfg, h = self.store, self.cfg, self.h["ocr"]
         self.reporter.stage("ocr", len(videos))
         todo = [v for v in videos if not self._done(v["video_id"], "ocr", h)]
         for _ in range(len(videos) - len(todo)):
             self.reporter.advance("ocr")
+        shown = {v["video_id"]: sorted((k for p in self._plan(v["video_id"]) for k in p.keyframes),
+                                       key=lambda k: k["time_s"]) for v in todo}
 
         def save(v, results):
-            frames = store.keyframes(v["video_id"])
-            verdicts = assemble.filter_ocr([r["text"] for r in results], cfg.ocr_filter)
-            rows = [{**r, "index": f["idx"], "kept": kept, "drop_reason": why}
-                    for f, r, (kept, why) in zip(frames, results, verdicts, strict=True)]
-            store.save_ocr(v["video_id"], h, rows, sum(r["seconds"] for r in results))
+            vid = v["video_id"]
+            frames = shown[vid]
+            verdicts = assemble.filter_ocr([[OcrLine(**line) for line in r["lines"]] for r in results],
+                                           cfg.ocr_filter)
+            read = {f["idx"] for f in frames}
+            rows = [{**r, "index": f["idx"], "raw": r["text"], "text": verdict.text, "lines": verdict.lines,
+                     "kept": verdict.kept, "drop_reason": verdict.reason}
+                    for f, r, verdict in zip(frames, results, verdicts, strict=True)]
+            rows += [{"index": f["idx"], "text": None, "raw": None, "lines": None, "confidence": None, "engine": None,
+                      "kept": False, "drop_reason": "clip_cap"} for f in store.keyframes(vid) if f["idx"] not in read]
+            calls = [llm_call_row(r["llm_call"], run_id, vid) for r in results if r.get("llm_call")]
+            store.save_ocr(vid, h, rows, sum(r["seconds"] for r in results), calls)
 
-        self._heavy("ocr", todo, stages.ocr_task,
-                    lambda v: ([k["path"] for k in store.keyframes(v["video_id"])], cfg.ocr), save)
+        self._heavy("ocr", todo, stages.ocr_task, lambda v: ([k["path"] for k in shown[v["video_id"]]], cfg.ocr),
+                    save)
         return [v for v in videos if (store.stage(v["video_id"], "ocr") or {}).get("status") == "done"]
 
     def _clips(self, videos: list[dict], decide=None, decide_hash: str = "") -> list[dict]:
@@ -352,18 +400,15 @@ class Runner:
             h = config_hash("clips", STAGE_VERSIONS["clips"], cfg.clips, self.h["asr"], self.h["ocr"], decide_hash)
             images_dir = self.media / "images" / vid
             if not (self._done(vid, "clips", h) and images_dir.is_dir()):
-                tr = store.transcript(vid)
-                row = store.video(vid)
-                spans = assemble.clips(assemble.paragraphs(assemble.sentences(tr["segments"]), cfg.clips),
-                                       row["duration"] or tr["duration"])
                 frames = store.keyframes(vid)
-                per_clip = assemble.assign_keyframes(spans, frames)
                 rows = []
-                for i, (span, kfs) in enumerate(zip(spans, per_clip, strict=True)):
+                for i, plan in enumerate(self._plan(vid)):
+                    span, kfs = plan.span, plan.keyframes
                     decision, reason = ("keep", None) if kfs else ("drop_frames", "no_keyframes")
                     rows.append({"index": i, "start": span.start, "end": span.end, "text": span.text,
                                  "n_tokens": count_tokens(span.text, cfg.tokenizer),
-                                 "keyframes": [k["idx"] for k in kfs], "decision": decision, "reason": reason})
+                                 "keyframes": [k["idx"] for k in kfs], "capped": [k["idx"] for k in plan.capped],
+                                 "decision": decision, "reason": reason})
                 if decide is not None:
                     rows = decide(vid, rows, {f["idx"]: f for f in frames})
                 self._link_images(vid, rows, {f["idx"]: f for f in frames})
@@ -421,12 +466,30 @@ class Runner:
         for v in videos:
             row = self.store.video(v["video_id"])
             clips = self.store.clips(v["video_id"]) if row["status"] == "kept" else []
+            reason = f"duplicate of {row['duplicate_of']}" if row["status"] == "duplicate" else row["reason"]
             out.append(VideoSummary(
-                video_id=v["video_id"], source=v["source"], status=row["status"], reason=row["reason"],
+                video_id=v["video_id"], source=v["source"], status=row["status"], reason=reason,
                 clips=len(clips), keyframes=sum(len(c["keyframes"]) for c in clips if c["decision"] == "keep"),
                 samples=per_video_samples.get(v["video_id"], 0)))
         return RunResult(run_id=run_id, videos=out, samples=len(samples), out_dir=str(self.out_dir), seconds=0.0,
                          stages_run=dict(self.stages_run))
+
+
+def llm_call_row(call: dict, run_id: str, video_id: str, node: str = "ocr") -> dict:
+    """An ``llm_calls`` row for a model call a tool made (tools.ocr.LlmCall as a dict): the
+    VLM OCR backend's calls are logged like the gateway's."""
+    import hashlib
+    import json
+    import uuid
+
+    key = hashlib.sha256(json.dumps([call["model"], call["prompt_sha256"], call["messages"]],
+                                    sort_keys=True).encode()).hexdigest()
+    return {"call_id": uuid.uuid4().hex, "run_id": run_id, "node": node, "role": node, "video_id": video_id,
+            "prompt_name": call["prompt_name"], "prompt_sha256": call["prompt_sha256"], "model": call["model"],
+            "cache_key": key, "cached": False, "messages": call["messages"], "response": call["response"],
+            "input_tokens": call["input_tokens"], "output_tokens": call["output_tokens"],
+            "tokens_estimated": call["tokens_estimated"], "cost_usd": 0.0, "latency_s": call["latency_s"],
+            "attempts": 1, "error": call["error"]}
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

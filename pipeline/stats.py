@@ -93,7 +93,7 @@ def funnel(store: Store, run_id: str, videos: list[dict]) -> dict:
     dropped: dict[str, int] = {}
     errors: dict[str, int] = {}
     for v in videos:
-        if v["status"] == "rejected":
+        if v["status"] in ("rejected", "duplicate"):  # a duplicate's reason is "duplicate"
             dropped[v["reason"]] = dropped.get(v["reason"], 0) + 1
         elif v["status"] == "error":
             errors[v["reason"]] = errors.get(v["reason"], 0) + 1

@@ -156,6 +156,12 @@ class Store:
         rows = self.rows("SELECT * FROM videos WHERE video_id = ?", [video_id])
         return rows[0] if rows else None
 
+    def video_by_sha256(self, sha256: str, exclude: str) -> dict | None:
+        """The first video stored with this file content, other than ``exclude`` and never a duplicate itself."""
+        rows = self.rows("SELECT * FROM videos WHERE sha256 = ? AND video_id <> ? AND status <> 'duplicate' "
+                         "ORDER BY video_id LIMIT 1", [sha256, exclude])
+        return rows[0] if rows else None
+
     # -- stage bookkeeping ---------------------------------------------------
     def stage(self, video_id: str, stage: str) -> dict | None:
         rows = self.rows("SELECT * FROM stage_status WHERE video_id = ? AND stage = ?", [video_id, stage])
@@ -228,13 +234,18 @@ class Store:
     def keyframes(self, video_id: str) -> list[dict]:
         return self.rows("SELECT * FROM keyframes WHERE video_id = ? ORDER BY idx", [video_id])
 
-    def save_ocr(self, video_id: str, config_hash: str, results: list[dict], seconds: float) -> None:
+    def save_ocr(self, video_id: str, config_hash: str, results: list[dict], seconds: float,
+                 llm_calls: list[dict] | None = None) -> None:
+        """Each keyframe's OCR (``text``: the kept lines; ``raw``: all lines read; ``lines``:
+        [[line, drop reason or None]]), and the model calls that read them (VLM backend), at once."""
         with self.transaction():
             for r in results:
-                self.con.execute("UPDATE keyframes SET ocr_text = ?, ocr_confidence = ?, ocr_engine = ?, "
-                                 "ocr_kept = ?, ocr_drop_reason = ? WHERE video_id = ? AND idx = ?",
-                                 [r["text"], r["confidence"], r["engine"], r["kept"], r["drop_reason"],
-                                  video_id, r["index"]])
+                self.con.execute("UPDATE keyframes SET ocr_text = ?, ocr_raw = ?, ocr_lines = ?, ocr_confidence = ?, "
+                                 "ocr_engine = ?, ocr_kept = ?, ocr_drop_reason = ? WHERE video_id = ? AND idx = ?",
+                                 [r["text"], r.get("raw"), _jsonable(r.get("lines")), r["confidence"], r["engine"],
+                                  r["kept"], r["drop_reason"], video_id, r["index"]])
+            for call in llm_calls or []:
+                self.record_llm_call(call)
             self._mark(video_id, "ocr", config_hash, "done", None, seconds)
 
     def save_clips(self, video_id: str, config_hash: str, clips: list[dict]) -> None:
@@ -243,10 +254,12 @@ class Store:
             for c in clips:
                 signals = c.get("signals")
                 self.con.execute("INSERT INTO clips (video_id, idx, start_s, end_s, text, n_tokens, keyframes, "
-                                 "decision, reason, polished, signals) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 "decision, reason, polished, signals, capped) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                  [video_id, c["index"], c["start"], c["end"], c["text"], c["n_tokens"],
                                   json.dumps(c["keyframes"]), c["decision"], c.get("reason"), c.get("polished"),
-                                  json.dumps(signals) if signals is not None else None])
+                                  json.dumps(signals) if signals is not None else None,
+                                  json.dumps(c.get("capped") or [])])
             self._mark(video_id, "clips", config_hash, "done", None, None)
 
     def clips(self, video_id: str) -> list[dict]:

@@ -8,10 +8,12 @@ formulas (InternVL2); point it at vLLM, Ollama or any OpenAI-compatible server.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,7 +32,8 @@ class OcrOptions:
     language: str = "eng"  # tesseract language(s), e.g. eng+equ
     psm: tuple[int, ...] = (3, 6)  # tesseract page segmentation passes, merged
     min_height: int = 960  # frames are upscaled to at least this height before tesseract
-    min_confidence: float = 30.0  # tesseract words below this confidence are dropped
+    min_confidence: float = 0.0  # tesseract words below this confidence are dropped (0: keep all; the
+    # pipeline judges whole lines: a correct word can score 9 inside a line of 96s)
     vlm_base_url: str = ""  # e.g. http://127.0.0.1:8000/v1
     vlm_model: str = ""
     vlm_api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
@@ -39,12 +42,52 @@ class OcrOptions:
 
 
 @dataclass
+class OcrLine:
+    """One line of text read from a frame.
+
+    ``confidence`` is tesseract's mean word confidence, 0..100, or None when the engine
+    gives none (a VLM); ``word_confidences`` one value per word of ``text`` (empty for a VLM);
+    ``top`` the line's top edge in pixels of the image as read (0 for a VLM).
+    """
+
+    text: str
+    confidence: float | None = None
+    word_confidences: list[float] = field(default_factory=list)
+    top: int = 0
+
+
+@dataclass
+class LlmCall:
+    """A model call made by a tool, for the caller to log (tools never touch the store).
+
+    Mirrors the gateway's ``llm_calls`` row: the prompt's text and sha256, the model, the
+    endpoint's answer, tokens (estimated when the endpoint reports none), latency in seconds,
+    and the error if the call failed. Never holds a key.
+    """
+
+    prompt_name: str
+    prompt_sha256: str
+    model: str
+    messages: list[dict]
+    response: str | None
+    input_tokens: int
+    output_tokens: int
+    tokens_estimated: bool
+    latency_s: float
+    error: str | None = None
+
+
+@dataclass
 class OcrResult:
+    """What one frame's OCR gave: ``text`` is the lines joined by newlines, top to bottom."""
+
     text: str
     confidence: float  # 0..100 (tesseract mean word confidence; VLM: 100 when it answered)
     engine: str
     seconds: float
     options: dict = field(default_factory=dict)
+    lines: list[OcrLine] = field(default_factory=list)
+    llm_call: LlmCall | None = None  # the VLM backend's call, for the caller to log
 
 
 def _parse_tsv(tsv: str, min_conf: float) -> dict[int, list[tuple[int, str, list[float]]]]:
@@ -119,8 +162,10 @@ class TesseractOCR:
                 prepared.append(str(dst))
             listing.write_text("\n".join(prepared) + "\n")
             merged: list[list[tuple[int, str, list[float]]]] = [[] for _ in images]
-            for psm in opts.psm:
-                pages = self._run(listing, psm)
+            # the layouts' passes are independent tesseract processes: run them side by side
+            with ThreadPoolExecutor(max_workers=len(opts.psm)) as pool:
+                passes = list(pool.map(lambda psm: self._run(listing, psm), opts.psm))
+            for pages in passes:
                 for page, lines in pages.items():
                     if not 1 <= page <= len(images):
                         continue
@@ -135,7 +180,9 @@ class TesseractOCR:
             confs = [c for _, _, cs in lines for c in cs]
             results.append(OcrResult(text="\n".join(text for _, text, _ in lines),
                                      confidence=round(sum(confs) / len(confs), 1) if confs else 0.0,
-                                     engine=f"tesseract {self.version()}", seconds=seconds, options=asdict(opts)))
+                                     engine=f"tesseract {self.version()}", seconds=seconds, options=asdict(opts),
+                                     lines=[OcrLine(text, round(sum(cs) / len(cs), 1), [round(c, 1) for c in cs], top)
+                                            for top, text, cs in lines]))
         return results
 
     def _run(self, listing: Path, psm: int) -> dict[int, list]:
@@ -160,7 +207,17 @@ class TesseractOCR:
 
 
 class VlmOCR:
-    """A vision LLM behind an OpenAI-compatible chat endpoint reads the frame."""
+    """A vision LLM behind an OpenAI-compatible chat endpoint reads the frame.
+
+    Each result carries the call (``OcrResult.llm_call``: prompt name and sha256, model,
+    messages with the image elided, answer, tokens, latency, error) so the pipeline logs it as
+    an ``llm_calls`` row like every other model call. A frame whose call fails gives an empty
+    result with the error in its call; ``read_many`` raises ToolError("ocr-failed") only when
+    every frame failed (an endpoint that is down), after the calls were made.
+    """
+
+    PROMPT_NAME = "ocr_vlm"
+    PROMPT_SHA256 = hashlib.sha256(VLM_PROMPT.encode()).hexdigest()
 
     def __init__(self, options: OcrOptions):
         if not options.vlm_base_url or not options.vlm_model:
@@ -172,26 +229,43 @@ class VlmOCR:
         self.client = OpenAI(base_url=options.vlm_base_url, api_key=key, timeout=options.timeout, max_retries=2)
 
     def read_many(self, images: list[str | Path]) -> list[OcrResult]:
-        return [self.read(image) for image in images]
+        results = [self.read(image) for image in images]
+        failed = [r.llm_call.error for r in results if r.llm_call and r.llm_call.error]
+        if results and len(failed) == len(results):
+            raise ToolError("ocr-failed", f"VLM OCR at {self.options.vlm_base_url}: {failed[0]}")
+        return results
 
     def read(self, image: str | Path) -> OcrResult:
         opts = self.options
         t0 = time.perf_counter()
         data = base64.b64encode(Path(image).read_bytes()).decode()
+        messages = [{"role": "user", "content": [
+            {"type": "text", "text": VLM_PROMPT},
+            {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}"}}]}]
+        logged = [{"role": "user", "content": [
+            {"type": "text", "text": VLM_PROMPT},
+            {"type": "image_url", "image_url": {"url": f"(jpeg, {len(data) * 3 // 4} bytes: {Path(image).name})"}}]}]
+        text, error, usage = "", None, None
         try:
-            reply = self.client.chat.completions.create(
-                model=opts.vlm_model, max_tokens=opts.vlm_max_tokens, temperature=0.0,
-                messages=[{"role": "user", "content": [
-                    {"type": "text", "text": VLM_PROMPT},
-                    {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}"}}]}])
+            reply = self.client.chat.completions.create(model=opts.vlm_model, max_tokens=opts.vlm_max_tokens,
+                                                        temperature=0.0, messages=messages)
+            text = (reply.choices[0].message.content or "").strip()
+            usage = reply.usage
         except Exception as exc:  # openai raises one class per HTTP failure
-            raise ToolError("ocr-failed", f"VLM OCR at {opts.vlm_base_url}: {type(exc).__name__}: {exc}") from exc
-        text = (reply.choices[0].message.content or "").strip()
+            error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        latency = round(time.perf_counter() - t0, 3)
+        answer = text
         if text.upper() == "NONE":
             text = ""
         safe = {k: v for k, v in asdict(opts).items() if k != "vlm_api_key_env"}
+        call = LlmCall(prompt_name=self.PROMPT_NAME, prompt_sha256=self.PROMPT_SHA256, model=opts.vlm_model,
+                       messages=logged, response=answer if error is None else None,
+                       input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0) if usage else len(VLM_PROMPT) // 4,
+                       output_tokens=int(getattr(usage, "completion_tokens", 0) or 0) if usage else len(answer) // 4,
+                       tokens_estimated=usage is None, latency_s=latency, error=error)
         return OcrResult(text=text, confidence=100.0 if text else 0.0, engine=f"vlm {opts.vlm_model}",
-                         seconds=round(time.perf_counter() - t0, 3), options=safe)
+                         seconds=latency, options=safe,
+                         lines=[OcrLine(line.strip()) for line in text.splitlines() if line.strip()], llm_call=call)
 
 
 def make_reader(options: OcrOptions | None = None) -> TesseractOCR | VlmOCR:

@@ -1,5 +1,8 @@
+import pytest
+
 from pipeline import assemble
 from pipeline.config import ClipConfig, OcrFilterConfig, PackConfig
+from tools.ocr import OcrLine
 
 
 def _words(text: str, start: float, per_word: float = 0.4) -> list:
@@ -42,14 +45,74 @@ def test_clips_are_contiguous_and_cover_the_video():
     assert all(a.end == b.start for a, b in zip(clips, clips[1:], strict=False))
 
 
+def _lines(text: str, conf: float = 92.0) -> list[OcrLine]:
+    return [OcrLine(line, conf, [conf] * len(line.split())) for line in text.splitlines()]
+
+
 def test_ocr_filter_drops_repeats_and_empty_but_keeps_an_added_line():
     texts = ["Worked Example\nA cart has a mass of 2 kg",
              "Worked Example\nA cart has a mass of 2 kg",  # same slide again
              "Worked Example\nA cart has a mass of 2 kg\nForce = 6 newtons",  # one more line
              "~ .",
              "The Third Law\nEvery action has a reaction"]
-    verdicts = assemble.filter_ocr(texts, OcrFilterConfig())
-    assert verdicts == [(True, None), (False, "ocr_repeat"), (True, None), (False, "ocr_empty"), (True, None)]
+    verdicts = assemble.filter_ocr([_lines(t) for t in texts], OcrFilterConfig())
+    assert [(v.kept, v.reason) for v in verdicts] == [(True, None), (False, "ocr_repeat"), (True, None),
+                                                      (False, "ocr_empty"), (True, None)]
+    assert verdicts[2].kept_lines == ["Force = 6 newtons"]  # only the line the frame added
+
+
+def test_ocr_filter_gives_each_revealed_bullet_once():
+    bullets = ["Voltage pushes charge", "Current is the flow of charge", "Resistance slows the flow", "V = I x R"]
+    frames = [_lines("\n".join(["© Ohm's Law, step by step", *(f"© {b}" for b in bullets[:n])])) for n in (1, 2, 3, 4)]
+    verdicts = assemble.filter_ocr(frames, OcrFilterConfig())
+    kept = [line for v in verdicts for line in v.kept_lines]
+    assert kept == ["Ohm's Law, step by step", *bullets]  # bullet glyphs gone, every line once
+    assert all(v.kept for v in verdicts)  # the last frame adds a short formula: still kept
+
+
+@pytest.mark.parametrize("line, conf, keep", [
+    ("Newton's Laws of Motion", 95, True),
+    ("© Force depends on mass and acceleration", 90, True),
+    ("¢ Acurrent of 2 amperes", 91, True),  # an article glued to its word by the OCR
+    ("V = I x R", 88, True),
+    ("F = m x a", 55, False),  # a formula read unsure
+    ("ee Sal a", 30, False),  # chalk and faces
+    ("Sa, =f Oe MOAT A (he", 31, False),  # a painting
+    ("J doing", 61, False),
+    ("thoobththe@bunsapitjeboub lente voltage", 90, False),  # two slides blended by a dissolve
+    ("W equalsildimiesRoeres", 85, False),
+    ("5 4", 80, False),
+    ("eee aaa", 90, False),
+])
+def test_ocr_line_reads_like_text(line, conf, keep):
+    assert assemble.ocr_line_verdict(OcrLine(line, conf, [conf] * len(line.split())), OcrFilterConfig())[0] is keep
+
+
+def test_a_slide_shown_just_before_a_paragraph_ends_goes_with_the_next_paragraph():
+    paras = [assemble.Span(0.6, 10.0, "about slide one"), assemble.Span(10.5, 20.0, "about slide two")]
+    spans = assemble.clips(paras, duration=21.0)
+    frames = [{"idx": 0, "time_s": 0.0}, {"idx": 1, "time_s": 9.8}]  # slide two appears 0.2 s before the end
+    per = assemble.assign_keyframes(spans, frames, 21.0)
+    assert [[k["idx"] for k in p] for p in per] == [[0], [1]]
+    # ... or during the paragraph's last sentence, which introduces it
+    per = assemble.assign_keyframes(spans, [{"idx": 0, "time_s": 0.0}, {"idx": 1, "time_s": 8.5}], 21.0)
+    assert [[k["idx"] for k in p] for p in per] == [[0], [1]]
+    # shown through most of the first paragraph instead: it belongs there
+    per = assemble.assign_keyframes(spans, [{"idx": 0, "time_s": 0.0}, {"idx": 1, "time_s": 3.0},
+                                            {"idx": 2, "time_s": 10.3}], 21.0)
+    assert [[k["idx"] for k in p] for p in per] == [[0, 1], [2]]
+    # a slide over several paragraphs goes with the first it fills; shown only in silence, where it is
+    paras = [assemble.Span(0.0, 10.0, "a"), assemble.Span(10.0, 20.0, "b"), assemble.Span(20.0, 30.0, "c")]
+    per = assemble.assign_keyframes(assemble.clips(paras, 40.0), [{"idx": 0, "time_s": 5.0},
+                                                                  {"idx": 1, "time_s": 33.0}], 40.0)
+    assert [[k["idx"] for k in p] for p in per] == [[], [0], [1]]
+
+
+def test_per_clip_cap_keeps_the_last_and_the_most_changed():
+    frames = [{"idx": i, "time_s": float(i), "ssim": s} for i, s in enumerate([1.0, 0.95, 0.3, 0.9, 0.5, 0.92])]
+    kept, dropped = assemble.cap_keyframes(frames, 3)
+    assert [k["idx"] for k in kept] == [2, 4, 5] and [k["idx"] for k in dropped] == [0, 1, 3]
+    assert assemble.cap_keyframes(frames, 0) == (frames, [])
 
 
 def _video(vid: str, n_clips: int, images_per_clip: int = 1) -> list[assemble.Position]:
