@@ -1,7 +1,15 @@
-"""Keyframe stage vs PySceneDetect's ContentDetector on the same 720p videos.
+"""Keyframe stage vs PySceneDetect (ContentDetector, AdaptiveDetector), in one run.
 
-Prints wall time of each, the ratio, and how many of the slides each found.
-    python bench/bench_keyframes.py
+1. The conditions suite (tests/data/conditions, examples/make_conditions.py): recall and
+   precision per condition, each keyframe matched to a slide state by time AND by
+   content (bench/_videos.score; PySceneDetect's keyframe is the frame a player shows
+   at each scene start), and the wall time of each detector over the suite.
+2. A real recorded lecture (default /work/shared/cases/media/lecture_hall_60s.webm, or
+   the path given): keyframes per minute, against the paper's one per ~12 s.
+3. The 7 sample lessons scaled to 1280x720 and joined (204 s, 24 slides), encoded with
+   libx264 defaults and with 2 s GOPs: slides found and time.
+
+    python bench/bench_keyframes.py [LECTURE_VIDEO]
 """
 
 from __future__ import annotations
@@ -13,38 +21,112 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._videos import build, slides_found  # noqa: E402
+from bench._videos import build, condition_truths, frame_at, score, slides_found  # noqa: E402
 from tools import keyframes  # noqa: E402
 
+LECTURE = Path("/work/shared/cases/media/lecture_hall_60s.webm")
+PAPER_PER_MINUTE = 60 / 12  # 6.58M keyframes in 22,697 h
 
-def scenedetect_times(video: Path, threshold: float = 27.0) -> tuple[float, list[float]]:
-    from scenedetect import ContentDetector, detect
 
+def scenedetect_times(video: Path, detector: str = "content", threshold: float | None = None
+                      ) -> tuple[float, list[float]]:
+    """(seconds, scene start times) of PySceneDetect with its default settings."""
+    from scenedetect import AdaptiveDetector, ContentDetector, detect
+
+    make = ContentDetector if detector == "content" else AdaptiveDetector
+    kwargs = {"threshold": threshold} if threshold is not None else {}
     t0 = time.perf_counter()
-    scenes = detect(str(video), ContentDetector(threshold=threshold))
+    scenes = detect(str(video), make(**kwargs) if detector == "content" else make())
     seconds = time.perf_counter() - t0
-    starts = [s[0].seconds for s in scenes] or [0.0]
-    return seconds, starts
+    return seconds, [s[0].seconds for s in scenes] or [0.0]
 
 
-def main() -> None:
-    work = Path(tempfile.gettempdir()) / "textbook-bench"
+def ours(video: Path, out: Path | None = None, **options) -> tuple[float, keyframes.KeyframeResult]:
+    t0 = time.perf_counter()
+    result = keyframes.detect(video, out, keyframes.KeyframeOptions(**options))
+    return time.perf_counter() - t0, result
+
+
+def suite(work: Path) -> None:
+    truths = condition_truths()
+    print(f"== conditions suite: {len(truths)} videos (tests/data/conditions); keyframes matched by time and content")
+    print(f"  {'condition':<17} {'states':>6}  {'textbook R/P (kf)':>19}  {'ContentDetector R/P (kf)':>25}  "
+          f"{'AdaptiveDetector R/P (kf)':>26}")
+    totals = {"ours": 0.0, "content": 0.0, "adaptive": 0.0}
+    perfect = {"ours": 0, "content": 0, "adaptive": 0}
+    decoded = total = 0
+    for truth in truths:
+        secs, result = ours(truth["path"], work / truth["name"])
+        totals["ours"] += secs
+        decoded, total = decoded + result.frames_decoded, total + result.frames_total
+        from PIL import Image
+
+        cells = {"ours": score([(k.time, Image.open(k.path)) for k in result.keyframes], truth)}
+        for det in ("content", "adaptive"):
+            secs, times = scenedetect_times(truth["path"], det)
+            totals[det] += secs
+            cells[det] = score([(t, frame_at(truth["path"], t)) for t in times], truth)
+        row = [f"  {truth['name']:<17} {len(truth['states']):>6}"]
+        for det, width in (("ours", 19), ("content", 25), ("adaptive", 26)):
+            c = cells[det]
+            perfect[det] += c["recall"] == 1.0 and c["precision"] == 1.0
+            row.append(f"{c['recall']:.2f}/{c['precision']:.2f} ({c['keyframes']:>2})".rjust(width))
+        print("  ".join(row))
+    n = len(truths)
+    print(f"  perfect (R = P = 1.0): textbook {perfect['ours']}/{n}, ContentDetector {perfect['content']}/{n}, "
+          f"AdaptiveDetector {perfect['adaptive']}/{n}")
+    print(f"  wall time over the suite: textbook {totals['ours']:.2f} s, ContentDetector {totals['content']:.2f} s "
+          f"({totals['content'] / totals['ours']:.2f}x), AdaptiveDetector {totals['adaptive']:.2f} s "
+          f"({totals['adaptive'] / totals['ours']:.2f}x); textbook decoded {decoded} of {total} frames "
+          f"({decoded / total:.0%})")
+
+
+def lecture(path: Path, work: Path) -> None:
+    if not path.is_file():
+        print(f"== lecture: {path} not found; pass a recorded lecture video as the first argument")
+        return
+    secs, result = ours(path, work / "lecture")
+    import av
+
+    with av.open(str(path)) as c:
+        minutes = (c.duration or 0) / 1_000_000 / 60 or result.samples / 2 / 60
+    print(f"== lecture: {path.name}, {minutes * 60:.0f} s")
+    rows = [("textbook keyframes", secs, len(result.keyframes))]
+    for det, label in (("content", "PySceneDetect ContentDetector"), ("adaptive", "PySceneDetect AdaptiveDetector")):
+        s, times = scenedetect_times(path, det)
+        rows.append((label, s, len(times)))
+    for label, s, n in rows:
+        print(f"  {label:<31} {s:6.2f} s  {n:3d} keyframes = {n / minutes:5.1f} per minute "
+              f"(paper: {PAPER_PER_MINUTE:.0f} per minute)")
+    print(f"  textbook keyframes at {[k.time for k in result.keyframes]} s; written to {work / 'lecture'}; "
+          f"dropped {result.dropped}")
+
+
+def lessons(work: Path) -> None:
     for name, (video, slides) in build(work).items():
         print(f"== {name}: {video.name}, {len(slides)} slides, {slides[-1]['end']:.0f} s at 1280x720")
         sd_s, sd_times = scenedetect_times(video)
         low_s, low_times = scenedetect_times(video, threshold=5.0)
+        ad_s, ad_times = scenedetect_times(video, "adaptive")
         rows = [("PySceneDetect ContentDetector", sd_s, slides_found(sd_times, slides), len(sd_times), "-"),
-                ("PySceneDetect threshold=5", low_s, slides_found(low_times, slides), len(low_times), "-")]
+                ("PySceneDetect threshold=5", low_s, slides_found(low_times, slides), len(low_times), "-"),
+                ("PySceneDetect AdaptiveDetector", ad_s, slides_found(ad_times, slides), len(ad_times), "-")]
         for mode in ("auto", "all"):
-            t0 = time.perf_counter()
-            res = keyframes.detect(video, None, keyframes.KeyframeOptions(decode=mode))
-            secs = time.perf_counter() - t0
+            secs, res = ours(video, None, decode=mode)
             times = [k.time for k in res.keyframes]
             rows.append((f"textbook keyframes decode={mode}", secs, slides_found(times, slides), len(times),
-                         res.frames_decoded))
+                         f"{res.frames_decoded}/{res.frames_total}"))
         for label, secs, found, n, decoded in rows:
             print(f"  {label:<34} {secs:6.2f} s  slides found {found}/{len(slides)}  frames out {n:3d}  "
-                  f"decoded {decoded}  speed-up vs PySceneDetect {sd_s / secs:5.2f}x")
+                  f"decoded {decoded}  speed-up vs ContentDetector {sd_s / secs:5.2f}x")
+
+
+def main() -> None:
+    work = Path(tempfile.gettempdir()) / "textbook-bench"
+    work.mkdir(parents=True, exist_ok=True)
+    suite(work / "suite")
+    lecture(Path(sys.argv[1]) if len(sys.argv) > 1 else LECTURE, work)
+    lessons(work)
 
 
 if __name__ == "__main__":

@@ -291,7 +291,7 @@ class Display:
     def gray(self, frame, width: int) -> np.ndarray:
         """The frame as displayed, grayscale, ``width`` px wide, float32."""
         w, h = self.stored_size(width)
-        small = frame.reformat(width=w, height=h, format="gray", interpolation="AREA")
+        small = frame.reformat(width=w, height=h, format="gray")
         return self.orient(small.to_ndarray()).astype(np.float32)
 
     def image(self, frame):
@@ -390,7 +390,7 @@ def _samples(path: Path, opts: KeyframeOptions, stats: dict):
         else:
             start = float(stream.start_time or 0) * tb
         dense = stream.codec_context  # carries the stream's side data (display matrix)
-        dense.thread_type = "SLICE"
+        dense.thread_type = "AUTO"
         key = av.CodecContext.create(dense.name, "r")  # codec keyframes only, one at a time
         key.extradata = dense.extradata
         key.thread_type = "SLICE"
@@ -602,6 +602,10 @@ class _Tracker:
             return np.zeros((rows, cols), bool)
         d = s.gray - prev.gray
         d = np.abs(d - float(d.mean()))  # an exposure change is not motion
+        if float(d.max()) <= min(self.opts.move_level, 6.0):  # recompression noise at most: nothing moved
+            self.noise_char.append(float(d.max()))
+            self.noise_tile.append(1.0)
+            return np.zeros((rows, cols), bool)
         # as sensitive as the rule itself: a tile moved if it changed on average, or if any
         # character-sized window in it did (a blinking eye, a moving mouth)
         box = uniform_filter(d, self.opts.char_window, mode="constant")
@@ -681,8 +685,9 @@ class _Tracker:
         d = np.abs(d - float(d.mean()))  # an exposure change is not a change of content
         if mask.any():
             d[_expand(mask, d.shape, d.shape)] = 0.0
-        char = char_change(d, self.opts.char_window)
-        if char < 6.0:  # too faint for any of the tests (SSIM's C2 alone is a 7-level contrast)
+        # too faint for any of the tests (SSIM's C2 alone is a 7-level contrast)
+        char = float(d.max()) if d.max() < 6.0 else char_change(d, self.opts.char_window)
+        if char < 6.0:
             result = (False, 1.0, 1.0)
         else:
             self.stats["compared"] += 1
@@ -757,14 +762,13 @@ class _Tracker:
         mean, tile = self.cand_scores
         kf = Keyframe(index=len(self.kept), time=round(start.time, 3), ssim=round(mean, 4),
                       min_tile_ssim=round(tile, 4), sharpness=round(sharp, 1), frame_time=round(best.time, 3))
+        self.display_size = best.display.size
         if self.out:
             kf.path = str(self.out / f"t{int(round(kf.time * 1000)):09d}.jpg")
-            img = best.display.image(best.frame)
-            self.display_size = img.size
-            img.save(kf.path, quality=opts.jpeg_quality)
+            best.display.image(best.frame).save(kf.path, quality=opts.jpeg_quality)
         state.keyframe = kf
-        state.thumb = _thumb(settled)
-        self.kept.append(state)
+        # what dedup needs of a kept state, small: its median in 8 bits and a thumbnail
+        self.kept.append(_State(kf, np.round(settled).astype(np.uint8), dynamic, _thumb(settled)))
         self.current = kf
 
     def _duplicate(self, settled: np.ndarray, mask: np.ndarray) -> bool:
@@ -774,7 +778,8 @@ class _Tracker:
                 continue
             if np.abs(other.thumb - thumb).mean() > 12.0:  # cheap screen before SSIM
                 continue
-            changed, _, _ = self._differs(settled, other.median, mask | other.mask, tolerant=True)
+            changed, _, _ = self._differs(settled, other.median.astype(np.float32), mask | other.mask,
+                                          tolerant=True)
             if not changed:
                 return True
         return False
