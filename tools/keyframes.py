@@ -5,35 +5,37 @@ reference falls below T becomes a keyframe and the new reference. On real lectur
 that rule follows motion (a walking speaker, a pointer, a webcam box, a dissolve), so,
 as lecture-video segmentation work does, we compare what *stays*:
 
-1. **Frames as a player shows them.** Frames are sampled ``sample_rate`` times a second
-   of media time: at each grid time, the frame on screen (so a frame held 3 s by a
-   variable-frame-rate recorder counts 3 s). Each is turned by the stream's display
-   matrix and scaled by its sample aspect ratio; times count from the start of the
-   media (the container's start time is subtracted).
-2. **The SSIM rule.** On a grayscale copy ``analysis_width`` px wide, a sample differs
-   from the current state when its mean SSIM is below ``threshold`` (the paper's T) or
-   any tile-sized window of the SSIM map averages below ``tile_threshold`` (so a slide
-   that gains one line, or two digits that swap places, is a new state).
-3. **Content, not motion.** Each sample is first replaced by its per-pixel temporal
-   median over ``median_window`` seconds (a moving pointer or a walking person
-   vanishes; a step change passes unchanged). Tiles that change on their own, not with
-   the whole frame, in at least ``mask_fraction`` of the samples within
-   ``mask_window`` seconds (a webcam box, a talking head) are left out of the test. A
-   change counts only once it has held for ``min_duration`` seconds (a dissolve, a
-   fade, a pointer at rest do not).
+1. **Frames as a player shows them.** ``sample_rate`` times a second of media time we
+   take the frame on screen (a frame a variable-frame-rate recorder holds for 3 s
+   counts 3 s), turned by the stream's display matrix and scaled by its sample aspect
+   ratio; times count from the start of the media (the container's start time).
+2. **The rule.** On a grayscale copy ``analysis_width`` px wide, a sample differs from
+   the current state when its mean SSIM is below ``threshold`` (the paper's T), or any
+   tile-sized window of the SSIM map averages below ``tile_threshold`` (a slide gains a
+   line), or any character-sized window (``char_window`` px) changes by more than
+   ``char_level`` gray levels (two digits swap places).
+3. **Content, not motion.** Each sample is replaced by its per-pixel temporal median
+   over ``median_window`` seconds (a pointer or a walking person vanishes; a step
+   change passes unchanged). Tiles that change in two samples running, often enough
+   (``mask_fraction`` of ``mask_window`` seconds: a webcam box, a talking head, a
+   lecturer's hands), are left out. A change counts once it is seen in the samples of
+   ``min_duration`` seconds less one (a dissolve, a fade, a pointer at rest do not).
 4. **The settled picture.** The image written for a state is the sample, among those
    that confirmed it, closest to the state's median (no half dissolve, no half fade).
    Blank states (fade to black) and blurred ones are dropped, and so is a state that
-   repeats any earlier keyframe of the video by the same rule (near-duplicates).
+   repeats any earlier keyframe of the video (near-duplicates, by the same rule with
+   its local tests relaxed to the video's own sample-to-sample noise, for camera
+   footage).
 
 Decoding is the cost. ``decode="auto"`` demuxes packets (no decoding) GOP by GOP,
 decodes every codec keyframe, and decodes a GOP's inside only when it may hide a state:
 when the GOP is longer than ``min_duration`` or its two bounding codec keyframes differ.
 A state held ``min_duration`` seconds always contains a codec keyframe of a shorter GOP,
-so no state the rule would keep is lost, whatever the encoder did (B-frames, variable
+so no state the rule keeps is lost, whatever the encoder did (frame types, variable
 frame rate, GOPs of any length). Inside decoded GOPs, non-reference frames are skipped
-(``skip_nonref``): a state that lasts ``min_duration`` spans reference frames.
-``decode="all"`` decodes every GOP.
+(``skip_nonref``) where every frame is on screen under a quarter of a sample step; a
+run of them then costs a state at most one of its samples. ``decode="all"`` decodes
+every GOP.
 """
 
 from __future__ import annotations
@@ -69,13 +71,19 @@ class KeyframeOptions:
     min_duration: float = 2.0  # seconds a new state must hold before it counts
     median_window: float = 2.0  # seconds: the temporal median that removes moving things
     mask_window: float = 6.0  # seconds: where a tile's own motion is counted
-    mask_fraction: float = 0.25  # a tile moving on its own in this share of samples is masked
+    mask_fraction: float = 0.25  # a tile changing in two samples running this often (of mask_window) is masked
     move_level: float = 6.0  # gray levels: a tile's mean change above this between samples is motion
     skip_nonref: bool = True  # skip non-reference frames inside decoded GOPs
     blank_std: float = 6.0  # grayscale std below this: a blank frame
     blur_min: float = 15.0  # variance of the Laplacian below this: blurred
     dedup: bool = True  # drop states that repeat any earlier keyframe
     jpeg_quality: int = 90
+
+    def __post_init__(self):
+        if self.decode not in ("auto", "all"):
+            raise ValueError(f"keyframes decode must be 'auto' or 'all', not {self.decode!r}")
+        if self.sample_rate <= 0 or self.min_duration <= 0 or self.analysis_width < 32:
+            raise ValueError("keyframes sample_rate and min_duration must be > 0, analysis_width >= 32")
 
 
 @dataclass
@@ -165,9 +173,9 @@ def _expand(mask: np.ndarray, shape: tuple[int, int], full: tuple[int, int]) -> 
     rows, cols = mask.shape
     th, tw = _tile_shape(full, (rows, cols))
     pad = (full[0] - shape[0]) // 2
-    y = np.minimum((np.arange(shape[0]) + pad) // th, rows - 1)
-    x = np.minimum((np.arange(shape[1]) + pad) // tw, cols - 1)
-    return mask[y[:, None], x[None, :]]
+    big = mask.repeat(th, axis=0).repeat(tw, axis=1)
+    big = np.pad(big, ((0, max(0, full[0] - big.shape[0])), (0, max(0, full[1] - big.shape[1]))), mode="edge")
+    return big[pad: pad + shape[0], pad: pad + shape[1]]
 
 
 def char_change(diff: np.ndarray, window: int = 5) -> float:
@@ -540,11 +548,10 @@ class _Tracker:
         self.need = max(1, int(math.ceil(opts.min_duration * opts.sample_rate - 1e-6)) - 1)
         self.buf: list[_Sample] = []  # samples from index self.base on
         self.base = 0
-        self.moves: list[np.ndarray] = []  # per sample index (trimmed with base too)
         self.i = 0  # next sample index to decide
         self.ref: _State | None = None
         self.cand: int | None = None
-        self.cand_scores = (1.0, 1.0)
+        self.cand_scores: tuple | None = None  # what the candidate was compared with (for its scores)
         self.kept: list[_State] = []
         self.recent: deque[np.ndarray] = deque(maxlen=2 * self.mask_half + 1)  # masks of the last samples
         noise = max(8, int(20 * opts.sample_rate))  # the last 20 s of sample pairs
@@ -574,11 +581,8 @@ class _Tracker:
             self._step(self.i)
             self.i += 1
         last = self.buf[-1] if self.buf else None
-        if self.cand is not None and last is not None:
-            if self.base + len(self.buf) - self.cand >= self.need:
-                self._confirm(self.cand, self.base + len(self.buf) - 1)
-            else:
-                self._drop("transient")
+        if self.cand is not None:  # the video ended before it held long enough
+            self._drop("transient")
         if self.current is not None and last is not None:
             self.current.end = round(last.t + 1.0 / self.opts.sample_rate, 3)
 
@@ -675,6 +679,7 @@ class _Tracker:
         """The rule: (changed, mean SSIM, lowest tile-window SSIM), masked tiles left out.
 
         ``tolerant`` (near-duplicates): the local tests allow for the video's own noise.
+        When the character test alone decides a change, SSIM is not computed (NaN).
         """
         if a.shape != b.shape:
             return True, 0.0, 0.0
@@ -687,14 +692,16 @@ class _Tracker:
             d[_expand(mask, d.shape, d.shape)] = 0.0
         # too faint for any of the tests (SSIM's C2 alone is a 7-level contrast)
         char = float(d.max()) if d.max() < 6.0 else char_change(d, self.opts.char_window)
+        char_level = self.char_level if tolerant else self.opts.char_level
         if char < 6.0:
             result = (False, 1.0, 1.0)
+        elif char > char_level:
+            result = (True, math.nan, math.nan)
         else:
             self.stats["compared"] += 1
             mean, tile = compare(a, b, self.opts.tiles, mask)
             tile_threshold = self.tile_threshold if tolerant else self.opts.tile_threshold
-            char_level = self.char_level if tolerant else self.opts.char_level
-            result = (mean < self.opts.threshold or tile < tile_threshold or char > char_level, mean, tile)
+            result = (mean < self.opts.threshold or tile < tile_threshold, mean, tile)
         self.memo = (a, b, (mask.tobytes(), tolerant), result)
         return result
 
@@ -710,11 +717,11 @@ class _Tracker:
             self.recent.append(mask)
         if self.cand is None:
             if self.ref is None:
-                self.cand, self.cand_scores = i, (1.0, 1.0)
+                self.cand, self.cand_scores = i, None
                 return
             changed, mean, tile = self._differs(m, self.ref.median, self._dynamic() | self.ref.mask)
             if changed:
-                self.cand, self.cand_scores = i, (mean, tile)
+                self.cand, self.cand_scores = i, (m, self.ref.median, self._dynamic() | self.ref.mask)
             return
         changed, _, _ = self._differs(m, self._median(self.cand), mask)
         if changed:
@@ -759,7 +766,8 @@ class _Tracker:
         if opts.dedup and self._duplicate(settled, dynamic):
             self._drop("duplicate")
             return
-        mean, tile = self.cand_scores
+        mean, tile = compare(*self.cand_scores[:2], self.opts.tiles, self.cand_scores[2]) if self.cand_scores \
+            else (1.0, 1.0)
         kf = Keyframe(index=len(self.kept), time=round(start.time, 3), ssim=round(mean, 4),
                       min_tile_ssim=round(tile, 4), sharpness=round(sharp, 1), frame_time=round(best.time, 3))
         self.display_size = best.display.size

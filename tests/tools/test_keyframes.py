@@ -294,3 +294,10 @@ def test_result_keeps_the_fields_the_store_reads(detect_suite):
     result, _ = detect_suite("bullets")
     row = keyframes.asdict(result)["keyframes"][0]
     assert {"index", "time", "path", "ssim", "min_tile_ssim", "sharpness"} <= set(row)
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="'auto' or 'all'"):
+        keyframes.KeyframeOptions(decode="fast")
+    with pytest.raises(ValueError):
+        keyframes.KeyframeOptions(sample_rate=0)
