@@ -562,6 +562,7 @@ class _Tracker:
         self.dropped: dict[str, int] = {}
         self.display_size: tuple[int, int] | None = None
         self.current: Keyframe | None = None
+        self.picture: _Picture | None = None
 
     # buffering
     def _at(self, i: int) -> _Sample:
@@ -583,8 +584,8 @@ class _Tracker:
         last = self.buf[-1] if self.buf else None
         if self.cand is not None:  # the video ended before it held long enough
             self._drop("transient")
-        if self.current is not None and last is not None:
-            self.current.end = round(last.t + 1.0 / self.opts.sample_rate, 3)
+        if last is not None:
+            self._close(last.t + 1.0 / self.opts.sample_rate)
 
     def _trim(self) -> None:
         keep_from = self.i - max(self.half, self.mask_half) - 1
@@ -722,6 +723,8 @@ class _Tracker:
             changed, mean, tile = self._differs(m, self.ref.median, self._dynamic() | self.ref.mask)
             if changed:
                 self.cand, self.cand_scores = i, (m, self.ref.median, self._dynamic() | self.ref.mask)
+            elif self.picture is not None:
+                self.picture.offer(self._at(i))
             return
         changed, _, _ = self._differs(m, self._median(self.cand), mask)
         if changed:
@@ -739,22 +742,17 @@ class _Tracker:
         """Samples c..i held one state: record it, write its settled picture unless dropped."""
         opts = self.opts
         settled = self._median(i)
-        mask = self._mask(i)
-        keep = ~_expand(mask, settled.shape, settled.shape) if mask.any() else None
         dynamic = self._dynamic()
         pool = [self._at(j) for j in range(c, i + 1)]
 
-        def distance(s: _Sample) -> float:
-            d = np.abs(s.gray - settled)
-            return float(d[keep].mean() if keep is not None else d.mean())
-
-        best = min(pool, key=distance)
+        picture = _Picture(pool[0].t + opts.mask_window)
+        for s in pool:
+            picture.offer(s)
+        best = picture.sample
         start = self._at(c)
         self.cand = None
         state = _State(None, settled, dynamic)
-        if self.current is not None:
-            self.current.end = round(start.time, 3)
-            self.current = None
+        self._close(start.time)
         self.ref = state
         if float(settled.std()) < opts.blank_std:
             self._drop("blank")
@@ -773,11 +771,23 @@ class _Tracker:
         self.display_size = best.display.size
         if self.out:
             kf.path = str(self.out / f"t{int(round(kf.time * 1000)):09d}.jpg")
-            best.display.image(best.frame).save(kf.path, quality=opts.jpeg_quality)
+        self.picture = picture  # written when the state ends: a later sample may be cleaner
         state.keyframe = kf
         # what dedup needs of a kept state, small: its median in 8 bits and a thumbnail
         self.kept.append(_State(kf, np.round(settled).astype(np.uint8), dynamic, _thumb(settled)))
         self.current = kf
+
+    def _close(self, end: float) -> None:
+        """The current state ended at ``end``: write its picture."""
+        kf, picture = self.current, self.picture
+        self.current = self.picture = None
+        if kf is None:
+            return
+        kf.end = round(end, 3)
+        best = picture.sample
+        kf.frame_time = round(best.time, 3)
+        if kf.path:
+            best.display.image(best.frame).save(kf.path, quality=self.opts.jpeg_quality)
 
     def _duplicate(self, settled: np.ndarray, mask: np.ndarray) -> bool:
         thumb = _thumb(settled)
@@ -791,6 +801,28 @@ class _Tracker:
             if not changed:
                 return True
         return False
+
+
+class _Picture:
+    """The settled picture of a state: of the samples offered until ``until`` (seconds),
+    the one closest to their per-pixel median (a pointer over blank space rather than
+    over text, a lecturer hiding the least, no half-dissolved frame)."""
+
+    def __init__(self, until: float):
+        self.until = until
+        self.samples: list[_Sample] = []
+
+    def offer(self, s: _Sample) -> None:
+        if s.t <= self.until and not (self.samples and s.gray is self.samples[-1].gray):
+            self.samples.append(s)
+
+    @property
+    def sample(self) -> _Sample:
+        if len(self.samples) < 3:
+            return self.samples[-1]
+        median = temporal_median([s.gray for s in self.samples])
+        # pixels far from the median (what passes, not recompression noise): the fewer the better
+        return min(self.samples, key=lambda s: int(np.count_nonzero(np.abs(s.gray - median) > 24.0)))
 
 
 def _thumb(gray: np.ndarray) -> np.ndarray:

@@ -301,3 +301,15 @@ def test_bad_options_are_refused():
         keyframes.KeyframeOptions(decode="fast")
     with pytest.raises(ValueError):
         keyframes.KeyframeOptions(sample_rate=0)
+
+
+def test_settled_picture_has_the_pointer_over_blank_space():
+    slide = _slide([20, 60]).astype(np.float32)
+    display = keyframes.Display(320, 180)
+    picture = keyframes._Picture(until=10.0)
+    for i, (y, x) in enumerate([(60, 40), (60, 100), (140, 260), (20, 150), (62, 120)]):
+        gray = slide.copy()
+        gray[y: y + 20, x: x + 13] = 255.0  # a white pointer: over text it hides strokes
+        gray[y: y + 20, x] = 0.0
+        picture.offer(keyframes._Sample(i / 2, i / 2, f"frame{i}", gray, display))
+    assert picture.sample.frame == "frame2"  # the one over blank space
