@@ -53,10 +53,11 @@ test-fast: setup
 lint: venv
 	$(BIN)/ruff check .
 
-# regenerate the committed sample lessons (needs espeak-ng and ffmpeg)
+# regenerate the committed sample lessons and the keyframe conditions suite (needs espeak-ng and ffmpeg)
 lessons: venv
 	$(BIN)/python examples/make_lessons.py tests/data/lessons --set tests
 	$(BIN)/python examples/make_lessons.py examples/lessons --set examples
+	$(BIN)/python examples/make_conditions.py tests/data/conditions
 
 # scenedetect declares the desktop opencv-python; the headless build serves it the same cv2
 bench: setup

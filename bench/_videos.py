@@ -8,6 +8,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = ["physics_newton", "chemistry_atoms", "earth_no_audio", "math_quiet_tone", "math_primos_es"]
 EXAMPLES = ["earth_water_cycle", "math_fractions"]
@@ -51,3 +53,89 @@ def build(work: Path, repeats: int = 1) -> dict[str, tuple[Path, list[dict]]]:
 def slides_found(times: list[float], slides: list[dict]) -> int:
     """How many slides have at least one detected frame inside them."""
     return sum(any(s["start"] - 1e-6 <= t < s["end"] - 1e-6 for t in times) for s in slides)
+
+
+# -- the conditions suite (examples/make_conditions.py) ---------------------------------
+CONDITIONS = ROOT / "tests/data/conditions"
+
+
+def condition_truths(folder: Path = CONDITIONS) -> list[dict]:
+    """Every ``*.truth.json`` of the suite, with ``path`` (the video) and ``folder`` added."""
+    out = []
+    for f in sorted(folder.glob("*.truth.json")):
+        truth = json.loads(f.read_text())
+        truth["path"] = folder / truth["video"]
+        truth["folder"] = folder
+        out.append(truth)
+    return out
+
+
+def _gray320(img) -> np.ndarray:
+    from PIL import Image
+
+    img = img.convert("L")
+    return np.asarray(img.resize((320, round(img.height * 320 / img.width)), Image.LANCZOS), dtype=np.float32)
+
+
+def frame_at(video: Path, t: float):
+    """The picture a player shows at media time ``t`` (ffmpeg: rotation and pixel aspect applied)."""
+    import io
+
+    from PIL import Image
+
+    png = subprocess.run(["ffmpeg", "-v", "error", "-ss", f"{max(0.0, t):.3f}", "-i", str(video), "-frames:v", "1",
+                          "-vf", "scale=trunc(iw*sar/2)*2:ih,setsar=1", "-f", "image2pipe", "-vcodec", "png", "-"],
+                         capture_output=True, check=True).stdout
+    return Image.open(io.BytesIO(png))
+
+
+def _closest_blend(gray: np.ndarray, clean: list[np.ndarray], i: int) -> float:
+    from tools.keyframes import ssim
+
+    others = [clean[j] for j in (i - 1, i + 1) if 0 <= j < len(clean)] + [np.zeros_like(clean[i])]
+    return max(ssim(gray, (1 - u) * clean[i] + u * other) for other in others for u in (0.25, 0.5)
+               if other.shape == gray.shape)
+
+
+def score(keyframes: list[tuple[float, object]], truth: dict) -> dict:
+    """Match keyframes to the truth's states by time AND by content.
+
+    ``keyframes``: (time in seconds of media time, PIL image as written). A keyframe is
+    right when its time lies in a state (from one frame before its start to its end),
+    its picture (grayscale, 320 px wide) is closest by SSIM to that state's clean image
+    among all states, that SSIM reaches ``truth["match_ssim"]``, and it is closer to the
+    clean state than to any blend of it (25 or 50 %) with a neighbouring state or with
+    black (a cross-dissolve, a fade). A second keyframe of a matched state is a
+    near-duplicate. Returns recall, precision and, per keyframe, what it was judged.
+    """
+    from PIL import Image
+
+    from tools.keyframes import ssim
+
+    states = truth["states"]
+    clean = [_gray320(Image.open(truth["folder"] / s["image"])) for s in states]
+    found: set[int] = set()
+    verdicts = []
+    for t, img in keyframes:
+        gray = _gray320(img)
+        by_time = next((i for i, s in enumerate(states) if s["start"] - 0.045 <= t < s["end"]), None)
+        sims = [ssim(gray, c) if c.shape == gray.shape else 0.0 for c in clean]
+        best = int(np.argmax(sims))
+        if by_time is None:
+            verdict = "between states"
+        elif best != by_time:
+            verdict = f"shows state {best}, not {by_time}"
+        elif sims[best] < truth["match_ssim"]:
+            verdict = f"unclean (SSIM {sims[best]:.3f})"
+        elif (ghost := _closest_blend(gray, clean, by_time)) > sims[best]:
+            verdict = f"a blend (SSIM {ghost:.3f} to a blend, {sims[best]:.3f} to the state)"
+        elif by_time in found:
+            verdict = "duplicate"
+        else:
+            verdict = "ok"
+            found.add(by_time)
+        verdicts.append({"time": round(t, 3), "state": by_time, "ssim": round(sims[best], 3), "verdict": verdict,
+                         "size": list(img.size)})
+    ok = sum(v["verdict"] == "ok" for v in verdicts)
+    return {"recall": len(found) / len(states), "precision": ok / len(keyframes) if keyframes else 1.0,
+            "keyframes": len(keyframes), "states": len(states), "verdicts": verdicts}
