@@ -171,7 +171,7 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
     console.print(t7)
     t1 = data["table1"]
     console.print(f"samples: {t1['samples']}   images/sample min {t1['images_per_sample']['min']} max "
-                  f"{t1['images_per_sample']['max']} avg {t1['images_per_sample']['avg']}   tokens/sample min "
+                  f"{t1['images_per_sample']['max']} avg {t1['images_per_sample']['avg']}   text tokens/sample min "
                   f"{t1['tokens_per_sample']['min']} max {t1['tokens_per_sample']['max']} avg "
                   f"{t1['tokens_per_sample']['avg']}")
     if data.get("search_funnel"):

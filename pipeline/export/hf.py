@@ -38,6 +38,7 @@ from pipeline.export.common import (
 
 CARD = "README.md"
 DATA = "data"
+ROW_GROUP = 64  # samples per Parquet row group (their images are held in memory until written)
 _SECRET_KEY = re.compile(r"key|token|secret|password|passwd|credential|auth", re.IGNORECASE)
 _ABS = re.compile(r"^(?:/|~|[A-Za-z]:[\\/]|\\\\)")
 
@@ -82,13 +83,25 @@ def write(samples: Iterable[dict], out_dir: Path, placer: ImagePlacer, opts: Exp
     try:
         parts: list[Path] = []
         rows: list[dict] = []
+        writer = None
+        in_part = 0
 
-        def flush() -> None:
-            if rows:
-                part = tmp / f"part-{len(parts):05d}.parquet"
-                pq.write_table(pa.Table.from_pylist([feats.encode_example(r) for r in rows], schema=schema), part)
-                parts.append(part)
-                rows.clear()
+        def write_rows() -> None:  # one row group: at most ROW_GROUP samples' images in memory
+            nonlocal writer
+            if not rows:
+                return
+            if writer is None:
+                parts.append(tmp / f"part-{len(parts):05d}.parquet")
+                writer = pq.ParquetWriter(parts[-1], schema)
+            writer.write_table(pa.Table.from_pylist([feats.encode_example(r) for r in rows], schema=schema))
+            rows.clear()
+
+        def close_part() -> None:
+            nonlocal writer, in_part
+            write_rows()
+            if writer is not None:
+                writer.close()
+                writer, in_part = None, 0
 
         for s in samples:
             if not any(img is not None for img in s["images"]):
@@ -97,13 +110,15 @@ def write(samples: Iterable[dict], out_dir: Path, placer: ImagePlacer, opts: Exp
             rows.append(hf_row(s, placer))
             result.samples += 1
             result.images += s["image_num"]
-            if len(rows) >= opts.shard_size:
-                flush()
-        flush()
+            in_part += 1
+            if len(rows) >= ROW_GROUP:
+                write_rows()
+            if in_part >= opts.shard_size:
+                close_part()
+        close_part()
         if not parts:  # an empty dataset still loads: one file with the schema and no rows
-            part = tmp / "part-00000.parquet"
-            pq.write_table(pa.Table.from_pylist([], schema=schema), part)
-            parts.append(part)
+            parts.append(tmp / "part-00000.parquet")
+            pq.write_table(pa.Table.from_pylist([], schema=schema), parts[-1])
         names = [f"train-{i:05d}-of-{len(parts):05d}.parquet" for i in range(len(parts))]
         for part, name in zip(parts, names, strict=True):
             os.replace(part, out_dir / DATA / name)

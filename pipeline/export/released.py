@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from pipeline.assemble import is_eov
 from pipeline.export.common import (
     ExportError,
     ExportOptions,
@@ -80,6 +81,15 @@ def released_sample(sample: dict, images: list[str | None], text_num: int, image
             "image_num": image_num, "text_num": text_num, "token_num": text_num + image_num * image_tokens}
 
 
+def asr_tokens(sample: dict, tokenizer: str) -> int:
+    """``text_num`` as released: tokens of the ASR texts. A sample packed by this version (its metadata names
+    a ``subcourse`` key) already counts so; an older one (text positions counted) is counted again."""
+    metas = sample.get("metadata") or []
+    if metas and all(isinstance(m, dict) and ("subcourse" in m or is_eov(m)) for m in metas):
+        return sample["text_num"]
+    return sum(count_tokens_many([t for t in sample["texts"] if t], tokenizer))
+
+
 def write_released(samples: Iterable[dict], out_dir: Path, placer: ImagePlacer, opts: ExportOptions,
                    result: ExportResult) -> None:
     target = out_dir / TARGETS["released"]
@@ -92,8 +102,7 @@ def write_released(samples: Iterable[dict], out_dir: Path, placer: ImagePlacer, 
             if not any(i is not None for i in s["images"]):
                 result.skipped += 1
                 continue
-            text_num = sum(count_tokens_many([t for t in s["texts"] if t], opts.tokenizer))
-            writer.add(released_sample(s, _place(s, placer, root), text_num, opts.image_tokens))
+            writer.add(released_sample(s, _place(s, placer, root), asr_tokens(s, opts.tokenizer), opts.image_tokens))
             result.samples += 1
         writer.close()
 
@@ -105,6 +114,8 @@ def idefics2_entry(sample: dict, images: list[str | None], opts: ExportOptions) 
     ocrs = sample.get("text_ocr_list") or [None] * len(images)
     frames: list[str] = []
     last_vid = None
+    counts = iter(count_tokens_many([t for t, m in zip(sample["texts"], metas, strict=True)
+                                     if t is not None and not is_eov(m)], opts.tokenizer))
     for i, (img, text, meta) in enumerate(zip(images, sample["texts"], metas, strict=True)):
         meta = meta if isinstance(meta, dict) else {}
         if meta.get("type") == "eov":
@@ -119,14 +130,14 @@ def idefics2_entry(sample: dict, images: list[str | None], opts: ExportOptions) 
         raw = meta.get("raw_asr")
         ocr_full = ocrs[i] if ocrs[i] is not None else text
         ocr = ocr_full[: len(ocr_full) - len(text)].rstrip("\n") if meta.get("has_ocr") and text else ""
-        asr_tokens, = count_tokens_many([text or ""], opts.tokenizer)
+        n_tokens = next(counts)
         image_tokens = len(frames) * opts.image_tokens
         conversations.append({
             "vid": vid,
             "clip_path": f"{vid}@{float(start)!r}_{float(end)!r}" if start is not None and end is not None else vid,
             "asr": raw if raw is not None else text, "refined_asr": text if raw is not None else None,
             "keyframe_ssim": frames, "ocr_qwen2_vl_72b": ocr or None,
-            "image_tokens": image_tokens, "asr_token_num": asr_tokens, "token_num": asr_tokens + image_tokens})
+            "image_tokens": image_tokens, "asr_token_num": n_tokens, "token_num": n_tokens + image_tokens})
         frames = []
     return {"token_num": sum(c["token_num"] for c in conversations), "conversations": conversations}
 

@@ -30,10 +30,11 @@ class Corpus:
 
 def make_corpus(root: Path, videos: int = 6, clips: int = 3, frames: int = 2, size: tuple[int, int] = (96, 54),
                 mode: str = "video", max_tokens: int = 4096, seed: int = 0, difficulties=(3, 1, 2, None),
-                special_text: bool = True, drop_frames_every: int = 0) -> Corpus:
+                special_text: bool = True, drop_frames_every: int = 0, words: int = 30) -> Corpus:
     """``videos`` videos of ``clips`` clips with ``frames`` keyframes each (difficulty cycling through
     ``difficulties``), interleaved and packed (``mode``). The first clip of the first video says "<image>"
-    in its ASR and OCR when ``special_text``; every ``drop_frames_every``-th clip keeps only its text."""
+    in its ASR and OCR when ``special_text``; every ``drop_frames_every``-th clip keeps only its text;
+    each clip says ``words`` words."""
     rng = random.Random(seed)
     media = root / "media"
     rows, per_video = [], []
@@ -60,7 +61,7 @@ def make_corpus(root: Path, videos: int = 6, clips: int = 3, frames: int = 2, si
                 frame_rows[idx] = {"idx": idx, "time_s": round(start + 1 + k * 2.5, 3), "path": str(path),
                                    "ocr_text": ocr, "ocr_kept": True}
                 idxs.append(idx)
-            text = " ".join(rng.choices(WORDS, k=30)) + "."
+            text = " ".join(rng.choices(WORDS, k=words)) + "."
             if special_text and v == 0 and c == 0:
                 text = "Look at the <image> tag and </s> here. " + text
             n_clip += 1

@@ -121,6 +121,14 @@ def test_released_passes_what_their_llava_loader_does(concat, tmp_path):
     assert all(i is None or i.startswith("/data/textbook/images/") for i in first["images"])
 
 
+def test_released_counts_a_sample_packed_before_the_released_semantics(concat, tmp_path):
+    s0 = concat.samples[0]
+    old = {**s0, "text_num": sum(t is not None for t in s0["texts"]),  # text positions, as packed before
+           "metadata": [{k: v for k, v in m.items() if k != "subcourse"} for m in s0["metadata"]]}
+    (got,) = json.loads(export([old], tmp_path, "released", concat.media).target.read_text())
+    assert got["text_num"] == sum(count_tokens(t) for t in got["texts"] if t) == s0["text_num"]
+
+
 def idefics2_getitem(entry: dict, add_ocr: bool) -> tuple[list[str], str]:
     """What training_idefics/training/training.py's LazySupervisedDataset.__getitem__ builds from one entry
     (image_token '<image>', bos '<s>'): the image files it opens and the text it hands the processor."""
@@ -171,9 +179,14 @@ def _ours(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
 
 
-def test_webdataset_and_hf_read_back_the_same_samples(concat, tmp_path):
+def test_webdataset_and_hf_read_back_the_same_samples(concat, tmp_path, monkeypatch):
     import datasets
+    import pyarrow.parquet as pq
     import webdataset as wds
+
+    from pipeline.export import hf as hf_module
+
+    monkeypatch.setattr(hf_module, "ROW_GROUP", 1)  # images are held one row group at a time
 
     out = tmp_path / "x"
     export(concat.samples, out, "jsonl", concat.media)
@@ -197,6 +210,8 @@ def test_webdataset_and_hf_read_back_the_same_samples(concat, tmp_path):
     hf = export(concat.samples, out, "hf", concat.media, ExportOptions(shard_size=2, run_id="run-x"))
     assert sorted(hf.files) == sorted(["README.md"] + [f"data/train-{i:05d}-of-{len(shards):05d}.parquet"
                                                        for i in range(len(shards))])
+    assert [pq.ParquetFile(out / f).num_row_groups for f in sorted(hf.files) if f.endswith(".parquet")] == \
+        [min(2, len(ref) - 2 * i) for i in range(len(shards))]
     ds = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-cache"))
     assert isinstance(ds.features["images"].feature, datasets.Image)
     assert len(ds) == len(ref)
