@@ -247,16 +247,25 @@ def _sample(positions: list[Position], tokenizer: str, image_tokens: int = LLAVA
     counted); ``token_num``: ``text_num + image_num * image_tokens``, the estimated sequence length. Their
     README defines the fields so ("the number of images, the number of asr text tokens, and the estimated
     total number of tokens"), and its example obeys the formula with 576 tokens per image (LLaVA-1.5):
-    image_num 15, text_num 425, token_num 9065 = 425 + 15 * 576.
+    image_num 15, text_num 425, token_num 9065 = 425 + 15 * 576. A text position's metadata gets ``tokens``,
+    its share of ``text_num``.
     """
     texts = [p.text for p in positions]
     image_num = sum(p.image is not None for p in positions)
-    text_num = sum(count_tokens(p.text, tokenizer) for p in positions if p.text and not is_eov(p.meta))
+    metadata = []
+    text_num = 0
+    for p in positions:
+        if p.text and not is_eov(p.meta):
+            n = count_tokens(p.text, tokenizer)
+            text_num += n
+            metadata.append({**p.meta, "tokens": n})
+        else:
+            metadata.append(p.meta)
     return {
         "images": [p.image for p in positions],
         "texts": texts,
         "text_ocr_list": [p.text_ocr for p in positions],
-        "metadata": [p.meta for p in positions],
+        "metadata": metadata,
         "image_num": image_num,
         "text_num": text_num,
         "token_num": text_num + image_num * image_tokens,

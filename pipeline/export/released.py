@@ -114,8 +114,9 @@ def idefics2_entry(sample: dict, images: list[str | None], opts: ExportOptions) 
     ocrs = sample.get("text_ocr_list") or [None] * len(images)
     frames: list[str] = []
     last_vid = None
-    counts = iter(count_tokens_many([t for t, m in zip(sample["texts"], metas, strict=True)
-                                     if t is not None and not is_eov(m)], opts.tokenizer))
+    todo = [t for t, m in zip(sample["texts"], metas, strict=True)
+            if t is not None and not is_eov(m) and not isinstance((m or {}).get("tokens"), int)]
+    counts = iter(count_tokens_many(todo, opts.tokenizer))  # only texts packed without their count
     for i, (img, text, meta) in enumerate(zip(images, sample["texts"], metas, strict=True)):
         meta = meta if isinstance(meta, dict) else {}
         if meta.get("type") == "eov":
@@ -130,7 +131,7 @@ def idefics2_entry(sample: dict, images: list[str | None], opts: ExportOptions) 
         raw = meta.get("raw_asr")
         ocr_full = ocrs[i] if ocrs[i] is not None else text
         ocr = ocr_full[: len(ocr_full) - len(text)].rstrip("\n") if meta.get("has_ocr") and text else ""
-        n_tokens = next(counts)
+        n_tokens = meta["tokens"] if isinstance(meta.get("tokens"), int) else next(counts)
         image_tokens = len(frames) * opts.image_tokens
         conversations.append({
             "vid": vid,

@@ -124,9 +124,12 @@ def test_released_passes_what_their_llava_loader_does(concat, tmp_path):
 def test_released_counts_a_sample_packed_before_the_released_semantics(concat, tmp_path):
     s0 = concat.samples[0]
     old = {**s0, "text_num": sum(t is not None for t in s0["texts"]),  # text positions, as packed before
-           "metadata": [{k: v for k, v in m.items() if k != "subcourse"} for m in s0["metadata"]]}
+           "metadata": [{k: v for k, v in m.items() if k not in ("subcourse", "tokens")} for m in s0["metadata"]]}
     (got,) = json.loads(export([old], tmp_path, "released", concat.media).target.read_text())
     assert got["text_num"] == sum(count_tokens(t) for t in got["texts"] if t) == s0["text_num"]
+    (entry,) = json.loads(export([old], tmp_path, "idefics2", concat.media).target.read_text())
+    clips = [c for c in entry["conversations"] if c["vid"] != "End of a Video"]
+    assert [c["asr_token_num"] for c in clips] == [m["tokens"] for m in s0["metadata"] if "tokens" in m]
 
 
 def idefics2_getitem(entry: dict, add_ocr: bool) -> tuple[list[str], str]:

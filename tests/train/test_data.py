@@ -437,3 +437,24 @@ def test_a_json_list_shuffles_like_json_lines(tmp_path, processor):
     ds.set_position(0, 4)
     assert [e.input_ids for e in ds] == b[4:]
     assert ds.count_records() == 9
+
+
+def test_a_curriculum_export_is_read_easy_to_difficult(tmp_path, processor):
+    from pipeline.curriculum import sample_difficulty
+    from pipeline.export import ExportOptions, export
+    from tests.pipeline._corpus import make_corpus
+
+    corpus = make_corpus(tmp_path / "c", videos=9, clips=1, frames=1, difficulties=(3, 1, 2), words=8)
+    export(corpus.samples, tmp_path / "out", "jsonl", corpus.media, ExportOptions(order="curriculum"))
+    rows = [json.loads(x) for x in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    want = [sample_difficulty(r) for r in rows]
+    assert want == sorted(want) == [1] * 3 + [2] * 3 + [3] * 3
+    by_text = {" ".join(r["texts"][-1].split()): sample_difficulty(r) for r in rows}
+    assert len(by_text) == len(rows)
+    ds = InterleavedDataset(tmp_path / "out", processor, ReaderConfig(curriculum=True, shuffle=True, seed=1))
+    got = []
+    for e in ds:
+        text = processor.tokenizer.decode([t for t, lab in zip(e.input_ids, e.labels, strict=True) if lab != -100],
+                                          skip_special_tokens=True).split()
+        got.append(by_text[" ".join(text)])
+    assert got == want and ds.stats.images_loaded == 9
