@@ -245,7 +245,8 @@ class Trainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else None)
         find_data_file(cfg.data)  # before the (slow) model load
-        self.images_checked = check_images(cfg.data, cfg.reader_config(None))  # missing images: fail now
+        self.images_checked = check_images(cfg.data, ReaderConfig(  # missing images: fail now
+            image_root=cfg.image_root, image_prefixes=cfg.image_prefixes, max_missing_images=cfg.max_missing_images))
         cfg.out.mkdir(parents=True, exist_ok=True)
         self.ckpt = latest_checkpoint(cfg.out)
         if self.ckpt is not None and not cfg.resume:

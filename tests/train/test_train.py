@@ -135,3 +135,9 @@ def test_cli_trains_on_the_released_layout_only_with_its_images(tmp_path, capsys
     reader = json.loads(stdout)["reader"]
     assert reader["images_loaded"] >= n_images and reader["images_missing"] == 0 and reader["masked_tokens"] > 0
     assert reader["order"] == "curriculum, shuffled within difficulty"
+
+
+def test_packed_training_starts(processed, tmp_path):
+    result = train(_cfg(processed, tmp_path / "p", pack=True, max_length=2048, max_steps=1, save_every=0,
+                        shuffle=False))
+    assert result.steps == 1 and result.reader["samples"] == 2 and result.reader["sequences"] == 1
