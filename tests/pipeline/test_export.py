@@ -374,3 +374,38 @@ def test_register_stores_subcourse_difficulty_and_public_source(tmp_path):
         assert (row["difficulty"], row["public_source"]) == (2.0, "https://e.org/v/1")
     finally:
         store.close()
+
+
+def test_card_lists_every_source_license_and_escapes_titles(concat, tmp_path):
+    from pipeline.export import DatasetCard
+    from pipeline.stats import sources
+    from store import open_store
+
+    store = open_store(tmp_path / "runs.duckdb")
+    try:
+        store.upsert_video({"video_id": "a", "source": str(tmp_path / "a.mp4"), "public_source": "a.mp4",
+                            "title": "Ohm | <script>alert(1)</script>", "metadata": {"license": "CC-BY-4.0"}})
+        store.upsert_video({"video_id": "b", "source": "https://www.youtube.com/watch?v=b", "title": "B",
+                            "metadata": {}})
+        store.upsert_video({"video_id": "c", "source": str(tmp_path / "c.mp4"), "title": "C", "metadata": {}})
+        for vid in ("a", "b", "c"):
+            store.update_video(vid, status="kept")
+        store.set_run_videos("run-1", ["a", "b", "c"])
+        store.add_candidate("run-1", "b", "p1", "youtube", "https://www.youtube.com/watch?v=b", "q", 1,
+                            {"license": "creativeCommon"})
+        found = sources(store, "run-1")
+    finally:
+        store.close()
+    assert [(s["video_id"], s["source"], s["license"]) for s in found] == [
+        ("a", "a.mp4", "CC-BY-4.0"), ("b", "https://www.youtube.com/watch?v=b", "creativeCommon"), ("c", "c.mp4", None)]
+    card = DatasetCard(run_id="run-1", stats={"table1": {}, "table7": []},
+                       config={"asr": {"model": str(tmp_path / "models" / "large-v3")},
+                               "llm": {"api_key": "sk-secret", "base_url": "http://u:p@host:8000/v1?key=1"}},
+                       sources=found)
+    export(concat.samples, tmp_path / "hf", "hf", concat.media, ExportOptions(card=card))
+    text = (tmp_path / "hf" / "README.md").read_text()
+    for want in ("| CC-BY-4.0 | 1 |", "| creativeCommon | 1 |", "| unknown | 1 |", "license: other",
+                 "Ohm \\| &lt;script&gt;alert(1)&lt;/script&gt;", '"model": "…/large-v3"', '"api_key": "<redacted>"',
+                 '"base_url": "http://host:8000/v1"'):
+        assert want in text, want
+    assert "<script>" not in text and "sk-secret" not in text and str(tmp_path) not in text
