@@ -15,6 +15,8 @@ scripts/run_training.sh). What that loader does, and so what this writes:
 - it reads ``texts`` only (ASR), puts ``<image>`` at each null text, joins with spaces: texts are escaped
   (pipeline.assemble.escape_special_tokens), so no text adds an image token.
 - ``metadata``: a list, or a JSON string of one; OBELICS puts a dict at each image and null at each text.
+- ``text_ocr_list``: ours (the clip's OCR lines, then its ASR); the card says only "asr1+ocr1" and neither
+  released loader reads it.
 - keyframe names ``VIDEOID@START_END#K.jpg`` (card, "Naming Rule of keyframe"): K from 1, times as Python
   prints them (pipeline.assemble.released_image_name).
 - counts (card: "the number of images, the number of asr text tokens, and the estimated total number of
