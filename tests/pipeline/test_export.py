@@ -409,3 +409,39 @@ def test_card_lists_every_source_license_and_escapes_titles(concat, tmp_path):
                  '"base_url": "http://host:8000/v1"'):
         assert want in text, want
     assert "<script>" not in text and "sk-secret" not in text and str(tmp_path) not in text
+
+
+def test_pack_names_keyframes_again_for_a_store_from_the_old_naming(tmp_path):
+    """A store whose media folder holds the old names (VID@S_E#K.jpg): pack links the new names, then exports."""
+    from pipeline.config import PipelineConfig
+    from pipeline.runner import Runner, media_dir_for
+    from store import open_store
+
+    store = open_store(tmp_path / "runs.duckdb")
+    try:
+        runner = Runner(store, PipelineConfig(), tmp_path / "out")
+        frames = []
+        for i, t in enumerate((1.0, 6.0)):
+            path = media_dir_for(store.path) / "frames" / "v1" / f"{i}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (32, 18), (40 * i, 90, 200)).save(path)
+            frames.append({"index": i, "time": t, "path": str(path), "ssim": 0.5, "min_tile_ssim": 0.4,
+                           "sharpness": 30.0})
+        store.upsert_video({"video_id": "v1", "source": str(tmp_path / "v1.mp4"), "title": "V",
+                            "public_source": "v1.mp4", "difficulty": 1.0})
+        store.save_keyframes("v1", "h", frames, 0.1)
+        store.save_ocr("v1", "h", [{"index": i, "text": "", "confidence": 0.0, "engine": "t", "kept": False,
+                                    "drop_reason": "ocr_empty"} for i in range(2)], 0.1)
+        store.save_clips("v1", "h", [{"index": 0, "start": 0.0, "end": 10.0, "text": "Two slides.", "n_tokens": 3,
+                                      "keyframes": [0, 1], "decision": "keep"}])
+        old = media_dir_for(store.path) / "images" / "v1"
+        old.mkdir(parents=True)
+        for k in range(2):
+            (old / f"v1@0.0_10.0#{k}.jpg").hardlink_to(frames[k]["path"])
+        store.set_run_videos("run-1", ["v1"])
+        (sample,) = runner.pack("run-1", [{"video_id": "v1"}], [{"video_id": "v1"}])
+    finally:
+        store.close()
+    assert sample["images"][:2] == ["images/v1/v1_0-10000_1.jpg", "images/v1/v1_0-10000_2.jpg"]
+    for k, img in enumerate(sample["images"][:2]):
+        assert np.array_equal(_pixels(tmp_path / "out" / img), _pixels(frames[k]["path"]))
