@@ -2,17 +2,21 @@
 
 sentences -> paragraph clips -> keyframes per clip -> OCR filter -> interleave
 -> pack. Nothing here reads files or the store; the runner passes plain dicts.
+Formats beyond our own sample layout are written by pipeline.export.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from pipeline.config import ClipConfig, OcrFilterConfig, PackConfig
 from pipeline.tokens import count_tokens
+
+log = logging.getLogger(__name__)
 
 _SENTENCE_END = re.compile(r"[.!?。！？]['\")\]]*$")
 
@@ -230,16 +234,60 @@ def filter_ocr(frames: list[list], cfg: OcrFilterConfig) -> list[OcrVerdict]:
     return out
 
 
+LLAVA_IMAGE_TOKENS = 576  # tokens LLaVA-1.5 spends on one image (CLIP ViT-L/14-336: 24 x 24 patches)
+
+_SPECIAL_TOKEN = re.compile(
+    r"<(\|[^<>|\s]{1,64}\|)>"  # <|endoftext|>, <|im_start|>, <|endofvideo|>: ChatML / GPT style
+    r"|<(/?(?:image|img|video|audio|fake_token_around_image|global-img|row_\d+_col_\d+|end_of_utterance"
+    r"|im_start|im_end|im_patch|s|unk|pad|bos|eos|eot))>", re.IGNORECASE)
+
+
+def escape_special_tokens(text: str) -> str:
+    """Untrusted text (ASR, OCR, titles) with every special-token look-alike defused: angle brackets dropped.
+
+    ``<image>`` becomes ``image``, as the released Idefics2 trainer does (training_idefics/training/training.py
+    in DAMO-NLP-SG/multimodal_textbook: ``asr.replace(image_token, 'image')``); likewise ``</s>`` -> ``/s``,
+    ``<|endoftext|>`` -> ``|endoftext|``, ``<row_1_col_2>`` -> ``row_1_col_2``. A loader that joins texts
+    and tokenizes them whole (the released LLaVA loader) then never sees an image or control token that the
+    speaker or a slide put there.
+    """
+    if not text or "<" not in text:
+        return text
+    return _SPECIAL_TOKEN.sub(lambda m: m.group(1) or m.group(2), text)
+
+
+def _ms(seconds: float) -> int:
+    return int(round(float(seconds) * 1000))
+
+
 def image_name(video_id: str, start: float, end: float, k: int) -> str:
-    """The released naming rule: VIDEOID@START_END#K.jpg, stored under VIDEOID/."""
-    return f"{video_id}/{video_id}@{start:.1f}_{end:.1f}#{k}.jpg"
+    """Our keyframe file name, under VIDEOID/: ``VIDEOID_STARTMS-ENDMS_K.jpg`` (URL-safe).
+
+    ``k`` is the keyframe's 0-based position in its clip; names number from 1 (K = k + 1), as the released
+    corpus does. Clip bounds are in integer milliseconds, so the name holds only ``[A-Za-z0-9_-]``, one dot
+    (before ``jpg``) and no ``#``/``@`` (video ids are ``[A-Za-z0-9_-]``): it works unquoted in URLs, shells
+    and tools that split names at the first dot. Example: ``abc-1a2b3c4d/abc-1a2b3c4d_10000-55000_2.jpg``.
+    The released naming (``VID@10.0_55.0#2.jpg``) is written only by ``export --format released|idefics2``
+    (``released_image_name``).
+    """
+    return f"{video_id}/{video_id}_{_ms(start)}-{_ms(end)}_{k + 1}.jpg"
+
+
+def released_image_name(video_id: str, start: float, end: float, k: int) -> str:
+    """The released corpus's keyframe name, under VIDEOID/: ``VIDEOID@START_END#K.jpg``.
+
+    Their README ("Naming Rule of keyframe"): ``-1uixJ1V-As@10.0_55.0#2.jpg`` is "the second keyframe (#2)
+    in the video clip from 10.0 to 55.0 seconds": K numbers from 1 (``k`` here is 0-based, K = k + 1) and
+    START/END are the clip bounds in seconds as Python prints the float (full precision: 12.345, 10.0).
+    """
+    return f"{video_id}/{video_id}@{float(start)!r}_{float(end)!r}#{k + 1}.jpg"
 
 
 @dataclass
 class Position:
-    image: str | None  # path relative to the export folder, e.g. images/VID/VID@0.0_12.5#0.jpg
-    text: str | None  # ASR paragraph
-    text_ocr: str | None  # OCR of the clip's kept frames, then the ASR paragraph
+    image: str | None  # path relative to the media / export folder: images/VID/VID_0-12500_1.jpg
+    text: str | None  # ASR paragraph (escaped)
+    text_ocr: str | None  # OCR of the clip's kept frames, then the ASR paragraph (escaped)
     meta: dict = field(default_factory=dict)
     source_path: str | None = None  # where the keyframe file is now (copied at export)
 
@@ -328,15 +376,40 @@ def clip_ocr(frames: list[dict]) -> str:
     return "\n".join(lines)
 
 
+VIDEO_META_KEYS = ("video_id", "source", "subject", "course", "subcourse", "knowledge_point", "difficulty")
+
+
+def video_meta(video: dict) -> dict:
+    """Per-video metadata every position carries: id, public source, and the curriculum position.
+
+    ``video`` is a ``videos`` row. ``source`` is ``public_source`` (a URL or a path relative to the input
+    root, pipeline.provenance); a row from before migration 006 falls back to the file name. ``difficulty``
+    is a number (an int when whole) or None.
+    """
+    from pipeline.provenance import public_url
+
+    src = video.get("public_source") or public_url(video.get("source")) or \
+        re.split(r"[\\/]", str(video.get("source") or ""))[-1] or None
+    diff = video.get("difficulty")
+    if isinstance(diff, float) and diff.is_integer():
+        diff = int(diff)
+    return {"video_id": video["video_id"], "source": src, "subject": video.get("subject"),
+            "course": video.get("course"), "subcourse": video.get("subcourse"),
+            "knowledge_point": video.get("knowledge_point"), "difficulty": diff}
+
+
 def interleave(video: dict, clip_rows: list[dict], keyframes_by_idx: dict[int, dict]) -> list[Position]:
     """Chronological interleave (PAPER.md section 5): per clip its keyframes, then OCR+ASR text.
 
-    A clip whose frames were dropped keeps its text. A polished paragraph (the agent's
-    rewrite) replaces the raw ASR text when present; the raw text stays in the store.
+    A clip whose frames were dropped keeps its text. A polished paragraph (the agent's rewrite) replaces the
+    raw ASR text when present; the raw text stays in the store. Every position's metadata holds the video's
+    (``video_meta``) and the clip's bounds (seconds); an image's also its keyframe time (seconds) and
+    ``keyframe_index`` K (from 1, as in its file name); a rewritten text's also ``raw_asr``. Text is escaped
+    (``escape_special_tokens``).
     """
     vid = video["video_id"]
     out: list[Position] = []
-    base = {"video_id": vid, "source": video["source"], "subject": video.get("subject")}
+    base = video_meta(video)
     for clip in clip_rows:
         if clip["decision"] == "drop":
             continue
@@ -345,26 +418,52 @@ def interleave(video: dict, clip_rows: list[dict], keyframes_by_idx: dict[int, d
         for k, kf in enumerate(frames):
             name = image_name(vid, clip["start_s"], clip["end_s"], k)
             out.append(Position(image=f"images/{name}", text=None, text_ocr=None,
-                                meta={**meta, "type": "image", "keyframe_time": kf["time_s"], "keyframe_index": k},
+                                meta={**meta, "type": "image", "keyframe_time": kf["time_s"],
+                                      "keyframe_index": k + 1},
                                 source_path=kf["path"]))
-        ocr = clip_ocr(frames)
-        text = clip.get("polished") or clip["text"]
-        out.append(Position(image=None, text=text, text_ocr=f"{ocr}\n{text}" if ocr else text,
-                            meta={**meta, "type": "text", "has_ocr": bool(ocr)}))
+        ocr = escape_special_tokens(clip_ocr(frames))
+        text = escape_special_tokens(clip.get("polished") or clip["text"])
+        text_meta = {**meta, "type": "text", "has_ocr": bool(ocr)}
+        if clip.get("polished") and clip["polished"] != clip["text"]:
+            text_meta["raw_asr"] = escape_special_tokens(clip["text"])  # the ASR the rewrite replaced
+        out.append(Position(image=None, text=text, text_ocr=f"{ocr}\n{text}" if ocr else text, meta=text_meta))
     return out
 
 
-def _sample(positions: list[Position], tokenizer: str) -> dict:
+def is_eov(meta: object) -> bool:
+    """Whether a position's metadata marks the end-of-video marker that concat packing puts between videos."""
+    return isinstance(meta, dict) and meta.get("type") == "eov"
+
+
+def _sample(positions: list[Position], tokenizer: str, image_tokens: int = LLAVA_IMAGE_TOKENS) -> dict:
+    """One sample in our layout, with the released corpus's count semantics.
+
+    ``image_num``: images; ``text_num``: tokens of the ASR texts (``texts``; the end-of-video marker not
+    counted); ``token_num``: ``text_num + image_num * image_tokens``, the estimated sequence length. Their
+    README defines the fields so ("the number of images, the number of asr text tokens, and the estimated
+    total number of tokens"), and its example obeys the formula with 576 tokens per image (LLaVA-1.5):
+    image_num 15, text_num 425, token_num 9065 = 425 + 15 * 576. A text position's metadata gets ``tokens``,
+    its share of ``text_num``.
+    """
     texts = [p.text for p in positions]
-    ocr = [p.text_ocr for p in positions]
+    image_num = sum(p.image is not None for p in positions)
+    metadata = []
+    text_num = 0
+    for p in positions:
+        if p.text and not is_eov(p.meta):
+            n = count_tokens(p.text, tokenizer)
+            text_num += n
+            metadata.append({**p.meta, "tokens": n})
+        else:
+            metadata.append(p.meta)
     return {
         "images": [p.image for p in positions],
         "texts": texts,
-        "text_ocr_list": ocr,
-        "metadata": [p.meta for p in positions],
-        "image_num": sum(p.image is not None for p in positions),
-        "text_num": sum(t is not None for t in texts),
-        "token_num": sum(count_tokens(t, tokenizer) for t in ocr if t),
+        "text_ocr_list": [p.text_ocr for p in positions],
+        "metadata": metadata,
+        "image_num": image_num,
+        "text_num": text_num,
+        "token_num": text_num + image_num * image_tokens,
     }
 
 
@@ -384,10 +483,13 @@ def pack(videos: list[list[Position]], cfg: PackConfig, tokenizer: str = "whispe
     split:  each video split at clip boundaries to fit max_tokens / max_images.
     concat: clips of consecutive videos fill samples up to max_tokens, with the
             end-of-video marker between videos (as the paper packed its corpus).
-    A clip is never cut; a single clip larger than the budget makes its own sample.
+    A clip is never cut; a single clip larger than the budget makes its own sample. A sample without an
+    image is not written (the released LLaVA loader asserts at least one; a warning counts them).
+    ``token_num`` counts ``cfg.image_tokens`` per image, or 576 (LLaVA-1.5) when that is 0.
     """
+    per_image = cfg.image_tokens or LLAVA_IMAGE_TOKENS
     if cfg.mode == "video":
-        return [_sample(v, tokenizer) for v in videos if v]
+        return _with_images([_sample(v, tokenizer, per_image) for v in videos if v])
 
     def cost(group: list[Position]) -> tuple[int, int]:
         images = sum(p.image is not None for p in group)
@@ -401,7 +503,7 @@ def pack(videos: list[list[Position]], cfg: PackConfig, tokenizer: str = "whispe
 
     def flush() -> None:
         nonlocal cur, cur_tokens, cur_images
-        while cur and cur[-1].meta.get("type") == "eov":
+        while cur and is_eov(cur[-1].meta):
             cur.pop()
         if cur:
             samples.append(cur)
@@ -419,10 +521,18 @@ def pack(videos: list[list[Position]], cfg: PackConfig, tokenizer: str = "whispe
             tokens, images = cost(group)
             over_tokens = cur_tokens + tokens > cfg.max_tokens
             over_images = cfg.max_images and cur_images + images > cfg.max_images
-            if cur and any(p.meta.get("type") != "eov" for p in cur) and (over_tokens or over_images):
+            if cur and any(not is_eov(p.meta) for p in cur) and (over_tokens or over_images):
                 flush()
             cur.extend(group)
             cur_tokens += tokens
             cur_images += images
     flush()
-    return [_sample(s, tokenizer) for s in samples]
+    return _with_images([_sample(s, tokenizer, per_image) for s in samples])
+
+
+def _with_images(samples: list[dict]) -> list[dict]:
+    kept = [s for s in samples if s["image_num"] > 0]
+    if len(kept) < len(samples):
+        log.warning("%d of %d samples have no image and are not written (all their clips' frames were dropped)",
+                    len(samples) - len(kept), len(samples))
+    return kept

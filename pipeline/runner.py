@@ -19,8 +19,10 @@ from typing import Protocol
 
 from pipeline import assemble, stages
 from pipeline.config import PipelineConfig, config_hash
+from pipeline.curriculum import parse_difficulty
 from pipeline.executors import make_executor
-from pipeline.export import export_samples
+from pipeline.export import ExportOptions, export
+from pipeline.provenance import public_source
 from pipeline.tokens import count_tokens
 from store import Store
 from tools.errors import PERMANENT_KINDS, ToolError
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # a stage's version is part of its config hash: bump it when its code changes what it stores, so a
 # rerun redoes that stage (and the stages after it) and nothing else
-STAGE_VERSIONS = {"probe": 1, "asr": 1, "keyframes": 2, "ocr": 2, "clips": 2, "pack": 2}
+STAGE_VERSIONS = {"probe": 1, "asr": 1, "keyframes": 2, "ocr": 2, "clips": 2, "pack": 3}
 
 
 class InputError(Exception):
@@ -162,6 +164,7 @@ class Runner:
     def run(self, paths: list[str | Path]) -> RunResult:
         t0 = time.perf_counter()
         files = discover(paths)
+        self._input_roots = [Path(p).expanduser().resolve() for p in paths]  # public_source: paths relative to these
         check_writable(self.out_dir)
         check_writable(self.media)
         inputs = [str(f) for f in files]
@@ -191,8 +194,11 @@ class Runner:
 
     # -- steps, public so the agent can put its judges between them ----------------
     def register(self, run_id: str, items: list[tuple[Path, dict]]) -> list[dict]:
-        """Record each file as a video (sidecar metadata, overridden by ``meta``); dedup by video id.
+        """Record each file as a video (sidecar metadata, overridden by ``extra``); dedup by video id.
 
+        Keys read from the metadata: title, subject, course, subcourse, knowledge_point, difficulty (a grade
+        level or rank, pipeline.curriculum.parse_difficulty), and the URL keys of pipeline.provenance (the
+        public source exports show; else the path relative to the input root, ``input_root`` if given).
         A file whose content (sha256) is already stored under another video is recorded as a
         ``duplicate`` pointing to that video (``duplicate_of``) and costs no stage work; an
         empty file is an ``empty`` error. Returns every registered video, duplicates included.
@@ -207,7 +213,9 @@ class Runner:
             vid = extra.get("id") or make_video_id(f, meta, sha)
             row = {"video_id": vid, "source": str(f), "sha256": sha, "title": meta.get("title") or f.stem,
                    "subject": meta.get("subject"), "course": meta.get("course"),
-                   "knowledge_point": meta.get("knowledge_point"), "metadata": meta}
+                   "knowledge_point": meta.get("knowledge_point"), "metadata": meta,
+                   "subcourse": meta.get("subcourse"), "difficulty": parse_difficulty(meta.get("difficulty")),
+                   "public_source": public_source(f, meta, getattr(self, "_input_roots", ()))}
             store.upsert_video(row)
             if f.stat().st_size == 0:
                 self._error(vid, "probe", ToolError("empty", f"{f.name} is empty (0 bytes)"), run_id)
@@ -450,11 +458,17 @@ class Runner:
         for v in ordered:
             row_v = store.video(v["video_id"])
             frames = {f["idx"]: f for f in store.keyframes(v["video_id"])}
-            positions.append(assemble.interleave(row_v, store.clips(v["video_id"]), frames))
+            clip_rows = store.clips(v["video_id"])
+            video_positions = assemble.interleave(row_v, clip_rows, frames)
+            if any(p.image and not (self.media / p.image).is_file() for p in video_positions):
+                # media named by an earlier naming rule (or lost): name the clips' keyframes again
+                self._link_images(v["video_id"], [{**c, "start": c["start_s"], "end": c["end_s"]} for c in clip_rows],
+                                  frames)
+            positions.append(video_positions)
         samples = assemble.pack(positions, cfg.pack, cfg.tokenizer)
         store.save_samples(run_id, h, samples)
         self._ran("pack")
-        export_samples(samples, self.out_dir, "jsonl", self.media)
+        export(samples, self.out_dir, "jsonl", self.media, ExportOptions(run_id=run_id, tokenizer=cfg.tokenizer))
         return samples
 
     def _summary(self, run_id: str, videos: list[dict], samples: list[dict]) -> RunResult:

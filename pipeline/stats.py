@@ -4,8 +4,10 @@ and the drop funnel with reasons (how many videos were lost where, and why)."""
 from __future__ import annotations
 
 import json
+import re
 
-from pipeline.tokens import count_tokens
+from pipeline.provenance import public_url
+from pipeline.tokens import count_tokens, count_tokens_many
 from store import Store
 
 
@@ -51,11 +53,43 @@ def corpus_stats(store: Store, run_id: str, tokenizer: str = "whisper") -> dict:
         table7.append({"subject": "total", **total})
     table1 = {"samples": len(samples),
               "images_per_sample": _minmaxavg([s["image_num"] for s in samples]),
-              "tokens_per_sample": _minmaxavg([s["token_num"] for s in samples])}
+              "tokens_per_sample": _minmaxavg([text_tokens(s, tokenizer) for s in samples])}
     out = {"run_id": run_id, "table7": table7, "table1": table1, "funnel": funnel(store, run_id, videos)}
     found = search_funnel(store, run_id)
     if found:
         out["search_funnel"] = found
+    return out
+
+
+def text_tokens(sample: dict, tokenizer: str = "whisper") -> int:
+    """Text tokens of a sample as Table 1 counts them (the paper: ~1,297 per sample): ASR and OCR, i.e.
+    ``text_ocr_list`` (``texts`` where a position has none), end-of-video markers left out. Not
+    ``token_num``, which also counts the tokens images take."""
+    ocr = sample.get("text_ocr_list") or [None] * len(sample["texts"])
+    metas = sample.get("metadata") or [None] * len(sample["texts"])
+    texts = [o if o is not None else t for o, t, m in zip(ocr, sample["texts"], metas, strict=False)
+             if not (isinstance(m, dict) and m.get("type") == "eov")]
+    return sum(count_tokens_many([t for t in texts if t], tokenizer))
+
+
+def sources(store: Store, run_id: str) -> list[dict]:
+    """The run's kept videos as a dataset card lists them: id, public source, title, license (None: unknown).
+
+    The license is the video's metadata's (a sidecar's or yt-dlp's ``license``), else the one its search
+    result reported (the agent's candidates, e.g. YouTube's ``youtube`` / ``creativeCommon``).
+    """
+    rows = store.rows("SELECT v.video_id, v.public_source, v.source, v.title, v.metadata FROM videos v "
+                      "JOIN run_videos r USING (video_id) WHERE r.run_id = ? AND v.status = 'kept' "
+                      "ORDER BY r.position", [run_id])
+    found = {r["video_id"]: r["metadata"] for r in
+             store.rows("SELECT video_id, metadata FROM candidates WHERE run_id = ?", [run_id])}
+    out = []
+    for r in rows:
+        meta = json.loads(r["metadata"] or "{}")
+        lic = meta.get("license") or json.loads(found.get(r["video_id"]) or "{}").get("license")
+        src = r["public_source"] or public_url(r["source"]) or re.split(r"[\\/]", str(r["source"]))[-1]
+        out.append({"video_id": r["video_id"], "source": src, "title": r["title"],
+                    "license": str(lic) if lic else None})
     return out
 
 

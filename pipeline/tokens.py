@@ -23,3 +23,10 @@ def count_tokens(text: str, tokenizer: str = "whisper") -> int:
     if not text:
         return 0
     return len(_tokenizer(tokenizer).encode(text, add_special_tokens=False).ids)
+
+
+def count_tokens_many(texts: list[str], tokenizer: str = "whisper") -> list[int]:
+    """Token counts of many texts in one batched call (the Rust tokenizer's threads)."""
+    if not texts:
+        return []
+    return [len(e.ids) for e in _tokenizer(tokenizer).encode_batch(texts, add_special_tokens=False)]

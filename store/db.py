@@ -137,14 +137,14 @@ class Store:
     # -- videos -------------------------------------------------------------
     def upsert_video(self, video: dict) -> None:
         """Insert or update a video row; status is kept unless given."""
-        cols = ["video_id", "source", "sha256", "title", "subject", "course", "knowledge_point", "metadata"]
+        cols = ["video_id", "source", "sha256", "title", "subject", "course", "knowledge_point", "metadata",
+                "subcourse", "difficulty", "public_source"]
         vals = [video.get(c) for c in cols]
         vals[7] = json.dumps(video.get("metadata") or {}, sort_keys=True)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
         self.con.execute(
             f"INSERT INTO videos ({', '.join(cols)}, status, updated_at) VALUES ({', '.join('?' * len(cols))}, "
-            "'pending', ?) ON CONFLICT (video_id) DO UPDATE SET source = excluded.source, sha256 = excluded.sha256, "
-            "title = excluded.title, subject = excluded.subject, course = excluded.course, "
-            "knowledge_point = excluded.knowledge_point, metadata = excluded.metadata",
+            f"'pending', ?) ON CONFLICT (video_id) DO UPDATE SET {updates}",
             [*vals, _now()])
 
     def update_video(self, video_id: str, **fields: Any) -> None:

@@ -2,7 +2,7 @@
 
     textbook process PATH... --db runs.duckdb --out out/ [--json]
     textbook stats --db runs.duckdb [--run RUN_ID] [--json]
-    textbook export --db runs.duckdb --format jsonl|json|parquet --out out/
+    textbook export --db runs.duckdb --format jsonl|json|parquet|obelics|released|idefics2|webdataset|hf --out out/
     textbook build "build a chemistry textbook" [--source ...] [--resume RUN_ID]
     textbook runs | trace RUN_ID | batch goals.yaml | llm serve | doctor
 
@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.export import FORMATS, ExportError, export_samples
+from pipeline.export import FORMATS, ExportError
 from pipeline.runner import InputError, Runner, media_dir_for
 from pipeline.stats import corpus_stats
 from store import StoreError, open_store
@@ -129,14 +129,17 @@ def _run_id(store, run: str | None) -> str:
 @app.command()
 def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run id (default: latest)")] = None,
           config: ConfigOpt = None, as_json: JsonOpt = False,
-          data: Annotated[Optional[Path], typer.Option("--data", help="an exported folder or samples.jsonl "
-                                                                       "(no database needed)")] = None,
+          data: Annotated[Optional[Path], typer.Option("--data", help="an export folder or a samples file of any "
+                                                                       "name: JSON lines, a JSON list (streamed) or "
+                                                                       "Parquet (no database needed)")] = None,
           sim: Annotated[bool, typer.Option("--sim", help="in-sample image similarity SIM^L for L = 4..8 "
                                                           "(with --data)")] = False,
           clip_model: Annotated[Optional[str], typer.Option("--clip-model", help="image encoder of --sim: hub id or "
                                                                                  "folder (default the paper's CLIP "
                                                                                  "ViT-L/14-336)")] = None,
-          device: Annotated[str, typer.Option(help="device of --sim's encoder: cpu, cuda or auto")] = "cpu") -> None:
+          device: Annotated[str, typer.Option(help="device of --sim's encoder: cpu, cuda or auto")] = "cpu",
+          image_prefix: Annotated[Optional[list[str]], typer.Option(
+              "--image-prefix", help="OLD=NEW: rewrite an image path prefix (with --sim; repeatable)")] = None) -> None:
     """Per-subject table (paper Table 7), images/tokens per sample (Table 1), and the drop funnel.
 
     With --data: Table 1 of an export (and SIM^L with --sim), no database needed."""
@@ -147,7 +150,7 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
             raise UserError("--data reads an export, not a database: leave out --db and --run")
         from textbook.cli_eval import data_stats
 
-        data_stats(data, sim, clip_model, device, as_json, UserError, _console())
+        data_stats(data, sim, clip_model, device, as_json, UserError, _console(), image_prefix)
         return
     settings = load_settings(config, {"db": db} if db else {})
     store = open_store(settings.db, read_only=True)
@@ -168,7 +171,7 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
     console.print(t7)
     t1 = data["table1"]
     console.print(f"samples: {t1['samples']}   images/sample min {t1['images_per_sample']['min']} max "
-                  f"{t1['images_per_sample']['max']} avg {t1['images_per_sample']['avg']}   tokens/sample min "
+                  f"{t1['images_per_sample']['max']} avg {t1['images_per_sample']['avg']}   text tokens/sample min "
                   f"{t1['tokens_per_sample']['min']} max {t1['tokens_per_sample']['max']} avg "
                   f"{t1['tokens_per_sample']['avg']}")
     if data.get("search_funnel"):
@@ -185,26 +188,63 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
 
 
 @app.command()
-def export(db: DbOpt = None, fmt: Annotated[str, typer.Option("--format", help="jsonl, json or parquet")] = "jsonl",
+def export(db: DbOpt = None,
+           fmt: Annotated[str, typer.Option("--format", help="jsonl (ours), json, parquet, obelics, released (the "
+                                                           "released LLaVA loader's JSON), idefics2 (the released "
+                                                           "Idefics2 trainer's), webdataset, hf (datasets.load_"
+                                                           "dataset, images embedded, with a dataset card)")] = "jsonl",
            out: Annotated[Optional[Path], typer.Option("--out", help="export folder")] = None,
            run: Annotated[Optional[str], typer.Option(help="run id (default: latest)")] = None,
-           config: ConfigOpt = None) -> None:
-    """Write a run's samples (and their images) in the released Multimodal Textbook layout."""
+           order: Annotated[str, typer.Option("--order", help="file (pack order) or curriculum (easy to "
+                                                            "difficult by the knowledge points' difficulty)")] = "file",
+           image_root: Annotated[Optional[str], typer.Option(
+               "--image-root", help="released/idefics2: the absolute folder written before each image path, where "
+                                    "the images will be when training (default: this export's images/ folder)")] = None,
+           image_tokens: Annotated[int, typer.Option(
+               "--image-tokens", min=0, help="released/idefics2: tokens per image in token_num (576: "
+                                             "LLaVA-1.5)")] = 576,
+           shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="webdataset/hf: samples per "
+                                                                               "shard")] = 1000,
+           shard_mb: Annotated[int, typer.Option("--shard-mb", min=1, help="webdataset: MB per shard")] = 1024,
+           config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Write a run's samples (and their images) in the layout a trainer reads (see README: Output)."""
+    from pipeline.export import DatasetCard, ExportOptions
+    from pipeline.export import export as run_export
+    from pipeline.runner import check_writable
+    from pipeline.stats import sources
+
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
     overrides = {k: v for k, v in (("db", db), ("out", out)) if v}
     settings = load_settings(config, overrides)
+    tokenizer = settings.pipeline.tokenizer
+    options = ExportOptions(order=order, image_root=image_root, image_tokens=image_tokens, tokenizer=tokenizer,
+                            shard_size=shard_size, shard_max_bytes=shard_mb << 20)
     store = open_store(settings.db, read_only=True)
     try:
         run_id = _run_id(store, run)
         samples = store.samples(run_id)
+        if fmt == "hf":
+            row = store.run(run_id)
+            options.card = DatasetCard(run_id=run_id, stats=corpus_stats(store, run_id, tokenizer),
+                                       config=json.loads(row["config"] or "{}"), sources=sources(store, run_id))
     finally:
         store.close()
-    from pipeline.runner import check_writable
-
+    options.run_id = run_id
     check_writable(settings.out)
-    target = export_samples(samples, settings.out, fmt, media_dir_for(settings.db))
-    print(f"{len(samples)} samples of {run_id} -> {target}")
+    result = run_export(samples, settings.out, fmt, media_dir_for(settings.db), options)
+    if as_json:
+        print(json.dumps({"run_id": run_id, **result.to_json()}, indent=2))
+        return
+    notes = []
+    if result.skipped:
+        notes.append(f"{result.skipped} without an image left out")
+    if result.renamed:
+        notes.append(f"{result.renamed} images named NAME~HASH beside another export's different file")
+    print(f"{result.samples} samples of {run_id} -> {result.target}" + (f" ({'; '.join(notes)})" if notes else ""))
+    if fmt in ("released", "idefics2") and image_root is None:
+        print(f"image paths are absolute under {(settings.out / 'images').resolve()}; pass --image-root to write "
+              "the folder they will be in on the machine that trains")
 
 
 from textbook.cli_agent import register as _register_agent  # noqa: E402

@@ -112,23 +112,31 @@ def _load_model(name: str, device: str, user_error):
 
 
 def data_stats(data: Path, sim: bool, clip_model: str | None, device: str, as_json: bool, user_error,
-               console) -> None:
-    """`textbook stats --data out/ [--sim]`: Table 1 columns and SIM^L of an export."""
+               console, image_prefixes: list[str] | None = None) -> None:
+    """`textbook stats --data FILE_OR_FOLDER [--sim]`: Table 1 columns and SIM^L of an export, in one streamed
+    pass (a JSON list is parsed item by item: the released 12 GB file is never held whole)."""
     from rich.table import Table
 
     from train.clip import DEFAULT_CLIP, EncoderError, load_image_encoder
-    from train.metrics import LS, MetricsError, read_samples, samples_file, sim_l, table1
+    from train.data import ReaderError, parse_prefixes
+    from train.metrics import LS, MetricsError, Table1, read_samples, samples_file, sim_l
 
     try:
+        prefixes = parse_prefixes(image_prefixes or [])
         file = samples_file(data)
-        samples = list(read_samples(file))
-        out: dict = {"data": str(file), "table1": table1(samples)}
+        acc = Table1()
+        samples = (acc.add(s) for s in read_samples(file))
+        out: dict = {"data": str(file)}
         if sim:
             encoder = load_image_encoder(clip_model or DEFAULT_CLIP, _device(device))
-            result = sim_l(samples, encoder, root=file.parent)
+            result = sim_l(samples, encoder, root=file.parent, prefixes=prefixes)
             out["sim"] = {"clip_model": encoder.name, "skipped": result.pop("skipped"),
                           "L": {str(k): v for k, v in result.items()}}
-    except (MetricsError, EncoderError) as exc:
+        else:
+            for _ in samples:
+                pass
+        out["table1"] = acc.result()
+    except (MetricsError, EncoderError, ReaderError) as exc:
         raise user_error(str(exc)) from exc
     if as_json:
         print(json.dumps(out, indent=2))
@@ -136,7 +144,7 @@ def data_stats(data: Path, sim: bool, clip_model: str | None, device: str, as_js
     t1 = out["table1"]
     ips, tps = t1["images_per_sample"], t1["tokens_per_sample"]
     console.print(f"{file}: {t1['samples']} samples   images/sample min {ips['min']} max {ips['max']} avg "
-                  f"{ips['avg']}   tokens/sample min {tps['min']} max {tps['max']} avg {tps['avg']}",
+                  f"{ips['avg']}   text tokens/sample min {tps['min']} max {tps['max']} avg {tps['avg']}",
                   highlight=False)
     if sim:
         table = Table(title=f"in-sample image similarity SIM^L ({out['sim']['clip_model']} + SSIM)")

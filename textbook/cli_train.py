@@ -43,13 +43,26 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         keep: Annotated[int, typer.Option(help="checkpoints kept")] = 3,
         resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in --out")] = (
             False),
-        text_field: Annotated[str, typer.Option(help="auto (text_ocr_list when present), text_ocr_list or "
-                                                     "texts")] = "auto",
+        text_field: Annotated[str, typer.Option(help="texts (ASR only, as the released LLaVA and Idefics2 "
+                                                     "trainings), text_ocr_list (ASR + OCR), or auto (the OCR "
+                                                     "where a sample has it)")] = "texts",
         pack: Annotated[bool, typer.Option("--pack", help="pack samples up to --max-length, end-of-video "
                                                           "marker between them")] = False,
         shuffle: Annotated[bool, typer.Option(help="seeded shuffle per epoch (JSONL)")] = True,
+        curriculum: Annotated[bool, typer.Option("--curriculum", help="keep the file's easy-to-difficult order "
+                                                                      "(textbook export --order curriculum); "
+                                                                      "--shuffle then shuffles only within a "
+                                                                      "difficulty")] = False,
         image_root: Annotated[Optional[Path], typer.Option(help="folder of relative image paths (default: the "
                                                                 "data file's folder)")] = None,
+        image_prefix: Annotated[Optional[list[str]], typer.Option(
+            "--image-prefix", help="OLD=NEW: image paths starting with OLD start with NEW instead (repeatable; "
+                                   "the released JSON's /mnt/workspace/zwq_data/interleaved_dataset/)")] = None,
+        max_missing_images: Annotated[float, typer.Option(
+            min=0.0, max=1.0, help="stop when more than this share of the images tried cannot be loaded")] = 0.05,
+        mask_before_first_image: Annotated[bool, typer.Option(
+            help="no loss on the text before a sample's first image (the released training)")] = True,
+        separator: Annotated[str, typer.Option(help="between adjacent texts (the released loader: a space)")] = " ",
         skip_bad_lines: Annotated[bool, typer.Option("--skip-bad-lines", help="count malformed records "
                                                                               "instead of stopping")] = False,
         seed: Annotated[int, typer.Option(help="seed of shuffling and initialisation")] = 0,
@@ -65,7 +78,7 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # weight loading/saving bars: our own display says what happens
-        from train.data import ReaderError, find_data_file
+        from train.data import ReaderError, find_data_file, parse_prefixes
         from train.loop import TrainConfig, TrainError
         from train.loop import train as run_training
         from train.model import ModelError
@@ -73,7 +86,10 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         try:
             find_data_file(data)  # fail before a model is loaded
             cfg = TrainConfig(data=data, out=out, model=model, max_images=max_images, max_length=max_length,
-                              text_field=text_field, pack=pack, shuffle=shuffle, image_root=image_root,
+                              text_field=text_field, pack=pack, shuffle=shuffle, curriculum=curriculum,
+                              image_root=image_root, image_prefixes=parse_prefixes(image_prefix or []),
+                              max_missing_images=max_missing_images, mask_before_first_image=mask_before_first_image,
+                              separator=separator,
                               skip_bad_lines=skip_bad_lines, lr=lr, epochs=epochs, warmup=warmup,
                               schedule=schedule, batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps,
                               save_every=save_every, keep=keep, resume=resume, seed=seed, device=device,
@@ -92,7 +108,8 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         print(f"{result.steps} of {result.total_steps} steps{start}{loss} in {result.seconds}s; model in {out}")
         lost = {k: v for k, v in result.reader.items()
                 if v and k in ("bad_records", "empty_samples", "truncated_samples", "images_missing",
-                               "images_unreadable", "images_remote", "images_over_cap", "images_truncated")}
+                               "images_unreadable", "images_remote", "images_over_cap", "images_truncated",
+                               "masked_tokens")}
         if lost:
             print("reader: " + ", ".join(f"{k} {v}" for k, v in lost.items()))
 

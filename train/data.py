@@ -12,13 +12,31 @@ relative to the file's folder) and the released Multimodal Textbook / OBELICS JS
 
 One sample becomes ``BOS body EOS``: each image is the processor's own expansion of its image token
 (Idefics3/SmolVLM: ``<fake_token_around_image><global-img><image>*N<fake_token_around_image>``; LLaVA:
-``<image>*N``), each text is followed by ``separator``. Image spans carry no loss (labels -100), nor does
-padding. Packing concatenates samples up to ``max_length`` with the end-of-video marker between them.
+``<image>*N``); adjacent texts are joined with ``separator``. Image spans carry no loss (labels -100), nor
+does padding. Packing concatenates samples up to ``max_length`` with the end-of-video marker between them.
 
-Text: ``text_field="auto"`` uses ``text_ocr_list`` (ASR with the keyframes' OCR) when a sample has it, as
-the released corpus is described (PAPER.md section 5: "text_ocr_list (ASR + OCR)"), else ``texts``.
-Images beyond ``max_images`` are ignored (their text stays), as in the released training
-(``mmc4_max_num_images 12``: "images exceeding this number will be ignored").
+The defaults reproduce the released LLaVA-1.5 pretraining (DAMO-NLP-SG/multimodal_textbook,
+llava/train/datasets.py ``ObelicsFormatDataset`` and ``DataCollatorOpenflamingo`` in
+llava/train/train_interleaved.py):
+- text: ``texts`` (ASR) only: their loader reads ``sample["texts"]``; their Idefics2 run passes
+  ``--add_ocr False`` (training_idefics/run.sh). ``text_field="text_ocr_list"`` adds the OCR.
+- adjacent texts joined with one space (their ``" ".join(texts)``), nothing between a text and an image
+  (they strip the spaces around ``<image>``).
+- no loss before the first image of a sample (their collator sets the labels of every token before the
+  first ``<image>`` to -100: "only text is seen and there is no picture at all"); off with
+  ``mask_before_first_image=False``. A sample none of whose images loads then has nothing to learn.
+- images beyond ``max_images`` (12: ``mmc4_max_num_images``) are ignored, their text kept.
+
+Image paths: absolute, or relative to ``image_root`` (default: the data file's folder); ``image_prefixes``
+rewrite a prefix first (the released JSON holds ``/mnt/workspace/zwq_data/interleaved_dataset/...``, which
+its card tells users to replace). When more than ``max_missing_images`` of the images tried cannot be
+loaded, reading stops with a one-line ReaderError (``check_images`` tests the first ones before a model is
+loaded), instead of training on text alone.
+
+Order: file order; ``shuffle``: a seeded permutation per epoch (JSON lines, or a JSON list: its items are
+indexed by byte offset in one pass); ``curriculum``: file order kept
+(an easy-to-difficult export, pipeline.curriculum), with ``shuffle`` permuting only within each run of
+samples of equal difficulty.
 """
 
 from __future__ import annotations
@@ -40,8 +58,9 @@ from train.model import EOV_MARKER
 
 log = logging.getLogger(__name__)
 
-DATA_FILES = ("samples.jsonl", "samples.json", "samples.parquet")
-TEXT_FIELDS = ("auto", "text_ocr_list", "texts")
+DATA_FILES = ("samples.jsonl", "samples.json", "samples.parquet", "multimodal_textbook.json")
+TEXT_FIELDS = ("texts", "text_ocr_list", "auto")
+MIN_IMAGES_CHECKED = 32  # images tried before the missing share can stop a pass (the end of a pass always checks)
 _PIPELINE_EOV = EOV_MARKER  # what pipeline.assemble.pack writes between videos
 _JSON_CHUNK = 1 << 20
 _JSON_MAX_ITEM = 256 << 20  # a JSON-list item that does not parse within this many characters is malformed
@@ -52,18 +71,33 @@ class ReaderError(Exception):
     """Unreadable data: a missing file or a malformed record (the message names file and line)."""
 
 
+def parse_prefixes(specs: list[str] | tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``["OLD=NEW", ...]`` -> ((OLD, NEW), ...); raises ReaderError on a spec without ``=`` or an empty OLD."""
+    out = []
+    for spec in specs:
+        old, sep, new = spec.partition("=")
+        if not sep or not old:
+            raise ReaderError(f"--image-prefix wants OLD=NEW (a path prefix and its replacement), got {spec!r}")
+        out.append((old, new))
+    return tuple(out)
+
+
 @dataclass
 class ReaderConfig:
     max_images: int = 12  # images per sample (the released training's mmc4_max_num_images)
     max_length: int | None = None  # tokens per sequence, BOS/EOS and image tokens included; None: no cut
-    text_field: str = "auto"  # auto (text_ocr_list when present) | text_ocr_list | texts
+    text_field: str = "texts"  # texts (ASR, as released) | text_ocr_list (ASR + OCR) | auto (the OCR when present)
     pack: bool = False  # concatenate samples up to max_length with eov_marker between them
     eov_marker: str = EOV_MARKER
-    separator: str = "\n"  # after each text
-    shuffle: bool = False  # a seeded permutation per epoch (JSONL; other files are read in order)
+    separator: str = " "  # between adjacent texts (the released loader's " ".join)
+    mask_before_first_image: bool = True  # no loss before a sample's first image (the released collator)
+    shuffle: bool = False  # a seeded permutation per epoch (JSON lines or list; Parquet is read in order)
+    curriculum: bool = False  # keep the file's easy-to-difficult order; shuffle only within a difficulty
     seed: int = 0
     skip_bad_lines: bool = False  # count malformed records instead of stopping
     image_root: Path | None = None  # where relative image paths live (default: the data file's folder)
+    image_prefixes: tuple[tuple[str, str], ...] = ()  # (OLD, NEW): a path starting with OLD starts with NEW
+    max_missing_images: float = 0.05  # share of images tried that may fail to load before reading stops
 
     def __post_init__(self):
         if self.text_field not in TEXT_FIELDS:
@@ -74,6 +108,19 @@ class ReaderConfig:
             raise ReaderError("max_length must be at least 4 tokens")
         if self.pack and self.max_length is None:
             raise ReaderError("packing needs a max_length")
+        if not 0 <= self.max_missing_images <= 1:
+            raise ReaderError("max-missing-images is a share: 0 <= share <= 1")
+        self.image_prefixes = tuple(sorted((tuple(p) for p in self.image_prefixes), key=lambda p: -len(p[0])))
+
+    def resolve(self, ref: str, base: Path) -> Path:
+        """The file an image reference names: prefix rewritten (the longest OLD first), then relative paths
+        taken from ``image_root`` (default ``base``, the data file's folder)."""
+        for old, new in self.image_prefixes:
+            if ref.startswith(old):
+                ref = new + ref[len(old):]
+                break
+        path = Path(ref).expanduser()
+        return path if path.is_absolute() else (self.image_root or base) / path
 
 
 @dataclass
@@ -92,11 +139,12 @@ class ReaderStats:
     images_remote: int = 0  # URLs (OBELICS): not fetched
     images_over_cap: int = 0  # beyond max_images
     images_truncated: int = 0  # beyond max_length
+    masked_tokens: int = 0  # text tokens before a sample's first image: no loss (mask_before_first_image)
     texts_ocr: int = 0  # texts taken from text_ocr_list
     texts_asr: int = 0  # texts taken from texts
     tokens: int = 0  # tokens yielded (image spans included)
     loss_tokens: int = 0  # tokens that carry loss
-    order: str = "file"  # file | shuffled
+    order: str = "file"  # file | shuffled | curriculum | curriculum, shuffled within difficulty
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -106,6 +154,19 @@ class ReaderStats:
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+    @property
+    def images_failed(self) -> int:
+        """Images tried that did not load: missing, unreadable or remote."""
+        return self.images_missing + self.images_unreadable + self.images_remote
+
+    def check_missing(self, share: float, final: bool, first: str | None) -> None:
+        """Raise ReaderError when more than ``share`` of the images tried failed to load (after
+        MIN_IMAGES_CHECKED images, or at the end of a pass)."""
+        tried = self.images_loaded + self.images_failed
+        if not tried or (not final and tried < MIN_IMAGES_CHECKED) or self.images_failed <= share * tried:
+            return
+        raise ReaderError(missing_message(self.images_failed, tried, share, first))
 
 
 @dataclass
@@ -133,11 +194,18 @@ class _Piece:
     position: int
 
 
+def missing_message(failed: int, tried: int, share: float, first: str | None) -> str:
+    where = f"; first: {first}" if first else ""
+    return (f"{failed} of {tried} images could not be loaded ({failed / tried:.0%}, more than the {share:.0%} "
+            f"--max-missing-images allows){where}; rewrite a path prefix with --image-prefix OLD=NEW or set "
+            "--image-root")
+
+
 # ---------------------------------------------------------------------------------------------- files
 
 
 def find_data_file(path: str | Path) -> Path:
-    """The samples file itself, or the first of samples.jsonl / .json / .parquet in a folder."""
+    """The samples file itself (any name), or in a folder the first of DATA_FILES."""
     p = Path(path).expanduser()
     if p.is_dir():
         for name in DATA_FILES:
@@ -152,17 +220,50 @@ def find_data_file(path: str | Path) -> Path:
 
 
 def _kind(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
+    """parquet (by its magic bytes), json (a list: the first character is '[') or jsonl, whatever the name."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(4096)
+    except OSError as exc:
+        raise ReaderError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if raw.startswith(b"PAR1"):
         return "parquet"
-    if suffix == ".jsonl":
-        return "jsonl"
-    try:  # .json (or anything else): a JSON list when it starts with '[', else JSON lines
-        with open(path, encoding="utf-8") as fh:
-            head = fh.read(4096).lstrip("\ufeff \t\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReaderError(f"cannot read {path}: {exc}") from exc
+    try:
+        head = raw.decode("utf-8", errors="strict" if len(raw) < 4096 else "ignore").lstrip("\ufeff \t\r\n")
+    except UnicodeDecodeError as exc:
+        raise ReaderError(f"cannot read {path}: not UTF-8 text nor Parquet") from exc
     return "json" if head.startswith("[") else "jsonl"
+
+
+def check_images(path: str | Path, config: ReaderConfig, limit: int = 256) -> dict:
+    """Before training: how many of the first ``limit`` image references of a data file exist (after the
+    prefix rewrite); raises ReaderError when more than ``config.max_missing_images`` of them do not.
+
+    Only existence is tested (no decoding); malformed records are left to the reader. Returns
+    ``{"tried", "missing", "first_missing"}``.
+    """
+    file = find_data_file(path)
+    source = _Source(file, False, 0, ReaderStats())
+    tried = missing = 0
+    first = None
+    for _, record, _ in source.iter(0, 0):
+        if isinstance(record, Exception) or _check(record):
+            continue
+        for ref in record["images"]:
+            if ref is None:
+                continue
+            tried += 1
+            if ref.startswith(("http://", "https://")) or not config.resolve(ref, file.parent).is_file():
+                missing += 1
+                first = first or (ref if ref.startswith(("http://", "https://"))
+                                  else str(config.resolve(ref, file.parent)))
+            if tried >= limit:
+                break
+        if tried >= limit:
+            break
+    if tried and missing > config.max_missing_images * tried:
+        raise ReaderError(missing_message(missing, tried, config.max_missing_images, first))
+    return {"tried": tried, "missing": missing, "first_missing": first}
 
 
 def _check(sample) -> str | None:
@@ -186,18 +287,21 @@ def _check(sample) -> str | None:
 class _Source:
     """Records of one file, in file order or a seeded permutation, from any position (for resume)."""
 
-    def __init__(self, path: Path, shuffle: bool, seed: int, stats: ReaderStats):
-        self.path, self.seed, self.stats = path, seed, stats
+    def __init__(self, path: Path, shuffle: bool, seed: int, stats: ReaderStats, curriculum: bool = False):
+        self.path, self.seed, self.stats, self.curriculum = path, seed, stats, curriculum
         self.kind = _kind(path)
-        self.shuffle = shuffle and self.kind == "jsonl"
+        self.shuffle = shuffle and self.kind in ("jsonl", "json")
         if shuffle and not self.shuffle:
-            log.warning("%s is read in file order: shuffling needs JSONL (textbook export --format jsonl)", path)
-        stats.order = "shuffled" if self.shuffle else "file"
+            log.warning("%s is read in file order: shuffling needs JSON lines or a JSON list", path)
+        stats.order = ("curriculum" + (", shuffled within difficulty" if self.shuffle else "") if curriculum
+                       else "shuffled" if self.shuffle else "file")
         self._offsets: array | None = None
+        self._lengths: array | None = None  # JSON list: each item's bytes
         self._lines: array | None = None
+        self._bands: list[tuple[int, int]] | None = None
 
     def __len__(self) -> int:
-        if self.kind == "jsonl":
+        if self.kind == "jsonl" or (self.kind == "json" and self.shuffle):
             return len(self._index()[0])
         if self.kind == "parquet":
             import pyarrow.parquet as pq
@@ -209,16 +313,16 @@ class _Source:
         """(position after the record, record or an exception, where) from record ``start`` on."""
         if self.kind == "parquet":
             yield from self._parquet(start)
+        elif self.shuffle:
+            yield from self._shuffled(epoch, start)
         elif self.kind == "json":
             yield from self._json_list(start)
-        elif self.shuffle:
-            yield from self._jsonl_shuffled(epoch, start)
         else:
             yield from self._jsonl(start)
 
     def _open(self, mode="rb"):
         try:
-            return open(self.path, mode)
+            return open(self.path, mode) if "b" in mode else open(self.path, mode, encoding="utf-8", newline="")
         except OSError as exc:
             raise ReaderError(f"cannot read {self.path}: {exc.strerror}") from exc
 
@@ -240,33 +344,83 @@ class _Source:
                     yield k, self._parse(raw), f"line {lineno}"
 
     def _index(self) -> tuple[array, array]:
-        """Byte offsets and line numbers of the non-blank lines (one pass, nothing parsed)."""
+        """Byte offsets and line numbers of the records (JSON lines: non-blank lines, nothing parsed; a JSON
+        list: its items, parsed once, with their byte lengths in ``_lengths``)."""
         if self._offsets is None:
             offsets, lines = array("q"), array("q")
-            pos = 0
-            with self._open() as fh:
-                for lineno, raw in enumerate(fh, 1):
-                    if raw.strip():
-                        offsets.append(pos)
-                        lines.append(lineno)
-                    pos += len(raw)
+            if self.kind == "json":
+                lengths = array("q")
+                for _, _, line, off, size in self._json_items():
+                    offsets.append(off)
+                    lengths.append(size)
+                    lines.append(line)
+                self._lengths = lengths
+            else:
+                pos = 0
+                with self._open() as fh:
+                    for lineno, raw in enumerate(fh, 1):
+                        if raw.strip():
+                            offsets.append(pos)
+                            lines.append(lineno)
+                        pos += len(raw)
             self._offsets, self._lines = offsets, lines
         return self._offsets, self._lines
 
-    def _jsonl_shuffled(self, epoch: int, start: int):
+    def _read_at(self, fh, i: int):
+        fh.seek(self._offsets[i])
+        return self._parse(fh.read(self._lengths[i]) if self._lengths is not None else fh.readline())
+
+    def bands(self) -> list[tuple[int, int]]:
+        """[start, end) record ranges of equal difficulty in file order (each record parsed once)."""
+        if self._bands is None:
+            from pipeline.curriculum import sample_difficulty
+
+            offsets, _ = self._index()
+            bands: list[tuple[int, int]] = []
+            prev, last_d = object(), None
+            with self._open() as fh:
+                for i in range(len(offsets)):
+                    rec = self._read_at(fh, i)
+                    d = sample_difficulty(rec) if isinstance(rec, dict) else None
+                    if d != prev:
+                        bands.append((i, i + 1))
+                        if d is not None and last_d is not None and d < last_d:
+                            log.warning("%s: difficulty falls from %s to %s at record %d: not in curriculum order "
+                                        "(textbook export --order curriculum)", self.path, last_d, d, i + 1)
+                        last_d = d if d is not None else last_d
+                        prev = d
+                    else:
+                        bands[-1] = (bands[-1][0], i + 1)
+            self._bands = bands
+        return self._bands
+
+    def _order(self, epoch: int, n: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        if not self.curriculum:
+            return rng.permutation(n)
+        return np.concatenate([a + rng.permutation(b - a) for a, b in self.bands()] or [np.zeros(0, np.int64)])
+
+    def _shuffled(self, epoch: int, start: int):
         offsets, lines = self._index()
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(offsets))
+        order = self._order(epoch, len(offsets))
+        what = "line {}" if self.kind == "jsonl" else "line {} (item {})"
         with self._open() as fh:
             for k in range(start, len(order)):
                 i = int(order[k])
-                fh.seek(offsets[i])
-                yield k + 1, self._parse(fh.readline()), f"line {lines[i]}"
+                yield k + 1, self._read_at(fh, i), what.format(lines[i], i + 1)
 
     def _json_list(self, start: int):
         """Items of one JSON list, decoded one at a time (the list is never held whole)."""
+        for k, item, line, _, _ in self._json_items():
+            if k > start:
+                yield k, item, f"line {line} (item {k})"
+
+    def _json_items(self):
+        """(k, item, line, byte offset, byte length) of each item of a JSON list, decoded one at a time."""
         dec = json.JSONDecoder()
         with self._open("r") as fh:
             buf, pos, line, eof, k = "", 0, 1, False, 0
+            at = 0  # byte offset of buf[pos] in the file
 
             def fill() -> bool:
                 nonlocal buf, pos, eof
@@ -281,10 +435,11 @@ class _Source:
                 return not eof
 
             def skip_ws() -> str:
-                nonlocal pos, line
+                nonlocal pos, line, at
                 while True:
                     while pos < len(buf) and buf[pos] in " \t\r\n\ufeff":
                         line += buf[pos] == "\n"
+                        at += 3 if buf[pos] == "\ufeff" else 1
                         pos += 1
                     if pos < len(buf) or not fill():
                         return buf[pos] if pos < len(buf) else ""
@@ -292,6 +447,7 @@ class _Source:
             if skip_ws() != "[":
                 raise ReaderError(f"{self.path}: line {line}: expected a JSON list of samples")
             pos += 1
+            at += 1
             if skip_ws() == "]":
                 return
             while True:
@@ -304,9 +460,10 @@ class _Source:
                     raise ReaderError(f"{self.path}: line {where}: malformed JSON (item {k + 1}): {exc.msg}"
                                       ) from exc
                 k += 1
-                if k > start:
-                    yield k, item, f"line {line} (item {k})"
+                size = len(buf[pos:end].encode("utf-8"))
+                yield k, item, line, at, size
                 line += buf.count("\n", pos, end)
+                at += size
                 pos = end
                 nxt = skip_ws()
                 if nxt == "]":
@@ -314,6 +471,7 @@ class _Source:
                 if nxt != ",":
                     raise ReaderError(f"{self.path}: line {line}: expected ',' or ']' after item {k}")
                 pos += 1
+                at += 1
                 skip_ws()
 
     def _parquet(self, start: int):
@@ -357,6 +515,7 @@ class SampleEncoder:
         self.eov = tok(config.eov_marker, add_special_tokens=False)["input_ids"] if config.eov_marker else []
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (self.eos or [0])[0]
         self.layout: str | None = None  # "stacked" (B, N, C, H, W: Idefics) or "flat" (N, C, H, W: LLaVA)
+        self.first_missing: str | None = None  # the first image that did not load (for the error message)
 
     # images
     def load_image(self, ref: str, base: Path):
@@ -365,10 +524,9 @@ class SampleEncoder:
 
         if ref.startswith(("http://", "https://")):
             self.stats.add(images_remote=1)
+            self.first_missing = self.first_missing or ref
             return None
-        path = Path(ref).expanduser()
-        if not path.is_absolute():
-            path = (self.cfg.image_root or base) / path
+        path = self.cfg.resolve(ref, base)
         try:
             with Image.open(path) as im:
                 scale = self.draft_scale(*im.size)
@@ -382,6 +540,7 @@ class SampleEncoder:
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             self.stats.add(images_unreadable=1)
             log.debug("unreadable image %s: %s", path, exc)
+        self.first_missing = self.first_missing or str(path)
         return None
 
     def draft_scale(self, width: int, height: int) -> float:
@@ -415,6 +574,8 @@ class SampleEncoder:
         cfg, st = self.cfg, self.stats
         images, texts = sample["images"], sample["texts"]
         ocr = sample.get("text_ocr_list") if cfg.text_field != "texts" else None
+        if cfg.text_field == "text_ocr_list" and not isinstance(ocr, list):
+            ocr = None  # a sample without OCR (OBELICS, the released LLaVA layout): its texts
         meta = sample.get("metadata")
         meta = meta if isinstance(meta, list) and len(meta) == len(texts) else None
         out: list[tuple[str, object]] = []
@@ -446,10 +607,19 @@ class SampleEncoder:
         return out
 
     def encode(self, sample: dict, base: Path, position: int = 0) -> _Piece | None:
-        """Token ids (without BOS/EOS) and labels of one sample, cut to fit max_length; None if no text."""
+        """Token ids (without BOS/EOS) and labels of one sample, cut to fit max_length; None if nothing to learn.
+
+        Adjacent texts are joined with ``separator`` and tokenized as one; with ``mask_before_first_image``
+        the text before the first image carries no loss.
+        """
         cfg = self.cfg
-        segs = self.segments(sample, base)
-        texts = [s[1] + cfg.separator for s in segs if s[0] == "text"]
+        segs: list[tuple[str, object]] = []
+        for kind, payload in self.segments(sample, base):
+            if kind == "text" and segs and segs[-1][0] == "text":
+                segs[-1] = ("text", f"{segs[-1][1]}{cfg.separator}{payload}")
+            else:
+                segs.append((kind, payload))
+        texts = [s[1] for s in segs if s[0] == "text"]
         text_ids = iter(self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
                         if texts else [])
         budget = None if cfg.max_length is None else cfg.max_length - len(self.bos) - len(self.eos)
@@ -457,6 +627,8 @@ class SampleEncoder:
         labels: list[int] = []
         pixels: list[dict] = []
         truncated = False
+        seen_image = not cfg.mask_before_first_image
+        masked = 0
         for i, (kind, payload) in enumerate(segs):
             if kind == "image":
                 span, px = self.encode_image(payload)
@@ -466,16 +638,22 @@ class SampleEncoder:
                     ids += span
                     labels += [-100] * len(span)
                     pixels.append(px)
+                    seen_image = True
             else:
                 span = self.eov if kind == "eov" else next(text_ids)
                 if budget is not None and len(ids) + len(span) > budget:
                     span, truncated = span[: budget - len(ids)], True
                 ids += span
-                labels += span
+                if seen_image:
+                    labels += span
+                else:
+                    labels += [-100] * len(span)
+                    masked += len(span)
             if truncated:
                 self.stats.add(truncated_samples=1,
                                images_truncated=sum(1 for s in segs[i:] if s[0] == "image"))
                 break
+        self.stats.add(masked_tokens=masked)
         if not any(label != -100 for label in labels):
             self.stats.add(empty_samples=1)
             return None
@@ -518,7 +696,7 @@ class InterleavedDataset(IterableDataset):
         self.path = find_data_file(path)
         self.stats = ReaderStats()
         self.encoder = SampleEncoder(processor, self.cfg, self.stats)
-        self.source = _Source(self.path, self.cfg.shuffle, self.cfg.seed, self.stats)
+        self.source = _Source(self.path, self.cfg.shuffle, self.cfg.seed, self.stats, self.cfg.curriculum)
         self.base = self.path.parent
         self.epoch, self.start = 0, 0
 
@@ -550,9 +728,20 @@ class InterleavedDataset(IterableDataset):
                 continue
             yield position, record
 
+    def check_missing(self, final: bool = False) -> None:
+        """Raise ReaderError when too large a share of the images tried so far failed to load."""
+        self.stats.check_missing(self.cfg.max_missing_images, final, self.encoder.first_missing)
+
+    def _pieces(self) -> Iterator[_Piece | None]:
+        for pos, s in self.samples():
+            piece = self.encoder.encode(s, self.base, pos)
+            self.check_missing()
+            yield piece
+        self.check_missing(final=True)
+
     def __iter__(self) -> Iterator[Example]:
         enc, epoch = self.encoder, self.epoch
-        pieces = (enc.encode(s, self.base, pos) for pos, s in self.samples())
+        pieces = self._pieces()
         if not self.cfg.pack:
             for p in pieces:
                 if p is not None:

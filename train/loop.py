@@ -38,7 +38,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.data import Example, InterleavedDataset, ReaderConfig, batches, collate, find_data_file
+from train.data import (
+    Example,
+    InterleavedDataset,
+    ReaderConfig,
+    batches,
+    check_images,
+    collate,
+    find_data_file,
+)
 from train.model import ensure_tokens, load_model, save
 
 log = logging.getLogger(__name__)
@@ -59,10 +67,15 @@ class TrainConfig:
     model: str = "tiny"  # "tiny", a folder, or a hub id
     max_images: int = 12
     max_length: int | None = None  # None: the text model's max_position_embeddings
-    text_field: str = "auto"
+    text_field: str = "texts"  # the released trainings read ASR only (train/data.py)
     pack: bool = False
     shuffle: bool = True
+    curriculum: bool = False  # keep the file's easy-to-difficult order; shuffle only within a difficulty
     image_root: Path | None = None
+    image_prefixes: tuple[tuple[str, str], ...] = ()  # (OLD, NEW) path prefix rewrites
+    max_missing_images: float = 0.05  # share of images that may fail to load before the run stops
+    mask_before_first_image: bool = True  # no loss before a sample's first image (the released collator)
+    separator: str = " "  # between adjacent texts (the released loader's " ".join)
     skip_bad_lines: bool = False
     lr: float = 2e-5
     epochs: int = 1
@@ -97,6 +110,14 @@ class TrainConfig:
             raise TrainError("lr must be positive")
         if self.max_steps is not None and self.max_steps < 1:
             raise TrainError("max-steps must be at least 1")
+
+    def reader_config(self, max_length: int | None) -> ReaderConfig:
+        return ReaderConfig(
+            max_images=self.max_images, max_length=max_length, text_field=self.text_field, pack=self.pack,
+            shuffle=self.shuffle, curriculum=self.curriculum, seed=self.seed, skip_bad_lines=self.skip_bad_lines,
+            image_root=self.image_root, image_prefixes=self.image_prefixes,
+            max_missing_images=self.max_missing_images, mask_before_first_image=self.mask_before_first_image,
+            separator=self.separator)
 
     def to_json(self) -> dict:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -224,6 +245,8 @@ class Trainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else None)
         find_data_file(cfg.data)  # before the (slow) model load
+        self.images_checked = check_images(cfg.data, ReaderConfig(  # missing images: fail now
+            image_root=cfg.image_root, image_prefixes=cfg.image_prefixes, max_missing_images=cfg.max_missing_images))
         cfg.out.mkdir(parents=True, exist_ok=True)
         self.ckpt = latest_checkpoint(cfg.out)
         if self.ckpt is not None and not cfg.resume:
@@ -237,9 +260,7 @@ class Trainer:
             self.model.gradient_checkpointing_enable()
         text_cfg = getattr(self.model.config, "text_config", self.model.config)
         self.max_length = cfg.max_length or int(getattr(text_cfg, "max_position_embeddings", 4096) or 4096)
-        self.dataset = InterleavedDataset(cfg.data, self.processor, ReaderConfig(
-            max_images=cfg.max_images, max_length=self.max_length, text_field=cfg.text_field, pack=cfg.pack,
-            shuffle=cfg.shuffle, seed=cfg.seed, skip_bad_lines=cfg.skip_bad_lines, image_root=cfg.image_root))
+        self.dataset = InterleavedDataset(cfg.data, self.processor, cfg.reader_config(self.max_length))
         if cfg.max_steps:
             self.total = cfg.max_steps
         else:  # a pass without parsing for JSONL and Parquet (a JSON list is parsed)
@@ -370,6 +391,7 @@ class Trainer:
                     self.epoch, self.position = self.epoch + 1, 0
                     if from_start and not ran:  # a whole epoch without one trainable sample
                         break
+        self.dataset.check_missing(final=True)  # an early stop (max_steps) still fails on missing images
         if self.step == 0:
             raise TrainError(f"no trainable sample in {self.dataset.path} (reader: "
                              f"{json.dumps(self.dataset.stats.as_dict())})")

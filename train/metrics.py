@@ -1,7 +1,7 @@
 """Corpus metrics of an exported textbook (PAPER.md section 6): Table 1 columns and SIM^L.
 
-    samples = list(read_samples("out/"))                  # a folder or samples.jsonl / .json / .parquet
-    table1(samples)                                       # images and tokens per sample: min / max / avg
+    samples = read_samples("out/")                        # a folder or any samples file, streamed
+    table1(samples)                                       # images and text tokens per sample: min / max / avg
     sim_l(samples, load_image_encoder(), root="out/")     # {4: {...}, ..., 8: {...}}
 
 SIM^L = mean over samples with >= L images of the mean over image pairs (i < j) among the
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from tools.keyframes import ssim as _ssim
 log = logging.getLogger(__name__)
 
 LS = (4, 5, 6, 7, 8)
-SAMPLE_FILES = ("samples.jsonl", "samples.json", "samples.parquet")
+SAMPLE_FILES = ("samples.jsonl", "samples.json", "samples.parquet", "multimodal_textbook.json")
 _MIN_SIDE = 7  # skimage's default window
 
 
@@ -40,9 +40,8 @@ class MetricsError(Exception):
 
 # --- reading ---------------------------------------------------------------------------------
 
-
 def samples_file(path: str | Path) -> Path:
-    """The samples file of an export folder (or the file itself)."""
+    """The samples file of an export folder (the first of SAMPLE_FILES), or the file itself (any name)."""
     path = Path(path)
     if not path.exists():
         raise MetricsError(f"no such file or folder: {path}")
@@ -54,40 +53,67 @@ def samples_file(path: str | Path) -> Path:
     return path
 
 
+def _kind(file: Path) -> str:
+    """parquet (magic bytes), json (a list) or jsonl, from the content: any file name works."""
+    try:
+        with open(file, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise MetricsError(f"cannot read {file}: {exc.strerror or exc}") from exc
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    text = head.decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
+    return "json" if text.startswith("[") else "jsonl"
+
+
 def read_samples(path: str | Path) -> Iterator[dict]:
-    """Samples of an export (ours or the released Multimodal Textbook / OBELICS layout), streamed."""
+    """Samples of an export (ours, the released Multimodal Textbook / OBELICS layout), streamed.
+
+    A JSON list is parsed item by item with ijson (the released multimodal_textbook.json is ~12 GB), JSON
+    lines line by line, Parquet by record batch; the kind is read from the content, not the name.
+    """
     file = samples_file(path)
-    if file.suffix == ".parquet":
+    kind = _kind(file)
+    if kind == "parquet":
         yield from _read_parquet(file)
         return
-    if file.suffix == ".json":
+    if kind == "json":
+        import ijson
+
+        n = 0
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MetricsError(f"{file}: malformed JSON ({getattr(exc, 'msg', exc)})") from exc
-        if not isinstance(data, list):
-            raise MetricsError(f"{file}: expected a JSON list of samples")
-        for n, s in enumerate(data, 1):
-            yield _check(s, file, n)
+            with open(file, "rb") as fh:
+                for n, s in enumerate(ijson.items(fh, "item", use_float=True), 1):
+                    yield _check(s, file, n)
+        except ijson.JSONError as exc:
+            raise MetricsError(f"{file}: malformed JSON after item {n} ({exc})") from exc
         return
     try:
         fh = open(file, encoding="utf-8")
     except OSError as exc:
         raise MetricsError(f"cannot read {file}: {exc.strerror or exc}") from exc
     with fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                s = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MetricsError(f"{file}:{n}: malformed JSON line ({exc.msg})") from exc
-            yield _check(s, file, n)
+        try:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    s = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise MetricsError(f"{file}:{n}: malformed JSON line ({exc.msg})") from exc
+                yield _check(s, file, n)
+        except UnicodeDecodeError as exc:
+            raise MetricsError(f"{file}: not UTF-8 text, JSON or Parquet") from exc
 
 
 def _check(sample, file: Path, n: int) -> dict:
     if not isinstance(sample, dict) or not isinstance(sample.get("images"), list):
         raise MetricsError(f"{file}:{n}: not a sample (a JSON object with an 'images' list)")
+    if isinstance(sample.get("metadata"), str):  # OBELICS keeps it as JSON text
+        try:
+            sample["metadata"] = json.loads(sample["metadata"])
+        except json.JSONDecodeError:
+            pass
     return sample
 
 
@@ -99,18 +125,22 @@ def _read_parquet(file: Path) -> Iterator[dict]:
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
         raise MetricsError(f"{file}: not a readable Parquet file ({exc})") from exc
     for batch in pf.iter_batches():
-        for row in batch.to_pylist():
-            if isinstance(row.get("metadata"), str):
-                row["metadata"] = json.loads(row["metadata"])
-            yield row
+        for n, row in enumerate(batch.to_pylist(), 1):
+            yield _check(row, file, n)
 
 
-def image_paths(sample: dict, root: Path) -> list[Path]:
-    """The sample's image files in order; relative paths are taken from the export folder."""
+def image_paths(sample: dict, root: Path, prefixes: Sequence[tuple[str, str]] = ()) -> list[Path]:
+    """The sample's image files in order: a prefix rewritten first (``(OLD, NEW)``, the longest OLD first),
+    then relative paths taken from the export folder."""
     out = []
+    ordered = sorted(prefixes, key=lambda p: -len(p[0]))
     for p in sample.get("images") or []:
         if p is None:
             continue
+        for old, new in ordered:
+            if p.startswith(old):
+                p = new + p[len(old):]
+                break
         path = Path(p)
         if not path.is_absolute():
             path = root / path if (root / path).exists() or not Path(p).exists() else Path(p)
@@ -127,19 +157,45 @@ def _minmaxavg(values: list[int]) -> dict:
     return {"min": min(values), "max": max(values), "avg": round(sum(values) / len(values), 2)}
 
 
-def table1(samples: Sequence[dict], tokenizer: str = "whisper") -> dict:
-    """Images and tokens per sample (min / max / avg). ``token_num`` is used where present;
-    otherwise the texts are counted with ``tokenizer`` (pipeline.tokens)."""
-    images, tokens = [], []
-    for s in samples:
-        images.append(sum(p is not None for p in s.get("images") or []))
-        if isinstance(s.get("token_num"), int):
-            tokens.append(s["token_num"])
-        else:
-            from pipeline.tokens import count_tokens
+class Table1:
+    """Table 1 columns accumulated one sample at a time: images and text tokens per sample (min / max / avg).
 
-            tokens.append(sum(count_tokens(t, tokenizer) for t in s.get("texts") or [] if t))
-    return {"samples": len(samples), "images_per_sample": _minmaxavg(images), "tokens_per_sample": _minmaxavg(tokens)}
+    Text tokens are counted as the paper's ("avg 1,297 text tokens"): ASR and OCR, ``text_ocr_list`` where a
+    position has it, else ``texts``, end-of-video markers left out (pipeline.stats.text_tokens), with
+    ``tokenizer`` (pipeline.tokens). ``token_num`` is reported as the file states it, where present (the
+    released corpus's is ASR tokens + 576 per image).
+    """
+
+    def __init__(self, tokenizer: str = "whisper"):
+        self.tokenizer = tokenizer
+        self.images: list[int] = []
+        self.tokens: list[int] = []
+        self.token_num: list[int] = []
+
+    def add(self, sample: dict) -> dict:
+        from pipeline.stats import text_tokens
+
+        self.images.append(sum(p is not None for p in sample.get("images") or []))
+        texts = sample.get("texts") or []
+        self.tokens.append(text_tokens({**sample, "texts": texts}, self.tokenizer))
+        if isinstance(sample.get("token_num"), int):
+            self.token_num.append(sample["token_num"])
+        return sample
+
+    def result(self) -> dict:
+        out = {"samples": len(self.images), "images_per_sample": _minmaxavg(self.images),
+               "tokens_per_sample": _minmaxavg(self.tokens)}
+        if self.token_num:
+            out["token_num_per_sample"] = _minmaxavg(self.token_num)
+        return out
+
+
+def table1(samples: Iterable[dict], tokenizer: str = "whisper") -> dict:
+    """Images and text tokens per sample (min / max / avg) of any iterable of samples (see Table1)."""
+    acc = Table1(tokenizer)
+    for s in samples:
+        acc.add(s)
+    return acc.result()
 
 
 # --- SIM^L -----------------------------------------------------------------------------------
@@ -188,15 +244,15 @@ def sample_sim(images: Sequence[Image.Image], encoder, ls: Sequence[int] = LS) -
     return out
 
 
-def sim_l(samples: Sequence[dict], encoder, root: str | Path = ".", ls: Sequence[int] = LS,
-          progress: Callable[[int], None] | None = None) -> dict:
+def sim_l(samples: Iterable[dict], encoder, root: str | Path = ".", ls: Sequence[int] = LS,
+          progress: Callable[[int], None] | None = None, prefixes: Sequence[tuple[str, str]] = ()) -> dict:
     """SIM^L of a corpus, for each L: ``{"sim", "clip", "ssim", "samples"}`` (None where no sample
     has L images), plus ``"skipped"``: samples left out because an image could not be read."""
     root = Path(root)
     sums = {L: [0.0, 0.0, 0] for L in ls}
     skipped = 0
     for n, sample in enumerate(samples, 1):
-        paths = image_paths(sample, root)
+        paths = image_paths(sample, root, prefixes)
         if len(paths) < min(ls):
             continue
         images = []

@@ -2,6 +2,7 @@ import pytest
 
 from pipeline import assemble
 from pipeline.config import ClipConfig, OcrFilterConfig, PackConfig
+from pipeline.tokens import count_tokens
 from tools.ocr import OcrLine
 
 
@@ -130,12 +131,16 @@ def _exactly_one(sample: dict) -> bool:
     return all((i is None) != (t is None) for i, t in zip(sample["images"], sample["texts"], strict=True))
 
 
-def test_pack_video_mode_one_sample_per_video():
+def test_pack_video_mode_one_sample_per_video_with_the_released_counts():
     samples = assemble.pack([_video("a", 3), _video("b", 2)], PackConfig(mode="video"))
     assert len(samples) == 2
-    assert samples[0]["image_num"] == 3 and samples[0]["text_num"] == 3
     assert all(_exactly_one(s) for s in samples)
-    assert samples[0]["token_num"] > 0
+    s = samples[0]
+    assert s["image_num"] == 3
+    assert s["text_num"] == sum(count_tokens(t) for t in s["texts"] if t) > 3  # ASR tokens, not text positions
+    assert s["token_num"] == s["text_num"] + 3 * assemble.LLAVA_IMAGE_TOKENS  # their estimate: 576 per image
+    priced = assemble.pack([_video("a", 3)], PackConfig(mode="video", image_tokens=64))[0]
+    assert priced["token_num"] == priced["text_num"] + 3 * 64
 
 
 def test_pack_concat_puts_marker_between_videos():
@@ -147,6 +152,7 @@ def test_pack_concat_puts_marker_between_videos():
     marker = texts.index(cfg.eov_marker)
     assert {m.get("video_id") for m in samples[0]["metadata"][:marker]} == {"a"}
     assert _exactly_one(samples[0])
+    assert samples[0]["text_num"] == sum(count_tokens(t) for t in texts if t and t != cfg.eov_marker)
 
 
 def test_pack_split_and_concat_respect_the_budget():
@@ -155,7 +161,7 @@ def test_pack_split_and_concat_respect_the_budget():
         cfg = PackConfig(mode=mode, max_tokens=40)
         samples = assemble.pack(videos, cfg)
         assert len(samples) > 2
-        assert all(s["token_num"] <= 40 for s in samples)
+        assert all(sum(count_tokens(t) for t in s["text_ocr_list"] if t) <= 40 for s in samples)
         assert all(_exactly_one(s) for s in samples)
         assert all(s["texts"][-1] != cfg.eov_marker and s["texts"][0] != cfg.eov_marker for s in samples)
         # no clip is cut: every image is followed (eventually) by its clip's text in the same sample
@@ -167,3 +173,72 @@ def test_pack_split_and_concat_respect_the_budget():
 def test_pack_max_images():
     samples = assemble.pack([_video("a", 5, images_per_clip=3)], PackConfig(mode="split", max_images=6))
     assert [s["image_num"] for s in samples] == [6, 6, 3]
+
+
+def _text_only(vid: str, n_clips: int) -> list[assemble.Position]:
+    return [assemble.Position(None, f"clip {c} of {vid} talks.", f"clip {c} of {vid} talks.",
+                              {"video_id": vid, "type": "text"}) for c in range(n_clips)]
+
+
+def test_pack_writes_no_sample_without_an_image():
+    assert assemble.pack([_text_only("a", 3), _video("b", 1)], PackConfig(mode="video"))[0]["metadata"][0][
+        "video_id"] == "b"
+    split = assemble.pack([_text_only("a", 6) + _video("a", 2)], PackConfig(mode="split", max_tokens=20))
+    assert split and all(s["image_num"] > 0 for s in split)
+    assert assemble.pack([_text_only("a", 3)], PackConfig(mode="concat")) == []
+
+
+def _store_rows(polished: str | None = None):
+    video = {"video_id": "vid-1", "source": "/home/alice/lessons/physics/newton.mp4",
+             "public_source": "physics/newton.mp4", "subject": "physics", "course": "mechanics",
+             "subcourse": "dynamics", "knowledge_point": "Newton's second law", "difficulty": 2.0}
+    clips = [{"idx": 0, "start_s": 0.0, "end_s": 12.345, "text": "Force is mass <image> times acceleration.",
+              "polished": polished, "keyframes": [0, 1], "decision": "keep"},
+             {"idx": 1, "start_s": 12.345, "end_s": 20.0, "text": "A talking head.", "polished": None,
+              "keyframes": [2], "decision": "drop_frames"},
+             {"idx": 2, "start_s": 20.0, "end_s": 31.5, "text": "Dropped.", "polished": None, "keyframes": [],
+              "decision": "drop"}]
+    frames = {0: {"idx": 0, "time_s": 1.0, "path": "/m/0.jpg", "ocr_text": "F = m a <|endoftext|>", "ocr_kept": True},
+              1: {"idx": 1, "time_s": 7.5, "path": "/m/1.jpg", "ocr_text": "repeat", "ocr_kept": False},
+              2: {"idx": 2, "time_s": 15.0, "path": "/m/2.jpg", "ocr_text": "face", "ocr_kept": True}}
+    return video, clips, frames
+
+
+def test_interleave_carries_the_curriculum_and_a_public_source():
+    video, clips, frames = _store_rows()
+    pos = assemble.interleave(video, clips, frames)
+    assert [(p.image is not None, p.meta["type"]) for p in pos] == [(True, "image"), (True, "image"),
+                                                                   (False, "text"), (False, "text")]
+    for p in pos:
+        m = p.meta
+        assert (m["subject"], m["course"], m["subcourse"], m["knowledge_point"], m["difficulty"]) == \
+            ("physics", "mechanics", "dynamics", "Newton's second law", 2)
+        assert m["source"] == "physics/newton.mp4" and isinstance(m["difficulty"], int)
+    assert [p.image for p in pos[:2]] == ["images/vid-1/vid-1_0-12345_1.jpg", "images/vid-1/vid-1_0-12345_2.jpg"]
+    assert [p.meta["keyframe_index"] for p in pos[:2]] == [1, 2]
+    # the speaker's and the slide's special tokens are defused; the dropped-frames clip keeps its text only
+    assert pos[2].text == "Force is mass image times acceleration."
+    assert pos[2].text_ocr == "F = m a |endoftext|\nForce is mass image times acceleration."
+    assert pos[3].text == "A talking head." and pos[3].text_ocr == "A talking head."
+    old = dict(video, public_source=None)  # a row from before migration 006: the file name, never the path
+    assert assemble.interleave(old, clips, frames)[0].meta["source"] == "newton.mp4"
+
+
+def test_interleave_keeps_the_raw_asr_of_a_rewrite():
+    video, clips, frames = _store_rows(polished="Force equals mass times acceleration.")
+    text = assemble.interleave(video, clips, frames)[2]
+    assert text.text == "Force equals mass times acceleration."
+    assert text.meta["raw_asr"] == "Force is mass image times acceleration."
+
+
+def test_image_names():
+    assert assemble.image_name("abc_D-1", 10, 55.0, 1) == "abc_D-1/abc_D-1_10000-55000_2.jpg"
+    assert assemble.released_image_name("-1uixJ1V-As", 10.0, 55.0, 1) == "-1uixJ1V-As/-1uixJ1V-As@10.0_55.0#2.jpg"
+    assert assemble.released_image_name("v", 12.345, 20, 0) == "v/v@12.345_20.0#1.jpg"
+
+
+def test_escape_special_tokens():
+    esc = assemble.escape_special_tokens
+    assert esc("a <image><IMAGE> b </s> <|im_start|> <row_1_col_2> <fake_token_around_image>") == \
+        "a imageIMAGE b /s |im_start| row_1_col_2 fake_token_around_image"
+    assert esc("x < y and a<b>c, 3 <= 4") == "x < y and a<b>c, 3 <= 4"  # ordinary text stays

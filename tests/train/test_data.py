@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from train.data import InterleavedDataset, ReaderConfig, ReaderError, collate
+from train.data import InterleavedDataset, ReaderConfig, ReaderError, collate, parse_prefixes
 from train.model import EOV_MARKER, image_token_id, tiny_idefics3, tiny_processor
 
 ASR = ["Atoms are tiny particles.", "Electrons move around the nucleus.", "Molecules are groups of atoms."]
@@ -80,10 +80,12 @@ def test_export_reads_as_interleaved_inputs_without_loss_on_images(processed, pr
         assert int((ids == img).sum()) == s["image_num"] * processor.image_seq_len
         in_image = torch.isin(ids, torch.tensor(sorted(_image_ids(processor))))
         assert (labels[in_image] == -100).all()
-        assert torch.equal(labels[~in_image], ids[~in_image])  # every text token carries loss
+        assert torch.equal(labels[~in_image], ids[~in_image])  # every text token carries loss (images first)
         assert ids[0] == processor.tokenizer.bos_token_id and ids[-1] == processor.tokenizer.eos_token_id
-    # the OCR text (text_ocr_list) is what is read by default
-    assert "Atoms and Elements" in processor.tokenizer.decode(examples[0].input_ids)
+    # ASR only by default (as both released trainings); the OCR with text_field="text_ocr_list"
+    assert "Atoms and Elements" not in processor.tokenizer.decode(examples[0].input_ids)
+    with_ocr, _ = _read(processed["out"], processor, text_field="text_ocr_list")
+    assert "Atoms and Elements" in processor.tokenizer.decode(with_ocr[0].input_ids)
 
     batch = collate(examples, ds.pad_id, ds.layout)
     pad = batch["attention_mask"] == 0
@@ -122,13 +124,16 @@ def test_released_shape_reads_the_same_as_ours(tmp_path, processor):
 
 def test_text_field_choice(tmp_path, processor):
     data = _jsonl(tmp_path / "samples.jsonl", [_lesson(tmp_path)])
-    ocr = processor.tokenizer.decode(_read(data, processor)[0][0].input_ids)
-    asr = processor.tokenizer.decode(_read(data, processor, text_field="texts")[0][0].input_ids)
+    ocr = processor.tokenizer.decode(_read(data, processor, text_field="text_ocr_list")[0][0].input_ids)
+    asr = processor.tokenizer.decode(_read(data, processor)[0][0].input_ids)
     assert "Inside the atom" in ocr and "Inside the atom" not in asr
     assert ASR[1] in ocr and ASR[1] in asr
+    assert _read(data, processor, text_field="auto")[0][0].input_ids == \
+        _read(data, processor, text_field="text_ocr_list")[0][0].input_ids
     plain = {k: v for k, v in _lesson(tmp_path).items() if k != "text_ocr_list"}  # OBELICS: no OCR field
     data2 = _jsonl(tmp_path / "plain.jsonl", [plain])
-    assert _read(data2, processor)[0][0].input_ids == _read(data, processor, text_field="texts")[0][0].input_ids
+    for field in ("texts", "text_ocr_list", "auto"):
+        assert _read(data2, processor, text_field=field)[0][0].input_ids == _read(data, processor)[0][0].input_ids
 
 
 def test_missing_and_unreadable_images_are_skipped_and_counted(tmp_path, processor):
@@ -136,7 +141,7 @@ def test_missing_and_unreadable_images_are_skipped_and_counted(tmp_path, process
     (tmp_path / sample["images"][2]).unlink()  # missing
     (tmp_path / sample["images"][4]).write_bytes(b"not a jpeg at all")  # unreadable
     sample["images"][6] = "https://example.com/x.jpg"  # remote (OBELICS URLs): not fetched
-    examples, ds = _read(_jsonl(tmp_path / "samples.jsonl", [sample]), processor)
+    examples, ds = _read(_jsonl(tmp_path / "samples.jsonl", [sample]), processor, max_missing_images=1.0)
     st = ds.stats
     assert (st.images_loaded, st.images_missing, st.images_unreadable, st.images_remote) == (1, 1, 1, 1)
     (ex,) = examples
@@ -231,15 +236,16 @@ def test_shuffle_is_seeded_and_resumes_mid_epoch(tmp_path, processor):
     def order(ds):
         return [processor.tokenizer.decode(e.input_ids, skip_special_tokens=True).strip() for e in ds]
 
-    a = InterleavedDataset(data, processor, ReaderConfig(shuffle=True, seed=3))
+    a = InterleavedDataset(data, processor, ReaderConfig(shuffle=True, seed=3, mask_before_first_image=False))
     first = order(a)
     assert sorted(first) == sorted(s["texts"][0] for s in samples) and first != [s["texts"][0] for s in samples]
-    b = InterleavedDataset(data, processor, ReaderConfig(shuffle=True, seed=3))
+    b = InterleavedDataset(data, processor, ReaderConfig(shuffle=True, seed=3, mask_before_first_image=False))
     b.set_position(0, 5)
     assert order(b) == first[5:]
     b.set_position(1, 0)
     assert sorted(order(b)) == sorted(first) and order(b) != first  # a new permutation per epoch
-    assert [e.position for e in InterleavedDataset(data, processor)] == list(range(1, 9))
+    assert [e.position for e in InterleavedDataset(data, processor, ReaderConfig(mask_before_first_image=False))] \
+        == list(range(1, 9))
 
 
 def test_parquet_and_folder_inputs_read_the_same(tmp_path, processor):
@@ -252,8 +258,10 @@ def test_parquet_and_folder_inputs_read_the_same(tmp_path, processor):
     b, _ = _read(tmp_path / "jl" / "samples.jsonl", processor)
     assert [e.input_ids for e in a] == [e.input_ids for e in b] and len(a) == 2
     shutil.rmtree(tmp_path / "pq" / "images")
-    _, ds = _read(tmp_path / "pq", processor)
+    _, ds = _read(tmp_path / "pq", processor, max_missing_images=1.0)
     assert ds.stats.images_missing == sum(s["image_num"] for s in samples)
+    with pytest.raises(ReaderError, match="could not be loaded"):  # by default: no training on text alone
+        _read(tmp_path / "pq", processor)
 
 
 def test_llava_style_processor_takes_the_flat_path(processed, processor):
@@ -282,3 +290,171 @@ def test_llava_style_processor_takes_the_flat_path(processed, processor):
     assert int(img.sum()) == n_images * 4 and (labels[img] == -100).all()
     with torch.no_grad():
         assert LlavaForConditionalGeneration(config)(**batch).logits.shape[:2] == labels.shape
+
+
+# -- the released corpus as its dataset card documents it ---------------------------------------------------------
+RELEASED_ROOT = "/mnt/workspace/zwq_data/interleaved_dataset/"  # the prefix the card says to replace
+
+
+def released_fixture(tmp_path: Path) -> tuple[Path, Path, int]:
+    """Two samples written by hand in the layout of huggingface.co/datasets/DAMO-NLP-SG/multimodal_textbook
+    ("Learning about annotation file", "Naming Rule of keyframe"): one JSON list; absolute image paths under
+    /mnt/workspace/zwq_data/interleaved_dataset/dataset_images_interval_7/VID/VID@START_END#K.jpg (K from 1);
+    texts = ASR, text_ocr_list = ASR + OCR; OBELICS metadata (a dict at an image, null at a text); image_num,
+    text_num (ASR tokens), token_num (text_num + 576 per image). The second sample opens with a text and has
+    two texts in a row (a clip whose frames were dropped). Returns (json file, image folder, images)."""
+    folder = tmp_path / "mine" / "dataset_images_interval_7"
+    asr = ["Hi everyone, and welcome to another lesson in our Eureka Tips for computers series.",
+           "I'm actually trying to use the number line to find the sum for each.",
+           "So to start I'm going to use the paint tool to demonstrate.",
+           "Let's use the number line for four plus five.",
+           "We're going to start at four then we're going to count up five."]
+    layout = [("-1uixJ1V-As", [("@0.0_10.0#1.jpg", None), (None, 0), ("@10.0_55.0#1.jpg", None),
+                               ("@10.0_55.0#2.jpg", None), (None, 1)]),
+              ("x2Fb0_7yQk8", [(None, 2), ("@3.5_17.25#1.jpg", None), (None, 3), (None, 4)])]
+    samples, n_images = [], 0
+    for vid, positions in layout:
+        images, texts, ocr, meta = [], [], [], []
+        for name, t in positions:
+            if name:
+                rel = f"dataset_images_interval_7/{vid}/{vid}{name}"
+                _image(folder.parent / rel, 30 * n_images)
+                images.append(RELEASED_ROOT + rel)
+                texts.append(None)
+                ocr.append(None)
+                meta.append({"video_id": vid, "keyframe": name})
+                n_images += 1
+            else:
+                images.append(None)
+                texts.append(asr[t])
+                ocr.append(f"{asr[t]} number line 4 + 5 = 9")
+                meta.append(None)
+        image_num = sum(i is not None for i in images)
+        samples.append({"images": images, "texts": texts, "text_ocr_list": ocr, "metadata": meta,
+                        "image_num": image_num, "text_num": 17 * len(positions),
+                        "token_num": 17 * len(positions) + 576 * image_num})
+    data = tmp_path / "multimodal_textbook.json"
+    data.write_text(json.dumps(samples, indent=4))
+    return data, folder.parent, n_images
+
+
+def test_released_json_reads_with_every_image_after_a_prefix_rewrite(tmp_path, processor):
+    from train.data import check_images
+
+    data, mine, n_images = released_fixture(tmp_path)
+    cfg = {"image_prefixes": ((RELEASED_ROOT, f"{mine}/"),)}
+    examples, ds = _read(data, processor, **cfg)
+    assert len(examples) == 2 and ds.stats.images_loaded == n_images == 4
+    assert ds.stats.images_failed == 0
+    assert check_images(data, ReaderConfig(**cfg)) == {"tried": 4, "missing": 0, "first_missing": None}
+    tok = processor.tokenizer
+    second = examples[1]
+    img = image_token_id(processor)
+    first_image = second.input_ids.index(tok.convert_tokens_to_ids("<fake_token_around_image>"))
+    lead = tok.decode(second.input_ids[1:first_image])
+    assert lead == "So to start I'm going to use the paint tool to demonstrate."
+    assert all(x == -100 for x in second.labels[1:first_image])  # no loss before the first image (released)
+    assert ds.stats.masked_tokens == first_image - 1
+    # texts in a row joined with one space, as their loader's " ".join; ASR only
+    assert "for four plus five. We're going to start" in tok.decode(second.input_ids)
+    assert "number line 4 + 5" not in tok.decode(second.input_ids) and second.input_ids.count(img) > 0
+    unmasked, _ = _read(data, processor, mask_before_first_image=False, **cfg)
+    assert all(x != -100 for x in unmasked[1].labels[1:first_image])
+
+
+def test_released_json_with_missing_images_stops_with_one_line(tmp_path, processor):
+    from train.data import check_images
+
+    data, _, _ = released_fixture(tmp_path)
+    with pytest.raises(ReaderError) as err:
+        _read(data, processor)
+    msg = str(err.value)
+    assert "4 of 4 images could not be loaded" in msg and "\n" not in msg
+    assert RELEASED_ROOT in msg and "--image-prefix OLD=NEW" in msg
+    with pytest.raises(ReaderError, match="4 of 4 images could not be loaded"):
+        check_images(data, ReaderConfig())  # before a model is loaded
+    with pytest.raises(ReaderError, match="OLD=NEW"):
+        parse_prefixes(["/mnt/workspace"])
+
+
+def test_missing_share_threshold(tmp_path, processor):
+    samples = [_lesson(tmp_path, f"v{i}", clips=4) for i in range(5)]  # 20 images
+    (tmp_path / samples[0]["images"][2]).unlink()  # 1 of 20 missing: 5%
+    data = _jsonl(tmp_path / "samples.jsonl", samples)
+    examples, ds = _read(data, processor)  # 5% is allowed
+    assert len(examples) == 5 and ds.stats.images_missing == 1
+    with pytest.raises(ReaderError, match=r"1 of 20 images could not be loaded \(5%, more than the 4%"):
+        _read(data, processor, max_missing_images=0.04)
+    many = [_lesson(tmp_path / "m", f"w{i}", clips=4) for i in range(12)]  # 48 images, all gone
+    shutil.rmtree(tmp_path / "m" / "images")
+    ds = InterleavedDataset(_jsonl(tmp_path / "m.jsonl", many), processor, ReaderConfig())
+    it = iter(ds)
+    with pytest.raises(ReaderError, match="could not be loaded"):
+        next(it)
+    assert ds.stats.records < len(many)  # stopped early, not at the end of the pass
+
+
+def test_curriculum_keeps_the_order_and_shuffles_within_a_difficulty(tmp_path, processor):
+    diffs = [1, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3, None]
+    samples = [{"images": [None], "texts": [f"sample number {i}"], "metadata": [{"difficulty": d}]}
+               for i, d in enumerate(diffs)]
+    data = _jsonl(tmp_path / "samples.jsonl", samples)
+    tok = processor.tokenizer
+
+    def order(ds) -> list[int]:
+        return [int(tok.decode(e.input_ids, skip_special_tokens=True).split()[-1]) for e in ds]
+
+    base = {"mask_before_first_image": False, "seed": 5}
+    kept = order(InterleavedDataset(data, processor, ReaderConfig(curriculum=True, **base)))
+    assert kept == list(range(len(diffs)))  # file order
+    ds = InterleavedDataset(data, processor, ReaderConfig(curriculum=True, shuffle=True, **base))
+    first = order(ds)
+    assert [diffs[i] for i in first] == diffs and first != list(range(len(diffs)))  # shuffled within bands only
+    assert ds.stats.order == "curriculum, shuffled within difficulty"
+    ds.set_position(0, 5)
+    assert order(ds) == first[5:]  # resumes mid-epoch
+    ds.set_position(1, 0)
+    second = order(ds)
+    assert [diffs[i] for i in second] == diffs and second != first
+    free = order(InterleavedDataset(data, processor, ReaderConfig(shuffle=True, **base)))
+    assert [diffs[i] for i in free] != diffs  # a plain shuffle mixes the bands
+
+
+def test_a_json_list_shuffles_like_json_lines(tmp_path, processor):
+    """Items of a JSON list are indexed by byte offset (non-ASCII text, CRLF line ends): the same seeded
+    permutation as the same samples in JSON lines, and the same resume position."""
+    samples = [{"images": [None], "texts": [f"échantillon numéro {i} — 数 {i}"]} for i in range(9)]
+    lines = _jsonl(tmp_path / "samples.jsonl", samples)
+    listed = tmp_path / "list.json"
+    listed.write_bytes(("\ufeff" + json.dumps(samples, indent=2, ensure_ascii=False)).replace("\n", "\r\n")
+                       .encode("utf-8"))
+    cfg = ReaderConfig(shuffle=True, seed=7, mask_before_first_image=False)
+    a = [e.input_ids for e in InterleavedDataset(lines, processor, cfg)]
+    ds = InterleavedDataset(listed, processor, cfg)
+    b = [e.input_ids for e in ds]
+    assert a == b and len(b) == 9 and ds.stats.order == "shuffled"
+    assert a != [e.input_ids for e in InterleavedDataset(lines, processor, ReaderConfig(mask_before_first_image=False))]
+    ds.set_position(0, 4)
+    assert [e.input_ids for e in ds] == b[4:]
+    assert ds.count_records() == 9
+
+
+def test_a_curriculum_export_is_read_easy_to_difficult(tmp_path, processor):
+    from pipeline.curriculum import sample_difficulty
+    from pipeline.export import ExportOptions, export
+    from tests.pipeline._corpus import make_corpus
+
+    corpus = make_corpus(tmp_path / "c", videos=9, clips=1, frames=1, difficulties=(3, 1, 2), words=8)
+    export(corpus.samples, tmp_path / "out", "jsonl", corpus.media, ExportOptions(order="curriculum"))
+    rows = [json.loads(x) for x in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    want = [sample_difficulty(r) for r in rows]
+    assert want == sorted(want) == [1] * 3 + [2] * 3 + [3] * 3
+    by_text = {" ".join(r["texts"][-1].split()): sample_difficulty(r) for r in rows}
+    assert len(by_text) == len(rows)
+    ds = InterleavedDataset(tmp_path / "out", processor, ReaderConfig(curriculum=True, shuffle=True, seed=1))
+    got = []
+    for e in ds:
+        text = processor.tokenizer.decode([t for t, lab in zip(e.input_ids, e.labels, strict=True) if lab != -100],
+                                          skip_special_tokens=True).split()
+        got.append(by_text[" ".join(text)])
+    assert got == want and ds.stats.images_loaded == 9

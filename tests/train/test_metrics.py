@@ -108,7 +108,8 @@ def test_table1_and_reading(tmp_path):
     (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
     samples = list(read_samples(tmp_path))
     assert table1(samples) == {"samples": 2, "images_per_sample": {"min": 1, "max": 2, "avg": 1.5},
-                               "tokens_per_sample": {"min": 12, "max": 30, "avg": 21.0}}
+                               "tokens_per_sample": {"min": 1, "max": 1, "avg": 1.0},  # text tokens, counted
+                               "token_num_per_sample": {"min": 12, "max": 30, "avg": 21.0}}  # as the file says
     (tmp_path / "bad.jsonl").write_text(json.dumps(rows[0]) + "\n{truncated\n")
     with pytest.raises(MetricsError, match=r"bad.jsonl:2: malformed JSON line"):
         list(read_samples(tmp_path / "bad.jsonl"))
@@ -153,7 +154,8 @@ def test_stats_data_sim_json(capsys, monkeypatch, export):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["table1"] == {"samples": 4, "images_per_sample": {"min": 2, "max": 8, "avg": 4.75},
-                             "tokens_per_sample": {"min": 20, "max": 80, "avg": 47.5}}
+                             "tokens_per_sample": {"min": 2, "max": 8, "avg": 4.75},
+                             "token_num_per_sample": {"min": 20, "max": 80, "avg": 47.5}}
     sim = out["sim"]["L"]
     assert [sim[str(L)]["samples"] for L in (4, 5, 6, 7, 8)] == [3, 2, 1, 1, 1]
     assert all(0 <= sim[str(L)]["clip"] <= 1 and sim[str(L)]["sim"] <= 1 for L in (4, 5, 6, 7, 8))
@@ -177,3 +179,45 @@ def test_stats_data_bad_input_is_one_line(capsys, monkeypatch, tmp_path, export)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the paper's CLIP cannot download: say how to pass one
     line = one_line_error(textbook(capsys, monkeypatch, "stats", "--data", str(export["root"]), "--sim"))
     assert "openai/clip-vit-large-patch14-336" in line and "--clip-model PATH" in line
+
+
+def test_reading_streams_any_file_name(tmp_path):
+    """A JSON list (the released layout) is parsed item by item with ijson; names do not matter; the kind
+    (JSON list, JSON lines, Parquet) is read from the content."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"images": ["/mnt/a.jpg", None], "texts": [None, "one two"], "text_ocr_list": [None, "ocr one two"],
+             "metadata": [{"video_id": "v"}, None], "image_num": 1, "text_num": 2, "token_num": 578},
+            {"images": [None, "b.jpg"], "texts": ["three", None], "metadata": [None, {}], "token_num": 577}]
+    (tmp_path / "released.data").write_text(json.dumps(rows, indent=2))
+    (tmp_path / "lines.txt").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist([{**r, "metadata": json.dumps(r["metadata"])} for r in rows]),
+                   tmp_path / "table.bin")
+    for name in ("released.data", "lines.txt", "table.bin"):
+        got = list(read_samples(tmp_path / name))
+        assert [g["images"] for g in got] == [r["images"] for r in rows]
+        assert [g["metadata"] for g in got] == [r["metadata"] for r in rows]
+    t1 = table1(read_samples(tmp_path / "released.data"))  # a generator: one streamed pass
+    assert t1["samples"] == 2 and t1["tokens_per_sample"]["max"] > t1["tokens_per_sample"]["min"]
+    (tmp_path / "cut.json").write_text(json.dumps(rows)[:-40])
+    with pytest.raises(MetricsError, match="cut.json: malformed JSON after item 1"):
+        list(read_samples(tmp_path / "cut.json"))
+
+
+def test_stats_data_reads_the_released_layout_with_a_prefix(capsys, monkeypatch, tmp_path, export):
+    rows = [json.loads(x) for x in (export["root"] / "samples.jsonl").read_text().splitlines()]
+    released = [{**r, "images": [i and f"/mnt/workspace/zwq_data/interleaved_dataset/{i}" for i in r["images"]]}
+                for r in rows]
+    data = tmp_path / "multimodal_textbook.json"
+    data.write_text(json.dumps(released))
+    args = ["stats", "--data", str(data), "--sim", "--clip-model", str(export["clip"]), "--json"]
+    skipped = json.loads(textbook(capsys, monkeypatch, *args).stdout)["sim"]["skipped"]
+    assert skipped == 3  # every sample with 4+ images: its images are not at /mnt/workspace
+    fixed = textbook(capsys, monkeypatch, *args, "--image-prefix",
+                     f"/mnt/workspace/zwq_data/interleaved_dataset/={export['root']}/")
+    assert fixed.returncode == 0, fixed.stderr
+    out = json.loads(fixed.stdout)
+    assert out["sim"]["skipped"] == 0 and out["table1"]["samples"] == 4
+    line = one_line_error(textbook(capsys, monkeypatch, "stats", "--data", str(data), "--image-prefix", "nope"))
+    assert "OLD=NEW" in line

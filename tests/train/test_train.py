@@ -115,3 +115,29 @@ def test_cli_bad_input_is_one_line_and_non_zero(processed, tmp_path, capsys, mon
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], stderr
     assert "bad.jsonl" in _textbook(capsys, monkeypatch, "train", *cases["line 2"], "--out", str(tmp_path / "o9"),
                                     "--cpu-threads", "1", "--save-every", "0")[2]
+
+
+def test_cli_trains_on_the_released_layout_only_with_its_images(tmp_path, capsys, monkeypatch):
+    """The released JSON's /mnt/workspace paths: training stops with one line before a model is loaded;
+    with --image-prefix it trains on every image."""
+    from tests.train.test_data import RELEASED_ROOT, released_fixture
+
+    data, mine, n_images = released_fixture(tmp_path)
+    base = ["train", "--data", str(data), "--model", "tiny", "--cpu-threads", "1", "--save-every", "0",
+            "--max-steps", "2", "--json"]
+    code, stdout, stderr = _textbook(capsys, monkeypatch, *base, "--out", str(tmp_path / "a"))
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "images could not be loaded" in lines[0], stderr
+    assert not (tmp_path / "a" / "model.safetensors").exists()
+    code, stdout, stderr = _textbook(capsys, monkeypatch, *base, "--out", str(tmp_path / "b"), "--image-prefix",
+                                     f"{RELEASED_ROOT}={mine}/", "--curriculum")
+    assert code == 0, stderr
+    reader = json.loads(stdout)["reader"]
+    assert reader["images_loaded"] >= n_images and reader["images_missing"] == 0 and reader["masked_tokens"] > 0
+    assert reader["order"] == "curriculum, shuffled within difficulty"
+
+
+def test_packed_training_starts(processed, tmp_path):
+    result = train(_cfg(processed, tmp_path / "p", pack=True, max_length=2048, max_steps=1, save_every=0,
+                        shuffle=False))
+    assert result.steps == 1 and result.reader["samples"] == 2 and result.reader["sequences"] == 1

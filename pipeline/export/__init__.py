@@ -1,0 +1,69 @@
+"""Export a run's samples (and their keyframes) in the layout a trainer reads.
+
+    export(samples, Path("out"), "released", media_dir, ExportOptions(image_root="/data/textbook/images"))
+
+    jsonl (default), json, parquet   samples.jsonl / .json / .parquet + images/   our layout (export.ours)
+    obelics                          obelics.parquet + images/                    tools made for OBELICS
+    released                         multimodal_textbook.json + images/           the released LLaVA-1.5 code
+    idefics2                         textbook_video_clip_format.json + images/    the released Idefics2 code
+    webdataset                       webdataset/textbook-NNNNNN.tar               webdataset.WebDataset
+    hf                               README.md + data/train-*.parquet             datasets.load_dataset
+
+``samples`` are a run's samples as the store keeps them (pipeline.assemble.pack's output; image paths are
+relative to ``media_dir``, the store's media folder). ``options.order = "curriculum"`` writes them easy to
+difficult (pipeline.curriculum). No export holds a path of this machine, except the image paths of
+``released``/``idefics2`` when no ``image_root`` is given (their loaders need absolute paths: the export's
+own images/ folder is written then). An export never deletes or overwrites a file it did not write
+(pipeline.export.common).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.curriculum import curriculum_order
+from pipeline.export import hf, ours, released, wds
+from pipeline.export.common import DatasetCard, ExportError, ExportOptions, ExportResult, ImagePlacer, finish
+
+FORMATS = ("jsonl", "json", "parquet", "obelics", "released", "idefics2", "webdataset", "hf")
+
+__all__ = ["FORMATS", "DatasetCard", "ExportError", "ExportOptions", "ExportResult", "export", "export_samples"]
+
+
+def export(samples: list[dict], out_dir: Path, fmt: str, media_dir: Path,
+           options: ExportOptions | None = None) -> ExportResult:
+    """Write ``samples`` as ``fmt`` into ``out_dir``; what was written (files relative to ``out_dir``).
+
+    Raises ExportError for an unknown format, a keyframe file missing from ``media_dir``, or a file in the
+    way that an earlier export did not write (nothing is replaced then).
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+    opts = options or ExportOptions()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if opts.order == "curriculum":
+        samples = curriculum_order(samples)
+    placer = ImagePlacer(out_dir, Path(media_dir))
+    result = ExportResult(format=fmt, target=out_dir)
+    if fmt in ours.TARGETS:
+        ours.write(fmt, samples, out_dir, placer, result)
+    elif fmt == "released":
+        released.write_released(samples, out_dir, placer, opts, result)
+    elif fmt == "idefics2":
+        released.write_idefics2(samples, out_dir, placer, opts, result)
+    elif fmt == "webdataset":
+        wds.write(samples, out_dir, placer, opts, result)
+    else:
+        hf.write(samples, out_dir, placer, opts, result)
+    if fmt not in ("webdataset", "hf"):
+        result.images = placer.placed
+    result.renamed = placer.renamed
+    finish(out_dir, fmt, result, opts.run_id)
+    return result
+
+
+def export_samples(samples: list[dict], out_dir: Path, fmt: str, media_dir: Path,
+                   options: ExportOptions | None = None) -> Path:
+    """``export`` returning only the main file written (the folder for webdataset and hf)."""
+    return export(samples, out_dir, fmt, media_dir, options).target
