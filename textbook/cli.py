@@ -211,6 +211,10 @@ from textbook.cli_agent import register as _register_agent  # noqa: E402
 
 _register_agent(app, UserError, _setup_logging)
 
+from textbook.cli_view import register as _register_view  # noqa: E402
+
+_register_view(app, UserError, _setup_logging)
+
 from textbook.cli_eval import register as _register_eval  # noqa: E402
 from textbook.cli_train import register as _register_train  # noqa: E402
 
