@@ -262,7 +262,10 @@ def safe_media_path(media_dir: Path, rel: str) -> Path | None:
 
 
 def media_url(media_dir: Path, path: str | None) -> str | None:
-    """The /media URL of a stored path (absolute under the media folder, or relative to it), else None."""
+    """The /media URL of a stored path (relative to the media folder, or absolute under it), else None.
+
+    An absolute path recorded under a folder of the media folder's name elsewhere (the store and its
+    NAME_media/ copied or moved together) maps to the same place here."""
     if not path:
         return None
     p = Path(path)
@@ -270,14 +273,18 @@ def media_url(media_dir: Path, path: str | None) -> str | None:
         try:
             p = p.resolve().relative_to(media_dir.resolve())
         except ValueError:
-            return None
+            if media_dir.name not in p.parts:
+                return None
+            parts = p.parts
+            p = Path(*parts[len(parts) - parts[::-1].index(media_dir.name):])
     return "/media/" + quote(p.as_posix(), safe="/")
 
 
-def fmt_seconds(s: float | None) -> str:
-    if s is None:
+def fmt_seconds(s: Any) -> str:
+    try:
+        s = float(s)
+    except (TypeError, ValueError, jinja2.UndefinedError):
         return ""
-    s = float(s)
     if s < 60:
         return f"{s:.1f}s"
     m, sec = divmod(int(s), 60)

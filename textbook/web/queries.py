@@ -156,15 +156,21 @@ def taxonomy(db: Rows, run_id: str) -> list[dict]:
     return db.rows("SELECT * FROM taxonomy WHERE run_id = ? ORDER BY position", [run_id])
 
 
-def taxonomy_tree(db: Rows, run_id: str) -> list[dict]:
-    """Subjects with nested ``children``; each point carries its accepted videos."""
+def taxonomy_tree(db: Rows, run_id: str, shown: int = 5) -> list[dict]:
+    """Subjects with nested ``children``; each point carries its count of accepted videos
+    (``accepted``) and the first ``shown`` of them (``videos``)."""
     nodes = taxonomy(db, run_id)
     accepted: dict[str, list[dict]] = {}
-    for c in db.rows("SELECT point_id, video_id, metadata FROM candidates WHERE run_id = ? AND status = 'accepted' "
-                     "ORDER BY video_id", [run_id]):
-        accepted.setdefault(c["point_id"], []).append(
-            {"video_id": c["video_id"], "title": (_json(c["metadata"], {}) or {}).get("title") or c["video_id"]})
-    by_id = {n["node_id"]: {**n, "children": [], "videos": accepted.get(n["node_id"], [])} for n in nodes}
+    counts: dict[str, int] = {}
+    for c in db.rows("SELECT point_id, video_id, json_extract_string(metadata, '$.title') AS title, n FROM "
+                     "(SELECT *, row_number() OVER (PARTITION BY point_id ORDER BY video_id) AS k, "
+                     " count(*) OVER (PARTITION BY point_id) AS n FROM candidates "
+                     " WHERE run_id = ? AND status = 'accepted') WHERE k <= ? ORDER BY point_id, video_id",
+                     [run_id, shown]):
+        accepted.setdefault(c["point_id"], []).append({"video_id": c["video_id"], "title": c["title"] or c["video_id"]})
+        counts[c["point_id"]] = c["n"]
+    by_id = {n["node_id"]: {**n, "children": [], "videos": accepted.get(n["node_id"], []),
+                            "accepted": counts.get(n["node_id"], 0)} for n in nodes}
     roots = []
     for n in by_id.values():
         parent = by_id.get(n["parent_id"]) if n["parent_id"] else None
