@@ -126,6 +126,9 @@ def test_review_post_needs_the_csrf_token_and_same_origin(client, web_store):
     r = client.post(f"/runs/{run}/review", data={"key": "taxonomy", "action": "approve", "csrf": "0" * 64},
                     follow_redirects=False)
     assert r.status_code == 403
+    r = client.post(f"/runs/{run}/review", data={"key": "taxonomy", "action": "approve"},
+                    headers={"Origin": "http://attacker.example"}, follow_redirects=False)
+    assert r.status_code == 403 and "cross-origin" in r.text
 
 
 def test_foreign_host_header_is_refused(web_store):

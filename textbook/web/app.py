@@ -69,7 +69,7 @@ def create_app(backend: Backend, allowed_hosts: list[str] | None = None) -> Fast
         response = await call_next(request)
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Referrer-Policy"] = "same-origin"  # no-referrer would make forms send Origin: null
         response.headers["X-Frame-Options"] = "DENY"
         return response
 
