@@ -11,7 +11,7 @@ from selenium.webdriver.common.by import By
 
 from tests.web import seed
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def open_page(browser, url: str, shots, name: str) -> None:

@@ -1,4 +1,6 @@
-"""The viewer's pages over a real store (made by `textbook process`, plus build rows), through the app."""
+"""The viewer's pages over a real store (made by `textbook process`, plus build rows), through the app.
+
+Tests on that store are `slow` (the session's `textbook process` run makes it); the rest are unit tests."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ def client(web_store):
     return TestClient(create_app(FileBackend(web_store["db"])))
 
 
+@pytest.mark.slow
 def test_runs_page_lists_both_runs_with_counts(client, web_store):
     r = client.get("/")
     assert r.status_code == 200
@@ -37,6 +40,7 @@ def test_runs_page_lists_both_runs_with_counts(client, web_store):
     assert 'http-equiv="refresh"' not in r.text  # nothing running
 
 
+@pytest.mark.slow
 def test_run_page_shows_graph_funnel_taxonomy_budgets(client, web_store):
     r = client.get(f"/runs/{web_store['build_run']}")
     assert r.status_code == 200
@@ -49,6 +53,7 @@ def test_run_page_shows_graph_funnel_taxonomy_budgets(client, web_store):
     assert "&lt;img src=x onerror=alert(1)&gt;" in r.text and "<img src=x" not in r.text
 
 
+@pytest.mark.slow
 def test_process_run_page_and_video_page(client, web_store):
     run = web_store["process_run"]
     r = client.get(f"/runs/{run}")
@@ -63,6 +68,7 @@ def test_process_run_page_and_video_page(client, web_store):
     assert video.status_code == 206 and len(video.content) == 100
 
 
+@pytest.mark.slow
 def test_video_page_of_a_build_shows_the_llm_call_escaped(client, web_store):
     r = client.get(f"/runs/{web_store['build_run']}/videos/{web_store['xss']}")
     assert r.status_code == 200
@@ -73,6 +79,7 @@ def test_video_page_of_a_build_shows_the_llm_call_escaped(client, web_store):
     assert client.get(f"/runs/{web_store['build_run']}/videos/{web_store['xss']}/file").status_code == 404
 
 
+@pytest.mark.slow
 def test_samples_page_filters(client, web_store):
     run = web_store["build_run"]
     r = client.get(f"/runs/{run}/samples")
@@ -85,12 +92,14 @@ def test_samples_page_filters(client, web_store):
     assert r.text.count('<article class="sample"') == 0 and "matches the filter" in r.text
 
 
+@pytest.mark.slow
 def test_stats_page(client, web_store):
     r = client.get(f"/runs/{web_store['process_run']}/stats")
     assert r.status_code == 200 and 'id="table7"' in r.text and "total" in r.text
     assert "no_audio" in r.text and "textbook stats --data OUT --sim" in r.text
 
 
+@pytest.mark.slow
 def test_search_ranks_transcripts_and_ocr(client, web_store):
     r = client.get("/search", params={"text": "protons nucleus"})
     assert r.status_code == 200
@@ -101,6 +110,7 @@ def test_search_ranks_transcripts_and_ocr(client, web_store):
     assert "<script>alert(3)" not in r.text and "&lt;script&gt;alert(3)&lt;/script&gt;" in r.text
 
 
+@pytest.mark.slow
 def test_search_folds_plurals(web_store):
     store = open_store(web_store["db"], read_only=True)
     try:
@@ -111,12 +121,14 @@ def test_search_folds_plurals(web_store):
     assert ("title", web_store["chem"]) in fields  # "Atoms and Molecules"
 
 
+@pytest.mark.slow
 def test_unknown_run_and_video_are_404(client):
     assert client.get("/runs/nope").status_code == 404
     assert client.get("/runs/nope/videos/x").status_code == 404
     assert client.get("/videos/nope").status_code == 404
 
 
+@pytest.mark.slow
 def test_review_post_needs_the_csrf_token_and_same_origin(client, web_store):
     run = web_store["build_run"]
     r = client.post(f"/runs/{run}/review", data={"key": "taxonomy", "action": "approve"}, follow_redirects=False)
@@ -131,6 +143,7 @@ def test_review_post_needs_the_csrf_token_and_same_origin(client, web_store):
     assert r.status_code == 403 and "cross-origin" in r.text
 
 
+@pytest.mark.slow
 def test_foreign_host_header_is_refused(web_store):
     from textbook.web.app import LOOPBACK
 
@@ -140,6 +153,7 @@ def test_foreign_host_header_is_refused(web_store):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_path_traversal_gets_404_over_http(web_store, viewer):
     v = viewer(web_store["db"])
     media = web_store["dir"] / "runs_media"
@@ -214,6 +228,7 @@ def test_pagination_of_a_large_build(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_store_held_by_a_writer_gives_a_503_page(web_store, tmp_path):
     """While another process holds the file (a build), `textbook view` says so instead of failing."""
     db = tmp_path / "held.duckdb"
@@ -236,3 +251,21 @@ def test_store_held_by_a_writer_gives_a_503_page(web_store, tmp_path):
     else:
         raise AssertionError("the viewer did not recover once the writer was gone")
     assert Path(db).is_file()
+
+
+def test_pages_refresh_themselves_while_a_run_runs(tmp_path):
+    store = open_store(tmp_path / "live.duckdb")
+    try:
+        store.start_run("build-live00000001", "build", ["build a live textbook"], {"agent": {}}, "live")
+    finally:
+        store.close()
+    c = TestClient(create_app(FileBackend(tmp_path / "live.duckdb")))
+    for url in ("/", "/runs/build-live00000001"):
+        page = c.get(url).text
+        assert '<meta http-equiv="refresh" content="3">' in page and "refreshes every 3 s" in page
+    store = open_store(tmp_path / "live.duckdb")
+    try:
+        store.finish_run("build-live00000001", "finished", {})
+    finally:
+        store.close()
+    assert 'http-equiv="refresh"' not in c.get("/").text

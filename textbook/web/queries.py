@@ -79,19 +79,25 @@ def runs(db: Rows, page: int = 1) -> Page[dict]:
     """The runs, newest first, with what each produced and spent."""
     total = db.rows("SELECT count(*) AS n FROM runs")[0]["n"]
     items = db.rows(
-        "WITH r AS (SELECT * FROM runs ORDER BY created_at DESC, run_id LIMIT ? OFFSET ?) "
+        "WITH r AS (SELECT * FROM runs ORDER BY created_at DESC, run_id LIMIT $1 OFFSET $2), "
+        "c AS (SELECT run_id, count(*) AS accepted FROM candidates WHERE status = 'accepted' "
+        "      AND run_id IN (SELECT run_id FROM r) GROUP BY run_id), "
+        "k AS (SELECT rv.run_id, count(*) AS kept FROM run_videos rv JOIN videos v USING (video_id) "
+        "      WHERE v.status = 'kept' AND rv.run_id IN (SELECT run_id FROM r) GROUP BY rv.run_id), "
+        "s AS (SELECT run_id, count(*) AS samples FROM samples WHERE run_id IN (SELECT run_id FROM r) GROUP BY run_id), "
+        "l AS (SELECT run_id, count(*) AS llm_calls, "
+        "      sum(input_tokens + output_tokens) FILTER (WHERE NOT cached) AS llm_tokens, sum(cost_usd) AS cost_usd "
+        "      FROM llm_calls WHERE run_id IN (SELECT run_id FROM r) GROUP BY run_id), "
+        "u AS (SELECT run_id, sum(units) AS search_units FROM queries WHERE run_id IN (SELECT run_id FROM r) "
+        "      GROUP BY run_id) "
         "SELECT r.run_id, r.command, r.status, r.inputs, r.created_at, r.updated_at, r.attempts, r.summary, "
         "date_diff('millisecond', r.created_at, r.updated_at) / 1000.0 AS seconds, "
-        "(SELECT count(*) FROM candidates c WHERE c.run_id = r.run_id AND c.status = 'accepted') AS accepted, "
-        "(SELECT count(*) FROM run_videos rv JOIN videos v USING (video_id) "
-        " WHERE rv.run_id = r.run_id AND v.status = 'kept') AS kept, "
-        "(SELECT count(*) FROM samples s WHERE s.run_id = r.run_id) AS samples, "
-        "(SELECT count(*) FROM llm_calls l WHERE l.run_id = r.run_id) AS llm_calls, "
-        "(SELECT coalesce(sum(input_tokens + output_tokens), 0) FROM llm_calls l "
-        " WHERE l.run_id = r.run_id AND NOT cached) AS llm_tokens, "
-        "(SELECT coalesce(sum(cost_usd), 0) FROM llm_calls l WHERE l.run_id = r.run_id) AS cost_usd, "
-        "(SELECT coalesce(sum(units), 0) FROM queries q WHERE q.run_id = r.run_id) AS search_units "
-        "FROM r ORDER BY r.created_at DESC, r.run_id", [PER_PAGE, _offset(page)])
+        "coalesce(c.accepted, 0) AS accepted, coalesce(k.kept, 0) AS kept, coalesce(s.samples, 0) AS samples, "
+        "coalesce(l.llm_calls, 0) AS llm_calls, coalesce(l.llm_tokens, 0) AS llm_tokens, "
+        "coalesce(l.cost_usd, 0) AS cost_usd, coalesce(u.search_units, 0) AS search_units "
+        "FROM r LEFT JOIN c USING (run_id) LEFT JOIN k USING (run_id) LEFT JOIN s USING (run_id) "
+        "LEFT JOIN l USING (run_id) LEFT JOIN u USING (run_id) ORDER BY r.created_at DESC, r.run_id",
+        [PER_PAGE, _offset(page)])
     for r in items:
         r["inputs"] = _json(r["inputs"], [])
         r["summary"] = _json(r["summary"])
@@ -362,22 +368,21 @@ def video_file(db: Rows, run_id: str, video_id: str) -> str | None:
 
 # -- samples -------------------------------------------------------------------------------------------
 def sample_filters(db: Rows, run_id: str) -> dict[str, list]:
-    """Values to filter a run's samples by: subjects, knowledge points (id, name), videos."""
+    """Values to filter a run's samples by: its subjects and knowledge points (id, name)."""
     subjects = [r["s"] for r in db.rows(
-        "SELECT DISTINCT unnest(json_extract_string(sample, '$.metadata[*].subject')) AS s FROM samples "
-        "WHERE run_id = ? ORDER BY 1", [run_id]) if r["s"]]
+        "SELECT name AS s FROM taxonomy WHERE run_id = $1 AND level = 'subject' UNION "
+        "SELECT v.subject FROM run_videos r JOIN videos v USING (video_id) WHERE r.run_id = $1 "
+        "AND v.subject IS NOT NULL ORDER BY 1", [run_id])]
     points = db.rows("SELECT node_id, name FROM taxonomy WHERE run_id = ? AND level = 'point' ORDER BY position",
                      [run_id])
-    videos = [r["v"] for r in db.rows(
-        "SELECT DISTINCT unnest(json_extract_string(sample, '$.metadata[*].video_id')) AS v FROM samples "
-        "WHERE run_id = ? ORDER BY 1", [run_id]) if r["v"]]
-    return {"subjects": subjects, "points": points, "videos": videos}
+    return {"subjects": subjects, "points": points}
 
 
 def samples(db: Rows, run_id: str, page: int = 1, subject: str | None = None, point: str | None = None,
             video_id: str | None = None) -> Page[dict]:
     """A run's samples in order, 50 a page, narrowed to those with a position of the subject, the
-    knowledge point (by the run's candidates, or the video's own knowledge_point) or the video."""
+    knowledge point (its videos: the run's candidates under it, or videos whose own knowledge_point
+    is it) or the video."""
     where, params = ["run_id = $1"], [run_id]
     if subject:
         params.append(subject)
@@ -386,12 +391,12 @@ def samples(db: Rows, run_id: str, page: int = 1, subject: str | None = None, po
         params.append(video_id)
         where.append(f"list_contains(json_extract_string(sample, '$.metadata[*].video_id'), ${len(params)})")
     if point:
-        params.append(point)
-        n = len(params)
-        where.append("len(list_intersect(json_extract_string(sample, '$.metadata[*].video_id'), "
-                     f"(SELECT coalesce(list(video_id), []) FROM (SELECT video_id FROM candidates "
-                     f"WHERE run_id = $1 AND point_id = ${n} UNION SELECT video_id FROM videos "
-                     f"WHERE knowledge_point = ${n})))) > 0")
+        vids = [r["video_id"] for r in db.rows(
+            "SELECT video_id FROM candidates WHERE run_id = $1 AND point_id = $2 UNION "
+            "SELECT video_id FROM run_videos JOIN videos USING (video_id) WHERE run_id = $1 AND knowledge_point = $2",
+            [run_id, point])]
+        params.append(vids)
+        where.append(f"list_has_any(json_extract_string(sample, '$.metadata[*].video_id'), ${len(params)}::VARCHAR[])")
     cond = " AND ".join(where)
     total = db.rows(f"SELECT count(*) AS n FROM samples WHERE {cond}", params)[0]["n"]
     n = len(params)
