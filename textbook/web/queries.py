@@ -68,12 +68,6 @@ def _offset(page: int) -> int:
     return (max(1, page) - 1) * PER_PAGE
 
 
-def table_columns(db: Rows, table: str) -> set[str]:
-    return {r["column_name"] for r in db.rows(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ?",
-        [table])}
-
-
 # -- runs ------------------------------------------------------------------------------------------
 def runs(db: Rows, page: int = 1) -> Page[dict]:
     """The runs, newest first, with what each produced and spent."""
@@ -84,7 +78,8 @@ def runs(db: Rows, page: int = 1) -> Page[dict]:
         "      AND run_id IN (SELECT run_id FROM r) GROUP BY run_id), "
         "k AS (SELECT rv.run_id, count(*) AS kept FROM run_videos rv JOIN videos v USING (video_id) "
         "      WHERE v.status = 'kept' AND rv.run_id IN (SELECT run_id FROM r) GROUP BY rv.run_id), "
-        "s AS (SELECT run_id, count(*) AS samples FROM samples WHERE run_id IN (SELECT run_id FROM r) GROUP BY run_id), "
+        "s AS (SELECT run_id, count(*) AS samples FROM samples WHERE run_id IN (SELECT run_id FROM r) "
+        "      GROUP BY run_id), "
         "l AS (SELECT run_id, count(*) AS llm_calls, "
         "      sum(input_tokens + output_tokens) FILTER (WHERE NOT cached) AS llm_tokens, sum(cost_usd) AS cost_usd "
         "      FROM llm_calls WHERE run_id IN (SELECT run_id FROM r) GROUP BY run_id), "
