@@ -69,6 +69,7 @@ bench: setup
 	$(BIN)/python bench/bench_process.py
 	$(BIN)/python bench/bench_agent.py
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_view.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
