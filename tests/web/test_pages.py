@@ -269,3 +269,21 @@ def test_pages_refresh_themselves_while_a_run_runs(tmp_path):
     finally:
         store.close()
     assert 'http-equiv="refresh"' not in c.get("/").text
+
+
+def test_samples_page_marks_positions_a_human_decided(tmp_path):
+    review = [{"stage": "metadata", "by": "human", "decision": "accept", "model_verdict": "reject",
+               "model_score": 5.0}]
+    meta = {"video_id": "v1", "source": "s", "subject": "Physics", "clip_start": 0.0, "clip_end": 9.0,
+            "review": review}
+    sample = {"images": [None], "texts": ["a paragraph"], "text_ocr_list": ["a paragraph"], "metadata": [meta],
+              "image_num": 0, "text_num": 1, "token_num": 3}
+    store = open_store(tmp_path / "r.duckdb")
+    try:
+        store.start_run("build-rev000000001", "build", ["goal"], {"agent": {}}, "h")
+        store.save_samples("build-rev000000001", "h", [sample])
+        store.finish_run("build-rev000000001", "finished", {})
+    finally:
+        store.close()
+    page = TestClient(create_app(FileBackend(tmp_path / "r.duckdb"))).get("/runs/build-rev000000001/samples").text
+    assert '<span class="human">human accept at metadata (model: reject, 5.0)</span>' in page

@@ -283,6 +283,8 @@ def video(db: Rows, video_id: str, run_id: str | None) -> dict | None:
         c = cand[0]
         c["metadata"] = _json(c["metadata"], {}) or {}
         v["candidate"] = c
+        names = db.rows("SELECT name FROM taxonomy WHERE run_id = ? AND node_id = ?", [run_id, c["point_id"]])
+        v["point_name"] = names[0]["name"] if names else None
         v.setdefault("title", None)
         v["title"] = v.get("title") or c["metadata"].get("title")
     return v
