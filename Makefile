@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo
-APT_PACKAGES := ffmpeg tesseract-ocr espeak-ng
+APT_PACKAGES := ffmpeg tesseract-ocr espeak-ng chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system venv model demo test test-fast lint lessons bench clean
@@ -16,6 +16,8 @@ system:
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v tesseract >/dev/null || missing="$$missing tesseract-ocr"; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
@@ -68,6 +70,7 @@ bench: setup
 	$(BIN)/python bench/bench_process.py
 	$(BIN)/python bench/bench_agent.py
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_view.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

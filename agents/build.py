@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.budget import BudgetTracker
-from agents.config import AgentConfig
+from agents.config import AgentConfig, ReviewConfig
 from agents.graph import BuildAgent, Deps
 from agents.llm import Gateway
 from pipeline.config import PipelineConfig
@@ -64,8 +64,10 @@ def make_sources(specs: list[str], store, comments: int | None = None) -> list:
 
 
 def run_id_for(goal: str, agent: AgentConfig, pipeline: PipelineConfig) -> str:
-    cfg = {"goal": " ".join(goal.split()), "agent": agent.model_dump(mode="json"),
-           "pipeline": pipeline.model_dump(mode="json")}
+    agent_json = agent.model_dump(mode="json")
+    if agent.review == ReviewConfig():  # runs without review keep the ids they had before it existed
+        agent_json.pop("review")
+    cfg = {"goal": " ".join(goal.split()), "agent": agent_json, "pipeline": pipeline.model_dump(mode="json")}
     return "build-" + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -91,9 +93,13 @@ def spec_from_run(store, run_id: str) -> BuildSpec:
 def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool = False,
               models: dict | None = None, base_url: str | None = None, model_name: str | None = None,
               on_event: Callable[[dict], None] | None = None, reporter=None,
-              sources: list | None = None) -> dict[str, Any]:
+              sources: list | None = None, wait_for_review: Callable[[str, dict], dict] | None = None
+              ) -> dict[str, Any]:
     """Run (or resume) one build; returns the result summary. ``base_url`` overrides the endpoint
-    for this process only (the embedded server's port is not part of the run)."""
+    for this process only (the embedded server's port is not part of the run). A build that pauses
+    for a review nobody has answered returns ``{"run_id", "waiting_for_review"}`` (run status
+    ``waiting``); ``wait_for_review(run_id, payload) -> answer`` blocks for the answer instead."""
+    from agents import review
     from store.checkpoint import DuckDBSaver
 
     goal = " ".join(spec.goal.split())
@@ -138,15 +144,16 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     deps.on_event({"event": "run_start", "run_id": run_id, "goal": goal, "resume": continuing,
                    "enforce_judges": enforce})
     try:
-        if continuing:
-            final = graph.invoke(None, config)
-        else:
-            final = graph.invoke({"run_id": run_id, "goal": goal, "searched": [], "stop": None}, config)
+        start = None if continuing else {"run_id": run_id, "goal": goal, "searched": [], "stop": None}
+        final = review.drive(graph, start, config, store, run_id, wait_for_review, deps.on_event)
     except BaseException as exc:
         store.finish_run(run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
         raise
     finally:
         runner.close()
+    if "waiting_for_review" in final:
+        return {"run_id": run_id, "waiting_for_review": final["waiting_for_review"]["kind"],
+                "review_key": final["waiting_for_review"]["key"]}
     result = {**(final.get("result") or {}), "judges": "enforced" if enforce else "advisory"}
     store.finish_run(run_id, "finished", result)
     return result

@@ -62,6 +62,15 @@ class Budgets(BaseModel):
     max_wall_s: float | None = Field(None, description="wall-clock seconds")
 
 
+class ReviewConfig(BaseModel):
+    """Where a human decides (agents/review.py): the taxonomy, and judgments scored inside ``band``."""
+
+    model_config = ConfigDict(extra="forbid")
+    taxonomy: bool = Field(False, description="pause after the taxonomy for a human to approve or edit it")
+    borderline: bool = Field(False, description="queue metadata and transcript judgments scored in band for a human")
+    band: tuple[float, float] = Field((4.0, 6.0), description="judge scores (0-10, ends included) a human decides")
+
+
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     llm: LLMConfig = LLMConfig()
@@ -83,6 +92,7 @@ class AgentConfig(BaseModel):
     download_max_height: int = Field(480, description="yt-dlp video height cap")
     download_retries: int = 3
     on_invalid: str = Field("accept", description="a judge whose answer never validates: accept or reject")
+    review: ReviewConfig = ReviewConfig()
     enforce_judges: Literal["auto", "yes", "no"] = Field(
         "auto", description="yes: judges drop videos and clips; no: advisory (verdicts recorded, nothing dropped); "
                             "auto: yes with a configured model, no with the embedded 135M model")

@@ -31,6 +31,7 @@ from agents import schemas
 from agents.budget import BudgetTracker
 from agents.config import AgentConfig
 from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid
+from agents.review import ReviewNodes, mark_lineage, queue_borderline
 from pipeline.runner import Runner
 from tools.errors import ToolError
 
@@ -274,6 +275,8 @@ class BuildAgent:
                 verdict, score, reasons, call_id = cfg.on_invalid, None, [f"{cfg.on_invalid} by policy: {exc}"], \
                     exc.call_id
             self.d.store.save_judgment(run_id, c["video_id"], "metadata", verdict, score, reasons, None, call_id)
+            if queue_borderline(self, run_id, c["video_id"], "metadata", verdict, score):
+                continue
             keep = verdict == "accept" or not self.d.enforce_judges
             self.d.store.update_candidate(run_id, c["video_id"], status="accepted_meta" if keep else "judged_out",
                                           reason="; ".join(reasons)[:500])
@@ -369,7 +372,7 @@ class BuildAgent:
             point, chain = self._path(run_id, c["point_id"])
             values = {"point": point, "path": " > ".join(chain), "chars": min(len(text), cfg.transcript_chars),
                       "total_chars": len(text), "transcript": text[: cfg.transcript_chars]}
-            verdicts = []
+            verdicts, scores = [], []
             for role, kind in (("transcript_judge_a", "transcript_a"), ("transcript_judge_b", "transcript_b")):
                 try:
                     ans = self.d.gateway.call(role, "judge_transcripts", "transcript_judge", values,
@@ -383,6 +386,11 @@ class BuildAgent:
                                                                                 f"{exc}"], exc.call_id, None, None
                 store.save_judgment(run_id, vid, kind, verdict, score, reasons, detail, call_id)
                 verdicts.append(verdict)
+                scores.append(score)
+            mean = sum(scores) / 2 if None not in scores else None
+            if queue_borderline(self, run_id, vid, "transcript", "reject" if verdicts.count("reject") == 2
+                                else "accept", mean):
+                continue
             if verdicts.count("reject") == 2 and self.d.enforce_judges:
                 store.update_candidate(run_id, vid, status="transcript_rejected", reason="both transcript judges")
                 store.update_video(vid, status="rejected", reason="transcript_judges")
@@ -513,19 +521,22 @@ class BuildAgent:
         videos = [store.video(i["video_id"]) | {"video_id": i["video_id"]} for i in items]
         store.set_run_videos(run_id, [v["video_id"] for v in videos])
         samples = runner.pack(run_id, videos, videos) if videos else []
+        reviewed = mark_lineage(store, run_id, runner.out_dir, runner.media) if videos else 0
         funnel: dict[str, int] = {}
         for c in store.candidates(run_id):
             funnel[c["status"]] = funnel.get(c["status"], 0) + 1
         result = {"run_id": run_id, "accepted_videos": len(videos), "samples": len(samples),
                   "out_dir": str(runner.out_dir), "stop": state.get("stop"), "candidates": funnel,
                   "search_units": store.search_units(run_id), "llm": store.llm_totals(run_id),
-                  "knowledge_points": sum(1 for n in store.taxonomy(run_id) if n["level"] == "point")}
+                  "knowledge_points": sum(1 for n in store.taxonomy(run_id) if n["level"] == "point"),
+                  "human_reviewed_videos": reviewed}
         return {"result": result}
 
     # -- assembly ------------------------------------------------------------
     def compile(self, checkpointer=None):
         g = StateGraph(BuildState)
         t = self._traced
+        review = ReviewNodes(self)  # the human review nodes asked for by agent.review (agents/review.py)
         g.add_node("interpret_goal", t("interpret_goal", self.interpret_goal))
         g.add_node("taxonomy", t("taxonomy", self.taxonomy))
         g.add_node("plan_queries", t("plan_queries", self.plan_queries))
@@ -540,13 +551,13 @@ class BuildAgent:
         g.add_node("assemble", t("assemble", self.assemble))
         g.add_edge(START, "interpret_goal")
         g.add_edge("interpret_goal", "taxonomy")
-        g.add_edge("taxonomy", "plan_queries")
+        g.add_edge("taxonomy", review.between(g, "taxonomy", "plan_queries"))
         g.add_conditional_edges("plan_queries", self.route_searches, ["search_point", "judge_metadata"])
         g.add_edge("search_point", "judge_metadata")
-        g.add_edge("judge_metadata", "download")
+        g.add_edge("judge_metadata", review.between(g, "judge_metadata", "download"))
         g.add_edge("download", "transcribe")
         g.add_edge("transcribe", "judge_transcripts")
-        g.add_edge("judge_transcripts", "visuals")
+        g.add_edge("judge_transcripts", review.between(g, "judge_transcripts", "visuals"))
         g.add_edge("visuals", "clips")
         g.add_edge("clips", "coverage")
         g.add_edge("assemble", END)

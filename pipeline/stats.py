@@ -58,6 +58,9 @@ def corpus_stats(store: Store, run_id: str, tokenizer: str = "whisper") -> dict:
     found = search_funnel(store, run_id)
     if found:
         out["search_funnel"] = found
+    reviewed = human_reviews(store, run_id)
+    if reviewed:
+        out["reviews"] = reviewed
     return out
 
 
@@ -91,6 +94,14 @@ def sources(store: Store, run_id: str) -> list[dict]:
         out.append({"video_id": r["video_id"], "source": src, "title": r["title"],
                     "license": str(lic) if lic else None})
     return out
+
+
+def human_reviews(store: Store, run_id: str) -> list[dict]:
+    """Decisions a human took in review (agents/review.py), per stage and verdict, with how many
+    overrode the model's verdict."""
+    return store.rows("SELECT kind, verdict, count(*) AS n, count(*) FILTER (WHERE json_extract_string(detail, "
+                      "'$.model_verdict') <> verdict) AS overrides FROM judgments WHERE run_id = ? "
+                      "AND kind LIKE 'human:%' GROUP BY ALL ORDER BY kind, verdict", [run_id])
 
 
 def search_funnel(store: Store, run_id: str) -> dict | None:

@@ -179,6 +179,9 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
         console.print("search funnel: " + " -> ".join(f"{s['step']} {s['videos']}" for s in sf["steps"]))
         if sf["lost"]:
             console.print("lost: " + ", ".join(f"{k} {v}" for k, v in sf["lost"].items()))
+    for r in data.get("reviews", []):
+        console.print(f"human review: {r['kind'].split(':', 1)[1]} {r['verdict']} {r['n']} "
+                      f"({r['overrides']} overriding the model)", highlight=False)
     f = data["funnel"]
     console.print("funnel: " + " -> ".join(f"{s['step']} {s['videos']}" for s in f["steps"]))
     for title, key in (("dropped", "dropped"), ("errors", "errors"), ("OCR dropped", "ocr_dropped"),
@@ -250,6 +253,10 @@ def export(db: DbOpt = None,
 from textbook.cli_agent import register as _register_agent  # noqa: E402
 
 _register_agent(app, UserError, _setup_logging)
+
+from textbook.cli_view import register as _register_view  # noqa: E402
+
+_register_view(app, UserError, _setup_logging)
 
 from textbook.cli_eval import register as _register_eval  # noqa: E402
 from textbook.cli_train import register as _register_train  # noqa: E402

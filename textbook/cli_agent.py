@@ -13,7 +13,7 @@ import re
 import shutil
 import sys
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -102,6 +102,8 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                 err_console.print(f"[{time.monotonic() - started:7.1f}s] {e['node']}", highlight=False)
             elif e["event"] == "budget":
                 err_console.print(f"budget spent: {safe(e['detail'])}", highlight=False)
+            elif e["event"] == "review_wait":
+                err_console.print(f"waiting for your {e['kind']} review in the viewer", highlight=False)
         return show
 
     @app.command()
@@ -123,12 +125,23 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         workers: Annotated[Optional[int], typer.Option(help="workers of the executor")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+        review: Annotated[Optional[str], typer.Option("--review", help="taxonomy and/or borderline "
+                                                                       "(comma-separated): pause for a human")] = None,
+        view: Annotated[bool, typer.Option("--view", help="serve `textbook view` from this build")] = False,
+        view_port: Annotated[int, typer.Option("--view-port", help="port of --view on 127.0.0.1")] = 8765,
     ) -> None:
         """Plan a taxonomy, find and judge videos, and build a textbook from them, tracing every step."""
         setup_logging(quiet)
         if resume is None and (goal is None or not goal.strip()):
             raise user_error('the goal is empty: say what textbook to build, e.g. "build a chemistry textbook"')
         over = _overrides(db, out, source, max_videos, per_point, budget_usd, llm, llm_url)
+        if review:
+            from agents.review import parse_review_flag
+
+            try:
+                over["agent"]["review"] = parse_review_flag(review)
+            except ValueError as exc:
+                raise user_error(str(exc)) from exc
         if executor or workers:
             over["pipeline"] = {k: v for k, v in (("executor", executor), ("workers", workers)) if v}
         settings = load_settings(config, over)
@@ -145,15 +158,22 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                 sources = make_sources(spec.agent.sources, store, comments=spec.agent.comments)
             except BuildError as exc:
                 raise user_error(str(exc)) from exc
-            with Endpoint(spec.agent.llm, user_error, quiet or as_json) as (url, alias):
+            with Endpoint(spec.agent.llm, user_error, quiet or as_json) as (url, alias), \
+                    _viewer(store, view, view_port, user_error) as wait:
                 result = run_build(store, spec, run_id=resume, resume=bool(resume), base_url=url, model_name=alias,
-                                   on_event=_progress(quiet, as_json), sources=sources)
+                                   on_event=_progress(quiet, as_json), sources=sources, wait_for_review=wait)
         except BuildError as exc:
             raise user_error(str(exc)) from exc
         finally:
             store.close()
         if as_json:
             print(json.dumps(result, indent=2, default=str))
+            return
+        if result.get("waiting_for_review"):
+            where = f" --db {db}" if db else ""
+            print(f"{result['run_id']} waits for your review ({result['waiting_for_review']}): "
+                  f"textbook review {result['run_id']}{where} (terminal), or textbook view{where} (browser) "
+                  f"then textbook build --resume {result['run_id']}{where}")
             return
         if result.get("already_finished"):
             print(f"{result['run_id']} had already finished; its result:")
@@ -351,6 +371,29 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
             _stdout().print(table)
         if any(c["status"] == "missing" and c["required"] for c in checks):
             raise typer.Exit(1)
+
+
+@contextmanager
+def _viewer(store, view: bool, port: int, user_error):
+    """With --view: the viewer on 127.0.0.1 in a thread of this build; yields how the build waits for
+    a review answer from it (None without --view: a paused build returns and says how to answer)."""
+    if not view:
+        yield None
+        return
+    from agents.review import ReviewInbox
+    from textbook.web.backend import BuildBackend
+    from textbook.web.server import ServeError, Viewer
+
+    inbox = ReviewInbox()
+    try:
+        viewer = Viewer(BuildBackend(store, inbox), "127.0.0.1", port).start()
+    except ServeError as exc:
+        raise user_error(str(exc)) from exc
+    err_console.print(f"viewer: {viewer.url} (served while the build runs)", highlight=False)
+    try:
+        yield inbox.wait
+    finally:
+        viewer.stop()
 
 
 def _stdout():

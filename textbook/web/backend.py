@@ -1,0 +1,106 @@
+"""Where the viewer's reads come from, and where a review answer goes.
+
+- ``FileBackend``: `textbook view` on a store file. Each request opens the file read-only and closes
+  it, so the viewer never holds DuckDB's lock between requests (a build can start meanwhile); while a
+  build holds the file the pages say so (`textbook build --view` serves it instead).
+- ``BuildBackend``: `textbook build --view`. Reads go through a fresh cursor of the build's own
+  connection (DuckDB reads committed data concurrently in one process); a review answer is handed to
+  the build's thread (``agents.review.ReviewInbox``), which alone writes the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from pipeline.runner import media_dir_for
+from textbook.web.queries import Rows
+
+
+class ReviewRejected(Exception):
+    """A review answer that cannot be taken (invalid edit, nothing waiting): one line for the form."""
+
+
+class Backend(Protocol):
+    media_dir: Path
+    live: bool
+
+    def reader(self) -> Iterator[Rows]: ...
+
+    def answer(self, run_id: str, key: str, answer: dict) -> str: ...
+
+
+class FileBackend:
+    """Reads a store file, opened read-only per request."""
+
+    live = False
+
+    def __init__(self, db: Path):
+        self.db = Path(db)
+        self.media_dir = media_dir_for(self.db)
+
+    @contextmanager
+    def reader(self) -> Iterator[Rows]:
+        from store import open_store
+
+        store = open_store(self.db, read_only=True)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def answer(self, run_id: str, key: str, answer: dict) -> str:
+        """Record the answer in the store; the build continues with `textbook build --resume RUN_ID`."""
+        from agents import review
+        from store import StoreError, open_store
+
+        try:
+            store = open_store(self.db)
+        except StoreError as exc:
+            raise ReviewRejected(str(exc)) from exc
+        try:
+            payload = review.pending(store, run_id, key)
+            if payload is None:
+                raise ReviewRejected(f"{run_id} is not waiting for the review {key!r} (answered already?)")
+            problems = review.check_answer(payload, answer)
+            if problems:
+                raise ReviewRejected("; ".join(problems))
+            review.record_answer(store, run_id, key, answer, via="viewer")
+        finally:
+            store.close()
+        return f"recorded; continue the build with: textbook build --resume {run_id} --db {self.db}"
+
+
+class BuildBackend:
+    """Reads through cursors of a running build's connection; answers go to the build's inbox."""
+
+    live = True
+
+    def __init__(self, store, inbox):
+        self.store = store
+        self.inbox = inbox
+        self.media_dir = media_dir_for(Path(store.path))
+
+    @contextmanager
+    def reader(self) -> Iterator[Rows]:
+        from store import Store
+
+        cur = self.store.con.cursor()
+        try:
+            yield Store(cur, self.store.path)
+        finally:
+            cur.close()
+
+    def answer(self, run_id: str, key: str, answer: dict) -> str:
+        from agents import review
+
+        payload = self.inbox.waiting(run_id, key)
+        if payload is None:
+            raise ReviewRejected(f"{run_id} is not waiting for the review {key!r} (answered already?)")
+        problems = review.check_answer(payload, answer)
+        if problems:
+            raise ReviewRejected("; ".join(problems))
+        self.inbox.put(run_id, key, answer)
+        return "sent to the running build: it continues now"
