@@ -29,6 +29,7 @@ from pipeline.runner import InputError, Runner, media_dir_for
 from pipeline.stats import corpus_stats
 from store import StoreError, open_store
 from textbook.console import ProgressReporter, err_console
+from agents.interrupts import Interrupted
 from textbook.settings import SettingsError, load_settings
 from tools.errors import ToolError
 
@@ -55,8 +56,8 @@ def process(
     db: DbOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="export folder for samples and images")] = None,
     config: ConfigOpt = None,
-    executor: Annotated[Optional[str], typer.Option(help="local or process")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="workers of the process executor")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="local, process or ray")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="workers of the process or ray executor")] = None,
     asr_model: Annotated[Optional[str], typer.Option(help="whisper name or folder")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto")] = None,
     pack: Annotated[Optional[str], typer.Option(help="video, split or concat")] = None,
@@ -150,7 +151,9 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
         data_stats(data, sim, clip_model, device, as_json, UserError, _console())
         return
     settings = load_settings(config, {"db": db} if db else {})
-    store = open_store(settings.db, read_only=True)
+    from textbook.cli_agent import existing_db
+
+    store = open_store(existing_db(settings.db, UserError), read_only=True)
     try:
         data = corpus_stats(store, _run_id(store, run), settings.pipeline.tokenizer)
     finally:
@@ -246,6 +249,9 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
+    except Interrupted as exc:  # SIGTERM under agents.interrupts (build, batch)
+        print(f"{exc}; rerun the same command to resume", file=sys.stderr)
+        sys.exit(exc.code)
     except Exception as exc:  # the last resort: still one line, never a traceback
         if debug:
             raise

@@ -29,6 +29,7 @@ from tests.agents.scripted import (
     models_for,
     physics_script,
     point_of,
+    points,
 )
 from tools.search import LocalSource, YouTubeSource
 
@@ -55,7 +56,7 @@ def make_spec(tmp_path: Path, model: str, goal: str = "build a physics textbook"
 
 def one_point_taxonomy(point: str = NEWTON):
     return lambda t: {"subjects": [{"name": "Physics", "courses": [{"name": "Mechanics", "subcourses": [
-        {"name": "Forces", "points": [point]}]}]}]}
+        {"name": "Forces", "points": points(point)}]}]}]}
 
 
 def candidates(store, run_id: str) -> dict[str, dict]:
