@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +158,7 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     from agents.interrupts import is_interrupt
     from store.checkpoint import DuckDBSaver
 
+    t0 = time.monotonic()
     goal = " ".join(spec.goal.split())
     if not goal:
         raise BuildError("the goal is empty: say what textbook to build, e.g. \"build a chemistry textbook\"")
@@ -220,8 +222,11 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
         raise
     finally:
         runner.close()
-    result = {**(final.get("result") or {}), "judges": _judges_word(judges), "judge_modes": judges}
+    result = {**(final.get("result") or {}), "judges": _judges_word(judges), "judge_modes": judges,
+              "seconds": round(time.monotonic() - t0, 1)}
     if result.get("error"):
+        # every search failed: a rerun (network back, key fixed) must search again, not resume past it
+        graph.checkpointer.delete_thread(run_id)
         store.finish_run(run_id, "failed", result)
         raise BuildError(result["error"])
     store.finish_run(run_id, "finished", result)

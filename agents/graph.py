@@ -326,8 +326,9 @@ class BuildAgent:
             todo = store.candidates(run_id, "found")
             if not todo:
                 break
+            total = done + len(todo)
             for c in todo:
-                self._progress("judge_metadata", done, done + len(todo), c["video_id"])
+                self._progress("judge_metadata", done, total, c["video_id"])
                 self._judge_metadata_one(run_id, spec, cfg, c, enforce)
                 done += 1
         return {}

@@ -145,17 +145,20 @@ class Taxonomy(BaseModel):
         return out
 
 
+def _bounded(n: int, **kw) -> object:
+    """A list of 1 to ``n`` items whose JSON schema asks for exactly ``n`` (minItems = maxItems): a decoder
+    under the schema writes the asked-for size, a model that writes fewer still validates."""
+    return Field(min_length=1, max_length=n, json_schema_extra={"minItems": n}, **kw)
+
+
 def sized_taxonomy(subjects: int, courses: int, subcourses: int, points: int) -> type[Taxonomy]:
-    """A Taxonomy whose JSON schema holds exactly the asked-for number of items at every level, so a
+    """A Taxonomy bounded to the configured size at every level (schema: exactly that size), so a
     schema-constrained decoder writes the configured tree and nothing more. Validates like Taxonomy."""
-    sub = create_model("SubCourse", __base__=SubCourse, points=(list[KnowledgePoint], Field(
-        min_length=points, max_length=points, description="knowledge points, each one teachable idea")))
-    course = create_model("Course", __base__=Course,
-                          subcourses=(list[sub], Field(min_length=subcourses, max_length=subcourses)))
-    subject = create_model("Subject", __base__=Subject,
-                           courses=(list[course], Field(min_length=courses, max_length=courses)))
-    return create_model("Taxonomy", __base__=Taxonomy,
-                        subjects=(list[subject], Field(min_length=subjects, max_length=subjects)))
+    sub = create_model("SubCourse", __base__=SubCourse, points=(list[KnowledgePoint], _bounded(
+        points, description="knowledge points, each one teachable idea")))
+    course = create_model("Course", __base__=Course, subcourses=(list[sub], _bounded(subcourses)))
+    subject = create_model("Subject", __base__=Subject, courses=(list[course], _bounded(courses)))
+    return create_model("Taxonomy", __base__=Taxonomy, subjects=(list[subject], _bounded(subjects)))
 
 
 class Queries(BaseModel):
@@ -172,9 +175,10 @@ class Queries(BaseModel):
 
 
 def sized_queries(n: int) -> type[Queries]:
+    """Queries bounded to ``n`` (schema: exactly ``n``)."""
     return create_model("Queries", __base__=Queries, queries=(list[str], Field(
         min_length=1, max_length=n, description="what a student would type into video search",
-        json_schema_extra={"items": {"type": "string", "maxLength": NAME_CHARS}})))
+        json_schema_extra={"items": {"type": "string", "maxLength": NAME_CHARS}, "minItems": n})))
 
 
 class MetadataVerdict(BaseModel):

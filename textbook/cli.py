@@ -24,12 +24,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agents.interrupts import Interrupted
 from pipeline.export import FORMATS, ExportError, export_samples
 from pipeline.runner import InputError, Runner, media_dir_for
 from pipeline.stats import corpus_stats
 from store import StoreError, open_store
 from textbook.console import ProgressReporter, err_console
-from agents.interrupts import Interrupted
 from textbook.settings import SettingsError, load_settings
 from tools.errors import ToolError
 

@@ -151,7 +151,7 @@ class BuildProgress:
             self._print(f"{_clock(time.monotonic() - self.started):>6} {e['node']} done "
                         f"({_clock(time.monotonic() - self.node_started)})")
         elif kind == "warning":
-            self.console.print(f"warning: {literal(e['message'])}", markup=False, highlight=False)
+            self._print(f"warning: {literal(e['message'])}")
         elif kind == "budget":
             self._print(f"budget spent: {literal(e['detail'])}")
 

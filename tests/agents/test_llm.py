@@ -13,7 +13,7 @@ import prompts
 from agents import schemas
 from agents.budget import BudgetTracker
 from agents.config import Budgets, LLMConfig, RoleConfig
-from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid, LLMUnavailable
+from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid, LLMTimeout, LLMUnavailable
 from store import open_store
 from tests.agents.scripted import ScriptedChatModel, models_for, points
 
@@ -265,8 +265,8 @@ def test_taxonomy_nodes_have_stable_ids():
             {"name": "Mechanics", "subcourses": [{"name": "Forces", "points": points("Newton's laws",
                                                                                       "Friction  forces")},
                                                  {"name": "Energy", "points": points("Kinetic energy")}]}]},
-        {"name": "Chemistry", "courses": [{"name": "Matter", "subcourses": [{"name": "Atoms",
-                                                                               "points": points("Atomic structure")}]}]}]})
+        {"name": "Chemistry", "courses": [{"name": "Matter", "subcourses": [
+            {"name": "Atoms", "points": points("Atomic structure")}]}]}]})
     nodes = tax.nodes()
     assert [n["node_id"] for n in nodes] == [
         "s1", "s1.c1", "s1.c1.u1", "s1.c1.u1.p1", "s1.c1.u1.p2", "s1.c1.u2", "s1.c1.u2.p1",
@@ -312,3 +312,116 @@ def test_other_validators():
         schemas.MetadataVerdict(verdict="accept", score=11, reasons=["x"])
     with pytest.raises(ValidationError):
         schemas.ClipDecision(decision="keep", reasons=[])
+
+
+# -- structured modes, timeouts, interrupts ------------------------------------------------
+
+def test_response_format_modes_send_the_schema_and_read_json_content(store):
+    from agents.llm import grammar_schema, schema_hint, strict_schema
+
+    model = ScriptedChatModel(script={"MetadataVerdict": lambda t: GOOD})
+    ans = judge(gateway(store, model, structured="json_schema"))
+    assert ans.value.verdict == "accept"
+    [req] = model.requests
+    rf = req["response_format"]
+    assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
+    assert rf["json_schema"]["schema"]["additionalProperties"] is False
+    assert set(rf["json_schema"]["schema"]["required"]) == {"verdict", "score", "reasons"}
+    system = req["messages"][0][1]
+    assert 'Answer with one JSON object' in system and '"verdict": "accept" or "reject"' in system
+
+    judge(gateway(store, model, structured="llamacpp"), title="another lesson")
+    rf = model.requests[-1]["response_format"]
+    assert rf["type"] == "json_object" and rf["schema"]["properties"]["score"]["enum"] == list(range(11))
+    assert rf["schema"]["properties"]["reasons"]["maxItems"] == schemas.MAX_REASONS
+    # different modes are different cache entries
+    assert len({c["cache_key"] for c in store.llm_calls(RUN)}) == 2
+
+    assert strict_schema(schemas.GoalSpec)["required"] == ["title", "subjects", "level", "language"]
+    tax = grammar_schema(schemas.sized_taxonomy(2, 1, 1, 3))
+    assert tax["properties"]["subjects"]["minItems"] == tax["properties"]["subjects"]["maxItems"] == 2
+    assert tax["$defs"]["SubCourse"]["properties"]["points"]["maxItems"] == 3
+    assert tax["$defs"]["KnowledgePoint"]["properties"]["difficulty"]["enum"] == [1, 2, 3, 4, 5]
+    assert "exactly 2 {" in schema_hint(schemas.sized_taxonomy(2, 1, 1, 3))
+
+
+def test_a_call_past_its_timeout_is_cut_and_recorded(store):
+    import time
+
+    def slow(t):
+        time.sleep(3)
+        return GOOD
+
+    model = ScriptedChatModel(script={"MetadataVerdict": slow})
+    gw = gateway(store, model, timeout_s=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(LLMTimeout) as err:
+        judge(gw)
+    assert time.monotonic() - t0 < 2.0  # cut at the timeout, not after the answer
+    assert err.value.call_id and "timeout" in str(err.value)
+    [row] = store.llm_calls(RUN)
+    assert row["call_id"] == err.value.call_id and row["error"].startswith("no answer within")
+    assert store.llm_cache_get(row["cache_key"]) is None  # a timeout is not an answer: asked again next time
+    assert isinstance(err.value, LLMOutputInvalid) and err.value.kind == "timeout"
+
+
+def test_streamed_answers_report_progress(store):
+    seen = []
+    model = ScriptedChatModel(script={"MetadataVerdict": lambda t: GOOD})
+    gw = Gateway(store, RUN, LLMConfig(model="scripted-model", stream=True, structured="json_schema"),
+                 models=models_for(model), on_progress=lambda role, n: seen.append((role, n)))
+    assert judge(gw).value.verdict == "accept"
+    assert seen and seen[-1][0] == "metadata_judge"
+
+
+def test_sigint_while_the_answer_arrives_saves_it_first(store):
+    import os
+    import signal
+    import threading
+    import time
+
+    from agents import interrupts
+
+    def answer_then_interrupted(t):
+        # the user presses Ctrl-C while the answer is on its way back
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+        time.sleep(0.3)
+        return GOOD
+
+    old = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    interrupts.install()
+    try:
+        model = ScriptedChatModel(script={"MetadataVerdict": answer_then_interrupted})
+        with pytest.raises(KeyboardInterrupt):
+            judge(gateway(store, model))
+    finally:
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGTERM, old[1])
+    assert len(model.requests) == 1
+    [row] = store.llm_calls(RUN)
+    assert row["error"] is None and store.llm_cache_get(row["cache_key"])["response"] == GOOD
+    again = judge(gateway(store, ScriptedChatModel(script={})))  # a model that cannot answer: the cache does
+    assert again.cached and again.value.verdict == "accept"
+
+
+def test_protected_blocks_hold_signals_until_they_end():
+    import os
+    import signal
+
+    from agents import interrupts
+
+    old = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    interrupts.install()
+    done = []
+    try:
+        with pytest.raises(interrupts.Interrupted) as err:
+            with interrupts.protected():
+                os.kill(os.getpid(), signal.SIGTERM)
+                with interrupts.protected():
+                    done.append("inner")
+                done.append("outer")  # still runs: the signal waits for the block to end
+        assert err.value.code == 143
+    finally:
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGTERM, old[1])
+    assert done == ["inner", "outer"]
