@@ -164,7 +164,8 @@ class BuildAgent:
     def taxonomy(self, state: BuildState) -> dict:
         spec, size = state["spec"], self.d.cfg.taxonomy
         values = {"level": spec["level"], "title": spec["title"], "subjects": ", ".join(spec["subjects"]),
-                  "courses": size.courses, "subcourses": size.subcourses, "points": size.points}
+                  "courses": size.courses, "subcourses": size.subcourses, "points": size.points,
+                  **library_values(self.d.sources)}
         shape = schemas.sized_taxonomy(len(spec["subjects"]), size.courses, size.subcourses, size.points)
         try:
             tax = self.d.gateway.call("planner", "taxonomy", "taxonomy", values, shape).value
@@ -440,7 +441,7 @@ class BuildAgent:
         return {}
 
     def judge_transcripts(self, state: BuildState) -> dict:
-        """Two judges; a video is dropped only when both reject it (PAPER.md section 2)."""
+        """Two judges; a video is dropped only when both reject it (docs/method.md section 2)."""
         run_id, store, cfg = state["run_id"], self.d.store, self.d.cfg
         enforce = self.d.enforce["transcript"]
         todo = store.candidates(run_id, "transcribed")
@@ -700,6 +701,22 @@ class BuildAgent:
 
 
 IN_FLIGHT = ["downloaded", "transcribed", "judged", "visuals"]
+
+
+def library_values(sources: list, limit: int = 40) -> dict:
+    """The taxonomy prompt's view of the videos at hand: a local folder or URL list has a catalog (titles and
+    topics of its files), so the planner can include the points they teach; web search has none."""
+    titles: list[str] = []
+    for source in sources:
+        catalog = getattr(source, "catalog", None)
+        if catalog is not None:
+            titles += catalog()
+    titles = list(dict.fromkeys(t for t in titles if t.strip()))[:limit]
+    if not titles:
+        return {"library_note": "", "library": "(none: videos are searched for on the web)"}
+    return {"library_note": "The build can use only the videos listed below. Where a video fits the goal, "
+                            "give a knowledge point that it teaches, under the right subject.",
+            "library": "\n".join(f"- {t}" for t in titles)}
 
 
 def metadata_judge_values(chain: list[str], spec: dict, m: dict, comments: int) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -223,18 +224,30 @@ def stop_server(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
         proc.wait(timeout=10)
 
 
+def _die_with_parent() -> None:
+    """In the server's child process (Linux): get SIGTERM when the build dies, even by SIGKILL, so no
+    orphaned server keeps its memory and cores."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 @contextmanager
 def embedded_server(port: int = 0, n_ctx: int = 4096, log_file: Path | None = None, key: str = SMOLLM2.key,
                     threads: int = 0):
     """Start the embedded server on 127.0.0.1, yield its base URL, stop it afterwards.
 
     The server runs in its own session, so a Ctrl-C in the terminal reaches only the build, which
-    saves the answer in flight and then stops the server itself."""
+    saves the answer in flight and then stops the server itself; on Linux it also gets SIGTERM when
+    the build dies (even by SIGKILL)."""
     port = port or free_port()
     cmd = server_command(port, n_ctx=n_ctx, key=key, threads=threads)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_ready(base_url, proc=proc)

@@ -23,6 +23,18 @@ def _clean(name: str) -> str:
     return " ".join(str(name).split())
 
 
+_GENERIC = re.compile(r"^(?:an? |the )?(?:introduction to|intro to|basics of|overview of|fundamentals of|"
+                      r"principles of|basic) +|(?: +(?:basics|fundamentals|overview|introduction))$", re.I)
+
+
+def topic_name(name: str) -> str:
+    """A taxonomy name as its topic: "Introduction to Variables" -> "Variables", "Programming Basics" ->
+    "Programming" (kept as is when nothing would be left)."""
+    name = _clean(name)
+    bare = _GENERIC.sub("", name).strip()
+    return bare[:1].upper() + bare[1:] if sum(ch.isalpha() for ch in bare) >= 3 and bare != name else name
+
+
 def _distinct(names: list[str], what: str) -> list[str]:
     names = [_clean(n) for n in names]
     for n in names:
@@ -75,10 +87,20 @@ class KnowledgePoint(BaseModel):
     name: str = Field(max_length=NAME_CHARS, description="the idea, e.g. definition of irrational numbers")
     difficulty: int = Field(ge=1, le=5, description="1 = easiest .. 5 = hardest, for this level")
 
+    @field_validator("name")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        return topic_name(v)
+
 
 class SubCourse(BaseModel):
     name: str = Field(max_length=NAME_CHARS, description="sub-course name")
     points: list[KnowledgePoint] = Field(min_length=1, max_length=10, description="knowledge points")
+
+    @field_validator("name")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        return topic_name(v)
 
     @model_validator(mode="after")
     def _points(self) -> SubCourse:
@@ -93,6 +115,11 @@ class SubCourse(BaseModel):
 class Course(BaseModel):
     name: str = Field(max_length=NAME_CHARS, description="course name")
     subcourses: list[SubCourse] = Field(min_length=1, max_length=10)
+
+    @field_validator("name")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        return topic_name(v)
 
     @model_validator(mode="after")
     def _subs(self) -> Course:

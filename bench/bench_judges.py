@@ -4,7 +4,9 @@
   verdict; the verdict counted is the graph's (an accept below agent.min_metadata_score is a reject).
 - transcripts.jsonl: (knowledge point, raw transcript) with the right transcript verdict.
 - goals.jsonl: goals whose taxonomy must be valid: it validates under the sized schema (no
-  fallback), its subjects are the goal's, no name is generic, every point has a difficulty.
+  fallback), its subjects are the goal's, no name is generic, every point has a difficulty, and
+  where the goal comes with a library (the titles of a local folder, as `make demo` has), each
+  title fits one of its knowledge points (agents.assign.fit >= 0.5).
 
 Each model runs on the embedded llama.cpp server with the build's settings (schema-constrained
 decoding, the same prompts and values as agents/graph.py). A call that gives no valid answer or
@@ -32,8 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 import prompts  # noqa: E402
 from agents import schemas  # noqa: E402
+from agents.assign import embed_texts, fit, point_text  # noqa: E402
 from agents.config import AgentConfig, LLMConfig, RoleConfig  # noqa: E402
-from agents.graph import metadata_judge_values, transcript_judge_values  # noqa: E402
+from agents.graph import library_values, metadata_judge_values, transcript_judge_values  # noqa: E402
 from agents.llm import Gateway, LLMOutputInvalid  # noqa: E402
 from agents.local_llm import MODELS, embedded_server  # noqa: E402
 from store import open_store  # noqa: E402
@@ -95,9 +98,25 @@ def eval_transcripts(gw: Gateway, cases: list[dict]) -> list[dict]:
     return out
 
 
-def taxonomy_problems(tax: schemas.Taxonomy, subjects: list[str]) -> list[str]:
+class _Library:
+    """A source with a catalog, as a local folder is (the taxonomy prompt lists its titles)."""
+
+    def __init__(self, titles: list[str]):
+        self.titles = titles
+
+    def catalog(self) -> list[str]:
+        return self.titles
+
+
+def taxonomy_problems(tax: schemas.Taxonomy, subjects: list[str], library: list[str] | None = None) -> list[str]:
     """Why a validated taxonomy is still not a good one for its goal (empty: it is valid)."""
     problems = []
+    if library:
+        paths = [point_text(p[:3] + [p[3].rsplit(" (d", 1)[0]]) for p in _paths(tax)]
+        scores = fit(library, paths, embed_texts)
+        for title, row in zip(library, scores, strict=True):
+            if row.max() < 0.5:
+                problems.append(f"no point for the library's {title!r} (best fit {row.max():.2f})")
     names = [s.name for s in tax.subjects]
     for want in subjects:
         if not any(lexical_relevance(want, n) >= 0.5 for n in names):
@@ -115,12 +134,12 @@ def eval_taxonomy(gw: Gateway, goals: list[dict], size) -> list[dict]:
     for i, g in enumerate(goals, 1):
         values = {"level": g["level"], "title": g["goal"].removeprefix("build ").capitalize(),
                   "subjects": ", ".join(g["subjects"]), "courses": size.courses, "subcourses": size.subcourses,
-                  "points": size.points}
+                  "points": size.points, **library_values([_Library(g.get("library") or [])])}
         shape = schemas.sized_taxonomy(len(g["subjects"]), size.courses, size.subcourses, size.points)
         t0 = time.perf_counter()
         try:
             tax = gw.call("planner", "eval", "taxonomy", values, shape).value
-            problems = taxonomy_problems(tax, g["subjects"])
+            problems = taxonomy_problems(tax, g["subjects"], g.get("library"))
             paths = [" > ".join(p) for p in _paths(tax)]
         except LLMOutputInvalid as exc:
             problems, paths = [f"invalid: {str(exc)[:120]}"], []

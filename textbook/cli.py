@@ -179,6 +179,9 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
         console.print("search funnel: " + " -> ".join(f"{s['step']} {s['videos']}" for s in sf["steps"]))
         if sf["lost"]:
             console.print("lost: " + ", ".join(f"{k} {v}" for k, v in sf["lost"].items()))
+        if sf.get("advisory_kept"):
+            console.print(f"advisory: {sf['advisory_kept']} videos the metadata judge rejected were kept (judges "
+                          "advisory)")
     f = data["funnel"]
     console.print("funnel: " + " -> ".join(f"{s['step']} {s['videos']}" for s in f["steps"]))
     for title, key in (("dropped", "dropped"), ("errors", "errors"), ("OCR dropped", "ocr_dropped"),

@@ -571,3 +571,18 @@ def test_scripted_helpers_read_rendered_prompts():
     assert judge_by_title(user)["verdict"] == "accept"
     assert judge_by_title(p.render(values | {"title": "Types of Rocks"})[1]["content"])["verdict"] == "reject"
     assert content_words("Atoms and Molecules") == {"atoms", "molecules"}
+
+
+def test_advisory_judges_are_counted_apart_in_the_funnel(store, tmp_path):
+    from pipeline.stats import search_funnel
+
+    model = ScriptedChatModel(script=physics_script(MetadataVerdict=reject_all, Taxonomy=one_point_taxonomy()))
+    spec = make_spec(tmp_path, "advisory", results_per_query=1, max_rounds=1, enforce_judges="no")
+    result = run_build(store, spec, models=models_for(model))
+    run = result["run_id"]
+    assert result["judges"] == "advisory" and result["accepted_videos"] == 1  # rejected, kept: advisory
+    funnel = search_funnel(store, run)
+    steps = {s["step"]: s["videos"] for s in funnel["steps"]}
+    assert steps["found"] == 1 and steps["metadata accepted"] == 0 and funnel["advisory_kept"] == 1
+    [ev] = [e for e in store.events(run, "judge_metadata") if e["decision"]]
+    assert ev["decision"] == "reject (advisory: kept)"
