@@ -161,3 +161,49 @@ def shortfall(o: PointOutcome, stop: str | None) -> str | None:
     if stop:
         return f"budget: the run stopped ({stop}) ({short})"
     return f"not enough videos: {o.assigned} found for it ({short})"
+
+
+def ground_in_library(tax, items: list, embed: Callable[[list[str]], np.ndarray] | None = None,
+                      min_fit: float = 0.5) -> tuple:
+    """Hold a taxonomy to the videos at hand (a local folder or URL list): each item (a Candidate) whose
+    topic no knowledge point covers (fit < ``min_fit``) but whose subject is one of the taxonomy's gets a
+    sub-course and a knowledge point of its own, named after its topic, under the course of that subject
+    it fits best. Returns (a new Taxonomy, one line per addition). Small planners list the videos at
+    hand and then ignore them; this keeps a local build from searching for topics it cannot find."""
+    from agents import schemas
+
+    data = tax.model_dump()
+    added: list[str] = []
+    for item in items:
+        text = ". ".join(x for x in (item.title, str(item.extra.get("knowledge_point") or "")) if x)
+        points = [(s, c, u, p) for s in data["subjects"] for c in s["courses"] for u in c["subcourses"]
+                  for p in u["points"]]
+        paths = [point_text([s["name"], c["name"], u["name"], p["name"]]) for s, c, u, p in points]
+        if paths and fit([text], paths, embed, [p["name"] for *_, p in points]).max() >= min_fit:
+            continue  # a point covers it
+        subject_hint = str(item.extra.get("subject") or "")
+        names = [s["name"] for s in data["subjects"]]
+        scores = fit([f"{subject_hint}. {text}" if subject_hint else text], names, embed, names)[0]
+        if subject_hint:
+            scores = np.maximum(scores, [lexical_relevance(subject_hint, n) for n in names])
+        best = int(np.argmax(scores))
+        if scores[best] < min_fit:
+            continue  # not a subject of this textbook
+        subject = data["subjects"][best]
+        courses = [c["name"] for c in subject["courses"]]
+        course = subject["courses"][int(np.argmax(fit([text], courses, embed, courses)[0]))]
+        topic = schemas.topic_name(item.title)[: schemas.NAME_CHARS]
+        point = schemas.topic_name(str(item.extra.get("knowledge_point") or item.title))[: schemas.NAME_CHARS]
+        taken = {p["name"].lower() for *_, p in points}
+        if point.lower() in taken:
+            continue
+        levels = sorted(p["difficulty"] for s, *_, p in points if s is subject) or [2]
+        difficulty = levels[len(levels) // 2]
+        subs = {u["name"].lower(): u for u in course["subcourses"]}
+        if topic.lower() in subs:
+            subs[topic.lower()]["points"].append({"name": point, "difficulty": difficulty})
+        else:
+            course["subcourses"].append({"name": topic, "points": [{"name": point, "difficulty": difficulty}]})
+        added.append(f"added {subject['name']} > {course['name']} > {topic} > {point} for the video "
+                     f"{item.title!r} (no knowledge point covered it)")
+    return schemas.Taxonomy.model_validate(data), added

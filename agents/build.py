@@ -90,12 +90,13 @@ def judge_enforcement(agent: AgentConfig, embedded_alias: str | None) -> dict[st
     import prompts
 
     kinds = ("metadata", "transcript", "clip")
+    rules = {"clip": "off: the measured signals decide (agent.clip_judge = rules)"} if agent.clip_judge != "llm" else {}
     if agent.enforce_judges == "yes":
-        return dict.fromkeys(kinds, "enforced")
+        return dict.fromkeys(kinds, "enforced") | rules
     if agent.enforce_judges == "no":
-        return dict.fromkeys(kinds, "advisory: agent.enforce_judges = no")
+        return dict.fromkeys(kinds, "advisory: agent.enforce_judges = no") | rules
     if not embedded_alias:
-        return dict.fromkeys(kinds, "enforced")
+        return dict.fromkeys(kinds, "enforced") | rules
     measured = json.loads((Path(__file__).parent / "judge_accuracy.json").read_text()).get("models", {})
     prompt_of = {"metadata": "metadata_judge", "transcript": "transcript_judge", "clip": "clip_judge"}
     out = {}
@@ -109,7 +110,7 @@ def judge_enforcement(agent: AgentConfig, embedded_alias: str | None) -> dict[st
             out[kind] = f"advisory: {m['accuracy']:.0%} accurate on the labelled set (bar {agent.judge_bar:.0%})"
         else:
             out[kind] = "enforced"
-    return out
+    return out | rules
 
 
 def run_id_for(goal: str, agent: AgentConfig, pipeline: PipelineConfig) -> str:
@@ -234,5 +235,5 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
 
 
 def _judges_word(judges: dict[str, str]) -> str:
-    modes = {v == "enforced" for v in judges.values()}
+    modes = {v == "enforced" for v in judges.values() if not v.startswith("off")}
     return "enforced" if modes == {True} else "advisory" if modes == {False} else "mixed"

@@ -147,6 +147,11 @@ class BuildAgent:
         try:
             spec = self.d.gateway.call("planner", "interpret_goal", "goal", {"goal": goal}, schemas.GoalSpec).value
             reasons = ["model"]
+            named = named_subjects(goal)
+            if named and [s.lower() for s in spec.subjects] != named:
+                reasons.append(f"policy: subjects held to those the goal names ({', '.join(named)}; the model said "
+                               f"{', '.join(spec.subjects)})")
+                spec = spec.model_copy(update={"subjects": [s.title() for s in named]})
         except LLMOutputInvalid as exc:
             spec = self._fallback_spec(goal)
             reasons = [f"policy: the goal was read without the model ({_failure(exc)})"]
@@ -171,6 +176,10 @@ class BuildAgent:
             tax = self.d.gateway.call("planner", "taxonomy", "taxonomy", values, shape).value
             tax = _trim(tax, size)
             reasons = ["model"]
+            library = [c for s in self.d.sources if hasattr(s, "catalog") for c in s.catalog()]
+            if library:
+                tax, added = assign.ground_in_library(tax, library, self.d.embed)
+                reasons += [f"library: {a}" for a in added]
         except LLMOutputInvalid as exc:
             tax = schemas.Taxonomy(subjects=[schemas.Subject(name=s, courses=[schemas.Course(
                 name=f"{s} fundamentals", subcourses=[schemas.SubCourse(name=f"Core ideas of {s}", points=[
@@ -703,20 +712,38 @@ class BuildAgent:
 IN_FLIGHT = ["downloaded", "transcribed", "judged", "visuals"]
 
 
+def named_subjects(goal: str) -> list[str]:
+    """The school subjects a goal names outright (KNOWN_SUBJECTS, in the goal's order); [] when it names none."""
+    low = " " + " ".join(re.findall(r"[a-z]+", goal.lower())) + " "
+    found = [s for s in KNOWN_SUBJECTS if f" {s} " in low or (s == "mathematics" and " math " in low)]
+    return sorted(found, key=lambda s: low.find(f" {s} ") if f" {s} " in low else low.find(" math "))
+
+
+def catalog_line(c) -> str:
+    """A video at hand as the planner sees it: its title, and its sidecar's knowledge point if that differs."""
+    point = str(c.extra.get("knowledge_point") or "")
+    return c.title if not point or point.lower() == c.title.lower() else f"{c.title} ({point})"
+
+
 def library_values(sources: list, limit: int = 40) -> dict:
     """The taxonomy prompt's view of the videos at hand: a local folder or URL list has a catalog (titles and
-    topics of its files), so the planner can include the points they teach; web search has none."""
+    topics of its files, untrusted), so the planner builds the taxonomy around them; web search has none."""
     titles: list[str] = []
     for source in sources:
         catalog = getattr(source, "catalog", None)
         if catalog is not None:
-            titles += catalog()
+            titles += [catalog_line(c) for c in catalog()]
     titles = list(dict.fromkeys(t for t in titles if t.strip()))[:limit]
     if not titles:
-        return {"library_note": "", "library": "(none: videos are searched for on the web)"}
-    return {"library_note": "The build can use only the videos listed below. Where a video fits the goal, "
-                            "give a knowledge point that it teaches, under the right subject.",
-            "library": "\n".join(f"- {t}" for t in titles)}
+        return {"library_note": "Videos will be searched for on the web; none are at hand yet:",
+                "library": "(none)", "library_rule": "",
+                "example": ' (for example "definition of irrational numbers" under Mathematics > Elementary '
+                           'Mathematics > Rational and Irrational Numbers)'}
+    return {"library_note": "These lesson videos are at hand, and the textbook can use only them (their titles):",
+            "library": "\n".join(f"- {t}" for t in titles), "example": "",
+            "library_rule": "Build the taxonomy around the videos at hand: for every video whose topic belongs "
+                            "to one of the subjects, one sub-course of that subject is the video's topic and one "
+                            "of its knowledge points is exactly what the video teaches."}
 
 
 def metadata_judge_values(chain: list[str], spec: dict, m: dict, comments: int) -> dict:

@@ -104,8 +104,10 @@ class _Library:
     def __init__(self, titles: list[str]):
         self.titles = titles
 
-    def catalog(self) -> list[str]:
-        return self.titles
+    def catalog(self) -> list:
+        from tools.search import Candidate
+
+        return [Candidate(video_id=f"v{i}", source="local", url="", title=t) for i, t in enumerate(self.titles)]
 
 
 def taxonomy_problems(tax: schemas.Taxonomy, subjects: list[str], library: list[str] | None = None) -> list[str]:

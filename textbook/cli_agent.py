@@ -89,9 +89,9 @@ class Endpoint:
             return None, None
         model = model_spec(self.cfg.embedded_model)
         if not self.quiet:
-            err_console.print(f"starting the embedded model: {model.judges_note} (llama.cpp, "
-                              f"{self.cfg.embedded_threads or 'every core but one'} threads)",
-                              markup=False, highlight=False)
+            threads = self.cfg.embedded_threads or "every core but one"
+            err_console.print(f"starting the embedded model: {model.judges_note} (llama.cpp; threads: {threads})",
+                              markup=False, highlight=False, soft_wrap=True)
         try:
             url = self._stack.enter_context(embedded_server(self.cfg.embedded_port, self.cfg.embedded_ctx,
                                                             key=model.key, threads=self.cfg.embedded_threads))

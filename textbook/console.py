@@ -123,7 +123,7 @@ class BuildProgress:
 
     def _print(self, text: str) -> None:
         if self.enabled:
-            self.console.print(text, markup=False, highlight=False)
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     # -- the build's on_event --------------------------------------------------
     def __call__(self, e: dict) -> None:
@@ -132,8 +132,10 @@ class BuildProgress:
             self._print(f"run {e['run_id']}" + (" (resuming)" if e.get("resume") else ""))
             judges = e.get("judges") or {}
             for name, mode in judges.items():
-                if mode != "enforced":
+                if mode.startswith("advisory"):
                     self._print(f"{name} judge {mode} (its verdicts are recorded, it drops nothing)")
+                elif mode != "enforced":
+                    self._print(f"{name} judge: {mode}")
         elif kind == "node_start":
             with self._lock:
                 self.node, self.node_started = e["node"], time.monotonic()

@@ -555,16 +555,12 @@ class LocalSource:
         self.embed = embed
         self._candidates: list[Candidate] | None = None
 
-    def catalog(self) -> list[str]:
-        """What the folder holds, one line per file: its title and, from a sidecar, its knowledge point
-        (untrusted text; the agent shows it to the planner so the taxonomy can cover these videos)."""
+    def catalog(self) -> list[Candidate]:
+        """Every file of the folder, as found by no query (titles and sidecar topics are untrusted text; the
+        agent shows them to the planner so the taxonomy can cover these videos)."""
         if self._candidates is None:
             self._candidates = [self._candidate(f) for f in self.files]
-        out = []
-        for c in self._candidates:
-            point = str(c.extra.get("knowledge_point") or "")
-            out.append(c.title if not point or point.lower() == c.title.lower() else f"{c.title} ({point})")
-        return out
+        return [Candidate.from_dict(c.to_dict()) for c in self._candidates]
 
     def search(self, query: str, max_results: int = 10) -> list[Candidate]:
         """Up to ``max_results`` files whose relevance to ``query`` reaches ``min_relevance``, best first."""
@@ -658,9 +654,9 @@ class UrlListSource:
         self.min_relevance = min_relevance
         self.embed = embed
 
-    def catalog(self) -> list[str]:
-        """The titles of the list's URLs (untitled ones say nothing)."""
-        return [c.title for c in self.candidates if c.title]
+    def catalog(self) -> list[Candidate]:
+        """The list's URLs that have a title (untitled ones say nothing about their topic)."""
+        return [Candidate.from_dict(c.to_dict()) for c in self.candidates if c.title]
 
     def search(self, query: str, max_results: int = 10) -> list[Candidate]:
         """Relevant titled URLs first (best first), then the untitled ones in file order."""

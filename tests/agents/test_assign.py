@@ -97,3 +97,34 @@ def test_shortfall_says_why(kw, stop, starts):
     else:
         assert why.startswith(starts + ":"), why
         assert "0 of 1 videos" in why
+
+
+def test_a_local_library_gets_points_for_the_videos_no_point_covers():
+    from agents import schemas
+    from agents.assign import ground_in_library
+    from tools.search import Candidate
+
+    tax = schemas.Taxonomy.model_validate({"subjects": [
+        {"name": "Earth Science", "courses": [{"name": "Geology", "subcourses": [
+            {"name": "Rock Types", "points": [{"name": "igneous rocks", "difficulty": 2},
+                                              {"name": "sedimentary rocks", "difficulty": 3}]}]}]},
+        {"name": "Mathematics", "courses": [{"name": "Algebra", "subcourses": [
+            {"name": "Linear Equations", "points": [{"name": "solving linear equations", "difficulty": 3}]}]}]}]})
+    library = [
+        Candidate("w", "local", "w.mp4", title="The Water Cycle",
+                  extra={"subject": "earth science", "knowledge_point": "the water cycle"}),
+        Candidate("f", "local", "f.mp4", title="Adding Fractions", extra={"subject": "mathematics"}),
+        Candidate("r", "local", "r.mp4", title="Igneous Rocks", extra={"subject": "earth science"}),  # covered
+        Candidate("n", "local", "n.mp4", title="Newton's Laws of Motion", extra={"subject": "physics"}),  # off-goal
+    ]
+    grounded, added = ground_in_library(tax, library)
+    paths = [(n["name"], n["level"]) for n in grounded.nodes()]
+    assert ("The Water Cycle", "subcourse") in paths and ("the water cycle", "point") in paths
+    assert ("Adding Fractions", "subcourse") in paths and ("Adding Fractions", "point") in paths
+    assert not any("Newton" in name for name, _ in paths)
+    assert len(added) == 2 and added[0].startswith("added Earth Science > Geology > The Water Cycle > ")
+    by_name = {n["name"]: n for n in grounded.nodes()}
+    assert by_name["the water cycle"]["node_id"].startswith("s1.")
+    assert by_name["Adding Fractions"]["node_id"].startswith("s2.")
+    assert by_name["the water cycle"]["difficulty"] == 3  # the median of its subject's points
+    assert ground_in_library(grounded, library)[1] == []  # nothing left uncovered

@@ -174,6 +174,11 @@ def test_routing_each_video_ends_under_its_own_point(store, routed):
     assert json.loads(videos["chemistry_atoms"]["metadata"])["subcourse"] == "Forces"
     assert json.loads(videos["chemistry_atoms"]["metadata"])["difficulty"] == 2
     assert metas  # samples exist (their metadata fields are the pipeline's to export)
+    # the planner saw the folder's titles, fenced as untrusted data
+    [ask] = [dict(r["messages"])["human"] for r in routed["model"].requests if r["tool"] == "Taxonomy"]
+    library = fenced(ask, "library")
+    assert library is not None and "- Newton's Laws of Motion" in library
+    assert "- Atoms and Molecules (structure of the atom)" in library
 
 
 def test_routing_a_point_with_nothing_relevant_says_nothing_found(store, routed):
