@@ -491,10 +491,16 @@ def _stems(text: str) -> set[str]:
     return {w[:7] for w in words(text)}
 
 
+# words a query carries that say nothing about its topic ("middle school lesson on ...")
+QUERY_FILLER = frozenset(w[:7] for w in """lesson video tutorial explained explanation school middle high primary
+grade class learn learning kid student introduction definition example basic topic course textbook""".split())
+
+
 def lexical_relevance(query: str, text: str) -> float:
     """Share of the query's content words found in ``text`` (plurals folded; words that agree on their
-    first 7 letters count as one, so "evaporation" matches "evaporate"); 0 for a query with none."""
-    wanted = _stems(query)
+    first 7 letters count as one, so "evaporation" matches "evaporate"; filler such as "middle school
+    lesson" left out); 0 for a query with none."""
+    wanted = _stems(query) - QUERY_FILLER
     return len(wanted & _stems(text)) / len(wanted) if wanted else 0.0
 
 
