@@ -20,7 +20,7 @@ from typing import Any
 from agents.budget import BudgetTracker
 from agents.config import AgentConfig
 from agents.graph import BuildAgent, Deps
-from agents.llm import Gateway
+from agents.llm import Gateway, LLMUnavailable
 from pipeline.config import PipelineConfig
 from pipeline.runner import Runner, check_writable, media_dir_for
 
@@ -219,6 +219,9 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
         if is_interrupt(exc):
             store.finish_run(run_id, "interrupted", {"error": f"interrupted ({type(exc).__name__})"})
             raise BuildInterrupted(run_id, exc) from exc
+        if isinstance(exc, LLMUnavailable):
+            store.finish_run(run_id, "failed", {"error": str(exc)[:500]})
+            raise BuildError(f"{exc} (the run is saved: resume with textbook build --resume {run_id})") from exc
         store.finish_run(run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
         raise
     finally:

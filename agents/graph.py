@@ -462,7 +462,19 @@ class BuildAgent:
             point, chain = self._path(run_id, c["point_id"])
             values = transcript_judge_values(chain, text, cfg.transcript_chars)
             verdicts, shown = [], []
+            # one model for both judges (the embedded server): at temperature 0 the second would say the
+            # same again, so judge b repeats judge a's verdict instead of paying for it
+            twin = self.d.gateway.same_model("transcript_judge_a", "transcript_judge_b")
+            first: tuple = ()
             for role, kind in (("transcript_judge_a", "transcript_a"), ("transcript_judge_b", "transcript_b")):
+                if kind == "transcript_b" and twin:
+                    a_verdict, a_score, a_reasons, a_detail, a_call = first
+                    store.save_judgment(run_id, vid, kind, a_verdict, a_score, a_reasons,
+                                        {**(a_detail or {}), "source": "same model as judge a",
+                                         "enforced": enforce}, a_call)
+                    verdicts.append(a_verdict)
+                    shown.append(f"b: same model as a ({a_verdict})")
+                    continue
                 policy = False
                 try:
                     ans = self.d.gateway.call(role, "judge_transcripts", "transcript_judge", values,
@@ -478,6 +490,7 @@ class BuildAgent:
                 store.save_judgment(run_id, vid, kind, verdict, score, reasons,
                                     {**(detail or {}), "source": "policy" if policy else "model",
                                      "enforced": enforce}, call_id)
+                first = first or (verdict, score, reasons, detail, call_id)
                 verdicts.append(verdict)
                 shown.append(f"{kind[-1]}: {verdict}" + (" (policy)" if policy else f" {score}"))
             both = verdicts.count("reject") == 2

@@ -382,6 +382,17 @@ class Gateway:
         value = schema.model_validate(hit["response"]) if schema else hit["response"]
         return Answer(value, call_id, True)
 
+    def same_model(self, role_a: str, role_b: str) -> bool:
+        """True when two roles resolve to the same model, endpoint and parameters: at temperature 0 they
+        would give the same answer to the same prompt."""
+        def key(role: str) -> tuple:
+            over = self.cfg.roles.get(role)
+            base = over.base_url if over and over.base_url else self.cfg.base_url
+            return role_model_name(self.cfg, role), base, tuple(sorted(self._params(role).items())), \
+                id(self._models.get(role)) if role in self._models else None
+
+        return key(role_a) == key(role_b) and self._params(role_a)["temperature"] == 0
+
     def _timeout(self, role: str) -> float:
         return float(self.cfg.timeout_s)
 

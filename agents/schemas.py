@@ -2,9 +2,10 @@
 
 The gateway validates every answer against one of these (with retries that feed the
 validation error back); a node acts only on a validated value, never on free text. Every
-list and string has a bound (``maxItems``, ``maxLength`` in the JSON schema), so an endpoint
-that decodes under the schema (llama.cpp grammars, vLLM guided decoding, OpenAI strict
-schemas) cannot run away; ``sized_taxonomy`` bounds the tree to the configured size exactly.
+list and short string has a bound (``maxItems``, ``maxLength`` <= 120 in the JSON schema), so an
+endpoint that decodes under the schema (llama.cpp grammars, vLLM guided decoding, OpenAI strict
+schemas) cannot run away (the polished paragraph is bounded by max_tokens); ``sized_taxonomy``
+bounds the tree to the configured size.
 """
 
 from __future__ import annotations
@@ -223,7 +224,9 @@ class TranscriptVerdict(BaseModel):
 
 
 class Polished(BaseModel):
-    text: str = Field(min_length=1, max_length=4000, description="the rewritten paragraph")
+    # no maxLength: llama.cpp expands {0,N} into N nested rules, and a few thousand crash its grammar
+    # compiler (segfault); the answer is bounded by max_tokens instead
+    text: str = Field(min_length=1, description="the rewritten paragraph")
 
 
 class ClipDecision(BaseModel):

@@ -40,11 +40,13 @@ from agents.graph import library_values, metadata_judge_values, transcript_judge
 from agents.llm import Gateway, LLMOutputInvalid  # noqa: E402
 from agents.local_llm import MODELS, embedded_server  # noqa: E402
 from store import open_store  # noqa: E402
-from tools.search import lexical_relevance  # noqa: E402
+from tools.search import lexical_relevance, words  # noqa: E402
 
 SET = ROOT / "examples" / "judge_eval"
 ACCURACY = ROOT / "agents" / "judge_accuracy.json"
-GENERIC = re.compile(r"\b(introduction|overview|basics|topic \d|fundamentals|general)\b", re.I)
+# a name that names no topic: only generic words ("Introduction", "Overview", "Topic 1", "Basics")
+GENERIC = re.compile(r"^\s*(?:(?:an? |the )?(?:introduction|overview|basics|fundamentals|general|miscellaneous|"
+                     r"other|topic|unit|chapter|part|lesson|module)s?\s*\d*\s*)+$", re.I)
 
 
 def _load(name: str, limit: int | None) -> list[dict]:
@@ -120,8 +122,8 @@ def taxonomy_problems(tax: schemas.Taxonomy, subjects: list[str], library: list[
             if row.max() < 0.5:
                 problems.append(f"no point for the library's {title!r} (best fit {row.max():.2f})")
     names = [s.name for s in tax.subjects]
-    for want in subjects:
-        if not any(lexical_relevance(want, n) >= 0.5 for n in names):
+    for want in subjects:  # the subject itself, not "A computer science textbook for middle school"
+        if not any(lexical_relevance(want, n) >= 0.5 and len(words(n) - words(want)) <= 1 for n in names):
             problems.append(f"subject {want!r} missing (got {names})")
     for node in tax.nodes():
         if GENERIC.search(node["name"]):
@@ -201,8 +203,11 @@ def main() -> None:
         for kind in ("metadata", "transcript", "taxonomy"):
             rows = r.get(kind) or []
             cells.append(f"{sum(x['ok'] for x in rows)}/{len(rows)} ({_acc(rows):.0%})" if rows else "-")
-        secs = [x["seconds"] for k in ("metadata", "transcript", "taxonomy") for x in r.get(k) or []]
-        print(f"| {alias} | {' | '.join(cells)} | {sum(secs) / max(1, len(secs)):.1f} |")
+        # answers served by --cache take ~0 s: the mean is over the calls this run paid for
+        secs = [x["seconds"] for k in ("metadata", "transcript", "taxonomy") for x in r.get(k) or []
+                if x["seconds"] >= 0.5]
+        print(f"| {alias} | {' | '.join(cells)} | {sum(secs) / len(secs):.1f} |" if secs else
+              f"| {alias} | {' | '.join(cells)} | (all cached) |")
     print(f"(bench {time.perf_counter() - t_all:.0f} s, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[1]:.1f} over the last 5 min)")
     if args.write:
