@@ -230,6 +230,7 @@ class Gateway:
         self.run_id = run_id
         self.cfg = cfg
         self._models = dict(models or {})
+        self._given = set(self._models)  # models handed in (tests): compared by identity in same_model
         self.budget = budget
         self.on_progress = on_progress
         self.grace_s = grace_s
@@ -389,7 +390,7 @@ class Gateway:
             over = self.cfg.roles.get(role)
             base = over.base_url if over and over.base_url else self.cfg.base_url
             return role_model_name(self.cfg, role), base, tuple(sorted(self._params(role).items())), \
-                id(self._models.get(role)) if role in self._models else None
+                id(self._models[role]) if role in self._given else None
 
         return key(role_a) == key(role_b) and self._params(role_a)["temperature"] == 0
 

@@ -425,3 +425,18 @@ def test_protected_blocks_hold_signals_until_they_end():
         signal.signal(signal.SIGINT, old[0])
         signal.signal(signal.SIGTERM, old[1])
     assert done == ["inner", "outer"]
+
+
+def test_same_model_for_two_roles(store):
+    cfg = LLMConfig(model="m", base_url="http://127.0.0.1:9/v1")
+    gw = Gateway(store, RUN, cfg)
+    assert gw.same_model("transcript_judge_a", "transcript_judge_b")
+    gw.model("transcript_judge_a")  # creating one role's client changes nothing
+    assert gw.same_model("transcript_judge_a", "transcript_judge_b")
+    other = Gateway(store, RUN, cfg.model_copy(update={"roles": {"transcript_judge_b": RoleConfig(model="m2")}}))
+    assert not other.same_model("transcript_judge_a", "transcript_judge_b")
+    hot = Gateway(store, RUN, cfg.model_copy(update={"temperature": 0.7}))
+    assert not hot.same_model("transcript_judge_a", "transcript_judge_b")  # sampled answers may differ
+    a, b = ScriptedChatModel(script={}), ScriptedChatModel(script={})
+    assert not Gateway(store, RUN, cfg, models={"transcript_judge_a": a, "transcript_judge_b": b}).same_model(
+        "transcript_judge_a", "transcript_judge_b")
