@@ -3,10 +3,11 @@
 Pure functions over small typed records (no store, no graph), so they can move with the
 stages that call them:
 
-- ``fit(video_texts, point_texts, embed)``: how well each video fits each point, 0..1: the larger
-  of the share of the point's name words found in the video's text and the cosine similarity of
-  their embeddings (all-MiniLM-L6-v2 in the build). On the sample lessons a lesson and its own
-  point path score 0.78-0.86, a lesson and another subject's point at most 0.34.
+- ``fit(video_texts, point_texts, embed)``: how well each video fits each point, 0..1: the share of
+  the point's name words found in the video's text, averaged with the cosine similarity of their
+  embeddings (all-MiniLM-L6-v2 in the build) when there is an embedder, so two points that both
+  name the video's words are told apart by meaning. On the sample lessons a lesson and its own
+  point score 0.8-0.9, a lesson and another subject's point at most 0.2.
 - ``assign(hits, need, min_fit)``: a video found by several points goes to the point it fits best,
   except where that would leave another point empty: points are first filled up to what they
   still need (a maximum-weight matching, scipy's ``linear_sum_assignment``: as many points served
@@ -71,15 +72,17 @@ def point_text(chain: list[str]) -> str:
 
 def fit(video_texts: list[str], point_texts: list[str], embed: Callable[[list[str]], np.ndarray] | None = None,
         point_names: list[str] | None = None) -> np.ndarray:
-    """Fit of each video to each point, shape (videos, points), 0..1. ``point_names`` (default: the last
-    ``>`` part of each point text) are what the lexical share is taken of."""
+    """Fit of each video to each point, shape (videos, points), 0..1: the lexical share of the point's name
+    words in the video's text, averaged with the embeddings' cosine similarity (negative as 0) when
+    ``embed`` is given. ``point_names`` (default: the last ``>`` part of each point text) are what the
+    lexical share is taken of."""
     names = point_names or [t.split(" > ")[-1] for t in point_texts]
     out = np.array([[lexical_relevance(n, v) for n in names] for v in video_texts], dtype=np.float64)
     out = out.reshape(len(video_texts), len(point_texts))
     if embed is not None and video_texts and point_texts:
         vectors = embed([*video_texts, *point_texts])
         cos = vectors[: len(video_texts)] @ vectors[len(video_texts):].T
-        out = np.maximum(out, cos)
+        out = (out + np.clip(cos, 0.0, 1.0)) / 2
     return np.clip(out, 0.0, 1.0).round(4)
 
 

@@ -89,8 +89,11 @@ class AgentConfig(BaseModel):
     comments: int = Field(5, description="top comments fetched per YouTube video for the metadata judge")
     min_relevance: float = Field(0.5, ge=0, le=1, description="local and URL sources: a file is found by a query "
                                  "only if its relevance (tools.search.relevance) reaches this")
-    min_fit: float = Field(0.3, ge=0, le=1, description="a video is assigned only to knowledge points it fits at "
+    min_fit: float = Field(0.15, ge=0, le=1, description="a video is assigned only to knowledge points it fits at "
                            "least this well (agents.assign.fit)")
+    library_points: bool = Field(True, description="a local folder or URL list: a video whose topic no knowledge "
+                                 "point covers gets a point of its own under its subject (agents.assign."
+                                 "ground_in_library)")
     min_metadata_score: int = Field(5, ge=0, le=10, description="an accept below this score is a reject")
     transcript_chars: int = Field(6000, description="transcript characters shown to each transcript judge")
     polish: bool = Field(True, description="rewrite each clip paragraph for fluency (paper: ASR rewrite)")

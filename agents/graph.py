@@ -177,7 +177,7 @@ class BuildAgent:
             tax = _trim(tax, size)
             reasons = ["model"]
             library = [c for s in self.d.sources if hasattr(s, "catalog") for c in s.catalog()]
-            if library:
+            if library and self.d.cfg.library_points:
                 tax, added = assign.ground_in_library(tax, library, self.d.embed)
                 reasons += [f"library: {a}" for a in added]
         except LLMOutputInvalid as exc:

@@ -196,7 +196,7 @@ def main() -> None:
                 r["taxonomy"] = eval_taxonomy(gw, _load("goals.jsonl", args.limit), size)
         args.out.write_text(json.dumps(results, indent=1))
     store.close()
-    print("\n| model | metadata judge | transcript judge | taxonomy valid | seconds per call (mean) |")
+    print("\n| model | metadata judge | transcript judge | taxonomy valid | seconds per answered call (mean) |")
     print("|---|---|---|---|---|")
     for alias, r in results.items():
         cells = []

@@ -488,7 +488,8 @@ class YtDlpSearch:
 
 
 def _stems(text: str) -> set[str]:
-    return {w[:7] for w in words(text)}
+    """Crude stems: "-ing"/"-ed" cut from longer words ("adding" -> "add"), then the first 7 letters."""
+    return {(re.sub(r"(?:ing|ed)$", "", w) if len(w) > 4 else w)[:7] for w in words(text)}
 
 
 # words a query carries that say nothing about its topic ("middle school lesson on ...")

@@ -50,6 +50,7 @@ def store(tmp_path_factory):
 
 def make_spec(tmp_path: Path, model: str, goal: str = "build a physics textbook", **agent) -> BuildSpec:
     agent.setdefault("sources", [f"local:{LESSONS}"])
+    agent.setdefault("library_points", False)  # the scripted taxonomies are the whole tree here
     cfg = AgentConfig(llm=LLMConfig(model=f"scripted-{model}", **agent.pop("llm", {})), **agent)
     return BuildSpec(goal, cfg, PipelineConfig(), tmp_path / "out")
 
@@ -591,3 +592,18 @@ def test_advisory_judges_are_counted_apart_in_the_funnel(store, tmp_path):
     assert steps["found"] == 1 and steps["metadata accepted"] == 0 and funnel["advisory_kept"] == 1
     [ev] = [e for e in store.events(run, "judge_metadata") if e["decision"]]
     assert ev["decision"] == "reject (advisory: kept)"
+
+
+def test_a_local_library_grounds_the_taxonomy(store, tmp_path):
+    model = ScriptedChatModel(script=physics_script(Taxonomy=one_point_taxonomy()))
+    spec = make_spec(tmp_path, "library", results_per_query=1, max_rounds=1, library_points=True)
+    result = run_build(store, spec, models=models_for(model))
+    run = result["run_id"]
+    names = {n["name"]: n for n in store.taxonomy(run) if n["level"] == "point"}
+    # the physics lessons of the folder that no scripted point covered got points of their own; the
+    # chemistry, earth science and mathematics lessons did not (not subjects of a physics textbook)
+    assert NEWTON in names and "energy" in names and len(names) == 2
+    [ev] = [e for e in store.events(run, "taxonomy") if e["decision"]]
+    assert any(r.startswith("library: added Physics > Mechanics > Energy > energy") for r in json.loads(ev["reasons"]))
+    [ask] = [dict(r["messages"])["human"] for r in model.requests if r["tool"] == "Taxonomy"]
+    assert "- Types of Rocks (rocks)" in fenced(ask, "library")
