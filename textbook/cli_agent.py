@@ -382,7 +382,7 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         except LocalLLMError as exc:
             raise user_error(str(exc)) from exc
         err_console.print(f"serving http://{host}:{port}/v1 (model {spec.alias}: {spec.judges_note}); Ctrl-C stops",
-                          markup=False, highlight=False)
+                          markup=False, highlight=False, soft_wrap=True)
         os.execv(cmd[0], cmd)
 
     @app.command()

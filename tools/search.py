@@ -517,8 +517,9 @@ def relevance(query: str, texts: list[str], embed=None) -> list[float]:
 
 
 def candidate_text(c: Candidate) -> str:
-    """What a query is matched against: title, description, tags and the sidecar's topic fields."""
-    return ". ".join(x for x in [c.title, c.description[:500], ", ".join(c.tags),
+    """What a query is matched against: title, description, tags and the sidecar's topic fields (a title
+    that is a file name, ``ohms_law-part_1``, counts as its words)."""
+    return ". ".join(x for x in [re.sub(r"[_\-]+", " ", c.title), c.description[:500], ", ".join(c.tags),
                                  *(str(c.extra.get(k) or "") for k in ("subject", "course", "sub_course",
                                                                        "knowledge_point"))] if x)
 
