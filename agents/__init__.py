@@ -1,1 +1,2 @@
-"""The LangGraph agent (issue 3): not built yet. Nothing here is used by `textbook process`."""
+"""The agent of `textbook build`: the LangGraph build graph (graph.py), the LLM gateway (llm.py),
+video-to-knowledge-point assignment (assign.py), budgets, interrupts and the embedded model."""

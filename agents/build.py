@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from agents.budget import BudgetTracker
 from agents.config import AgentConfig, ReviewConfig
 from agents.graph import BuildAgent, Deps
-from agents.llm import Gateway
+from agents.llm import Gateway, LLMUnavailable
 from pipeline.config import PipelineConfig
 from pipeline.runner import Runner, check_writable, media_dir_for
 
@@ -45,7 +46,11 @@ class StoreSearchCache:
         self.store.search_cache_put(key, value, units)
 
 
-def make_sources(specs: list[str], store, comments: int | None = None) -> list:
+def make_sources(specs: list[str], store=None, comments: int | None = None, min_relevance: float | None = None,
+                 embed=None) -> list:
+    """Sources from CLI specs; raises BuildError (one line) for a bad spec. Without ``store`` the search
+    cache is attached later (``attach_store``), so a bad spec fails before any database is created.
+    ``embed`` (texts -> unit rows) lets local and URL sources match by meaning, not only by words."""
     from tools.errors import ToolError
     from tools.search import make_source
 
@@ -54,13 +59,58 @@ def make_sources(specs: list[str], store, comments: int | None = None) -> list:
     out = []
     for spec in specs:
         try:
-            source = make_source(spec, api_key=os.environ.get(YOUTUBE_KEY_ENV), cache=StoreSearchCache(store))
+            source = make_source(spec, api_key=os.environ.get(YOUTUBE_KEY_ENV),
+                                 cache=StoreSearchCache(store) if store is not None else None)
         except ToolError as exc:
             raise BuildError(exc.message) from exc
         if comments is not None and hasattr(source, "comments"):
             source.comments = comments
+        if hasattr(source, "min_relevance"):
+            if min_relevance is not None:
+                source.min_relevance = min_relevance
+            source.embed = embed
         out.append(source)
     return out
+
+
+def attach_store(sources: list, store) -> list:
+    """Give sources that cache their results (YouTube) the store's search cache."""
+    for source in sources:
+        if hasattr(source, "cache") and source.cache is None:
+            source.cache = StoreSearchCache(store)
+    return sources
+
+
+def judge_enforcement(agent: AgentConfig, embedded_alias: str | None) -> dict[str, str]:
+    """Per judge (metadata, transcript, clip): "enforced" or "advisory: WHY".
+
+    ``yes``/``no`` apply to all. ``auto``: a configured endpoint is enforced; with the embedded model a
+    judge is enforced when its accuracy measured on examples/judge_eval (agents/judge_accuracy.json,
+    written by bench/bench_judges.py with the prompt's sha256) reaches ``agent.judge_bar``."""
+    import prompts
+
+    kinds = ("metadata", "transcript", "clip")
+    rules = {"clip": "off: the measured signals decide (agent.clip_judge = rules)"} if agent.clip_judge != "llm" else {}
+    if agent.enforce_judges == "yes":
+        return dict.fromkeys(kinds, "enforced") | rules
+    if agent.enforce_judges == "no":
+        return dict.fromkeys(kinds, "advisory: agent.enforce_judges = no") | rules
+    if not embedded_alias:
+        return dict.fromkeys(kinds, "enforced") | rules
+    measured = json.loads((Path(__file__).parent / "judge_accuracy.json").read_text()).get("models", {})
+    prompt_of = {"metadata": "metadata_judge", "transcript": "transcript_judge", "clip": "clip_judge"}
+    out = {}
+    for kind in kinds:
+        m = (measured.get(embedded_alias) or {}).get(kind)
+        if not m:
+            out[kind] = f"advisory: not measured for {embedded_alias}"
+        elif m["prompt_sha256"] != prompts.load(prompt_of[kind]).sha256:
+            out[kind] = "advisory: the prompt changed since it was measured (run bench/bench_judges.py)"
+        elif m["accuracy"] < agent.judge_bar:
+            out[kind] = f"advisory: {m['accuracy']:.0%} accurate on the labelled set (bar {agent.judge_bar:.0%})"
+        else:
+            out[kind] = "enforced"
+    return out | rules
 
 
 def run_id_for(goal: str, agent: AgentConfig, pipeline: PipelineConfig) -> str:
@@ -90,24 +140,40 @@ def spec_from_run(store, run_id: str) -> BuildSpec:
                      pipeline=PipelineConfig.model_validate(cfg["pipeline"]), out=Path(cfg["out"]))
 
 
+class BuildInterrupted(Exception):
+    """The build was stopped by SIGINT or SIGTERM; the run is marked interrupted and can be resumed."""
+
+    def __init__(self, run_id: str, cause: BaseException):
+        super().__init__(f"{run_id} interrupted")
+        self.run_id = run_id
+        self.cause = cause
+
+
 def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool = False,
               models: dict | None = None, base_url: str | None = None, model_name: str | None = None,
               on_event: Callable[[dict], None] | None = None, reporter=None,
-              sources: list | None = None, wait_for_review: Callable[[str, dict], dict] | None = None
-              ) -> dict[str, Any]:
+              sources: list | None = None, on_progress: Callable[[str, int], None] | None = None,
+              wait_for_review: Callable[[str, dict], dict] | None = None) -> dict[str, Any]:
     """Run (or resume) one build; returns the result summary. ``base_url`` overrides the endpoint
-    for this process only (the embedded server's port is not part of the run). A build that pauses
-    for a review nobody has answered returns ``{"run_id", "waiting_for_review"}`` (run status
-    ``waiting``); ``wait_for_review(run_id, payload) -> answer`` blocks for the answer instead."""
+    for this process only (the embedded server's port is not part of the run); ``model_name`` set
+    with it means the embedded server. Raises BuildError (one line: bad input, every source failed)
+    and BuildInterrupted (SIGINT/SIGTERM: the run is marked interrupted). A build that pauses for a
+    review nobody has answered returns ``{"run_id", "waiting_for_review"}`` (run status ``waiting``);
+    ``wait_for_review(run_id, payload) -> answer`` blocks for the answer instead."""
     from agents import review
+    from agents.assign import embed_texts
+    from agents.interrupts import is_interrupt
     from store.checkpoint import DuckDBSaver
 
+    t0 = time.monotonic()
     goal = " ".join(spec.goal.split())
     if not goal:
         raise BuildError("the goal is empty: say what textbook to build, e.g. \"build a chemistry textbook\"")
     run_id = run_id or run_id_for(goal, spec.agent, spec.pipeline)
     if sources is None:
-        sources = make_sources(spec.agent.sources, store, comments=spec.agent.comments)
+        sources = make_sources(spec.agent.sources, store, comments=spec.agent.comments,
+                               min_relevance=spec.agent.min_relevance, embed=embed_texts)
+    attach_store(sources, store)
     check_writable(spec.out)
     media = media_dir_for(store.path)
     check_writable(media)
@@ -122,16 +188,23 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     if base_url:
         update: dict[str, Any] = {"base_url": base_url, "model": model_name or llm_cfg.model}
         if model_name:  # the embedded llama.cpp server: max_tokens spelled the old way, one request at a
-            # time (a re-sent request would queue behind the abandoned one), and a slow CPU
-            update |= {"legacy_max_tokens": True, "http_retries": 0, "timeout_s": max(llm_cfg.timeout_s, 600.0)}
+            # time (no HTTP re-sends: a re-sent request would queue behind the abandoned one), answers
+            # under a schema grammar, streamed (a cut request stops the server's generation)
+            update |= {"legacy_max_tokens": True, "http_retries": 0}
+            if llm_cfg.structured == "auto":
+                update["structured"] = "llamacpp"
+            if llm_cfg.stream is None:
+                update["stream"] = True
         llm_cfg = llm_cfg.model_copy(update=update)
     budget = BudgetTracker(store, run_id, spec.agent.budgets)
-    gateway = Gateway(store, run_id, llm_cfg, models=models, budget=budget)
+    gateway = Gateway(store, run_id, llm_cfg, models=models, budget=budget, on_progress=on_progress)
     runner = Runner(store, spec.pipeline, spec.out, reporter, command="build")
-    embedded = bool(base_url and model_name)
-    enforce = {"yes": True, "no": False}.get(spec.agent.enforce_judges, not embedded)
+    embedded = model_name if base_url and model_name else None
+    judges = judge_enforcement(spec.agent, embedded)
+    enforce = {k: v == "enforced" for k, v in judges.items()}
     deps = Deps(store=store, gateway=gateway, cfg=spec.agent, runner=runner, sources=sources, budget=budget,
-                downloads=media / "downloads", enforce_judges=enforce, on_event=on_event or (lambda e: None))
+                downloads=media / "downloads", enforce=enforce, on_event=on_event or (lambda e: None),
+                embed=embed_texts)
     (media / "downloads").mkdir(parents=True, exist_ok=True)
     graph = BuildAgent(deps).compile(checkpointer=DuckDBSaver(store.con))
     config = {"configurable": {"thread_id": run_id}, "max_concurrency": 1, "recursion_limit": 1000}
@@ -142,11 +215,17 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     continuing = (previous is not None and previous["status"] != "finished"
                   and graph.checkpointer.get_tuple(config) is not None)
     deps.on_event({"event": "run_start", "run_id": run_id, "goal": goal, "resume": continuing,
-                   "enforce_judges": enforce})
+                   "enforce_judges": all(enforce.values()), "judges": judges, "model": llm_cfg.model})
     try:
         start = None if continuing else {"run_id": run_id, "goal": goal, "searched": [], "stop": None}
         final = review.drive(graph, start, config, store, run_id, wait_for_review, deps.on_event)
     except BaseException as exc:
+        if is_interrupt(exc):
+            store.finish_run(run_id, "interrupted", {"error": f"interrupted ({type(exc).__name__})"})
+            raise BuildInterrupted(run_id, exc) from exc
+        if isinstance(exc, LLMUnavailable):
+            store.finish_run(run_id, "failed", {"error": str(exc)[:500]})
+            raise BuildError(f"{exc} (the run is saved: resume with textbook build --resume {run_id})") from exc
         store.finish_run(run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
         raise
     finally:
@@ -154,6 +233,17 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     if "waiting_for_review" in final:
         return {"run_id": run_id, "waiting_for_review": final["waiting_for_review"]["kind"],
                 "review_key": final["waiting_for_review"]["key"]}
-    result = {**(final.get("result") or {}), "judges": "enforced" if enforce else "advisory"}
+    result = {**(final.get("result") or {}), "judges": _judges_word(judges), "judge_modes": judges,
+              "seconds": round(time.monotonic() - t0, 1)}
+    if result.get("error"):
+        # every search failed: a rerun (network back, key fixed) must search again, not resume past it
+        graph.checkpointer.delete_thread(run_id)
+        store.finish_run(run_id, "failed", result)
+        raise BuildError(result["error"])
     store.finish_run(run_id, "finished", result)
     return result
+
+
+def _judges_word(judges: dict[str, str]) -> str:
+    modes = {v == "enforced" for v in judges.values() if not v.startswith("off")}
+    return "enforced" if modes == {True} else "advisory" if modes == {False} else "mixed"

@@ -28,19 +28,32 @@ class LLMConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint; none starts the embedded llama.cpp")
-    model: str = Field("smollm2-135m-instruct", description="model name sent to the endpoint")
+    model: str = Field("qwen2.5-coder-1.5b-instruct", description="model name sent to the endpoint (the embedded "
+                       "server answers to its own model's name)")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key (never stored)")
     temperature: float = 0.0
     max_tokens: int = Field(512, description="cap on one answer")
-    timeout_s: float = 120.0
+    timeout_s: float = Field(120.0, gt=0, description="hard limit on one request, in seconds: a call still running "
+                                                      "then is cut and recorded as a failed call (kind timeout)")
     retries: int = Field(2, description="re-asks after an answer fails validation")
     http_retries: int = Field(2, description="re-sends after a connection error or timeout (0 for the embedded server)")
     price_in_per_mtok: float = Field(0.0, description="USD per million input tokens (for --budget-usd)")
     price_out_per_mtok: float = Field(0.0, description="USD per million output tokens")
     roles: dict[str, RoleConfig] = Field(default_factory=dict, description=f"per-role overrides: {', '.join(ROLES)}")
     legacy_max_tokens: bool = Field(False, description="send max_tokens (not max_completion_tokens): llama.cpp")
+    structured: Literal["auto", "tools", "json_schema", "llamacpp", "text"] = Field(
+        "auto", description="how answers are held to their schema: tools (a forced function call), json_schema "
+                            "(response_format with a strict JSON schema: OpenAI, vLLM guided decoding, llama.cpp's "
+                            "llama-server, Ollama), llamacpp (llama-cpp-python's json_object + schema grammar), text "
+                            "(a JSON object parsed from the reply); auto: llamacpp for the embedded server, else tools")
+    stream: bool | None = Field(None, description="stream answers (live token counts; a cut request stops the "
+                                                  "server's generation); None: on for the embedded server")
+    embedded_model: Literal["qwen2.5-coder-1.5b", "smollm2-135m"] = Field(
+        "qwen2.5-coder-1.5b", description="the embedded model: qwen2.5-coder-1.5b (make model-qwen) or "
+                                          "smollm2-135m (plumbing only)")
     embedded_port: int = Field(0, description="port of the embedded server (0: a free one)")
     embedded_ctx: int = Field(4096, description="context length of the embedded model")
+    embedded_threads: int = Field(0, ge=0, description="threads of the embedded server (0: every core but one)")
 
 
 class TaxonomySize(BaseModel):
@@ -83,6 +96,13 @@ class AgentConfig(BaseModel):
     results_per_query: int = Field(10, ge=1, le=50, description="search results kept per query (paper: 50)")
     max_rounds: int = Field(3, ge=1, description="coverage rounds: re-query short points with new phrasings")
     comments: int = Field(5, description="top comments fetched per YouTube video for the metadata judge")
+    min_relevance: float = Field(0.5, ge=0, le=1, description="local and URL sources: a file is found by a query "
+                                 "only if its relevance (tools.search.relevance) reaches this")
+    min_fit: float = Field(0.15, ge=0, le=1, description="a video is assigned only to knowledge points it fits at "
+                           "least this well (agents.assign.fit)")
+    library_points: bool = Field(True, description="a local folder or URL list: a video whose topic no knowledge "
+                                 "point covers gets a point of its own under its subject (agents.assign."
+                                 "ground_in_library)")
     min_metadata_score: int = Field(5, ge=0, le=10, description="an accept below this score is a reject")
     transcript_chars: int = Field(6000, description="transcript characters shown to each transcript judge")
     polish: bool = Field(True, description="rewrite each clip paragraph for fluency (paper: ASR rewrite)")
@@ -95,4 +115,7 @@ class AgentConfig(BaseModel):
     review: ReviewConfig = ReviewConfig()
     enforce_judges: Literal["auto", "yes", "no"] = Field(
         "auto", description="yes: judges drop videos and clips; no: advisory (verdicts recorded, nothing dropped); "
-                            "auto: yes with a configured model, no with the embedded 135M model")
+                            "auto: yes with a configured model; with the embedded model, each judge whose measured "
+                            "accuracy (agents/judge_accuracy.json) reaches judge_bar is enforced, the others advisory")
+    judge_bar: float = Field(0.85, ge=0, le=1, description="accuracy on the labelled set (examples/judge_eval) an "
+                             "embedded judge needs to be enforced under enforce_judges = auto")

@@ -27,11 +27,12 @@ from typing import Annotated, Any, Literal, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, Send
 
-from agents import schemas
+from agents import assign, schemas
 from agents.budget import BudgetTracker
 from agents.config import AgentConfig
-from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid
+from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid, LLMTimeout
 from agents.review import ReviewNodes, mark_lineage, queue_borderline
+from pipeline.assemble import clip_ocr
 from pipeline.runner import Runner
 from tools.errors import ToolError
 
@@ -71,15 +72,17 @@ class Deps:
     sources: list
     budget: BudgetTracker
     downloads: Path
-    enforce_judges: bool = True
+    # per judge (metadata, transcript, clip): True drops what it rejects; False records it as advisory
+    enforce: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(("metadata", "transcript", "clip"), True))
     on_event: Callable[[dict], None] = lambda e: None
-    _embedder: Any = field(default=None, repr=False)
+    embed: Callable | None = field(default=assign.embed_texts, repr=False)  # texts -> unit rows (fit, relevance)
 
     def embedder(self):
-        if self._embedder is None:
-            from tools.embed import TextEmbedder
-            self._embedder = TextEmbedder()
-        return self._embedder
+        return assign.shared_embedder()
+
+    @property
+    def enforce_judges(self) -> bool:
+        return all(self.enforce.values())
 
 
 def _words(text: str) -> set[str]:
@@ -132,14 +135,28 @@ class BuildAgent:
         self.d.store.event_end(ev, detail, decision=decision, reasons=reasons)
 
     # -- nodes ---------------------------------------------------------------
+    def _progress(self, node: str, done: int, total: int, item: str | None = None) -> None:
+        self.d.on_event({"event": "progress", "node": node, "done": done, "total": total, "item": item})
+
+    def _warn(self, node: str, message: str, detail: dict | None = None) -> None:
+        """A fault the run survives (a source failed, ...): an event in the trace and a line on screen."""
+        ev = self.d.store.event_start(self.d.gateway.run_id, node, None, None)
+        self.d.store.event_end(ev, detail, decision="warning", reasons=[message])
+        self.d.on_event({"event": "warning", "node": node, "message": message})
+
     def interpret_goal(self, state: BuildState) -> dict:
         goal = state["goal"]
         try:
             spec = self.d.gateway.call("planner", "interpret_goal", "goal", {"goal": goal}, schemas.GoalSpec).value
             reasons = ["model"]
+            named = named_subjects(goal)
+            if named and [s.lower() for s in spec.subjects] != named:
+                reasons.append(f"policy: subjects held to those the goal names ({', '.join(named)}; the model said "
+                               f"{', '.join(spec.subjects)})")
+                spec = spec.model_copy(update={"subjects": [s.title() for s in named]})
         except LLMOutputInvalid as exc:
             spec = self._fallback_spec(goal)
-            reasons = [f"fallback: {exc}"]
+            reasons = [f"policy: the goal was read without the model ({_failure(exc)})"]
         self._decision("interpret_goal", None, "spec", reasons, spec.model_dump())
         return {"spec": spec.model_dump(), "round": 0}
 
@@ -154,26 +171,33 @@ class BuildAgent:
     def taxonomy(self, state: BuildState) -> dict:
         spec, size = state["spec"], self.d.cfg.taxonomy
         values = {"level": spec["level"], "title": spec["title"], "subjects": ", ".join(spec["subjects"]),
-                  "courses": size.courses, "subcourses": size.subcourses, "points": size.points}
+                  "courses": size.courses, "subcourses": size.subcourses, "points": size.points,
+                  **library_values(self.d.sources)}
+        shape = schemas.sized_taxonomy(len(spec["subjects"]), size.courses, size.subcourses, size.points)
         try:
-            tax = self.d.gateway.call("planner", "taxonomy", "taxonomy", values, schemas.Taxonomy).value
+            tax = self.d.gateway.call("planner", "taxonomy", "taxonomy", values, shape).value
             tax = _trim(tax, size)
             reasons = ["model"]
+            library = [c for s in self.d.sources if hasattr(s, "catalog") for c in s.catalog()]
+            if library and self.d.cfg.library_points:
+                tax, added = assign.ground_in_library(tax, library, self.d.embed)
+                reasons += [f"library: {a}" for a in added]
         except LLMOutputInvalid as exc:
             tax = schemas.Taxonomy(subjects=[schemas.Subject(name=s, courses=[schemas.Course(
-                name=f"{s} fundamentals", subcourses=[schemas.SubCourse(name=f"Core ideas of {s}",
-                                                                        points=[f"introduction to {s}"])])])
+                name=f"{s} fundamentals", subcourses=[schemas.SubCourse(name=f"Core ideas of {s}", points=[
+                    schemas.KnowledgePoint(name=f"introduction to {s}", difficulty=1)])])])
                 for s in spec["subjects"]])
-            reasons = [f"fallback: {exc}"]
+            reasons = [f"policy: one introductory point per subject ({_failure(exc)})"]
         nodes = tax.nodes()
         self.d.store.save_taxonomy(state["run_id"], nodes)
         points = [n["node_id"] for n in nodes if n["level"] == "point"]
         self._decision("taxonomy", None, f"{len(points)} knowledge points", reasons,
-                       {"subjects": len(tax.subjects), "points": len(points)})
+                       {"subjects": len(tax.subjects), "points": len(points),
+                        "paths": [" > ".join(self._path(state["run_id"], p)[1]) for p in points][:50]})
         return {"points": points, "round": 1}
 
     def _path(self, run_id: str, point_id: str) -> tuple[str, list[str]]:
-        by_id = {n["node_id"]: n for n in self.d.store.taxonomy(run_id)}
+        by_id = self._tax(run_id)
         chain, node = [], by_id[point_id]
         while node:
             chain.append(node["name"])
@@ -181,26 +205,32 @@ class BuildAgent:
         chain.reverse()
         return chain[-1], chain
 
+    def _tax(self, run_id: str) -> dict[str, dict]:
+        return {n["node_id"]: n for n in self.d.store.taxonomy(run_id)}
+
     def plan_queries(self, state: BuildState) -> dict:
         run_id, spec, rnd = state["run_id"], state["spec"], state["round"]
         plans = []
-        for pid in state.get("points", []):
+        n = self.d.cfg.queries_per_point
+        for i, pid in enumerate(state.get("points", []), 1):
+            self._progress("plan_queries", i - 1, len(state.get("points", [])), pid)
             point, chain = self._path(run_id, pid)
             # earlier rounds only: a rerun of this round must render the same prompt (a cache hit)
             previous = list(dict.fromkeys(q["query"] for q in self.d.store.queries(run_id, pid) if q["round"] < rnd))
             prev_text = ("Write new phrasings, different from these earlier queries:\n" +
                          "\n".join(f"- {q}" for q in previous)) if previous else ""
-            values = {"n": self.d.cfg.queries_per_point, "level": spec["level"], "path": " > ".join(chain),
+            values = {"n": n, "level": spec["level"], "path": " > ".join(chain),
                       "language": spec["language"], "previous": prev_text}
             try:
-                qs = self.d.gateway.call("planner", "plan_queries", "queries", values, schemas.Queries).value.queries
+                qs = self.d.gateway.call("planner", "plan_queries", "queries", values,
+                                         schemas.sized_queries(n)).value.queries
                 why = "model"
-            except LLMOutputInvalid:
-                qs, why = [], "fallback: the model's queries did not validate"
+            except LLMOutputInvalid as exc:
+                qs, why = [], f"policy: queries from the point's name ({_failure(exc)})"
             fallback = [point, f"{point} {chain[0]}", f"{point} explained", f"{point} lesson for {spec['level']}",
                         f"what is {point}"]
             fresh = [q for q in [*qs, *fallback] if q.lower() not in {p.lower() for p in previous}]
-            fresh = list(dict.fromkeys(fresh))[: self.d.cfg.queries_per_point]
+            fresh = list(dict.fromkeys(fresh))[:n]
             if fresh:
                 plans.append({"point_id": pid, "queries": fresh, "round": rnd})
                 self._decision("plan_queries", None, f"{pid}: {len(fresh)} queries", [why], {"queries": fresh})
@@ -213,11 +243,13 @@ class BuildAgent:
         return [Send("search_point", {"run_id": state["run_id"], **p}) for p in plans]
 
     def search_point(self, payload: dict) -> dict:
-        """Search every source for one knowledge point's queries (fanned out per point)."""
+        """Search every source for one knowledge point's queries (fanned out per point); record each
+        video found as a hit of this point with its fit to the point."""
         from tools.search import QuotaExceeded
 
         run_id, pid, rnd = payload["run_id"], payload["point_id"], payload["round"]
         store, budget = self.d.store, self.d.budget
+        point, chain = self._path(run_id, pid)
         for query in payload["queries"]:
             if any(q["query"] == query and q["round"] == rnd and q["error"] is None
                    for q in store.queries(run_id, pid)):
@@ -226,63 +258,120 @@ class BuildAgent:
                 estimate = _search_units(source, self.d.cfg.results_per_query)
                 if estimate and budget.daily_units_left() < estimate:
                     store.record_query(run_id, pid, rnd, query, source.name, None, 0, False, "daily quota spent")
+                    self._warn("search_point", f"{source.name}: the project's daily search quota is spent",
+                               {"point_id": pid, "query": query})
                     continue
                 budget.check_search(estimate)
                 before = source.units_used
                 try:
                     found = source.search(query, self.d.cfg.results_per_query)
-                except QuotaExceeded as exc:
-                    store.record_query(run_id, pid, rnd, query, source.name, None, source.units_used - before,
-                                       False, f"quota: {exc.message}")
-                    continue  # switch to the next source
                 except ToolError as exc:
+                    kind = "quota" if isinstance(exc, QuotaExceeded) else exc.kind
                     store.record_query(run_id, pid, rnd, query, source.name, None, source.units_used - before,
-                                       False, f"{exc.kind}: {exc.message}")
-                    continue
+                                       False, f"{kind}: {exc.message}")
+                    self._warn("search_point", f"{source.name} failed ({kind}): {exc.message}",
+                               {"point_id": pid, "query": query})
+                    continue  # the next source
                 units = source.units_used - before
+                fits = assign.fit([_video_text(c.to_dict()) for c in found], [assign.point_text(chain)],
+                                  self.d.embed, [point])[:, 0] if found else []
                 new = 0
-                for c in found:
-                    new += store.add_candidate(run_id, c.video_id, pid, c.source, c.url, query, rnd, c.to_dict())
+                for c, f in zip(found, fits, strict=True):
+                    store.add_candidate(run_id, c.video_id, pid, c.source, c.url, query, rnd, c.to_dict())
+                    new += store.add_hit(run_id, c.video_id, pid, c.source, query, rnd, c.relevance, float(f))
                 store.record_query(run_id, pid, rnd, query, source.name, len(found), units,
                                    cached=(units == 0 and estimate > 0), error=None)
-                self._decision("search_point", None, f"{pid}: {len(found)} found, {new} new",
+                self._decision("search_point", None, f"{pid}: {len(found)} found, {new} new for this point",
                                [f"{source.name}: {query!r}"], {"units": units})
                 break
         return {"searched": [pid]}
 
-    def judge_metadata(self, state: BuildState) -> dict:
-        run_id, spec, cfg = state["run_id"], state["spec"], self.d.cfg
-        for c in self.d.store.candidates(run_id, "found"):
-            m = c["metadata"]
-            point, chain = self._path(run_id, c["point_id"])
-            values = {"point": point, "path": " > ".join(chain), "level": spec["level"],
-                      "language": spec["language"],
-                      "duration": f"{m['duration_s']:.0f} s" if m.get("duration_s") else "unknown",
-                      "views": m.get("view_count") if m.get("view_count") is not None else "unknown",
-                      "likes": m.get("like_count") if m.get("like_count") is not None else "unknown",
-                      "license": m.get("license") or "unknown", "title": m.get("title") or "",
-                      "description": (m.get("description") or "")[:2000], "tags": ", ".join(m.get("tags") or []),
-                      "channel": m.get("channel") or "",
-                      "comments": "\n".join(f"- {x[:300]}" for x in (m.get("comments") or [])[: cfg.comments])}
-            try:
-                ans = self.d.gateway.call("metadata_judge", "judge_metadata", "metadata_judge", values,
-                                          schemas.MetadataVerdict, video_id=c["video_id"])
-                v: schemas.MetadataVerdict = ans.value
-                verdict, score, reasons, call_id = v.verdict, v.score, v.reasons, ans.call_id
-                if verdict == "accept" and score < cfg.min_metadata_score:
-                    verdict, reasons = "reject", [*reasons, f"score {score} < {cfg.min_metadata_score}"]
-            except LLMOutputInvalid as exc:
-                verdict, score, reasons, call_id = cfg.on_invalid, None, [f"{cfg.on_invalid} by policy: {exc}"], \
-                    exc.call_id
-            self.d.store.save_judgment(run_id, c["video_id"], "metadata", verdict, score, reasons, None, call_id)
-            if queue_borderline(self, run_id, c["video_id"], "metadata", verdict, score):
+    def _need(self, run_id: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Per point: videos still wanted, and videos accepted or on their way (downloaded .. accepted)."""
+        have: dict[str, int] = {}
+        for c in self.d.store.candidates(run_id, IN_FLIGHT + ["accepted"]):
+            have[c["point_id"]] = have.get(c["point_id"], 0) + 1
+        points = [n["node_id"] for n in self.d.store.taxonomy(run_id) if n["level"] == "point"]
+        return {p: max(0, self.d.cfg.per_point - have.get(p, 0)) for p in points}, have
+
+    def _reassign(self, run_id: str) -> None:
+        """Place every video not yet judged (and every judged-out one that another point found) at the
+        point it fits best, filling empty points first (agents/assign.py)."""
+        store = self.d.store
+        movable = {c["video_id"]: c for c in store.candidates(run_id, ["found", "judged_out"])}
+        if not movable:
+            return
+        hits = [assign.Hit(h["video_id"], h["point_id"], h["fit"], h["verdict"]) for h in store.hits(run_id)
+                if h["video_id"] in movable]
+        # a point counts what it has plus the videos waiting for its download
+        need, _ = self._need(run_id)
+        for c in store.candidates(run_id, "accepted_meta"):
+            need[c["point_id"]] = max(0, need.get(c["point_id"], 0) - 1)
+        names = {n["node_id"]: n["name"] for n in store.taxonomy(run_id)}
+        for p in assign.assign(hits, need, self.d.cfg.min_fit):
+            c = movable[p.video_id]
+            if p.point_id is None:
+                if c["status"] == "found":
+                    store.update_candidate(run_id, p.video_id, status="judged_out",
+                                           reason=f"fits no knowledge point (fit < {self.d.cfg.min_fit})")
+                    self._decision("assign", p.video_id, "no point",
+                                   [f"fit below {self.d.cfg.min_fit} for every point that found it"])
                 continue
-            keep = verdict == "accept" or not self.d.enforce_judges
-            self.d.store.update_candidate(run_id, c["video_id"], status="accepted_meta" if keep else "judged_out",
-                                          reason="; ".join(reasons)[:500])
-            shown = verdict if keep == (verdict == "accept") else f"{verdict} (advisory: kept)"
-            self._decision("judge_metadata", c["video_id"], shown, reasons, {"score": score})
+            if c["status"] == "judged_out" and p.point_id == c["point_id"]:
+                continue
+            if c["status"] == "judged_out" and p.why != "needed":
+                continue  # judged out for its point; moved again only to serve a point that has nothing
+            moved = p.point_id != c["point_id"]
+            if moved or c["status"] == "judged_out":
+                store.update_candidate(run_id, p.video_id, point_id=p.point_id, status="found", reason=None)
+            if moved or c["status"] == "judged_out" or not store.events(run_id, "assign", p.video_id):
+                self._decision("assign", p.video_id, p.point_id,
+                               [f"fit {p.fit:.2f} to {names.get(p.point_id, p.point_id)!r} ({p.why})"]
+                               + ([f"moved from {c['point_id']}"] if moved else []))
+
+    def judge_metadata(self, state: BuildState) -> dict:
+        run_id, spec, cfg, store = state["run_id"], state["spec"], self.d.cfg, self.d.store
+        enforce = self.d.enforce["metadata"]
+        done = 0
+        for _ in range(50):  # each pass judges videos for points they were not judged for: it ends
+            self._reassign(run_id)
+            todo = store.candidates(run_id, "found")
+            if not todo:
+                break
+            total = done + len(todo)
+            for c in todo:
+                self._progress("judge_metadata", done, total, c["video_id"])
+                self._judge_metadata_one(run_id, spec, cfg, c, enforce)
+                done += 1
         return {}
+
+    def _judge_metadata_one(self, run_id: str, spec: dict, cfg: AgentConfig, c: dict, enforce: bool) -> None:
+        store = self.d.store
+        point, chain = self._path(run_id, c["point_id"])
+        values = metadata_judge_values(chain, spec, c["metadata"], cfg.comments)
+        policy = False
+        try:
+            ans = self.d.gateway.call("metadata_judge", "judge_metadata", "metadata_judge", values,
+                                      schemas.MetadataVerdict, video_id=c["video_id"])
+            v: schemas.MetadataVerdict = ans.value
+            verdict, score, reasons, call_id = v.verdict, v.score, v.reasons, ans.call_id
+            if verdict == "accept" and score < cfg.min_metadata_score:
+                verdict, reasons = "reject", [*reasons, f"score {score} < {cfg.min_metadata_score}"]
+        except LLMOutputInvalid as exc:
+            policy = True
+            verdict, score, call_id = cfg.on_invalid, None, exc.call_id
+            reasons = [f"{cfg.on_invalid} by policy: {_failure(exc)}"]
+        store.save_judgment(run_id, c["video_id"], "metadata", verdict, score, reasons,
+                            {"point_id": c["point_id"], "source": "policy" if policy else "model",
+                             "enforced": enforce}, call_id)
+        store.set_hit_verdict(run_id, c["video_id"], c["point_id"], verdict, score)
+        if queue_borderline(self, run_id, c["video_id"], "metadata", verdict, score):
+            return
+        keep = verdict == "accept" or not enforce
+        store.update_candidate(run_id, c["video_id"], status="accepted_meta" if keep else "judged_out",
+                               reason="; ".join(reasons)[:500])
+        self._decision("judge_metadata", c["video_id"], _shown(verdict, keep, policy),
+                       _model_reasons(reasons, policy), {"score": score, "point_id": c["point_id"]})
 
     def _accepted(self, run_id: str) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -298,25 +387,24 @@ class BuildAgent:
         if self.d.budget.videos_reached(sum(accepted.values())):
             raise BudgetExceeded("videos", f"{sum(accepted.values())} accepted videos")
         # videos already on their way through the pipeline count toward the targets too
-        for c in store.candidates(run_id, ["downloaded", "transcribed", "judged", "visuals"]):
+        for c in store.candidates(run_id, IN_FLIGHT):
             accepted[c["point_id"]] = accepted.get(c["point_id"], 0) + 1
         slots = None if cfg.budgets.max_videos is None else cfg.budgets.max_videos - sum(accepted.values())
         scores = {j["video_id"]: j["score"] or 0 for j in store.judgments(run_id) if j["kind"] == "metadata"}
-        names = {n["node_id"]: n["name"] for n in store.taxonomy(run_id)}
+        fits = {(h["video_id"], h["point_id"]): h["fit"] for h in store.hits(run_id)}
 
         def rank(c: dict) -> tuple:
-            # best judged first; among equals, the one whose metadata names the knowledge point
-            m = c["metadata"]
-            text = " ".join([m.get("title") or "", m.get("description") or "", " ".join(m.get("tags") or []),
-                             str((m.get("extra") or {}).get("knowledge_point") or "")])
-            return -(scores.get(c["video_id"]) or 0), -len(_words(names.get(c["point_id"], "")) & _words(text))
+            # best judged first; among equals, the one that fits its knowledge point best
+            return -(scores.get(c["video_id"]) or 0), -(fits.get((c["video_id"], c["point_id"])) or 0), c["video_id"]
 
         waiting = sorted(store.candidates(run_id, "accepted_meta"), key=rank)
         taken: dict[str, int] = {}
-        for c in waiting:
+        todo = [c for c in waiting]
+        for i, c in enumerate(todo):
             pid = c["point_id"]
             if accepted.get(pid, 0) + taken.get(pid, 0) >= cfg.per_point or (slots is not None and slots <= 0):
                 continue
+            self._progress("download", i, len(todo), c["video_id"])
             try:
                 got = download(c["url"], self.d.downloads, video_id=c["video_id"],
                                max_height=cfg.download_max_height, retries=cfg.download_retries)
@@ -326,7 +414,7 @@ class BuildAgent:
                 self._decision("download", c["video_id"], "failed", [f"{exc.kind}: {exc.message}"])
                 continue
             store.update_candidate(run_id, c["video_id"], status="downloaded", path=str(got.path))
-            self._decision("download", c["video_id"], "downloaded", [str(got.path)])
+            self._decision("download", c["video_id"], "downloaded", [got.path.name])
             taken[pid] = taken.get(pid, 0) + 1
             if slots is not None:
                 slots -= 1
@@ -334,11 +422,14 @@ class BuildAgent:
 
     def _videos(self, run_id: str, status: str) -> list[dict]:
         out = []
+        tax = self._tax(run_id)
         for c in self.d.store.candidates(run_id, status):
             point, chain = self._path(run_id, c["point_id"])
             m = c["metadata"]
             meta = {"id": c["video_id"], "title": m.get("title"), "subject": chain[0],
-                    "course": chain[1] if len(chain) > 1 else None, "knowledge_point": point,
+                    "course": chain[1] if len(chain) > 1 else None,
+                    "subcourse": chain[2] if len(chain) > 3 else None, "knowledge_point": point,
+                    "difficulty": tax[c["point_id"]].get("difficulty"),
                     "point_id": c["point_id"], "url": c["url"]}
             out.append({"candidate": c, "meta": meta, "path": Path(c["path"] or c["url"]), "video_id": c["video_id"]})
         return out
@@ -363,17 +454,33 @@ class BuildAgent:
         return {}
 
     def judge_transcripts(self, state: BuildState) -> dict:
-        """Two judges; a video is dropped only when both reject it (PAPER.md section 2)."""
+        """Two judges; a video is dropped only when both reject it (docs/method.md section 2)."""
         run_id, store, cfg = state["run_id"], self.d.store, self.d.cfg
-        for c in store.candidates(run_id, "transcribed"):
+        enforce = self.d.enforce["transcript"]
+        todo = store.candidates(run_id, "transcribed")
+        for i, c in enumerate(todo):
+            self._progress("judge_transcripts", i, len(todo), c["video_id"])
             vid = c["video_id"]
             tr = store.transcript(vid)
             text = tr["text"] or " ".join(s["text"] for s in tr["segments"])
             point, chain = self._path(run_id, c["point_id"])
-            values = {"point": point, "path": " > ".join(chain), "chars": min(len(text), cfg.transcript_chars),
-                      "total_chars": len(text), "transcript": text[: cfg.transcript_chars]}
-            verdicts, scores = [], []
+            values = transcript_judge_values(chain, text, cfg.transcript_chars)
+            verdicts, shown, scores = [], [], []
+            # one model for both judges (the embedded server): at temperature 0 the second would say the
+            # same again, so judge b repeats judge a's verdict instead of paying for it
+            twin = self.d.gateway.same_model("transcript_judge_a", "transcript_judge_b")
+            first: tuple = ()
             for role, kind in (("transcript_judge_a", "transcript_a"), ("transcript_judge_b", "transcript_b")):
+                if kind == "transcript_b" and twin:
+                    a_verdict, a_score, a_reasons, a_detail, a_call = first
+                    store.save_judgment(run_id, vid, kind, a_verdict, a_score, a_reasons,
+                                        {**(a_detail or {}), "source": "same model as judge a",
+                                         "enforced": enforce}, a_call)
+                    verdicts.append(a_verdict)
+                    scores.append(a_score)
+                    shown.append(f"b: same model as a ({a_verdict})")
+                    continue
+                policy = False
                 try:
                     ans = self.d.gateway.call(role, "judge_transcripts", "transcript_judge", values,
                                               schemas.TranscriptVerdict, video_id=vid)
@@ -382,23 +489,28 @@ class BuildAgent:
                     score = round((v.relevance + v.density + v.quality) / 3, 2)
                     detail = {"relevance": v.relevance, "density": v.density, "quality": v.quality}
                 except LLMOutputInvalid as exc:
-                    verdict, reasons, call_id, score, detail = cfg.on_invalid, [f"{cfg.on_invalid} by policy: "
-                                                                                f"{exc}"], exc.call_id, None, None
-                store.save_judgment(run_id, vid, kind, verdict, score, reasons, detail, call_id)
+                    policy = True
+                    verdict, call_id, score, detail = cfg.on_invalid, exc.call_id, None, None
+                    reasons = [f"{cfg.on_invalid} by policy: {_failure(exc)}"]
+                store.save_judgment(run_id, vid, kind, verdict, score, reasons,
+                                    {**(detail or {}), "source": "policy" if policy else "model",
+                                     "enforced": enforce}, call_id)
+                first = first or (verdict, score, reasons, detail, call_id)
                 verdicts.append(verdict)
                 scores.append(score)
+                shown.append(f"{kind[-1]}: {verdict}" + (" (policy)" if policy else f" {score}"))
+            both = verdicts.count("reject") == 2
             mean = sum(scores) / 2 if None not in scores else None
-            if queue_borderline(self, run_id, vid, "transcript", "reject" if verdicts.count("reject") == 2
-                                else "accept", mean):
+            if queue_borderline(self, run_id, vid, "transcript", "reject" if both else "accept", mean):
                 continue
-            if verdicts.count("reject") == 2 and self.d.enforce_judges:
+            if both and enforce:
                 store.update_candidate(run_id, vid, status="transcript_rejected", reason="both transcript judges")
                 store.update_video(vid, status="rejected", reason="transcript_judges")
-                self._decision("judge_transcripts", vid, "reject", ["both judges rejected"])
+                self._decision("judge_transcripts", vid, "reject", [f"both judges rejected ({'; '.join(shown)})"])
             else:
                 store.update_candidate(run_id, vid, status="judged")
-                advisory = " (advisory: kept)" if verdicts.count("reject") == 2 else ""
-                self._decision("judge_transcripts", vid, "keep" + advisory, [f"judges: {', '.join(verdicts)}"])
+                self._decision("judge_transcripts", vid, "keep (advisory: both rejected)" if both else "keep",
+                               [f"judges {'; '.join(shown)}"])
         return {}
 
     def visuals(self, state: BuildState) -> dict:
@@ -438,7 +550,7 @@ class BuildAgent:
         import prompts
 
         cfg = self.d.cfg
-        parts = [cfg.polish, cfg.polish_min_overlap, cfg.clip_judge, cfg.clip_min_similarity, self.d.enforce_judges,
+        parts = [cfg.polish, cfg.polish_min_overlap, cfg.clip_judge, cfg.clip_min_similarity, self.d.enforce["clip"],
                  prompts.load("polish").sha256, prompts.load("clip_judge").sha256,
                  self.d.gateway.cfg.model_dump(mode="json")]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -448,7 +560,8 @@ class BuildAgent:
         """Polish each paragraph, measure its signals, and let the clip judge decide."""
         cfg, gw, store = self.d.cfg, self.d.gateway, self.d.store
         point = points.get(vid, "")
-        for r in rows:
+        for n, r in enumerate(rows):
+            self._progress("clips", n, len(rows), vid)
             if cfg.polish and r["text"].strip():
                 try:
                     pol = gw.call("polisher", "polish", "polish", {"point": point, "paragraph": r["text"]},
@@ -460,9 +573,9 @@ class BuildAgent:
                         self._decision("polish", vid, "refused", [f"clip {r['index']}: rewrite keeps only "
                                                                   f"{overlap:.0%} of the content words"])
                 except LLMOutputInvalid as exc:
-                    self._decision("polish", vid, "raw", [f"clip {r['index']}: {exc}"])
+                    self._decision("polish", vid, "raw", [f"clip {r['index']}: kept the raw text ({_failure(exc)})"])
             kfs = [frames[i] for i in r["keyframes"]]
-            ocr = "\n".join(k["ocr_text"] for k in kfs if k.get("ocr_kept") and k.get("ocr_text"))
+            ocr = clip_ocr(kfs)
             sim = round(float(self.d.embedder().similarity(r["text"], ocr)), 4) if ocr and r["text"] else 0.0
             signals = {"asr_ocr_similarity": sim, "keyframes": len(kfs),
                        "ocr_chars_per_keyframe": round(len(ocr) / len(kfs), 1) if kfs else 0.0}
@@ -478,17 +591,55 @@ class BuildAgent:
                               "paragraph": r["text"], "ocr": ocr or "(none)"}
                     try:
                         ans = gw.call("clip_judge", "clips", "clip_judge", values, schemas.ClipDecision, video_id=vid)
-                        if self.d.enforce_judges:
+                        if self.d.enforce["clip"]:
                             decision, reasons, call_id = ans.value.decision, ans.value.reasons, ans.call_id
                         else:
                             call_id = ans.call_id
                             reasons = [*reasons, f"advisory judge said {ans.value.decision}: "
                                                  f"{'; '.join(ans.value.reasons)}"]
                     except LLMOutputInvalid as exc:
-                        reasons = [*reasons, f"judge invalid: {exc}"]
+                        reasons = [*reasons, f"rules decided: the clip judge gave no answer ({_failure(exc)})"]
             r["decision"], r["reason"] = decision, "; ".join(reasons)[:500]
             store.save_judgment(run_id, vid, f"clip:{r['index']}", decision, sim, reasons, signals, call_id)
         return rows
+
+    def _outcomes(self, run_id: str) -> list[assign.PointOutcome]:
+        store, per_point = self.d.store, self.d.cfg.per_point
+        hits: dict[str, set[str]] = {}
+        for h in store.hits(run_id):
+            hits.setdefault(h["point_id"], set()).add(h["video_id"])
+        queries: dict[str, list[dict]] = {}
+        for q in store.queries(run_id):
+            queries.setdefault(q["point_id"], []).append(q)
+        by_point: dict[str, list[dict]] = {}
+        for c in store.candidates(run_id):
+            by_point.setdefault(c["point_id"], []).append(c)
+        out = []
+        for n in store.taxonomy(run_id):
+            if n["level"] != "point":
+                continue
+            pid = n["node_id"]
+            cs = by_point.get(pid, [])
+            qs = {(q["query"], q["round"]): q for q in queries.get(pid, [])}  # one search, several sources
+            failed = sum(1 for key in qs if all(q["error"] for q in queries[pid]
+                                                if (q["query"], q["round"]) == key))
+            out.append(assign.PointOutcome(
+                point_id=pid, wanted=per_point, accepted=sum(c["status"] == "accepted" for c in cs),
+                hits=len(hits.get(pid, ())), queries=len(qs), failed_queries=failed, assigned=len(cs),
+                judged_out=sum(c["status"] in ("judged_out", "transcript_rejected", "rejected") for c in cs),
+                download_failed=sum(c["status"] == "download_failed" for c in cs),
+                waiting=sum(c["status"] == "accepted_meta" for c in cs)))
+        return out
+
+    def _sources_failed(self, run_id: str) -> str | None:
+        """One line when every search of the run failed (nothing was ever found), else None."""
+        rows = self.d.store.queries(run_id)
+        if not rows or any(q["error"] is None for q in rows) or self.d.store.candidates(run_id):
+            return None
+        by_source: dict[str, str] = {}
+        for q in rows:
+            by_source.setdefault(q["source"], q["error"])
+        return "every search failed: " + "; ".join(f"{k}: {v}" for k, v in by_source.items())
 
     def coverage(self, state: BuildState) -> Command[Literal["plan_queries", "assemble"]]:
         run_id, cfg = state["run_id"], self.d.cfg
@@ -497,8 +648,12 @@ class BuildAgent:
         points = [n["node_id"] for n in self.d.store.taxonomy(run_id) if n["level"] == "point"]
         short = [p for p in points if accepted.get(p, 0) < cfg.per_point]
         rnd = state.get("round", 1)
+        failed = self._sources_failed(run_id)
         if state.get("stop"):
             why = f"stopped by budget {state['stop']}"
+        elif failed:
+            self._decision("coverage", None, "stop", [failed])
+            return Command(goto="assemble", update={"points": [], "stop": "sources_failed"})
         elif self.d.budget.videos_reached(total):
             why = f"budget videos spent: video target reached ({total})"
             self.d.on_event({"event": "budget", "node": "coverage", "budget": "videos", "detail": why})
@@ -525,11 +680,25 @@ class BuildAgent:
         funnel: dict[str, int] = {}
         for c in store.candidates(run_id):
             funnel[c["status"]] = funnel.get(c["status"], 0) + 1
+        names = {n["node_id"]: n["name"] for n in store.taxonomy(run_id)}
+        short = []
+        for o in self._outcomes(run_id):
+            why = assign.shortfall(o, state.get("stop"))
+            if why:
+                short.append({"point_id": o.point_id, "point": names[o.point_id], "accepted": o.accepted,
+                              "wanted": o.wanted, "why": why})
+                self._decision("assemble", None, f"{o.point_id} short", [why], {"point": names[o.point_id]})
+        points = {}
+        for i in items:
+            points.setdefault(i["meta"]["point_id"], []).append(i["video_id"])
         result = {"run_id": run_id, "accepted_videos": len(videos), "samples": len(samples),
                   "out_dir": str(runner.out_dir), "stop": state.get("stop"), "candidates": funnel,
                   "search_units": store.search_units(run_id), "llm": store.llm_totals(run_id),
                   "knowledge_points": sum(1 for n in store.taxonomy(run_id) if n["level"] == "point"),
-                  "human_reviewed_videos": reviewed}
+                  "videos_by_point": {f"{p} {names[p]}": v for p, v in sorted(points.items())},
+                  "short_points": short, "human_reviewed_videos": reviewed}
+        if state.get("stop") == "sources_failed":
+            result["error"] = self._sources_failed(run_id)
         return {"result": result}
 
     # -- assembly ------------------------------------------------------------
@@ -564,6 +733,89 @@ class BuildAgent:
         return g.compile(checkpointer=checkpointer)
 
 
+IN_FLIGHT = ["downloaded", "transcribed", "judged", "visuals"]
+
+
+def named_subjects(goal: str) -> list[str]:
+    """The school subjects a goal names outright (KNOWN_SUBJECTS, in the goal's order); [] when it names none."""
+    low = " " + " ".join(re.findall(r"[a-z]+", goal.lower())) + " "
+    found = [s for s in KNOWN_SUBJECTS if f" {s} " in low or (s == "mathematics" and " math " in low)]
+    return sorted(found, key=lambda s: low.find(f" {s} ") if f" {s} " in low else low.find(" math "))
+
+
+def catalog_line(c) -> str:
+    """A video at hand as the planner sees it: its title, and its sidecar's knowledge point if that differs."""
+    point = str(c.extra.get("knowledge_point") or "")
+    return c.title if not point or point.lower() == c.title.lower() else f"{c.title} ({point})"
+
+
+def library_values(sources: list, limit: int = 40) -> dict:
+    """The taxonomy prompt's view of the videos at hand: a local folder or URL list has a catalog (titles and
+    topics of its files, untrusted), so the planner builds the taxonomy around them; web search has none."""
+    titles: list[str] = []
+    for source in sources:
+        catalog = getattr(source, "catalog", None)
+        if catalog is not None:
+            titles += [catalog_line(c) for c in catalog()]
+    titles = list(dict.fromkeys(t for t in titles if t.strip()))[:limit]
+    if not titles:
+        return {"library_note": "Videos will be searched for on the web; none are at hand yet:",
+                "library": "(none)", "library_rule": "",
+                "example": ' (for example "definition of irrational numbers" under Mathematics > Elementary '
+                           'Mathematics > Rational and Irrational Numbers)'}
+    return {"library_note": "These lesson videos are at hand, and the textbook can use only them (their titles):",
+            "library": "\n".join(f"- {t}" for t in titles), "example": "",
+            "library_rule": "Build the taxonomy around the videos at hand: for every video whose topic belongs "
+                            "to one of the subjects, one sub-course of that subject is the video's topic and one "
+                            "of its knowledge points is exactly what the video teaches."}
+
+
+def metadata_judge_values(chain: list[str], spec: dict, m: dict, comments: int) -> dict:
+    """The metadata judge prompt's values for a video's metadata ``m`` (a Candidate dict) and a point's path."""
+    return {"point": chain[-1], "path": " > ".join(chain), "level": spec["level"], "language": spec["language"],
+            "duration": f"{m['duration_s']:.0f} s" if m.get("duration_s") else "unknown",
+            "views": m.get("view_count") if m.get("view_count") is not None else "unknown",
+            "likes": m.get("like_count") if m.get("like_count") is not None else "unknown",
+            "license": m.get("license") or "unknown", "title": m.get("title") or "",
+            "description": (m.get("description") or "")[:2000], "tags": ", ".join(m.get("tags") or []),
+            "channel": m.get("channel") or "",
+            "comments": "\n".join(f"- {x[:300]}" for x in (m.get("comments") or [])[:comments])}
+
+
+def transcript_judge_values(chain: list[str], text: str, max_chars: int) -> dict:
+    """The transcript judge prompt's values: the point's path and the transcript's first ``max_chars``."""
+    return {"point": chain[-1], "path": " > ".join(chain), "chars": min(len(text), max_chars),
+            "total_chars": len(text), "transcript": text[:max_chars]}
+
+
+def _failure(exc: LLMOutputInvalid) -> str:
+    """Why a call gave no usable answer, for a policy reason: timeout or no valid answer."""
+    if isinstance(exc, LLMTimeout):
+        return f"timeout: {exc}"
+    return f"no valid answer: {exc}"
+
+
+def _shown(verdict: str, kept: bool, policy: bool) -> str:
+    """A judge's decision as the trace shows it: policy defaults and advisory verdicts say so."""
+    text = verdict + (" (policy)" if policy else "")
+    if kept and verdict == "reject":
+        text += " (advisory: kept)"
+    return text
+
+
+def _model_reasons(reasons: list[str], policy: bool) -> list[str]:
+    """The model's own reasons, quoted so a reason such as "error" is not read as a system error."""
+    return list(reasons) if policy else [f"model: {json.dumps(r, ensure_ascii=False)}" for r in reasons]
+
+
+def _video_text(m: dict) -> str:
+    """What a video's fit to a knowledge point is measured on (its metadata, untrusted)."""
+    extra = m.get("extra") or {}
+    return ". ".join(x for x in [m.get("title") or "", (m.get("description") or "")[:500],
+                                 ", ".join(m.get("tags") or []),
+                                 *(str(extra.get(k) or "") for k in ("subject", "course", "knowledge_point"))] if x)
+
+
 def _search_units(source, max_results: int) -> int:
     """Quota units one search may cost: YouTube's search and details pages plus comments per video."""
     if hasattr(source, "estimate_units"):
@@ -578,7 +830,7 @@ def _search_units(source, max_results: int) -> int:
 
 
 def _trim(tax: schemas.Taxonomy, size) -> schemas.Taxonomy:
-    """Hold the taxonomy to the configured size (models often write more than asked)."""
+    """Hold the taxonomy to the configured size (a model without schema-constrained decoding may write more)."""
     for s in tax.subjects:
         s.courses = s.courses[: size.courses]
         for c in s.courses:

@@ -1,7 +1,11 @@
 """Structured outputs of the agent's LLM calls: pydantic models with field descriptions.
 
 The gateway validates every answer against one of these (with retries that feed the
-validation error back); a node acts only on a validated value, never on free text.
+validation error back); a node acts only on a validated value, never on free text. Every
+list and short string has a bound (``maxItems``, ``maxLength`` <= 120 in the JSON schema), so an
+endpoint that decodes under the schema (llama.cpp grammars, vLLM guided decoding, OpenAI strict
+schemas) cannot run away (the polished paragraph is bounded by max_tokens); ``sized_taxonomy``
+bounds the tree to the configured size.
 """
 
 from __future__ import annotations
@@ -9,11 +13,27 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, create_model, field_validator, model_validator
+
+NAME_CHARS = 80     # a subject, course, sub-course or knowledge point name
+REASON_CHARS = 100  # one reason of a judge
+MAX_REASONS = 2
 
 
 def _clean(name: str) -> str:
     return " ".join(str(name).split())
+
+
+_GENERIC = re.compile(r"^(?:an? |the )?(?:introduction to|intro to|basics of|overview of|fundamentals of|"
+                      r"principles of|basic) +|(?: +(?:basics|fundamentals|overview|introduction))$", re.I)
+
+
+def topic_name(name: str) -> str:
+    """A taxonomy name as its topic: "Introduction to Variables" -> "Variables", "Programming Basics" ->
+    "Programming" (kept as is when nothing would be left)."""
+    name = _clean(name)
+    bare = _GENERIC.sub("", name).strip()
+    return bare[:1].upper() + bare[1:] if sum(ch.isalpha() for ch in bare) >= 3 and bare != name else name
 
 
 def _distinct(names: list[str], what: str) -> list[str]:
@@ -31,13 +51,22 @@ def _distinct(names: list[str], what: str) -> list[str]:
     return names
 
 
+Reasons = list[str]
+
+
+def _reasons_field(what: str) -> object:
+    return Field(min_length=1, max_length=MAX_REASONS, description=what,
+                 json_schema_extra={"items": {"type": "string", "maxLength": REASON_CHARS}})
+
+
 class GoalSpec(BaseModel):
     """What the researcher asked for."""
 
-    title: str = Field(description="a short title for the textbook")
-    subjects: list[str] = Field(min_length=1, description="school subjects, e.g. physics")
-    level: str = Field(description="school level, e.g. middle school")
-    language: str = Field("en", description="ISO 639-1 code of the videos' language")
+    title: str = Field(max_length=NAME_CHARS, description="a short title for the textbook")
+    subjects: list[str] = Field(min_length=1, max_length=6, description="school subjects, e.g. physics",
+                                json_schema_extra={"items": {"type": "string", "maxLength": 40}})
+    level: str = Field(max_length=30, description="school level, e.g. middle school")
+    language: str = Field("en", max_length=5, description="ISO 639-1 code of the videos' language")
 
     @field_validator("subjects")
     @classmethod
@@ -53,19 +82,45 @@ class GoalSpec(BaseModel):
         return m.group(1).lower()
 
 
-class SubCourse(BaseModel):
-    name: str = Field(description="sub-course name")
-    points: list[str] = Field(min_length=1, description="knowledge points: one teachable idea each")
+class KnowledgePoint(BaseModel):
+    """One teachable idea, with how hard it is within the textbook's level."""
 
-    @field_validator("points")
+    name: str = Field(max_length=NAME_CHARS, description="the idea, e.g. definition of irrational numbers")
+    difficulty: int = Field(ge=1, le=5, description="1 = easiest .. 5 = hardest, for this level")
+
+    @field_validator("name")
     @classmethod
-    def _points(cls, v: list[str]) -> list[str]:
-        return _distinct(v, "knowledge points")
+    def _topic(cls, v: str) -> str:
+        return topic_name(v)
+
+
+class SubCourse(BaseModel):
+    name: str = Field(max_length=NAME_CHARS, description="sub-course name")
+    points: list[KnowledgePoint] = Field(min_length=1, max_length=10, description="knowledge points")
+
+    @field_validator("name")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        return topic_name(v)
+
+    @model_validator(mode="after")
+    def _points(self) -> SubCourse:
+        _distinct([p.name for p in self.points], f"knowledge points of {self.name}")
+        for p in self.points:
+            p.name = _clean(p.name)
+        # easy to difficult within the sub-course (the paper's curriculum order); stable for ties
+        self.points = sorted(self.points, key=lambda p: p.difficulty)
+        return self
 
 
 class Course(BaseModel):
-    name: str = Field(description="course name")
-    subcourses: list[SubCourse] = Field(min_length=1)
+    name: str = Field(max_length=NAME_CHARS, description="course name")
+    subcourses: list[SubCourse] = Field(min_length=1, max_length=10)
+
+    @field_validator("name")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        return topic_name(v)
 
     @model_validator(mode="after")
     def _subs(self) -> Course:
@@ -74,8 +129,8 @@ class Course(BaseModel):
 
 
 class Subject(BaseModel):
-    name: str = Field(description="subject name")
-    courses: list[Course] = Field(min_length=1)
+    name: str = Field(max_length=NAME_CHARS, description="subject name")
+    courses: list[Course] = Field(min_length=1, max_length=12)
 
     @model_validator(mode="after")
     def _courses(self) -> Subject:
@@ -84,24 +139,25 @@ class Subject(BaseModel):
 
 
 class Taxonomy(BaseModel):
-    """Subject > Course > Sub-course > Knowledge point."""
+    """Subject > Course > Sub-course > Knowledge point (each point with a difficulty)."""
 
-    subjects: list[Subject] = Field(min_length=1)
+    subjects: list[Subject] = Field(min_length=1, max_length=6)
 
     @model_validator(mode="after")
     def _unique(self) -> Taxonomy:
         _distinct([s.name for s in self.subjects], "subjects")
-        points = [p for s in self.subjects for c in s.courses for u in c.subcourses for p in u.points]
+        points = [p.name for s in self.subjects for c in s.courses for u in c.subcourses for p in u.points]
         _distinct(points, "knowledge points of the taxonomy")
         return self
 
     def nodes(self) -> list[dict]:
-        """Flatten to rows with stable ids: s1, s1.c1, s1.c1.u1, s1.c1.u1.p1."""
+        """Flatten to rows with stable ids: s1, s1.c1, s1.c1.u1, s1.c1.u1.p1 (points easy to difficult);
+        ``difficulty`` is set on points only (1 = easiest)."""
         out: list[dict] = []
 
-        def add(node_id: str, parent: str | None, level: str, name: str) -> None:
+        def add(node_id: str, parent: str | None, level: str, name: str, difficulty: int | None = None) -> None:
             out.append({"node_id": node_id, "parent_id": parent, "level": level, "name": _clean(name),
-                        "position": len(out)})
+                        "position": len(out), "difficulty": difficulty})
 
         for i, s in enumerate(self.subjects, 1):
             sid = f"s{i}"
@@ -113,12 +169,29 @@ class Taxonomy(BaseModel):
                     uid = f"{cid}.u{k}"
                     add(uid, cid, "subcourse", u.name)
                     for m, p in enumerate(u.points, 1):
-                        add(f"{uid}.p{m}", uid, "point", p)
+                        add(f"{uid}.p{m}", uid, "point", p.name, p.difficulty)
         return out
 
 
+def _bounded(n: int, **kw) -> object:
+    """A list of 1 to ``n`` items whose JSON schema asks for exactly ``n`` (minItems = maxItems): a decoder
+    under the schema writes the asked-for size, a model that writes fewer still validates."""
+    return Field(min_length=1, max_length=n, json_schema_extra={"minItems": n}, **kw)
+
+
+def sized_taxonomy(subjects: int, courses: int, subcourses: int, points: int) -> type[Taxonomy]:
+    """A Taxonomy bounded to the configured size at every level (schema: exactly that size), so a
+    schema-constrained decoder writes the configured tree and nothing more. Validates like Taxonomy."""
+    sub = create_model("SubCourse", __base__=SubCourse, points=(list[KnowledgePoint], _bounded(
+        points, description="knowledge points, each one teachable idea")))
+    course = create_model("Course", __base__=Course, subcourses=(list[sub], _bounded(subcourses)))
+    subject = create_model("Subject", __base__=Subject, courses=(list[course], _bounded(courses)))
+    return create_model("Taxonomy", __base__=Taxonomy, subjects=(list[subject], _bounded(subjects)))
+
+
 class Queries(BaseModel):
-    queries: list[str] = Field(min_length=1, description="search queries, a few words each")
+    queries: list[str] = Field(min_length=1, max_length=8, description="what a student would type into video search",
+                               json_schema_extra={"items": {"type": "string", "maxLength": NAME_CHARS}})
 
     @field_validator("queries")
     @classmethod
@@ -129,24 +202,33 @@ class Queries(BaseModel):
         return list(dict.fromkeys(v))
 
 
+def sized_queries(n: int) -> type[Queries]:
+    """Queries bounded to ``n`` (schema: exactly ``n``)."""
+    return create_model("Queries", __base__=Queries, queries=(list[str], Field(
+        min_length=1, max_length=n, description="what a student would type into video search",
+        json_schema_extra={"items": {"type": "string", "maxLength": NAME_CHARS}, "minItems": n})))
+
+
 class MetadataVerdict(BaseModel):
+    reasons: Reasons = _reasons_field("short reasons, first: what the video is about")
     verdict: Literal["accept", "reject"]
-    score: int = Field(ge=0, le=10, description="0 useless .. 10 an ideal lesson")
-    reasons: list[str] = Field(min_length=1, description="short reasons for the verdict")
+    score: int = Field(ge=0, le=10, description="0 useless .. 10 an ideal lesson for the knowledge point")
 
 
 class TranscriptVerdict(BaseModel):
-    relevance: int = Field(ge=0, le=10)
-    density: int = Field(ge=0, le=10)
-    quality: int = Field(ge=0, le=10)
+    reasons: Reasons = _reasons_field("short reasons, first: what the transcript teaches")
+    relevance: int = Field(ge=0, le=10, description="0 another topic .. 10 teaches the knowledge point")
+    density: int = Field(ge=0, le=10, description="0 filler only .. 10 dense teaching")
+    quality: int = Field(ge=0, le=10, description="0 unreadable .. 10 clean sentences")
     verdict: Literal["accept", "reject"]
-    reasons: list[str] = Field(min_length=1)
 
 
 class Polished(BaseModel):
+    # no maxLength: llama.cpp expands {0,N} into N nested rules, and a few thousand crash its grammar
+    # compiler (segfault); the answer is bounded by max_tokens instead
     text: str = Field(min_length=1, description="the rewritten paragraph")
 
 
 class ClipDecision(BaseModel):
+    reasons: Reasons = _reasons_field("short reasons")
     decision: Literal["keep", "drop_frames", "drop"]
-    reasons: list[str] = Field(min_length=1)

@@ -113,7 +113,7 @@ def embedded(work: Path) -> bool:
     # retries=1 as in tests/agents/test_e2e_llama.py: the 135M model often answers off-schema, and
     # each re-ask costs up to max_tokens more at 10-40 tokens/s on two cores (slower when the
     # cores are shared: hence the long timeout; llama.cpp serves one request at a time)
-    agent = AgentConfig(llm=LLMConfig(max_tokens=256, retries=1, timeout_s=600),
+    agent = AgentConfig(llm=LLMConfig(max_tokens=256, retries=1, timeout_s=600, embedded_model="smollm2-135m"),
                         taxonomy=TaxonomySize(courses=1, subcourses=1, points=2),
                         sources=[f"local:{lessons}"], per_point=1, max_rounds=2)
     spec = BuildSpec(GOAL, agent, PipelineConfig(), work / "out")
@@ -159,7 +159,7 @@ def youtube(work: Path) -> bool:
     store = open_store(work / "db.duckdb")
     replays: list[YouTubeReplay] = []
 
-    def sources(specs, store_, comments=None):
+    def sources(specs, store_, comments=None, **kw):
         http = YouTubeReplay()
         replays.append(http)
         service = build_service("youtube", "v3", developerKey=FAKE_KEY, http=http, cache_discovery=False,

@@ -105,15 +105,21 @@ def human_reviews(store: Store, run_id: str) -> list[dict]:
 
 
 def search_funnel(store: Store, run_id: str) -> dict | None:
-    """For a build: found -> metadata accepted -> downloaded -> transcribed -> kept, with the losses."""
-    rows = store.rows("SELECT status, reason FROM candidates WHERE run_id = ?", [run_id])
+    """For a build: found -> metadata accepted -> downloaded -> transcribed -> kept, with the losses.
+    "metadata accepted" counts the judge's accepts; videos an advisory judge rejected but did not drop
+    are counted apart ("advisory: kept though rejected")."""
+    rows = store.rows("SELECT status, reason, video_id FROM candidates WHERE run_id = ?", [run_id])
     if not rows:
         return None
+    verdicts = {r["video_id"]: r["verdict"] for r in store.rows(
+        "SELECT video_id, verdict FROM judgments WHERE run_id = ? AND kind = 'metadata'", [run_id])}
     past_meta = {"accepted_meta", "download_failed", "downloaded", "rejected", "transcribed", "transcript_rejected",
                  "judged", "visuals", "accepted"}
     past_download = past_meta - {"accepted_meta", "download_failed"}
     past_asr = {"transcribed", "transcript_rejected", "judged", "visuals", "accepted"}
-    steps = [("found", len(rows)), ("metadata accepted", sum(r["status"] in past_meta for r in rows)),
+    passed = [r for r in rows if r["status"] in past_meta]
+    steps = [("found", len(rows)),
+             ("metadata accepted", sum(verdicts.get(r["video_id"]) != "reject" for r in passed)),
              ("downloaded", sum(r["status"] in past_download for r in rows)),
              ("transcribed", sum(r["status"] in past_asr for r in rows)),
              ("accepted", sum(r["status"] == "accepted" for r in rows))]
@@ -126,7 +132,11 @@ def search_funnel(store: Store, run_id: str) -> dict | None:
         else:
             continue
         lost[key] = lost.get(key, 0) + 1
-    return {"steps": [{"step": s, "videos": n} for s, n in steps], "lost": dict(sorted(lost.items()))}
+    out = {"steps": [{"step": s, "videos": n} for s, n in steps], "lost": dict(sorted(lost.items()))}
+    advisory = sum(verdicts.get(r["video_id"]) == "reject" for r in passed)
+    if advisory:
+        out["advisory_kept"] = advisory
+    return out
 
 
 def funnel(store: Store, run_id: str, videos: list[dict]) -> dict:

@@ -305,8 +305,26 @@ class Store:
                 self._insert("taxonomy", {"run_id": run_id, **n})
 
     def taxonomy(self, run_id: str) -> list[dict]:
-        return self.rows("SELECT node_id, parent_id, level, name, position FROM taxonomy WHERE run_id = ? "
-                         "ORDER BY position", [run_id])
+        return self.rows("SELECT node_id, parent_id, level, name, position, difficulty FROM taxonomy "
+                         "WHERE run_id = ? ORDER BY position", [run_id])
+
+    def add_hit(self, run_id: str, video_id: str, point_id: str, source: str, query: str, round_: int,
+                relevance: float | None, fit: float) -> bool:
+        """Record that ``point_id``'s search found ``video_id``; False if that pair was known already."""
+        if self.scalar("SELECT count(*) FROM candidate_hits WHERE run_id = ? AND video_id = ? AND point_id = ?",
+                       [run_id, video_id, point_id]):
+            return False
+        self._insert("candidate_hits", {"run_id": run_id, "video_id": video_id, "point_id": point_id,
+                                        "source": source, "query": query, "round": round_, "relevance": relevance,
+                                        "fit": fit, "verdict": None, "score": None, "created_at": _now()})
+        return True
+
+    def set_hit_verdict(self, run_id: str, video_id: str, point_id: str, verdict: str, score: float | None) -> None:
+        self.con.execute("UPDATE candidate_hits SET verdict = ?, score = ? WHERE run_id = ? AND video_id = ? "
+                         "AND point_id = ?", [verdict, score, run_id, video_id, point_id])
+
+    def hits(self, run_id: str) -> list[dict]:
+        return self.rows("SELECT * FROM candidate_hits WHERE run_id = ? ORDER BY point_id, video_id", [run_id])
 
     def record_query(self, run_id: str, point_id: str, round_: int, query: str, source: str, results: int | None,
                      units: int, cached: bool, error: str | None = None) -> None:
@@ -335,19 +353,9 @@ class Store:
 
     def add_candidate(self, run_id: str, video_id: str, point_id: str, source: str, url: str, query: str,
                       round_: int, metadata: dict) -> bool:
-        """Record a found video; False when the run already has it (dedup by video id).
-
-        A video judged out for one knowledge point and found again by another point's query
-        moves to that point to be judged for it (off-topic for one point is not off-topic for all).
-        """
-        prev = self.rows("SELECT point_id, status FROM candidates WHERE run_id = ? AND video_id = ?",
-                         [run_id, video_id])
-        if prev:
-            if prev[0]["status"] == "judged_out" and prev[0]["point_id"] != point_id:
-                self.con.execute("UPDATE candidates SET point_id = ?, query = ?, round = ?, status = 'found', "
-                                 "reason = NULL, updated_at = ? WHERE run_id = ? AND video_id = ?",
-                                 [point_id, query, round_, _now(), run_id, video_id])
-                return True
+        """Record a found video under ``point_id``; False when the run already has it (dedup by video id).
+        Which point a video ends under is agents/assign.py's choice (``update_candidate(point_id=...)``)."""
+        if self.scalar("SELECT count(*) FROM candidates WHERE run_id = ? AND video_id = ?", [run_id, video_id]):
             return False
         self._insert("candidates", {"run_id": run_id, "video_id": video_id, "point_id": point_id, "source": source,
                                     "url": url, "query": query, "round": round_, "metadata": metadata,
@@ -404,11 +412,18 @@ class Store:
         where = "".join(f" AND {k} = ?" for k in wanted)
         return self.rows(f"SELECT * FROM {table} WHERE run_id = ?{where} ORDER BY {order}", [run_id, *wanted.values()])
 
+    def llm_call_for_key(self, run_id: str, cache_key: str) -> str | None:
+        """The first logged call of this run with this cache key (a rerun logs no second row for it)."""
+        return self.scalar("SELECT call_id FROM llm_calls WHERE run_id = ? AND cache_key = ? ORDER BY created_at "
+                           "LIMIT 1", [run_id, cache_key])
+
     def llm_calls(self, run_id: str, node: str | None = None, video_id: str | None = None) -> list[dict]:
         return self._run_rows("llm_calls", run_id, "created_at", node=node, video_id=video_id)
 
     def llm_totals(self, run_id: str) -> dict:
         row = self.rows("SELECT count(*) AS calls, count(*) FILTER (WHERE NOT cached) AS paid_calls, "
+                        "count(*) FILTER (WHERE cached) AS cached_calls, "
+                        "count(*) FILTER (WHERE NOT cached AND error IS NOT NULL) AS failed_calls, "
                         "coalesce(sum(input_tokens + output_tokens) FILTER (WHERE NOT cached), 0) AS paid_tokens, "
                         "coalesce(sum(input_tokens + output_tokens), 0) AS tokens, "
                         "coalesce(sum(cost_usd), 0) AS cost_usd FROM llm_calls WHERE run_id = ?", [run_id])[0]

@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agents.interrupts import Interrupted
 from pipeline.export import FORMATS, ExportError
 from pipeline.runner import InputError, Runner, media_dir_for
 from pipeline.stats import corpus_stats
@@ -55,8 +56,8 @@ def process(
     db: DbOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="export folder for samples and images")] = None,
     config: ConfigOpt = None,
-    executor: Annotated[Optional[str], typer.Option(help="local or process")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="workers of the process executor")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="local, process or ray")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="workers of the process or ray executor")] = None,
     asr_model: Annotated[Optional[str], typer.Option(help="whisper name or folder")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto")] = None,
     pack: Annotated[Optional[str], typer.Option(help="video, split or concat")] = None,
@@ -153,7 +154,9 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
         data_stats(data, sim, clip_model, device, as_json, UserError, _console(), image_prefix)
         return
     settings = load_settings(config, {"db": db} if db else {})
-    store = open_store(settings.db, read_only=True)
+    from textbook.cli_agent import existing_db
+
+    store = open_store(existing_db(settings.db, UserError), read_only=True)
     try:
         data = corpus_stats(store, _run_id(store, run), settings.pipeline.tokenizer)
     finally:
@@ -182,6 +185,9 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
     for r in data.get("reviews", []):
         console.print(f"human review: {r['kind'].split(':', 1)[1]} {r['verdict']} {r['n']} "
                       f"({r['overrides']} overriding the model)", highlight=False)
+        if sf.get("advisory_kept"):
+            console.print(f"advisory: {sf['advisory_kept']} videos the metadata judge rejected were kept (judges "
+                          "advisory)")
     f = data["funnel"]
     console.print("funnel: " + " -> ".join(f"{s['step']} {s['videos']}" for s in f["steps"]))
     for title, key in (("dropped", "dropped"), ("errors", "errors"), ("OCR dropped", "ocr_dropped"),
@@ -293,6 +299,9 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
+    except Interrupted as exc:  # SIGTERM under agents.interrupts (build, batch)
+        print(f"{exc}; rerun the same command to resume", file=sys.stderr)
+        sys.exit(exc.code)
     except Exception as exc:  # the last resort: still one line, never a traceback
         if debug:
             raise

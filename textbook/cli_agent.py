@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import sys
-import time
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,17 +20,25 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from textbook.console import err_console
+from textbook.console import BuildProgress, err_console, literal
 from textbook.settings import load_settings
 
-DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB file (env TEXTBOOK_DB)")]
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB file (env TEXTBOOK_DB; default textbook.duckdb)")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="settings file (TOML, YAML or JSON)")]
-_CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x1b]")
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON on stdout")]
 
 
 def safe(text) -> str:
-    """Untrusted text for the terminal: no control or escape sequences, no rich markup."""
-    return escape(_CTRL.sub("", str(text)))
+    """Untrusted text for a Rich table cell: control characters made visible, markup escaped."""
+    return escape(literal(text))
+
+
+def existing_db(db: Path, user_error) -> Path:
+    """The database a read-only command opens; a missing one is a one-line error that says what to do."""
+    if not Path(db).is_file():
+        raise user_error(f"no database at {db}: pass --db FILE (`make demo` writes demo/runs.duckdb) or set "
+                         "TEXTBOOK_DB; `textbook build` or `textbook process` creates one")
+    return Path(db)
 
 
 def _overrides(db, out, sources, max_videos, per_point, budget_usd, llm, llm_url) -> dict:
@@ -60,24 +67,37 @@ class Endpoint:
     def __init__(self, llm_cfg, user_error, quiet: bool):
         self.cfg, self.user_error, self.quiet = llm_cfg, user_error, quiet
 
-    def __enter__(self):
-        from agents.local_llm import QUALITY_NOTE, LocalLLMError, embedded_server, reachable
+    def precheck(self) -> None:
+        """Fail in one line before anything is written: the endpoint unreachable, the embedded model missing."""
+        from agents.local_llm import LocalLLMError, gguf_path, reachable
 
-        self._stack = ExitStack()
         if self.cfg.base_url:
             why = reachable(self.cfg.base_url, api_key=os.environ.get(self.cfg.api_key_env))
             if why:
                 raise self.user_error(why)
-            return None, None
+            return
         try:
-            url = self._stack.enter_context(embedded_server(self.cfg.embedded_port, self.cfg.embedded_ctx))
+            gguf_path(self.cfg.embedded_model)
         except LocalLLMError as exc:
             raise self.user_error(str(exc)) from exc
-        from agents.local_llm import MODEL_ALIAS
 
+    def __enter__(self):
+        from agents.local_llm import LocalLLMError, embedded_server, model_spec
+
+        self._stack = ExitStack()
+        if self.cfg.base_url:
+            return None, None
+        model = model_spec(self.cfg.embedded_model)
         if not self.quiet:
-            err_console.print(f"note: {QUALITY_NOTE}", highlight=False)
-        return url, MODEL_ALIAS
+            threads = self.cfg.embedded_threads or "every core but one"
+            err_console.print(f"starting the embedded model: {model.judges_note} (llama.cpp; threads: {threads})",
+                              markup=False, highlight=False, soft_wrap=True)
+        try:
+            url = self._stack.enter_context(embedded_server(self.cfg.embedded_port, self.cfg.embedded_ctx,
+                                                            key=model.key, threads=self.cfg.embedded_threads))
+        except LocalLLMError as exc:
+            raise self.user_error(str(exc)) from exc
+        return url, model.alias
 
     def __exit__(self, *exc):
         self._stack.close()
@@ -86,25 +106,6 @@ class Endpoint:
 def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> None:  # noqa: C901
     from agents.build import BuildError, BuildSpec, run_build, spec_from_run
     from store import open_store
-
-    def _progress(quiet: bool, as_json: bool):
-        if quiet or as_json:
-            return lambda e: None
-        started = time.monotonic()
-
-        def show(e: dict) -> None:
-            if e["event"] == "run_start":
-                err_console.print(f"run {e['run_id']}" + (" (resuming)" if e["resume"] else ""), highlight=False)
-                if not e.get("enforce_judges", True):
-                    err_console.print("judges are advisory: their verdicts are recorded, nothing is dropped by them "
-                                      "(agent.enforce_judges = yes to enforce)", highlight=False)
-            elif e["event"] == "node_start":
-                err_console.print(f"[{time.monotonic() - started:7.1f}s] {e['node']}", highlight=False)
-            elif e["event"] == "budget":
-                err_console.print(f"budget spent: {safe(e['detail'])}", highlight=False)
-            elif e["event"] == "review_wait":
-                err_console.print(f"waiting for your {e['kind']} review in the viewer", highlight=False)
-        return show
 
     @app.command()
     def build(
@@ -124,14 +125,18 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         executor: Annotated[Optional[str], typer.Option(help="local, process or ray (heavy stages)")] = None,
         workers: Annotated[Optional[int], typer.Option(help="workers of the executor")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, only the result")] = False,
         review: Annotated[Optional[str], typer.Option("--review", help="taxonomy and/or borderline "
                                                                        "(comma-separated): pause for a human")] = None,
         view: Annotated[bool, typer.Option("--view", help="serve `textbook view` from this build")] = False,
         view_port: Annotated[int, typer.Option("--view-port", help="port of --view on 127.0.0.1")] = 8765,
     ) -> None:
         """Plan a taxonomy, find and judge videos, and build a textbook from them, tracing every step."""
+        from agents.build import BuildInterrupted, make_sources
+        from agents.interrupts import install
+
         setup_logging(quiet)
+        install()  # Ctrl-C and SIGTERM: the answer in flight is saved, the run marked interrupted
         if resume is None and (goal is None or not goal.strip()):
             raise user_error('the goal is empty: say what textbook to build, e.g. "build a chemistry textbook"')
         over = _overrides(db, out, source, max_videos, per_point, budget_usd, llm, llm_url)
@@ -145,23 +150,40 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         if executor or workers:
             over["pipeline"] = {k: v for k, v in (("executor", executor), ("workers", workers)) if v}
         settings = load_settings(config, over)
-        store = open_store(settings.db)
-        try:
-            if resume:
-                spec = spec_from_run(store, resume)
-            else:
-                spec = BuildSpec(goal=goal, agent=settings.agent, pipeline=settings.pipeline, out=settings.out)
+        if resume:
+            existing_db(settings.db, user_error)
+            store = open_store(settings.db)
             try:
-                from agents.build import make_sources
-
-                # made once, here, so bad sources fail before any model starts
-                sources = make_sources(spec.agent.sources, store, comments=spec.agent.comments)
+                spec = spec_from_run(store, resume)
             except BuildError as exc:
+                store.close()
                 raise user_error(str(exc)) from exc
-            with Endpoint(spec.agent.llm, user_error, quiet or as_json) as (url, alias), \
-                    _viewer(store, view, view_port, user_error) as wait:
+            store.close()
+        else:
+            spec = BuildSpec(goal=goal, agent=settings.agent, pipeline=settings.pipeline, out=settings.out)
+        # bad sources and an unreachable endpoint fail here, before any database is created
+        try:
+            from agents.assign import embed_texts
+
+            sources = make_sources(spec.agent.sources, None, comments=spec.agent.comments,
+                                   min_relevance=spec.agent.min_relevance, embed=embed_texts)
+        except BuildError as exc:
+            raise user_error(str(exc)) from exc
+        endpoint = Endpoint(spec.agent.llm, user_error, quiet or as_json)
+        endpoint.precheck()
+        store = open_store(settings.db)
+        show = BuildProgress(enabled=not (quiet or as_json))
+        try:
+            with endpoint as (url, alias), show, _viewer(store, view, view_port, user_error) as wait:
                 result = run_build(store, spec, run_id=resume, resume=bool(resume), base_url=url, model_name=alias,
-                                   on_event=_progress(quiet, as_json), sources=sources, wait_for_review=wait)
+                                   on_event=show, sources=sources, reporter=show, on_progress=show.on_tokens,
+                                   wait_for_review=wait)
+        except BuildInterrupted as exc:
+            where = f" --db {settings.db}" if db or str(settings.db) != "textbook.duckdb" else ""
+            err_console.print(f"interrupted: {exc.run_id} is saved (answers paid so far are cached); resume with: "
+                              f"textbook build --resume {exc.run_id}{where}", markup=False, highlight=False)
+            code = getattr(exc.cause, "code", 130)
+            raise typer.Exit(code if isinstance(code, int) else 130) from None
         except BuildError as exc:
             raise user_error(str(exc)) from exc
         finally:
@@ -175,22 +197,13 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                   f"textbook review {result['run_id']}{where} (terminal), or textbook view{where} (browser) "
                   f"then textbook build --resume {result['run_id']}{where}")
             return
-        if result.get("already_finished"):
-            print(f"{result['run_id']} had already finished; its result:")
-        print(f"{result['run_id']}: {result['accepted_videos']} videos accepted, {result['samples']} samples in "
-              f"{result['out_dir']}" + (f" (stopped: budget {result['stop']})" if result.get("stop") else ""))
-        llm_t = result["llm"]
-        print(f"  knowledge points {result['knowledge_points']}, candidates {result['candidates']}, search units "
-              f"{result['search_units']}, LLM calls {llm_t['calls']} ({llm_t['paid_calls']} paid, "
-              f"{llm_t['paid_tokens']} tokens, ${llm_t['cost_usd']:.4f})")
-        print(f"  inspect: textbook trace {result['run_id']}" + (f" --db {db}" if db else ""))
+        _print_build(result, db)
 
     @app.command()
-    def runs(db: DbOpt = None, config: ConfigOpt = None,
-             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    def runs(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         """List the runs in the store."""
         settings = load_settings(config, {"db": db} if db else {})
-        store = open_store(settings.db, read_only=True)
+        store = open_store(existing_db(settings.db, user_error), read_only=True)
         try:
             rows = store.runs()
         finally:
@@ -212,17 +225,25 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         _stdout().print(table)
 
     @app.command()
-    def trace(run_id: Annotated[str, typer.Argument(help="the run to show")], db: DbOpt = None,
-              node: Annotated[Optional[str], typer.Option(help="only this node")] = None,
+    def trace(run_id: Annotated[str, typer.Argument(help="the run to show (see `textbook runs`)")], db: DbOpt = None,
+              node: Annotated[Optional[str], typer.Option(help="only this node (e.g. judge_metadata)")] = None,
               video: Annotated[Optional[str], typer.Option(help="only this video id")] = None,
-              config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+              config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         """What the agent did and why: every node run, decision and LLM call of a run, in order."""
         settings = load_settings(config, {"db": db} if db else {})
-        store = open_store(settings.db, read_only=True)
+        store = open_store(existing_db(settings.db, user_error), read_only=True)
         try:
             run = store.run(run_id)
             if run is None:
                 raise user_error(f"no run {run_id} in {settings.db} (see `textbook runs`)")
+            if node is not None:
+                known = sorted({e["node"] for e in store.events(run_id)})
+                if node not in known:
+                    raise user_error(f"no node {node!r} in {run_id} (its nodes: {', '.join(known) or 'none'})")
+            if video is not None and not store.rows(
+                    "SELECT 1 FROM events WHERE run_id = ? AND video_id = ? UNION ALL SELECT 1 FROM candidates "
+                    "WHERE run_id = ? AND video_id = ? LIMIT 1", [run_id, video, run_id, video]):
+                raise user_error(f"no video {video!r} in {run_id} (see `textbook trace {run_id} --json`)")
             events = store.events(run_id, node, video)
             calls = store.llm_calls(run_id, node, video)
             judgments = store.judgments(run_id, video)
@@ -241,33 +262,43 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                               "judgments": judgments}, indent=2, default=str))
             return
         con = _stdout()
+
+        def say(text: str) -> None:  # never Rich markup: ids in [brackets] and untrusted text print as they are
+            con.print(text, markup=False, highlight=False, soft_wrap=True)
+
         t0 = min([e["started_at"] for e in events] + [c["created_at"] for c in calls], default=None)
-        con.print(f"{run_id}  {run['status']}  goal: {safe(json.loads(run['inputs'])[0])}", highlight=False)
+        say(f"{run_id}  {run['status']}  goal: {literal(json.loads(run['inputs'])[0])}")
+        if not node and not video:
+            for n in taxonomy:
+                if n["level"] == "point":
+                    level = f"  (difficulty {n['difficulty']})" if n.get("difficulty") is not None else ""
+                    say(f"  point {n['node_id']}: {literal(n['name'])}{level}")
         items = [(e["started_at"], 0, e) for e in events] + [(c["created_at"], 1, c) for c in calls]
         for when, kind, x in sorted(items, key=lambda t: (t[0], t[1])):
             at = f"+{(when - t0).total_seconds():7.1f}s"
             if kind == 0:
-                vid = f" [{safe(x['video_id'])}]" if x["video_id"] else ""
+                vid = f" [{literal(x['video_id'])}]" if x["video_id"] else ""
                 line = f"{at}  {x['node']}{vid}"
                 if x["decision"]:
-                    line += f"  -> {safe(x['decision'])}"
+                    line += f"  -> {literal(x['decision'])}"
                 if x["reasons"]:
-                    line += "  because " + safe("; ".join(str(r) for r in x["reasons"]))[:300]
+                    line += "  because " + literal("; ".join(str(r) for r in x["reasons"]))[:400]
                 if x["seconds"] is not None and not x["decision"]:
                     line += f"  ({x['seconds']:.2f}s)"
                 if x["error"]:
-                    line += f"  ERROR {safe(x['error'])}"
-                con.print(line, highlight=False)
+                    line += f"  ERROR {literal(x['error'])}"
+                say(line)
             else:
-                tag = "cached" if x["cached"] else f"{x['latency_s']:.2f}s"
+                tag = "cached (paid by an earlier run)" if x["cached"] else f"{x['latency_s']:.2f}s"
                 est = "~" if x["tokens_estimated"] else ""
-                err = f"  invalid: {safe(x['error'])}" if x["error"] else ""
-                con.print(f"{at}    llm {x['role']} {x['prompt_name']}@{x['prompt_sha256'][:8]} {safe(x['model'])}"
-                          f"  tokens {est}{x['input_tokens']}+{x['output_tokens']}  {tag}"
-                          f"  tries {x['attempts']}{err}", highlight=False)
+                err = f"  failed: {literal(x['error'])}" if x["error"] else ""
+                vid = f" [{literal(x['video_id'])}]" if x["video_id"] else ""
+                say(f"{at}    llm {x['role']}{vid} {x['prompt_name']}@{x['prompt_sha256'][:8]} {literal(x['model'])}"
+                    f"  tokens {est}{x['input_tokens']}+{x['output_tokens']}  {tag}  tries {x['attempts']}{err}")
         paid = [c for c in calls if not c["cached"]]
-        con.print(f"{len(events)} node events, {len(calls)} LLM calls ({len(paid)} paid, "
-                  f"{sum(c['input_tokens'] + c['output_tokens'] for c in paid)} tokens)", highlight=False)
+        say(f"{len(events)} node events; LLM calls: {len(paid)} paid "
+            f"({sum(c['input_tokens'] + c['output_tokens'] for c in paid)} tokens, "
+            f"{sum(1 for c in paid if c['error'])} failed), {len(calls) - len(paid)} cached")
 
     @app.command()
     def batch(goals_file: Annotated[Path, typer.Argument(help="YAML: goals: [...] and optional defaults:")],
@@ -277,7 +308,11 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
               db: DbOpt = None, out: Annotated[Optional[Path], typer.Option(help="export root")] = None,
               config: ConfigOpt = None) -> None:
         """Run many goals headless: JSON log lines on stdout; exit 1 if any goal failed."""
+        from agents.build import BuildInterrupted
+        from agents.interrupts import install
+
         setup_logging(True)
+        install()
         goals, defaults = _read_goals(goals_file, user_error)
         over: dict = {}
         if executor or workers or ray_address:
@@ -287,6 +322,10 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
             over["db"] = db
         settings = load_settings(config, over)
         root = out or settings.out
+        agent = settings.agent.model_copy(deep=True)
+        needs_embedded = any(not g.get("llm_url") for g in goals) and not agent.llm.base_url
+        if needs_embedded:
+            Endpoint(agent.llm, user_error, True).precheck()
         store = open_store(settings.db)
         failed = 0
 
@@ -294,8 +333,6 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
             print(json.dumps({"ts": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **obj}), flush=True)
 
         try:
-            agent = settings.agent.model_copy(deep=True)
-            needs_embedded = any(not g.get("llm_url") for g in goals) and not agent.llm.base_url
             with Endpoint(agent.llm, user_error, True) if needs_embedded else nullcontext((None, None)) as ep:
                 url, alias = ep
                 for i, g in enumerate(goals):
@@ -324,7 +361,12 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                     emit({"event": "goal_start", "index": i, "goal": spec.goal})
                     try:
                         result = run_build(store, spec, base_url=url, model_name=alias,
-                                           on_event=lambda e, i=i: emit({"index": i, **e}))
+                                           on_event=lambda e, i=i: e.get("event") == "progress" or emit(
+                                               {"index": i, **e}))
+                    except BuildInterrupted as exc:
+                        emit({"event": "interrupted", "index": i, "run_id": exc.run_id,
+                              "resume": f"textbook build --resume {exc.run_id}"})
+                        raise typer.Exit(130) from None
                     except Exception as exc:  # one goal's failure never stops the batch
                         failed += 1
                         emit({"event": "goal_failed", "index": i, "goal": spec.goal,
@@ -343,20 +385,26 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
     @llm_app.command("serve")
     def llm_serve(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8080,
                   host: Annotated[str, typer.Option(help="bind address (127.0.0.1 unless you mean it)")] = "127.0.0.1",
-                  n_ctx: Annotated[int, typer.Option(help="context length")] = 4096) -> None:
-        """Serve the embedded SmolLM2-135M GGUF with llama.cpp's OpenAI-compatible server."""
-        from agents.local_llm import QUALITY_NOTE, LocalLLMError, server_command
+                  n_ctx: Annotated[int, typer.Option(help="context length in tokens")] = 4096,
+                  model: Annotated[Optional[str], typer.Option(help="embedded model: qwen2.5-coder-1.5b or "
+                                                                    "smollm2-135m (default: the setting)")] = None,
+                  threads: Annotated[int, typer.Option(help="threads (0: every core but one)")] = 0,
+                  config: ConfigOpt = None) -> None:
+        """Serve the embedded model with llama.cpp's OpenAI-compatible server (quiet: no debug output)."""
+        from agents.local_llm import LocalLLMError, model_spec, server_command
 
+        key = model or load_settings(config, {}).agent.llm.embedded_model
         try:
-            cmd = server_command(port, host=host, n_ctx=n_ctx)
+            spec = model_spec(key)
+            cmd = server_command(port, host=host, n_ctx=n_ctx, key=key, threads=threads)
         except LocalLLMError as exc:
             raise user_error(str(exc)) from exc
-        err_console.print(f"serving on http://{host}:{port}/v1 (model smollm2-135m-instruct); {QUALITY_NOTE}",
-                          highlight=False)
+        err_console.print(f"serving http://{host}:{port}/v1 (model {spec.alias}: {spec.judges_note}); Ctrl-C stops",
+                          markup=False, highlight=False, soft_wrap=True)
         os.execv(cmd[0], cmd)
 
     @app.command()
-    def doctor(config: ConfigOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    def doctor(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         """What is configured, reachable and missing (never prints a secret)."""
         settings = load_settings(config, {})
         checks = _doctor_checks(settings)
@@ -396,6 +444,32 @@ def _viewer(store, view: bool, port: int, user_error):
         viewer.stop()
 
 
+def _print_build(result: dict, db) -> None:
+    """The end of a build: what was made, what is short and why, what was paid."""
+    con = _stdout()
+
+    def say(text: str) -> None:
+        con.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    if result.get("already_finished"):
+        say(f"{result['run_id']} had already finished; its result:")
+    say(f"{result['run_id']}: {result['accepted_videos']} videos accepted, {result['samples']} samples in "
+        f"{result['out_dir']}" + (f" (stopped: budget {result['stop']})" if result.get("stop") else ""))
+    for point, videos in (result.get("videos_by_point") or {}).items():
+        say(f"  {literal(point)}: {', '.join(literal(v) for v in videos)}")
+    for s in result.get("short_points") or []:
+        say(f"  short: {s['point_id']} {literal(s['point'])}: {literal(s['why'])}")
+    modes = result.get("judge_modes") or {}
+    if modes:
+        say("  judges: " + ", ".join(f"{k} {v}" for k, v in modes.items()))
+    llm_t = result["llm"]
+    say(f"  knowledge points {result['knowledge_points']}, candidates {result['candidates']}, search units "
+        f"{result['search_units']}")
+    say(f"  LLM calls: {llm_t['paid_calls']} paid ({llm_t['paid_tokens']} tokens, ${llm_t['cost_usd']:.4f}, "
+        f"{llm_t.get('failed_calls', 0)} failed), {llm_t.get('cached_calls', 0)} answered from the cache")
+    say(f"  inspect: textbook trace {result['run_id']}" + (f" --db {db}" if db else ""))
+
+
 def _stdout():
     from rich.console import Console
 
@@ -433,7 +507,7 @@ def _doctor_checks(settings) -> list[dict]:
 
     out = []
 
-    def add(part, ok, detail, required=True):
+    def add(part: str, ok: bool, detail: str, required: bool = True) -> None:
         out.append({"part": part, "status": "ok" if ok else ("missing" if required else "optional"),
                     "detail": detail, "required": required})
 
@@ -445,12 +519,15 @@ def _doctor_checks(settings) -> list[dict]:
         add("whisper-base (offline)", True, f"{offline_model_path()} (sha256 verified)")
     except Exception as exc:
         add("whisper-base (offline)", False, str(exc).splitlines()[0])
-    try:
-        from agents.local_llm import gguf_path
+    from agents.local_llm import MODELS, gguf_path
 
-        add("SmolLM2 GGUF (embedded LLM)", True, f"{gguf_path()} (sha256 verified)")
-    except Exception as exc:
-        add("SmolLM2 GGUF (embedded LLM)", False, str(exc))
+    chosen = settings.agent.llm.embedded_model
+    for key in MODELS:
+        use = "the embedded LLM" if key == chosen and not settings.agent.llm.base_url else "not in use"
+        try:
+            add(f"{key} GGUF ({use})", True, f"{gguf_path(key)} (sha256 verified)")
+        except Exception as exc:
+            add(f"{key} GGUF ({use})", False, str(exc), required=key == chosen and not settings.agent.llm.base_url)
     for pkg in ("llama-cpp-python", "langgraph", "langchain-openai", "yt-dlp", "google-api-python-client", "ray",
                 "sentence-transformers"):
         try:
@@ -472,5 +549,13 @@ def _doctor_checks(settings) -> list[dict]:
         ("set" if os.environ.get(llm.api_key_env) else "not set (fine for local servers)"), required=False)
     db = Path(settings.db)
     parent = db.parent if str(db.parent) else Path(".")
-    add("database", os.access(parent if parent.exists() else Path("."), os.W_OK), str(db.resolve()))
+    writable = os.access(parent if parent.exists() else Path("."), os.W_OK)
+    if db.is_file():
+        add("database", True, f"{db.resolve()} exists")
+    elif not writable:
+        add("database", False, f"{db.resolve()}: its folder is not writable")
+    else:
+        out.append({"part": "database", "status": "not created yet", "required": False,
+                    "detail": f"{db.resolve()} does not exist: a build or process creates it; runs, trace and "
+                              "stats need it (or --db FILE)"})
     return out

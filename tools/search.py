@@ -9,6 +9,14 @@ which returns ``Candidate`` records (plain dataclasses, JSON-safe through ``to_d
 - ``LocalSource``: a folder of video files with optional JSON sidecars.
 - ``UrlListSource``: a text file with one URL per line.
 
+Local and URL sources return only what a query matches: ``relevance(query, text)`` is the
+larger of the share of the query's content words found in the file's text (title,
+description, tags, sidecar subject / course / knowledge point) and, when an embedding
+function is given, the cosine similarity of the two texts' embeddings (all-MiniLM-L6-v2 in
+the agent). A file is returned when its relevance reaches ``min_relevance`` (default
+``RELEVANCE_THRESHOLD`` = 0.35: on the sample lessons, a query and the lesson it names score
+0.57-0.86, a query of another subject at most 0.36, a random word at most 0.25).
+
 ``make_source("youtube" | "ytdlp" | "local:DIR" | "urls:FILE")`` builds one from a CLI flag.
 Titles, descriptions and comments are untrusted text: they are returned as data, never interpreted.
 """
@@ -50,6 +58,7 @@ vs what when where which who why will with you your
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _YT_ID_RE = re.compile(r"[A-Za-z0-9_-]{11}")
 _ISO_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
+RELEVANCE_THRESHOLD = 0.35
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _TAG = re.compile(r"<[^>]+>")
 
@@ -75,6 +84,7 @@ class Candidate:
     comments: list[str] = field(default_factory=list)  # top comments, plain text
     query: str = ""  # the query that found it
     extra: dict = field(default_factory=dict)  # e.g. subject / course / knowledge_point from a sidecar
+    relevance: float | None = None  # local and URL sources: relevance of ``query`` to it (0..1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -477,25 +487,69 @@ class YtDlpSearch:
         return candidates_from_search(info or {}, query)
 
 
-def _rank(candidates: list[Candidate], query: str, key) -> list[Candidate]:
-    """Sort by how many query words each candidate's text shares; ``key`` breaks ties."""
-    wanted = words(query)
+def _stems(text: str) -> set[str]:
+    """Crude stems: "-ing"/"-ed" cut from longer words ("adding" -> "add"), then the first 7 letters."""
+    return {(re.sub(r"(?:ing|ed)$", "", w) if len(w) > 4 else w)[:7] for w in words(text)}
 
-    def overlap(c: Candidate) -> int:
-        text = " ".join([c.title, c.description, *c.tags,
-                         *(str(c.extra.get(k) or "") for k in ("subject", "course", "knowledge_point"))])
-        return len(wanted & words(text))
 
-    return sorted(candidates, key=lambda c: (-overlap(c), key(c)))
+# words a query carries that say nothing about its topic ("middle school lesson on ...")
+QUERY_FILLER = frozenset(w[:7] for w in """lesson video tutorial explained explanation school middle high primary
+grade class learn learning kid student introduction definition example basic topic course textbook""".split())
+
+
+def lexical_relevance(query: str, text: str) -> float:
+    """Share of the query's content words found in ``text`` (plurals folded; words that agree on their
+    first 7 letters count as one, so "evaporation" matches "evaporate"; filler such as "middle school
+    lesson" left out); 0 for a query with none."""
+    wanted = _stems(query) - QUERY_FILLER
+    return len(wanted & _stems(text)) / len(wanted) if wanted else 0.0
+
+
+def relevance(query: str, texts: list[str], embed=None) -> list[float]:
+    """Relevance of ``query`` to each text, 0..1: the larger of the lexical share and, with ``embed``
+    (texts -> unit-length rows), the cosine similarity of the embeddings (negative counts as 0)."""
+    scores = [lexical_relevance(query, t) for t in texts]
+    if embed is not None and texts:
+        vectors = embed([query, *texts])
+        cos = vectors[1:] @ vectors[0]
+        scores = [max(s, float(c)) for s, c in zip(scores, cos, strict=True)]
+    return [round(min(1.0, max(0.0, s)), 4) for s in scores]
+
+
+def candidate_text(c: Candidate) -> str:
+    """What a query is matched against: title, description, tags and the sidecar's topic fields (a title
+    that is a file name, ``ohms_law-part_1``, counts as its words)."""
+    return ". ".join(x for x in [re.sub(r"[_\-]+", " ", c.title), c.description[:500], ", ".join(c.tags),
+                                 *(str(c.extra.get(k) or "") for k in ("subject", "course", "sub_course",
+                                                                       "knowledge_point"))] if x)
+
+
+def _matching(candidates: list[Candidate], query: str, max_results: int, min_relevance: float, embed,
+              key) -> list[Candidate]:
+    """The candidates whose relevance to ``query`` reaches ``min_relevance``, best first (``key`` breaks ties);
+    a candidate with no text at all (a bare URL) cannot be scored and is always returned, after the others."""
+    texts = [candidate_text(c) for c in candidates]
+    scored = [i for i, t in enumerate(texts) if t.strip()]
+    rel = dict(zip(scored, relevance(query, [texts[i] for i in scored], embed), strict=True))
+    keep = [i for i in scored if rel[i] >= min_relevance]
+    keep.sort(key=lambda i: (-rel[i], key(candidates[i])))
+    keep += [i for i, t in enumerate(texts) if not t.strip()]
+    out = []
+    for i in keep[:max_results]:
+        c = Candidate.from_dict(candidates[i].to_dict())
+        c.query, c.relevance = query, rel.get(i)
+        out.append(c)
+    return out
 
 
 class LocalSource:
-    """Video files in a folder (recursively) with optional sidecars; search ranks all of them by word overlap."""
+    """Video files in a folder (recursively) with optional sidecars; ``search`` returns those relevant to the
+    query (see the module docstring), best first. ``embed``: texts -> unit-length rows, or None (words only)."""
 
     name = "local"
     _EXTRA_KEYS = ("subject", "course", "sub_course", "knowledge_point", "webpage_url")
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, min_relevance: float = RELEVANCE_THRESHOLD, embed=None):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise ToolError("input", f"no such folder: {self.folder}")
@@ -505,17 +559,23 @@ class LocalSource:
             raise ToolError("input", f"{self.folder}: folder holds no video files (looked for {exts})")
         self.units_used = 0
         self.units_by_method: dict[str, int] = {}
+        self.min_relevance = min_relevance
+        self.embed = embed
         self._candidates: list[Candidate] | None = None
 
-    def search(self, query: str, max_results: int = 10) -> list[Candidate]:
-        """The ``max_results`` files sharing most words with ``query`` (files sharing none still follow)."""
+    def catalog(self) -> list[Candidate]:
+        """Every file of the folder, as found by no query (titles and sidecar topics are untrusted text; the
+        agent shows them to the planner so the taxonomy can cover these videos)."""
         if self._candidates is None:
             self._candidates = [self._candidate(f) for f in self.files]
-        ranked = _rank(self._candidates, query, key=lambda c: Path(c.url).name)
-        out = [Candidate.from_dict(c.to_dict()) for c in ranked[:max_results]]
-        for c in out:
-            c.query = query
-        return out
+        return [Candidate.from_dict(c.to_dict()) for c in self._candidates]
+
+    def search(self, query: str, max_results: int = 10) -> list[Candidate]:
+        """Up to ``max_results`` files whose relevance to ``query`` reaches ``min_relevance``, best first."""
+        if self._candidates is None:
+            self._candidates = [self._candidate(f) for f in self.files]
+        return _matching(self._candidates, query, max_results, self.min_relevance, self.embed,
+                         key=lambda c: Path(c.url).name)
 
     def _candidate(self, path: Path) -> Candidate:
         meta = read_sidecar(path)
@@ -574,11 +634,14 @@ def url_video_id(url: str) -> str:
 
 
 class UrlListSource:
-    """URLs from a text file: one per line, optionally followed by a title; ``#`` comments and blanks ignored."""
+    """URLs from a text file: one per line, optionally followed by a title; ``#`` comments and blanks ignored.
+
+    ``search`` returns the URLs whose title is relevant to the query (see the module docstring), best
+    first, then every URL without a title (nothing to match it by: the judges decide)."""
 
     name = "urls"
 
-    def __init__(self, file: str | Path):
+    def __init__(self, file: str | Path, min_relevance: float = RELEVANCE_THRESHOLD, embed=None):
         self.file = Path(file)
         if not self.file.is_file():
             raise ToolError("input", f"no such URL list: {self.file}")
@@ -596,15 +659,18 @@ class UrlListSource:
                                              title=title.strip()))
         self.units_used = 0
         self.units_by_method: dict[str, int] = {}
+        self.min_relevance = min_relevance
+        self.embed = embed
+
+    def catalog(self) -> list[Candidate]:
+        """The list's URLs that have a title (untitled ones say nothing about their topic)."""
+        return [Candidate.from_dict(c.to_dict()) for c in self.candidates if c.title]
 
     def search(self, query: str, max_results: int = 10) -> list[Candidate]:
-        """URLs whose titles share most words with ``query`` first; otherwise file order."""
+        """Relevant titled URLs first (best first), then the untitled ones in file order."""
         order = {id(c): i for i, c in enumerate(self.candidates)}
-        ranked = _rank(self.candidates, query, key=lambda c: order[id(c)])
-        out = [Candidate.from_dict(c.to_dict()) for c in ranked[:max_results]]
-        for c in out:
-            c.query = query
-        return out
+        return _matching(self.candidates, query, max_results, self.min_relevance, self.embed,
+                         key=lambda c: order[id(c)])
 
 
 def make_source(spec: str, *, api_key: str | None = None, cache: SearchCache | None = None) -> Source:

@@ -1,9 +1,12 @@
 """A deterministic OpenAI-compatible chat server on 127.0.0.1 for CLI tests.
 
 It answers /v1/chat/completions with a tool call whose arguments come from a script keyed
-by the requested tool's name (the same scripts as tests/agents/scripted.py), reports token
-usage, and counts requests, so a test can drive the real ChatOpenAI client and the real CLI
-deterministically. Run standalone: ``python -m tests.agents.fake_openai PORT``.
+by the requested tool's name (the same scripts as tests/agents/scripted.py), or, when the
+request has a ``response_format`` (json_schema or llama.cpp's json_object + schema), with the
+JSON as the message content; it reports token usage, counts requests, and calls
+``after(name)`` once each answer is sent (a test can signal the client there), so a test can
+drive the real ChatOpenAI client and the real CLI deterministically.
+Run standalone: ``python -m tests.agents.fake_openai PORT``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class FakeOpenAI:
     def __init__(self, script: dict | None = None, port: int = 0):
         self.script = script or physics_script()
         self.requests: list[dict] = []
+        self.after = None  # called with the answered schema's name after each answer is sent
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,20 +48,29 @@ class FakeOpenAI:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 outer.requests.append(body)
                 tools = body.get("tools") or []
-                name = tools[0]["function"]["name"] if tools else "text"
+                rf = body.get("response_format") or {}
+                name = (tools[0]["function"]["name"] if tools else (rf.get("json_schema") or {}).get("name")
+                        or (rf.get("schema") or {}).get("title") or "text")
                 user = [m["content"] for m in body.get("messages", []) if m["role"] == "user"]
                 fn = outer.script.get(name)
                 if fn is None:
                     self._send(400, {"error": {"message": f"no script for {name}"}})
                     return
                 args = fn("\n".join(str(u) for u in user))
-                message = {"role": "assistant", "content": None,
-                           "tool_calls": [{"id": f"call_{len(outer.requests)}", "type": "function",
-                                           "function": {"name": name, "arguments": json.dumps(args)}}]}
+                if tools:
+                    message = {"role": "assistant", "content": None,
+                               "tool_calls": [{"id": f"call_{len(outer.requests)}", "type": "function",
+                                               "function": {"name": name, "arguments": json.dumps(args)}}]}
+                else:
+                    message = {"role": "assistant", "content": json.dumps(args)}
                 self._send(200, {"id": f"chatcmpl-{len(outer.requests)}", "object": "chat.completion",
                                  "created": 0, "model": body.get("model", "scripted"),
-                                 "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                                 "choices": [{"index": 0, "message": message,
+                                              "finish_reason": "tool_calls" if tools else "stop"}],
                                  "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}})
+                self.wfile.flush()
+                if outer.after is not None:
+                    outer.after(name)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]

@@ -37,10 +37,15 @@ class ScriptedChatModel(BaseChatModel):
         return self.bind(tool_name=name, **kwargs)
 
     def _generate(self, messages: list[BaseMessage], stop=None, run_manager=None, tool_name: str | None = None,
-                  **kwargs) -> ChatResult:
+                  response_format: dict | None = None, **kwargs) -> ChatResult:
         user = [m for m in messages if m.type == "human"]
         text = str(user[0].content) if user else ""
-        self._requests.append({"tool": tool_name, "messages": [(m.type, str(m.content)) for m in messages]})
+        as_json = response_format is not None
+        if as_json:  # the schema is named by response_format (json_schema) or its schema's title (llamacpp)
+            tool_name = (response_format.get("json_schema") or {}).get("name") or \
+                (response_format.get("schema") or {}).get("title")
+        self._requests.append({"tool": tool_name, "messages": [(m.type, str(m.content)) for m in messages],
+                               "response_format": response_format})
         fn = self.script.get(tool_name or "text")
         if fn is None:
             raise RuntimeError(f"no script for {tool_name}")
@@ -49,6 +54,8 @@ class ScriptedChatModel(BaseChatModel):
                  "total_tokens": sum(self.tokens)}
         if isinstance(out, str):
             msg = AIMessage(content=out, usage_metadata=usage)
+        elif as_json:
+            msg = AIMessage(content=json.dumps(out), usage_metadata=usage)
         else:
             call = {"name": tool_name, "args": out, "id": f"call_{len(self._requests)}"}
             msg = AIMessage(content="", tool_calls=[call], usage_metadata=usage)
@@ -61,7 +68,8 @@ def physics_script(**over) -> dict[str, Callable[[str], Any]]:
         "GoalSpec": lambda t: {"title": "Physics", "subjects": ["Physics"], "level": "middle school",
                                "language": "en"},
         "Taxonomy": lambda t: {"subjects": [{"name": "Physics", "courses": [{"name": "Mechanics", "subcourses": [
-            {"name": "Forces", "points": ["Newton's laws of motion", "Atoms and molecules"]}]}]}]},
+            {"name": "Forces", "points": [{"name": "Newton's laws of motion", "difficulty": 2},
+                                          {"name": "Atoms and molecules", "difficulty": 3}]}]}]}]},
         "Queries": lambda t: {"queries": ["newton laws motion" if "Newton" in t else "atoms molecules chemistry"]},
         "MetadataVerdict": lambda t: {"verdict": "accept", "score": 8, "reasons": ["a lesson"]},
         "TranscriptVerdict": lambda t: {"relevance": 8, "density": 7, "quality": 8, "verdict": "accept",
@@ -108,6 +116,11 @@ def point_of(prompt: str) -> str:
 
 def content_words(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 2 and w not in _TINY}
+
+
+def points(*names: str) -> list[dict]:
+    """Knowledge points for a scripted taxonomy, difficulty rising in the order given."""
+    return [{"name": n, "difficulty": min(5, i)} for i, n in enumerate(names, 1)]
 
 
 def judge_by_title(prompt: str) -> dict:

@@ -1,9 +1,11 @@
 """End to end with the real embedded llama.cpp server and the offline SmolLM2-135M GGUF.
 
-`textbook build` with no endpoint configured starts the server on 127.0.0.1 by itself. The
-135M model's answers are poor; this test checks the plumbing: a run id, a taxonomy, judgments
-with reasons, exported samples, and a trace showing every node and every LLM call with tokens.
-With the embedded model the judges are advisory (recorded, not enforced), so a textbook comes out.
+`textbook build` with no endpoint configured starts the server on 127.0.0.1 by itself (here the
+small model: the default, Qwen2.5-Coder-1.5B, is `make demo`'s and is not installed for CI). The
+135M model's answers are poor; this test checks the plumbing: schema-constrained answers through
+llama.cpp's grammar, streamed, a run id, a taxonomy, judgments with reasons, exported samples, and
+a trace showing every node and every LLM call with tokens. SmolLM2's judges are far below the bar
+on the labelled set (README), so they are advisory (recorded, not enforced) and a textbook comes out.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def build(tmp_path_factory) -> dict:
             shutil.copy(LESSONS / f"{name}{suffix}", lessons / f"{name}{suffix}")
     cfg = work / "small.toml"
     cfg.write_text("[agent]\nper_point = 1\nmax_rounds = 1\n[agent.taxonomy]\ncourses = 1\nsubcourses = 1\n"
-                   "points = 1\n[agent.llm]\nmax_tokens = 200\nretries = 1\n")
+                   "points = 1\n[agent.llm]\nmax_tokens = 200\nretries = 1\ntimeout_s = 600\n"
+                   "embedded_model = \"smollm2-135m\"\n")
     proc = run_cli("build", "build a physics textbook", "--source", f"local:{lessons}", "--config", str(cfg),
                    "--db", str(work / "db.duckdb"), "--out", str(work / "out"), "--json", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -66,7 +69,9 @@ def test_trace_shows_every_node_and_call(build):
     data = json.loads(run_cli("trace", run_id, "--db", str(build["db"]), "--json").stdout)
     assert NODES <= {e["node"] for e in data["events"]}
     calls = data["llm_calls"]
-    assert calls and all(c["input_tokens"] > 0 and c["output_tokens"] > 0 and not c["tokens_estimated"] for c in calls)
+    # streamed: llama.cpp sends no usage then, so output tokens are the streamed tokens, input estimated
+    assert calls and all(c["input_tokens"] > 0 and c["output_tokens"] > 0 for c in calls)
+    assert all(c["messages"][0]["content"].count("Answer with one JSON object") == 1 for c in calls)
     assert {c["prompt_name"] for c in calls} >= {"goal", "taxonomy", "queries", "metadata_judge", "transcript_judge"}
     text = run_cli("trace", run_id, "--db", str(build["db"]))
     assert text.returncode == 0

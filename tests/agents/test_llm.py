@@ -13,9 +13,9 @@ import prompts
 from agents import schemas
 from agents.budget import BudgetTracker
 from agents.config import Budgets, LLMConfig, RoleConfig
-from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid, LLMUnavailable
+from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid, LLMTimeout, LLMUnavailable
 from store import open_store
-from tests.agents.scripted import ScriptedChatModel, models_for
+from tests.agents.scripted import ScriptedChatModel, models_for, points
 
 RUN = "run-llm-test"
 GOOD = {"verdict": "accept", "score": 8, "reasons": ["teaches the point"]}
@@ -67,13 +67,20 @@ def test_valid_answer_is_validated_logged_and_cached(store):
     assert store.llm_cache_get(row["cache_key"])["response"] == GOOD
 
     again = judge(gw)
-    assert again.cached and again.value == first.value and again.call_id != first.call_id
+    assert again.cached and again.value == first.value and again.call_id == first.call_id
     assert len(model.requests) == 1  # the model was not asked again
-    rows = store.llm_calls(RUN)
-    assert len(rows) == 2
-    hit = next(r for r in rows if r["call_id"] == again.call_id)
-    assert hit["cached"] is True and hit["cost_usd"] == 0 and hit["cache_key"] == row["cache_key"]
+    assert len(store.llm_calls(RUN)) == 1  # a hit in the run that paid for it logs no second row
+
+    other = Gateway(store, "run-other", LLMConfig(model="scripted-model"), models=models_for(model))
+    hit = judge(other)  # another run: served from the cache, logged once as cached, paid nothing
+    assert hit.cached and len(model.requests) == 1
+    judge(other)
+    [row2] = store.llm_calls("run-other")
+    assert row2["cached"] is True and row2["cost_usd"] == 0 and row2["cache_key"] == row["cache_key"]
+    assert row2["call_id"] == hit.call_id
     assert store.llm_totals(RUN)["paid_calls"] == 1 and store.llm_totals(RUN)["paid_tokens"] == 366
+    assert store.llm_totals("run-other") | {} == {**store.llm_totals("run-other"), "paid_calls": 0,
+                                                    "cached_calls": 1}
 
     judge(gw, title="Something else")  # other messages: another key, a paid call
     assert len(model.requests) == 2
@@ -139,8 +146,8 @@ def test_never_valid_raises_logs_the_error_and_replays_it_from_the_cache(store):
     with pytest.raises(LLMOutputInvalid) as again:
         judge(gw)  # temperature 0: the same call fails the same way, replayed without paying
     assert len(model.requests) == 3
-    replay = [r for r in store.llm_calls(RUN) if r["call_id"] == again.value.call_id][0]
-    assert replay["cached"] is True and replay["cost_usd"] == 0 and "less than or equal" in replay["error"]
+    assert again.value.call_id == err.value.call_id and len(store.llm_calls(RUN)) == 1  # no second row
+    assert "cached" in str(again.value) and "less than or equal" in str(again.value)
 
     hot = gateway(store, model, retries=2, temperature=0.7)
     with pytest.raises(LLMOutputInvalid):
@@ -249,23 +256,25 @@ def test_unknown_role_is_refused(store):
 def _taxonomy(points: list[str], subcourses: list[str] | None = None) -> dict:
     subs = subcourses or ["Forces"]
     return {"subjects": [{"name": "Physics", "courses": [{"name": "Mechanics", "subcourses": [
-        {"name": s, "points": points} for s in subs]}]}]}
+        {"name": s, "points": [{"name": p, "difficulty": 1} for p in points]} for s in subs]}]}]}
 
 
 def test_taxonomy_nodes_have_stable_ids():
     tax = schemas.Taxonomy.model_validate({"subjects": [
         {"name": "Physics", "courses": [
-            {"name": "Mechanics", "subcourses": [{"name": "Forces", "points": ["Newton's laws", "Friction  forces"]},
-                                                 {"name": "Energy", "points": ["Kinetic energy"]}]}]},
-        {"name": "Chemistry", "courses": [{"name": "Matter", "subcourses": [{"name": "Atoms",
-                                                                               "points": ["Atomic structure"]}]}]}]})
+            {"name": "Mechanics", "subcourses": [{"name": "Forces", "points": points("Newton's laws",
+                                                                                      "Friction  forces")},
+                                                 {"name": "Energy", "points": points("Kinetic energy")}]}]},
+        {"name": "Chemistry", "courses": [{"name": "Matter", "subcourses": [
+            {"name": "Atoms", "points": points("Atomic structure")}]}]}]})
     nodes = tax.nodes()
     assert [n["node_id"] for n in nodes] == [
         "s1", "s1.c1", "s1.c1.u1", "s1.c1.u1.p1", "s1.c1.u1.p2", "s1.c1.u2", "s1.c1.u2.p1",
         "s2", "s2.c1", "s2.c1.u1", "s2.c1.u1.p1"]
     by_id = {n["node_id"]: n for n in nodes}
     assert by_id["s1.c1.u1.p2"] == {"node_id": "s1.c1.u1.p2", "parent_id": "s1.c1.u1", "level": "point",
-                                    "name": "Friction forces", "position": 4}
+                                    "name": "Friction forces", "position": 4, "difficulty": 2}
+    assert by_id["s1.c1.u1"]["difficulty"] is None
     assert by_id["s2"]["parent_id"] is None and by_id["s2"]["level"] == "subject"
     assert [n["position"] for n in nodes] == list(range(len(nodes)))
 
@@ -287,7 +296,7 @@ def test_taxonomy_rejects_duplicates_and_empty_levels(data, message):
 
 def test_same_point_under_two_subcourses_is_a_duplicate():
     data = {"subjects": [{"name": "Physics", "courses": [{"name": "Mechanics", "subcourses": [
-        {"name": "Forces", "points": ["Friction"]}, {"name": "Motion", "points": ["FRICTION"]}]}]}]}
+        {"name": "Forces", "points": points("Friction")}, {"name": "Motion", "points": points("FRICTION")}]}]}]}
     with pytest.raises(ValidationError, match="duplicate"):
         schemas.Taxonomy.model_validate(data)
 
@@ -303,3 +312,131 @@ def test_other_validators():
         schemas.MetadataVerdict(verdict="accept", score=11, reasons=["x"])
     with pytest.raises(ValidationError):
         schemas.ClipDecision(decision="keep", reasons=[])
+
+
+# -- structured modes, timeouts, interrupts ------------------------------------------------
+
+def test_response_format_modes_send_the_schema_and_read_json_content(store):
+    from agents.llm import grammar_schema, schema_hint, strict_schema
+
+    model = ScriptedChatModel(script={"MetadataVerdict": lambda t: GOOD})
+    ans = judge(gateway(store, model, structured="json_schema"))
+    assert ans.value.verdict == "accept"
+    [req] = model.requests
+    rf = req["response_format"]
+    assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
+    assert rf["json_schema"]["schema"]["additionalProperties"] is False
+    assert set(rf["json_schema"]["schema"]["required"]) == {"verdict", "score", "reasons"}
+    system = req["messages"][0][1]
+    assert 'Answer with one JSON object' in system and '"verdict": "accept" or "reject"' in system
+
+    judge(gateway(store, model, structured="llamacpp"), title="another lesson")
+    rf = model.requests[-1]["response_format"]
+    assert rf["type"] == "json_object" and rf["schema"]["properties"]["score"]["enum"] == list(range(11))
+    assert rf["schema"]["properties"]["reasons"]["maxItems"] == schemas.MAX_REASONS
+    # different modes are different cache entries
+    assert len({c["cache_key"] for c in store.llm_calls(RUN)}) == 2
+
+    assert strict_schema(schemas.GoalSpec)["required"] == ["title", "subjects", "level", "language"]
+    tax = grammar_schema(schemas.sized_taxonomy(2, 1, 1, 3))
+    assert tax["properties"]["subjects"]["minItems"] == tax["properties"]["subjects"]["maxItems"] == 2
+    assert tax["$defs"]["SubCourse"]["properties"]["points"]["maxItems"] == 3
+    assert tax["$defs"]["KnowledgePoint"]["properties"]["difficulty"]["enum"] == [1, 2, 3, 4, 5]
+    assert "exactly 2 {" in schema_hint(schemas.sized_taxonomy(2, 1, 1, 3))
+
+
+def test_a_call_past_its_timeout_is_cut_and_recorded(store):
+    import time
+
+    def slow(t):
+        time.sleep(3)
+        return GOOD
+
+    model = ScriptedChatModel(script={"MetadataVerdict": slow})
+    gw = gateway(store, model, timeout_s=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(LLMTimeout) as err:
+        judge(gw)
+    assert time.monotonic() - t0 < 2.0  # cut at the timeout, not after the answer
+    assert err.value.call_id and "timeout" in str(err.value)
+    [row] = store.llm_calls(RUN)
+    assert row["call_id"] == err.value.call_id and row["error"].startswith("no answer within")
+    assert store.llm_cache_get(row["cache_key"]) is None  # a timeout is not an answer: asked again next time
+    assert isinstance(err.value, LLMOutputInvalid) and err.value.kind == "timeout"
+
+
+def test_streamed_answers_report_progress(store):
+    seen = []
+    model = ScriptedChatModel(script={"MetadataVerdict": lambda t: GOOD})
+    gw = Gateway(store, RUN, LLMConfig(model="scripted-model", stream=True, structured="json_schema"),
+                 models=models_for(model), on_progress=lambda role, n: seen.append((role, n)))
+    assert judge(gw).value.verdict == "accept"
+    assert seen and seen[-1][0] == "metadata_judge"
+
+
+def test_sigint_while_the_answer_arrives_saves_it_first(store):
+    import os
+    import signal
+    import threading
+    import time
+
+    from agents import interrupts
+
+    def answer_then_interrupted(t):
+        # the user presses Ctrl-C while the answer is on its way back
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+        time.sleep(0.3)
+        return GOOD
+
+    old = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    interrupts.install()
+    try:
+        model = ScriptedChatModel(script={"MetadataVerdict": answer_then_interrupted})
+        with pytest.raises(KeyboardInterrupt):
+            judge(gateway(store, model))
+    finally:
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGTERM, old[1])
+    assert len(model.requests) == 1
+    [row] = store.llm_calls(RUN)
+    assert row["error"] is None and store.llm_cache_get(row["cache_key"])["response"] == GOOD
+    again = judge(gateway(store, ScriptedChatModel(script={})))  # a model that cannot answer: the cache does
+    assert again.cached and again.value.verdict == "accept"
+
+
+def test_protected_blocks_hold_signals_until_they_end():
+    import os
+    import signal
+
+    from agents import interrupts
+
+    old = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    interrupts.install()
+    done = []
+    try:
+        with pytest.raises(interrupts.Interrupted) as err:
+            with interrupts.protected():
+                os.kill(os.getpid(), signal.SIGTERM)
+                with interrupts.protected():
+                    done.append("inner")
+                done.append("outer")  # still runs: the signal waits for the block to end
+        assert err.value.code == 143
+    finally:
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGTERM, old[1])
+    assert done == ["inner", "outer"]
+
+
+def test_same_model_for_two_roles(store):
+    cfg = LLMConfig(model="m", base_url="http://127.0.0.1:9/v1")
+    gw = Gateway(store, RUN, cfg)
+    assert gw.same_model("transcript_judge_a", "transcript_judge_b")
+    gw.model("transcript_judge_a")  # creating one role's client changes nothing
+    assert gw.same_model("transcript_judge_a", "transcript_judge_b")
+    other = Gateway(store, RUN, cfg.model_copy(update={"roles": {"transcript_judge_b": RoleConfig(model="m2")}}))
+    assert not other.same_model("transcript_judge_a", "transcript_judge_b")
+    hot = Gateway(store, RUN, cfg.model_copy(update={"temperature": 0.7}))
+    assert not hot.same_model("transcript_judge_a", "transcript_judge_b")  # sampled answers may differ
+    a, b = ScriptedChatModel(script={}), ScriptedChatModel(script={})
+    assert not Gateway(store, RUN, cfg, models={"transcript_judge_a": a, "transcript_judge_b": b}).same_model(
+        "transcript_judge_a", "transcript_judge_b")

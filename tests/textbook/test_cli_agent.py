@@ -78,6 +78,7 @@ def test_empty_goal(tmp_path):
 def test_unknown_source(tmp_path):
     line = _one_line_error(run_cli("build", GOAL, "--source", "vimeo", "--db", str(tmp_path / "db.duckdb")))
     assert "unknown source 'vimeo'" in line
+    assert not (tmp_path / "db.duckdb").exists()  # a bad source leaves no empty database behind
 
 
 def test_youtube_without_key(tmp_path):
@@ -103,6 +104,87 @@ def test_missing_local_folder(tmp_path):
     line = _one_line_error(run_cli("build", GOAL, "--source", f"local:{tmp_path / 'nope'}",
                                    "--db", str(tmp_path / "db.duckdb")))
     assert "nope" in line
+    assert not (tmp_path / "db.duckdb").exists()
+
+
+def test_read_commands_on_a_missing_database_say_what_to_do(tmp_path):
+    for args in (["runs"], ["stats"], ["trace", "build-000000000000"]):
+        line = _one_line_error(run_cli(*args, cwd=tmp_path))  # the default database, textbook.duckdb, is absent
+        assert "no database at textbook.duckdb" in line and "--db FILE" in line
+    assert not (tmp_path / "textbook.duckdb").exists()
+    doctor = run_cli("doctor", "--json", cwd=tmp_path)
+    [db] = [c for c in json.loads(doctor.stdout) if c["part"] == "database"]
+    assert db["status"] == "not created yet" and "does not exist" in db["detail"]
+
+
+def _with_env(**env):
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return ctx()
+
+
+def test_every_source_failing_exits_non_zero_with_one_line(llm, tmp_path):
+    # a fake key: with no network the search fails to connect, with one the API refuses the key
+    with _with_env(TEXTBOOK_YOUTUBE_API_KEY="AIzaSyFAKE-not-a-real-key-0000000000000"):
+        args = ["build", GOAL, "--source", "youtube", "--llm-url", llm.base_url, "--llm", "scripted",
+                "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "out")]
+        line = _one_line_error(run_cli(*args, "-q"))
+        loud = run_cli(*args)
+    assert line.startswith("error: every search failed: youtube: ")
+    assert "AIzaSyFAKE" not in line
+    assert loud.returncode == 2 and "Traceback" not in loud.stderr
+    lines = loud.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: every search failed: youtube: ")
+    assert any(x.startswith("warning: youtube failed") for x in lines[:-1])  # each failure shows as it happens
+    con = duckdb.connect(str(tmp_path / "db.duckdb"), read_only=True)
+    try:
+        status = {r[0] for r in con.execute("SELECT status FROM runs").fetchall()}
+        warned = con.execute("SELECT count(*) FROM events WHERE decision = 'warning'").fetchone()[0]
+    finally:
+        con.close()
+    assert status == {"failed"} and warned >= 1
+
+
+def test_sigterm_after_an_answered_call_then_rerun_pays_nothing(small_lessons, tmp_path):
+    with FakeOpenAI() as server:
+        args = [*TEXTBOOK, *_build_args(server, small_lessons, tmp_path)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # SIGTERM the build the moment the taxonomy answer has been sent back to it
+        server.after = lambda name: name == "Taxonomy" and os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=600)
+        asked = [r for r in server.requests]
+        assert proc.returncode == 143, err
+        assert "interrupted: build-" in err and "resume with: textbook build --resume build-" in err
+        assert "Traceback" not in err
+        tools = [(r.get("tools") or [{}])[0].get("function", {}).get("name") for r in asked]
+        assert tools == ["GoalSpec", "Taxonomy"]
+        con = duckdb.connect(str(tmp_path / "db.duckdb"), read_only=True)
+        try:
+            status = con.execute("SELECT status FROM runs").fetchall()
+        finally:
+            con.close()
+        assert status == [("interrupted",)]
+
+        server.after = None
+        again = run_cli(*_build_args(server, small_lessons, tmp_path, "--json"))
+        assert again.returncode == 0, again.stderr
+        names = [(r.get("tools") or [{}])[0].get("function", {}).get("name") for r in server.requests]
+        assert names.count("GoalSpec") == 1 and names.count("Taxonomy") == 1  # answered before SIGTERM: not again
+        assert json.loads(again.stdout)["accepted_videos"] >= 1
+    assert _paid_twice(tmp_path / "db.duckdb") == []
 
 
 def test_resume_unknown_run_and_trace_unknown_run(tmp_path, reference):
@@ -149,6 +231,18 @@ def test_build_result_and_trace(reference):
     assert all(c["input_tokens"] > 0 and c["prompt_sha256"] for c in data["llm_calls"])
     text = run_cli("trace", r["run_id"], "--db", str(reference["db"]), "--node", "judge_metadata")
     assert text.returncode == 0 and "-> accept" in text.stdout and "llm metadata_judge" in text.stdout
+    # ids in square brackets print as they are (they used to be eaten as Rich markup)
+    ids = {e["video_id"] for e in data["events"] if e["video_id"]}
+    assert ids and all(f"judge_metadata [{vid}]  -> accept" in text.stdout for vid in ids
+                       if any(e["node"] == "judge_metadata" and e["video_id"] == vid for e in data["events"]))
+    assert 'because model: "' in text.stdout  # the model's own reasons are quoted as the model's
+    line = _one_line_error(run_cli("trace", r["run_id"], "--db", str(reference["db"]), "--node", "nosuchnode"))
+    assert "no node 'nosuchnode'" in line and "judge_metadata" in line
+    line = _one_line_error(run_cli("trace", r["run_id"], "--db", str(reference["db"]), "--video", "nope"))
+    assert "no video 'nope'" in line
+    full = run_cli("trace", r["run_id"], "--db", str(reference["db"]))
+    assert "LLM calls:" in full.stdout and " paid " in full.stdout and " cached" in full.stdout
+    assert "(difficulty " in full.stdout
     runs = run_cli("runs", "--db", str(reference["db"]), "--json")
     assert [x["run_id"] for x in json.loads(runs.stdout)] == [r["run_id"]]
 

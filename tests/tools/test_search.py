@@ -299,24 +299,58 @@ def pipeline_id(path: Path) -> str:
     return f"{path.stem.replace('.', '_')}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}"
 
 
-def test_local_source_ranks_by_overlap(lessons):
+def test_local_source_returns_only_what_matches(lessons):
     source = LocalSource(lessons)
     found = source.search("newton laws of motion", 10)
-    assert len(found) == 6  # every video is reachable, overlap or not
-    assert Path(found[0].url).name == "physics_newton.mp4"
-    assert found[0].title == "Newton's Laws of Motion"
+    assert [Path(c.url).name for c in found] == ["physics_newton.mp4"]  # the others share no word, mean nothing
+    assert found[0].title == "Newton's Laws of Motion" and found[0].relevance == 1.0
     assert found[0].extra["knowledge_point"] == "Newton's laws of motion"
     assert found[0].query == "newton laws of motion" and found[0].source == "local"
-    # no overlap for the rest: ties broken by file name
-    assert [Path(c.url).name for c in found[1:]] == ["chemistry_atoms.mp4", "earth_no_audio.mp4", "math_primos_es.mp4",
-                                                     "math_quiet_tone.mp4", "physics_truncated.mp4"]
-    assert Path(source.search("atoms and molecules", 1)[0].url).name == "chemistry_atoms.mp4"
-    assert Path(source.search("prime numbers", 2)[0].url).name == "math_primos_es.mp4"
-    assert len(source.search("anything", 2)) == 2
+    assert [Path(c.url).name for c in source.search("atoms and molecules", 5)] == ["chemistry_atoms.mp4"]
+    assert [Path(c.url).name for c in source.search("prime numbers", 5)] == ["math_primos_es.mp4"]
+    assert source.search("banana", 5) == [] and source.search("", 5) == []  # a random word finds nothing
+    # half the query's words is enough (the threshold is 0.35); ranked by relevance, then file name
+    physics = source.search("physics energy", 5)
+    assert [(Path(c.url).name, c.relevance) for c in physics] == [("physics_truncated.mp4", 1.0),
+                                                                  ("physics_newton.mp4", 0.5)]
+    # min_relevance 0: every file, best first
+    everything = LocalSource(lessons, min_relevance=0).search("newton laws of motion", 10)
+    assert len(everything) == 6 and Path(everything[0].url).name == "physics_newton.mp4"
+    assert [Path(c.url).name for c in everything[1:]] == ["chemistry_atoms.mp4", "earth_no_audio.mp4",
+                                                          "math_primos_es.mp4", "math_quiet_tone.mp4",
+                                                          "physics_truncated.mp4"]
+
+
+def _fake_embed(texts: list[str]):
+    """Unit vectors by topic: water words on one axis, rock words on another, the rest on a third."""
+    import numpy as np
+
+    def vec(t: str):
+        t = t.lower()
+        v = np.array([("water" in t) + ("evaporation" in t), ("rock" in t) + 0.0, 0.2])
+        return v / np.linalg.norm(v)
+
+    return np.array([vec(t) for t in texts])
+
+
+def test_relevance_by_meaning_when_an_embedder_is_given(lessons, tmp_path):
+    from tools.search import lexical_relevance, relevance
+
+    assert lexical_relevance("evaporation of water", "The water cycle: water evaporates") == 1.0  # evapora-
+    assert lexical_relevance("fractions", "Adding fractions") == 1.0 and lexical_relevance("the of", "x") == 0.0
+    scores = relevance("evaporation", ["The Water Cycle", "Types of Rocks"], _fake_embed)
+    assert scores[0] > 0.9 and scores[1] < 0.35
+    shutil.copy(lessons / "earth_no_audio.mp4", tmp_path / "rocks.mp4")
+    shutil.copy(lessons / "earth_no_audio.json", tmp_path / "rocks.json")
+    shutil.copy(lessons / "chemistry_atoms.mp4", tmp_path / "water.mp4")
+    (tmp_path / "water.json").write_text(json.dumps({"title": "The Water Cycle", "subject": "earth science"}))
+    assert LocalSource(tmp_path).search("evaporation", 5) == []  # no shared word
+    found = LocalSource(tmp_path, embed=_fake_embed).search("evaporation", 5)
+    assert [Path(c.url).name for c in found] == ["water.mp4"]
 
 
 def test_local_ids_durations_and_broken_files(lessons):
-    by_name = {Path(c.url).name: c for c in LocalSource(lessons).search("physics", 10)}
+    by_name = {Path(c.url).name: c for c in LocalSource(lessons, min_relevance=0).search("physics", 10)}
     for name, c in by_name.items():
         assert c.video_id == pipeline_id(lessons / name)  # no sidecar has an id: stem + sha8
     assert 50 < by_name["physics_newton.mp4"].duration_s < 53
@@ -328,7 +362,7 @@ def test_local_ids_durations_and_broken_files(lessons):
 def test_local_ids_follow_the_pipeline_rule(lessons):
     from pipeline.runner import make_video_id, sidecar
 
-    for c in LocalSource(lessons).search("", 10):
+    for c in LocalSource(lessons, min_relevance=0).search("", 10):
         path = Path(c.url)
         assert c.video_id == make_video_id(path, sidecar(path), hashlib.sha256(path.read_bytes()).hexdigest())
 
@@ -345,7 +379,8 @@ def test_local_sidecars(tmp_path, lessons):
         "id": "kKKM8Y-u7ds", "title": "Newton's Laws: Crash Course Physics #5", "description": "Forces and motion.",
         "tags": ["physics", "newton"], "channel": "CrashCourse", "duration": 601, "upload_date": "20160505",
         "view_count": 4382911, "webpage_url": "https://www.youtube.com/watch?v=kKKM8Y-u7ds", "course": "mechanics"}))
-    found = LocalSource(tmp_path).search("newton", 5)
+    assert [c.video_id for c in LocalSource(tmp_path).search("newton", 5)] == ["kKKM8Y-u7ds"]
+    found = LocalSource(tmp_path, min_relevance=0).search("newton", 5)
     assert [c.video_id for c in found] == ["kKKM8Y-u7ds", pipeline_id(tmp_path / "only_truth.mp4"),
                                            pipeline_id(tmp_path / "odd" / "take.truth.mp4")]
     assert found[2].video_id.startswith("take_truth-")
@@ -376,13 +411,17 @@ http://127.0.0.1:8000/lessons/physics_newton.mp4
 https://youtu.be/g550H4e5FCY
 """)
     source = UrlListSource(listing)
-    in_order = source.search("geology", 10)
     plain = "http://127.0.0.1:8000/lessons/physics_newton.mp4"
-    assert [c.video_id for c in in_order] == ["kKKM8Y-u7ds", "g550H4e5FCY", "mn34mnnDnKU",
-                                              "physics_newton-" + hashlib.sha256(plain.encode()).hexdigest()[:8]]
-    assert in_order[0].title == "Newton's Laws: Crash Course Physics" and in_order[0].source == "urls"
-    assert in_order[3].url == plain
-    assert [c.video_id for c in source.search("atoms", 2)] == ["mn34mnnDnKU", "kKKM8Y-u7ds"]
+    plain_id = "physics_newton-" + hashlib.sha256(plain.encode()).hexdigest()[:8]
+    # titled URLs only when relevant; untitled ones (nothing to match them by) always, in file order
+    assert [c.video_id for c in source.search("geology", 10)] == ["g550H4e5FCY", plain_id]
+    found = source.search("newton laws", 10)
+    assert [c.video_id for c in found] == ["kKKM8Y-u7ds", "g550H4e5FCY", plain_id]
+    assert found[0].title == "Newton's Laws: Crash Course Physics" and found[0].source == "urls"
+    assert found[0].relevance == 1.0 and found[1].relevance is None and found[2].url == plain
+    assert [c.video_id for c in source.search("atoms", 2)] == ["mn34mnnDnKU", "g550H4e5FCY"]
+    in_order = UrlListSource(listing, min_relevance=0).search("geology", 10)
+    assert [c.video_id for c in in_order] == ["kKKM8Y-u7ds", "mn34mnnDnKU", "g550H4e5FCY", plain_id]
     with pytest.raises(ToolError) as err:
         UrlListSource(tmp_path / "nope.txt")
     assert err.value.kind == "input"
