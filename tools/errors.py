@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # Kinds a stage can record for a failed video. Permanent kinds are not retried on rerun.
-PERMANENT_KINDS = frozenset({"corrupt", "no-video", "no-audio", "unsupported", "missing"})
+PERMANENT_KINDS = frozenset({"corrupt", "no-video", "no-audio", "unsupported", "missing", "empty"})
 
 
 class ToolError(Exception):
