@@ -29,7 +29,7 @@ from tools.media import local_video_id as make_video_id
 
 log = logging.getLogger(__name__)
 
-STAGE_VERSIONS = {"probe": 1, "asr": 1, "keyframes": 1, "ocr": 1, "clips": 1, "pack": 1}
+STAGE_VERSIONS = {"probe": 2, "asr": 2, "keyframes": 1, "ocr": 1, "clips": 1, "pack": 1}
 
 
 class InputError(Exception):
