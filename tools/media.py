@@ -132,9 +132,10 @@ def language_code(tag: str | None) -> str:
     if not text or text.lower() in ("und", "unk", "mis", "zxx", "mul", "xx"):
         return ""
     try:
-        code = langcodes.Language.get(text).language or ""
-    except (ValueError, LookupError):
+        lang = langcodes.Language.get(text)
+    except (ValueError, LookupError):  # a name (English) or a malformed tag
         return ""
+    code = lang.language or "" if lang.is_valid() else ""
     return _WHISPER_ALIASES.get(code, code)
 
 

@@ -87,7 +87,7 @@ def test_store_records_everything(processed):
         assert con.execute("SELECT count(*) FROM keyframes WHERE ocr_text IS NULL").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM segments").fetchone()[0] > 0
         versions = [r[0] for r in con.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()]
-        assert versions == list(range(1, len(list((ROOT / "store" / "migrations").glob("*.sql"))) + 1))
+        assert versions == sorted(int(f.name[:3]) for f in (ROOT / "store" / "migrations").glob("*.sql"))
     finally:
         con.close()
 
