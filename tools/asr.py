@@ -218,15 +218,43 @@ class Transcript:
 
 
 # -- the repetition filter -----------------------------------------------------------------------
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+def _loop_flags(tokens: list[str], repeats: int, min_chars: int, max_unit: int = 12) -> list[bool]:
+    """Which tokens lie in a loop: a unit of 1 to ``max_unit`` tokens repeated back to back at
+    least ``repeats`` times, over ``min_chars`` characters or more (the longest loop wins)."""
+    n, flags, i = len(tokens), [False] * len(tokens), 0
+    while i < n:
+        best = 0
+        for unit in range(1, max_unit + 1):
+            if i + unit * repeats > n:
+                break
+            k = 1
+            while i + (k + 1) * unit <= n and tokens[i + k * unit:i + (k + 1) * unit] == tokens[i:i + unit]:
+                k += 1
+            span = k * unit
+            if k >= repeats and span > best and sum(len(t) + 1 for t in tokens[i:i + span]) - 1 >= min_chars:
+                best = span
+        if best:
+            flags[i:i + best] = [True] * best
+        i += best or 1
+    return flags
+
+
 def find_loops(text: str, repeats: int = 4, min_chars: int = 16) -> list[tuple[int, int]]:
-    """Character ranges of ``text`` where one unit (1-80 characters) repeats back to back at least
-    ``repeats`` times over ``min_chars`` characters or more: Whisper's looping hallucinations
-    ("1.1.1.1.1...", "Thank you. Thank you. Thank you. ..."). Case-insensitive."""
-    found = []
-    pattern = r"(.{1,80}?)\1{" + str(repeats - 1) + ",}"
-    for m in re.finditer(pattern, text.lower(), re.S):
-        if m.end() - m.start() >= min_chars and m.group(1).strip():
-            found.append((m.start(), m.end()))
+    """Character ranges of ``text`` that loop: Whisper's looping hallucinations ("1.1.1.1.1...",
+    "Thank you. Thank you. Thank you. ..."). Words are compared case- and punctuation-blind;
+    a unit of 1-12 words repeated back to back at least ``repeats`` times over ``min_chars``
+    characters or more is a loop ("ha ha ha ha" is too short to be one)."""
+    spans = [(m.start(), m.end(), m.group().lower()) for m in _TOKEN.finditer(text)]
+    flags = _loop_flags([t for _, _, t in spans], repeats, min_chars)
+    found: list[tuple[int, int]] = []
+    for (start, end, _), flag in zip(spans, flags, strict=True):
+        if flag and found and found[-1][1] >= start - 3 and _TOKEN.search(text[found[-1][1]:start]) is None:
+            found[-1] = (found[-1][0], end)
+        elif flag:
+            found.append((start, end))
     return found
 
 
@@ -234,25 +262,27 @@ def split_loops(seg: Segment, repeats: int = 4, min_chars: int = 16) -> tuple[li
     """(kept, dropped) parts of a segment: with word timestamps, the words inside a loop are
     cut out as dropped segments (reason "repetition") and the rest kept; without words, the
     whole segment is dropped when loops cover half of its text or more."""
-    loops = find_loops(seg.text, repeats, min_chars)
-    if not loops:
-        return [seg], []
     if not seg.words:
-        covered = sum(b - a for a, b in loops)
-        if covered * 2 >= len(seg.text.strip()):
+        covered = sum(b - a for a, b in find_loops(seg.text, repeats, min_chars))
+        if covered and covered * 2 >= len(seg.text.strip()):
             return [], [replace(seg, drop_reason="repetition")]
         return [seg], []
-    joined, bounds = "", []
-    for w in seg.words:
-        bounds.append((len(joined), len(joined) + len(w.word)))
-        joined += w.word
-    loops = find_loops(joined, repeats, min_chars)
-    flags = [any(min(b, lb) - max(a, la) > (b - a) / 2 for la, lb in loops) for a, b in bounds]
+    owner = [(k, t.lower()) for k, w in enumerate(seg.words) for t in _TOKEN.findall(w.word)]
+    flags = _loop_flags([t for _, t in owner], repeats, min_chars)
+    if not any(flags):
+        return [seg], []
+    votes: dict[int, list[bool]] = {}
+    for (k, _), flag in zip(owner, flags, strict=True):
+        votes.setdefault(k, []).append(flag)
+    looped, prev = [], False
+    for k in range(len(seg.words)):  # a word without letters (a dash) goes with the word before it
+        prev = sum(votes[k]) * 2 >= len(votes[k]) if k in votes else prev
+        looped.append(prev)
     kept, dropped = [], []
     run: list[Word] = []
-    for i, (w, flag) in enumerate(zip(seg.words, flags, strict=True)):
+    for i, (w, flag) in enumerate(zip(seg.words, looped, strict=True)):
         run.append(w)
-        if i + 1 == len(flags) or flags[i + 1] != flag:
+        if i + 1 == len(looped) or looped[i + 1] != flag:
             part = replace(seg, start=run[0].start, end=run[-1].end, words=run,
                            text="".join(x.word for x in run).strip(), drop_reason="repetition" if flag else None)
             (dropped if flag else kept).append(part)
@@ -410,11 +440,9 @@ class Transcriber:
             out.extend(items)
         return out
 
-    def _window_language(self, job: _Job, piece: tuple[int, int]) -> tuple[str, float]:
+    def _window_languages(self, job: _Job, piece: tuple[int, int]) -> dict[str, float]:
         encoded, _ = self._encode(job.speech, [piece], pad=False)
-        probs = self._detect(encoded)[0]
-        top = max(probs, key=probs.get)
-        return top, probs[top]
+        return self._detect(encoded)[0]
 
     def _refine(self, job: _Job, items: list[dict]) -> list[dict]:
         """Find language switches inside chunks, to within a window of ``language_window`` seconds.
@@ -441,13 +469,21 @@ class Transcriber:
         if it["t1"] - it["t0"] <= size:
             return [it]
         windows = _pack(job.speech, [b for b in job.bounds if it["t0"] <= b <= it["t1"]], size, it["t0"], it["t1"])
-        found: dict[int, tuple[str, float]] = {}
+        found: dict[int, dict[str, float]] = {}
 
         def foreign(w: int) -> bool:
             if w not in found:
-                found[w] = self._window_language(job, windows[w])
-            lang, p = found[w]
-            return lang != it["language"] and p >= opts.language_switch
+                found[w] = self._window_languages(job, windows[w])
+            top = max(found[w], key=found[w].get)
+            return top != it["language"] and found[w][top] >= opts.language_switch
+
+        def vote(ws: range) -> tuple[str, float]:  # one language for a run of foreign windows
+            total: dict[str, float] = {}
+            for w in ws:
+                for lang, p in found[w].items():
+                    total[lang] = total.get(lang, 0.0) + p * (windows[w][1] - windows[w][0])
+            lang = max(total, key=total.get)
+            return lang, total[lang] / (windows[ws[-1]][1] - windows[ws[0]][0])
 
         head, tail = 0, len(windows)
         while from_start and head < len(windows) and foreign(head):
@@ -457,13 +493,15 @@ class Transcriber:
         if head == 0 and tail == len(windows):
             return [it]
         runs: list[tuple[tuple[int, int], tuple[str, float]]] = []
-        for w, window in enumerate(windows):
-            label = found[w] if (w < head or w >= tail) else (it["language"], it["probability"])
+        for ws, label in ((range(0, head), None), (range(head, tail), (it["language"], it["probability"])),
+                          (range(tail, len(windows)), None)):
+            if not ws:
+                continue
+            label = label or vote(ws)
+            piece = (windows[ws[0]][0], windows[ws[-1]][1])
             if runs and runs[-1][1][0] == label[0]:
-                (t0, _), first = runs[-1]
-                runs[-1] = ((t0, window[1]), (first[0], max(first[1], label[1])))
-            else:
-                runs.append((window, label))
+                piece, label = (runs[-1][0][0], piece[1]), (label[0], max(label[1], runs.pop()[1][1]))
+            runs.append((piece, label))
         return self._run(job, [r[0] for r in runs], 1, [r[1] for r in runs])
 
     def transcribe(self, audio: str | Path | np.ndarray, languages: tuple[str, ...] | None = None,

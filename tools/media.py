@@ -376,7 +376,7 @@ def normalize_audio(audio: np.ndarray, options: AudioOptions | None = None,
     gain = round(min(opts.max_gain_db, opts.target_peak_dbfs - peak), 2)
     if opts.denoise and floor > -90.0:
         nf = min(-20.0, max(-80.0, round(floor + 6.0)))
-        filt = f"afftdn=nf={nf:.0f}:nr=20,volume={gain:.2f}dB"
+        filt = f"afftdn=nf={nf:.0f}:nr=30,volume={gain:.2f}dB"
         delay = _filter_delay("afftdn=nf=-60:nr=20", sample_rate)
         padded = np.concatenate([audio.astype(np.float32), np.zeros(delay, np.float32)])
         out = _ffmpeg_filter(padded, filt, sample_rate)[delay:delay + audio.size]
