@@ -145,7 +145,7 @@ def en_de(out: Path, tmp: Path) -> Path:
 
 
 def nodur(out: Path, tmp: Path) -> Path:
-    audio, parts = joined([("en", EN, speak(EN, "en", tmp))])
+    audio, parts = joined([("en", LONG, speak(LONG, "en", tmp))])
     write_wav(audio, tmp / "nodur.wav")
     path = out / "nodur.webm"
     seconds = len(audio) / SAMPLE_RATE
