@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -119,6 +120,9 @@ class AsrOptions:
     compute_type: Annotated[str, _doc("CTranslate2 compute type; default: int8 on CPU, float16 on CUDA")] = "default"
     beam_size: Annotated[int, _doc("beam width of decoding")] = 5
     batch_size: Annotated[int, _doc("chunks of up to 30 s encoded and decoded together")] = 8
+    pad_seconds: Annotated[float, _doc(
+        "a chunk is padded to a multiple of this many seconds, not always to Whisper's 30 s (30: always); "
+        "the last, short chunk of a video then costs less (bench/bench_asr.py)")] = 10.0
     vad: Annotated[bool, _doc("cut speech with Silero VAD; False: fixed 30 s windows over the whole audio")] = True
     word_timestamps: Annotated[bool, _doc("word times (clips split at sentence ends by them)")] = True
     language: Annotated[str | None, _doc("None: detect per chunk; a code (en): decode everything in it")] = None
@@ -369,15 +373,26 @@ class Transcriber:
         return get_speech_timestamps(audio, VadOptions(max_speech_duration_s=CHUNK_SECONDS,
                                                        min_silence_duration_ms=160))
 
-    def _encode(self, speech: np.ndarray, pieces: list[tuple[int, int]], pad: bool = True):
-        """(encoder output, features) of pieces of the speech timeline (sample ranges). Padded to
-        Whisper's 30 s for decoding, as faster-whisper's batched pipeline does; unpadded (one
-        piece) for language detection only, which costs a fraction of a 30 s pass."""
+    def _frames(self, piece: tuple[int, int]) -> int:
+        """Feature frames a piece is padded to for decoding: its length plus ``PAD_MARGIN`` seconds
+        rounded up to a multiple of ``pad_seconds``, at most Whisper's 30 s (3000 frames). With
+        less than a few seconds of padding after the speech, Whisper repeats the last sentence."""
+        step = max(1.0, min(float(CHUNK_SECONDS), self.options.pad_seconds)) * FRAMES_PER_SECOND
+        frames = (piece[1] - piece[0]) / HOP + PAD_MARGIN * FRAMES_PER_SECOND
+        return int(min(CHUNK_SECONDS * FRAMES_PER_SECOND, math.ceil(frames / step) * step))
+
+    def _encode(self, speech: np.ndarray, pieces: list[tuple[int, int]], frames: int | None):
+        """(encoder output, features) of pieces of the speech timeline (sample ranges), padded to
+        ``frames`` feature frames (100 a second), or one piece unpadded (``frames=None``: for
+        language detection only, a fraction of the cost of a 30 s pass)."""
         from faster_whisper.audio import pad_or_trim
 
         fe = self.model.feature_extractor
         feats = [fe(speech[t0:t1])[..., :-1] for t0, t1 in pieces]
-        feats = np.stack([pad_or_trim(f) for f in feats]) if pad else np.ascontiguousarray(feats[0][None])
+        if frames is None:
+            feats = np.ascontiguousarray(feats[0][None])
+        else:
+            feats = np.stack([pad_or_trim(f, frames) for f in feats])
         return self.model.encode(feats), feats
 
     def _detect(self, encoded) -> list[dict[str, float]]:
@@ -413,35 +428,40 @@ class Transcriber:
             return self.model.encode(feats[idx])
 
     def _run(self, job: _Job, pieces: list[tuple[int, int]], level: int,
-             assigned: list[tuple[str, float]] | None = None) -> list[dict]:
+             assigned: list[tuple[str, float, dict[str, float]]] | None = None) -> list[dict]:
         """Encode pieces of the speech timeline ``batch_size`` at a time, give each a language
         (detected on its encoder output, or ``assigned``) and decode the wanted ones from it."""
         opts = self.options
         out = []
         step = max(1, opts.batch_size)
-        for b in range(0, len(pieces), step):
-            batch = pieces[b:b + step]
-            encoded, feats = self._encode(job.speech, batch)
+        labels = dict(zip(pieces, assigned, strict=True)) if assigned is not None else {}
+        by_frames: dict[int, list[tuple[int, int]]] = {}
+        for piece in pieces:  # a batch holds pieces padded alike
+            by_frames.setdefault(self._frames(piece), []).append(piece)
+        batches = [(frames, group[b:b + step]) for frames, group in by_frames.items()
+                   for b in range(0, len(group), step)]
+        for frames, batch in batches:
+            encoded, feats = self._encode(job.speech, batch, frames)
             if assigned is not None:
-                langs = assigned[b:b + step]
+                langs = [labels[piece] for piece in batch]
             elif opts.language or not self.multilingual:
-                langs = [(opts.language or "en", 1.0)] * len(batch)
+                langs = [(opts.language or "en", 1.0, {opts.language or "en": 1.0})] * len(batch)
             else:
                 dists = self._detect(encoded)
                 for (t0, t1), probs in zip(batch, dists, strict=True):
                     for lang, p in probs.items():
                         job.votes[lang] = job.votes.get(lang, 0.0) + p * (t1 - t0)
                 prior = max(job.votes, key=job.votes.get)
-                langs = [self._assign(probs, prior) for probs in dists]
-            items = [{"t0": t0, "t1": t1, "language": lang, "probability": prob, "level": level,
+                langs = [(*self._assign(probs, prior), probs) for probs in dists]
+            items = [{"t0": t0, "t1": t1, "language": lang, "probability": prob, "probs": probs, "level": level,
                       "decode": lang if job.wanted(lang) or opts.foreign == "keep" else None, "segments": []}
-                     for (t0, t1), (lang, prob) in zip(batch, langs, strict=True)]
+                     for (t0, t1), (lang, prob, probs) in zip(batch, langs, strict=True)]
             self._decode(items, encoded, feats)
             out.extend(items)
-        return out
+        return sorted(out, key=lambda i: i["t0"])
 
     def _window_languages(self, job: _Job, piece: tuple[int, int]) -> dict[str, float]:
-        encoded, _ = self._encode(job.speech, [piece], pad=False)
+        encoded, _ = self._encode(job.speech, [piece], None)
         return self._detect(encoded)[0]
 
     def _refine(self, job: _Job, items: list[dict]) -> list[dict]:
@@ -477,13 +497,10 @@ class Transcriber:
             top = max(found[w], key=found[w].get)
             return top != it["language"] and found[w][top] >= opts.language_switch
 
-        def vote(ws: range) -> tuple[str, float]:  # one language for a run of foreign windows
-            total: dict[str, float] = {}
-            for w in ws:
-                for lang, p in found[w].items():
-                    total[lang] = total.get(lang, 0.0) + p * (windows[w][1] - windows[w][0])
-            lang = max(total, key=total.get)
-            return lang, total[lang] / (windows[ws[-1]][1] - windows[ws[0]][0])
+        def vote(ws: range) -> tuple[str, float, dict[str, float]]:  # one language for a run of windows
+            probs = _vote([(found[w], windows[w][1] - windows[w][0]) for w in ws])
+            lang = max(probs, key=probs.get)
+            return lang, probs[lang], probs
 
         head, tail = 0, len(windows)
         while from_start and head < len(windows) and foreign(head):
@@ -492,17 +509,48 @@ class Transcriber:
             tail -= 1
         if head == 0 and tail == len(windows):
             return [it]
-        runs: list[tuple[tuple[int, int], tuple[str, float]]] = []
-        for ws, label in ((range(0, head), None), (range(head, tail), (it["language"], it["probability"])),
-                          (range(tail, len(windows)), None)):
+        runs: list[tuple[tuple[int, int], tuple[str, float, dict[str, float]]]] = []
+        own = (it["language"], it["probability"], it["probs"])
+        for ws, label in ((range(0, head), None), (range(head, tail), own), (range(tail, len(windows)), None)):
             if not ws:
                 continue
             label = label or vote(ws)
             piece = (windows[ws[0]][0], windows[ws[-1]][1])
             if runs and runs[-1][1][0] == label[0]:
-                piece, label = (runs[-1][0][0], piece[1]), (label[0], max(label[1], runs.pop()[1][1]))
+                piece = (runs.pop()[0][0], piece[1])
             runs.append((piece, label))
         return self._run(job, [r[0] for r in runs], 1, [r[1] for r in runs])
+
+    def _smooth(self, job: _Job, items: list[dict]) -> list[dict]:
+        """One language for each stretch of consecutive pieces in other languages than the audio's
+        most voted one: the stretch's speech-weighted vote (German speech detected as Latin in one
+        window and German in the next is German). Pieces whose language changes are decoded again
+        (or not at all) in it."""
+        prior = max(job.votes, key=job.votes.get) if job.votes else None
+        out: list[dict] = []
+        k = 0
+        while k < len(items):
+            j = k
+            while j < len(items) and items[j]["language"] != prior:
+                j += 1
+            stretch = items[k:j] or [items[k]]
+            k = max(j, k + 1)
+            if len({i["language"] for i in stretch}) < 2:
+                out.extend(stretch)
+                continue
+            probs = _vote([(i["probs"], i["t1"] - i["t0"]) for i in stretch])
+            probs.pop(prior, None)
+            lang = max(probs, key=probs.get)
+            for i in stretch:
+                if i["language"] == lang:
+                    out.append(i)
+                    continue
+                label = (lang, i["probs"].get(lang, 0.0), i["probs"])
+                if i["decode"] is None and not (self.options.foreign == "keep" or job.wanted(lang)):
+                    out.append({**i, "language": lang, "probability": label[1]})  # nothing to decode either way
+                else:
+                    out.extend(self._run(job, [(i["t0"], i["t1"])], i["level"], [label]))
+        return out
 
     def transcribe(self, audio: str | Path | np.ndarray, languages: tuple[str, ...] | None = None,
                    min_speech_seconds: float = 0.0) -> Transcript:
@@ -549,7 +597,7 @@ class Transcriber:
             return result(items, "language")
         items += self._run(job, chunks[head:], 0)
         if not opts.language and self.multilingual and opts.language_window > 0:
-            items = self._refine(job, items)
+            items = self._smooth(job, self._refine(job, items))
         if job.wanted_set and not any(i["decode"] for i in items):
             return result(items, "language")
         ts_map = SpeechTimestampsMap(spans, SAMPLE_RATE)
@@ -592,6 +640,9 @@ class Transcriber:
 
 CHUNK_SECONDS = 30
 SAMPLE_RATE = 16000
+HOP = 160  # samples per feature frame
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP
+PAD_MARGIN = 5.0  # seconds of padding a piece gets at least (see Transcriber._frames)
 
 
 def _pack(speech: np.ndarray, bounds: list[int], size: int, lo: int | None = None,
@@ -620,6 +671,16 @@ def _pack(speech: np.ndarray, bounds: list[int], size: int, lo: int | None = Non
     if hi > start:
         pieces.append((start, hi))
     return pieces
+
+
+def _vote(weighted: list[tuple[dict[str, float], int]]) -> dict[str, float]:
+    """Speech-weighted mean of language probabilities: [(probabilities, samples), ...]."""
+    total: dict[str, float] = {}
+    for probs, n in weighted:
+        for lang, p in probs.items():
+            total[lang] = total.get(lang, 0.0) + p * n
+    size = sum(n for _, n in weighted) or 1
+    return {lang: v / size for lang, v in total.items()}
 
 
 def _timeline(spans: list[dict]):

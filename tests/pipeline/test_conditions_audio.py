@@ -60,7 +60,7 @@ def test_each_condition_gets_its_result(conditions):
                    "nodur.webm": ("kept", None), "loop.mp4": ("rejected", "repetition"),
                    "empty.mp4": ("error", "empty")}
     empty_lines = [line for line in conditions["stderr"].splitlines() if "empty.mp4" in line]
-    assert len(empty_lines) == 1 and "the file is empty (0 bytes)" in empty_lines[0]
+    assert len(empty_lines) == 1 and "empty (0 bytes)" in empty_lines[0]
     assert "Traceback" not in conditions["stderr"]
 
 
