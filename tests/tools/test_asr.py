@@ -114,8 +114,8 @@ def test_quiet_narration_is_kept_as_english_once_normalized(transcriber):
     assert applied.method == "denoise+gain"
     before = transcriber.transcribe(raw, languages=("en",))
     after = transcriber.transcribe(louder, languages=("en",))
+    assert not (before.language == "en" and before.language_probability >= 0.5)  # the condition: lost as is
     assert after.stopped is None and after.language == "en" and after.language_probability >= 0.5
-    assert after.language_probability > before.language_probability
     assert wer(part["text"], after.text) <= 0.5, after.text
 
 
