@@ -420,13 +420,12 @@ class Transcriber:
                 items[k]["segments"] = segs
 
     def _take(self, encoded, feats: np.ndarray, idx: list[int]):
-        """The encoder outputs of items ``idx`` (copied on CPU; encoded again on a GPU)."""
+        """The encoder outputs of items ``idx``: copied on CPU; on a GPU, encoded again (cheap there)."""
         import ctranslate2
 
-        try:
+        if encoded.device == "cpu":
             return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoded)[idx]))
-        except (TypeError, ValueError, RuntimeError):
-            return self.model.encode(feats[idx])
+        return self.model.encode(feats[idx])
 
     def _run(self, job: _Job, pieces: list[tuple[int, int]], level: int,
              assigned: list[tuple[str, float, dict[str, float]]] | None = None) -> list[dict]:
