@@ -13,8 +13,8 @@
    AAC 32k): how many are kept as English (language en at p >= 0.5), mean probability, WER,
    with normalization off, gain only, and denoise + gain (the default).
 
-Timings on a shared machine vary; each configuration runs ``--repeats`` times, interleaved,
-and the best time is reported.
+Times are CPU seconds of this process (all its threads; steadier than wall time on a shared
+machine); each configuration runs ``--repeats`` times, interleaved, and the best is reported.
 
     python bench/bench_asr.py [--repeats 2] [--only speed,language,quiet]
 """
@@ -87,9 +87,10 @@ class Ours:
 
 
 def timed(fn, *args):
-    t0 = time.perf_counter()
+    """(CPU seconds of this process, all threads, output): steadier than wall time on a shared machine."""
+    t0 = time.process_time()
     out = fn(*args)
-    return time.perf_counter() - t0, out
+    return time.process_time() - t0, out
 
 
 def speed(repeats: int) -> None:
@@ -97,8 +98,8 @@ def speed(repeats: int) -> None:
     joined = np.concatenate([a for a, _ in data])
     joined_ref = " ".join(r for _, r in data)
     seconds = sum(len(a) for a, _ in data) / SR
-    print(f"1. speed and WER: {len(data)} narrated lessons, {seconds:.0f} s of audio; RTF = seconds per second of "
-          f"audio (best of {repeats}); speed-ups against the previous default in this run")
+    print(f"1. speed and WER: {len(data)} narrated lessons, {seconds:.0f} s of audio; RTF = CPU seconds per second "
+          f"of audio (best of {repeats}); speed-ups against the previous default in this run")
     configs = [("plain faster-whisper: unbatched, beam 5, no VAD", Plain()),
                ("previous default: batched pipeline, language pass, 30 s pad", Previous()),
                ("textbook default: per-chunk language, 30 s pad", Ours(AsrOptions())),

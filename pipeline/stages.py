@@ -84,7 +84,7 @@ def transcript_rules(tr: dict, n_tokens: int, cfg: FilterConfig) -> Drop | None:
         return Drop(f"language:{main}")
     if cfg.languages:
         wanted = sum(v for k, v in seconds.items() if k in cfg.languages)
-        if tr["language"] not in cfg.languages or wanted < cfg.min_language_share * sum(seconds.values()):
+        if wanted <= 0 or wanted < cfg.min_language_share * sum(seconds.values()):
             return Drop(f"language:{main}")
     if tr["language_probability"] < cfg.min_language_probability:
         return Drop("language_uncertain")

@@ -159,6 +159,8 @@ def test_rules_on_language_share_and_loops():
     assert stages.transcript_rules(_tr([("en", 20)], [(0, 14)], [(14, 18)]), 30, cfg) is None
     assert stages.transcript_rules(_tr([("en", 20)], [(0, 14)], [(14, 18)]), 5, cfg) == "too_few_asr_tokens"
     assert stages.transcript_rules(_tr([("en", 20)], stopped="silent"), 0, cfg) == "silent"
+    kept_as_german = _tr([("de", 36), ("en", 24)], [(0, 24), (24, 60)], language="de")  # asr.foreign = "keep"
+    assert stages.transcript_rules(kept_as_german, 100, cfg) is None
     anything = FilterConfig(languages=())
     assert stages.transcript_rules(_tr([("de", 60)], language="de"), 100, anything) is None
 
