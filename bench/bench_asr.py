@@ -13,8 +13,8 @@
    AAC 32k): how many are kept as English (language en at p >= 0.5), mean probability, WER,
    with normalization off, gain only, and denoise + gain (the default).
 
-Times are CPU seconds of this process (all its threads; steadier than wall time on a shared
-machine); each configuration runs ``--repeats`` times, interleaved, and the best is reported.
+Times are wall seconds and CPU seconds of this process (all its threads; steadier than wall time
+on a shared machine); each configuration runs ``--repeats`` times, interleaved, best reported.
 
     python bench/bench_asr.py [--repeats 2] [--only speed,language,quiet]
 """
@@ -87,10 +87,10 @@ class Ours:
 
 
 def timed(fn, *args):
-    """(CPU seconds of this process, all threads, output): steadier than wall time on a shared machine."""
-    t0 = time.process_time()
+    """((wall seconds, CPU seconds of this process's threads), output)."""
+    w0, c0 = time.perf_counter(), time.process_time()
     out = fn(*args)
-    return time.process_time() - t0, out
+    return (time.perf_counter() - w0, time.process_time() - c0), out
 
 
 def speed(repeats: int) -> None:
@@ -98,8 +98,8 @@ def speed(repeats: int) -> None:
     joined = np.concatenate([a for a, _ in data])
     joined_ref = " ".join(r for _, r in data)
     seconds = sum(len(a) for a, _ in data) / SR
-    print(f"1. speed and WER: {len(data)} narrated lessons, {seconds:.0f} s of audio; RTF = CPU seconds per second "
-          f"of audio (best of {repeats}); speed-ups against the previous default in this run")
+    print(f"1. speed and WER: {len(data)} narrated lessons, {seconds:.0f} s of audio; RTF = seconds per second of "
+          f"audio, wall and CPU (best of {repeats}); speed-ups against the previous default in this run")
     configs = [("plain faster-whisper: unbatched, beam 5, no VAD", Plain()),
                ("previous default: batched pipeline, language pass, 30 s pad", Previous()),
                ("textbook default: per-chunk language, 30 s pad", Ours(AsrOptions())),
@@ -108,20 +108,22 @@ def speed(repeats: int) -> None:
                ("  variant: batch 1", Ours(AsrOptions(batch_size=1)))]
     for _, c in configs:
         c.text(data[0][0][: SR * 5])  # warm-up
-    best: dict[str, list[float]] = {label: [1e9, 1e9] for label, _ in configs}
+    best: dict[str, list[float]] = {label: [1e9] * 4 for label, _ in configs}  # per video wall, CPU; joined
     texts: dict[str, tuple[list[str], str]] = {}
     for _ in range(repeats):
         for label, c in configs:
             per_video = [timed(c.text, a) for a, _ in data]
-            long_t, long_text = timed(c.text, joined)
-            best[label] = [min(best[label][0], sum(t for t, _ in per_video)), min(best[label][1], long_t)]
+            (long_w, long_c), long_text = timed(c.text, joined)
+            now = [sum(t[0] for t, _ in per_video), sum(t[1] for t, _ in per_video), long_w, long_c]
+            best[label] = [min(a, b) for a, b in zip(best[label], now, strict=True)]
             texts[label] = ([x for _, x in per_video], long_text)
     base = best[configs[1][0]]
     for label, _ in configs:
-        (per_t, long_t), (per_texts, long_text) = best[label], texts[label]
-        per_wer = wer(joined_ref, " ".join(per_texts))
-        print(f"  {label:<62} per video: RTF {per_t / seconds:.3f} ({base[0] / per_t:.2f}x) WER {per_wer:.3f}"
-              f" | joined: RTF {long_t / seconds:.3f} ({base[1] / long_t:.2f}x) WER {wer(joined_ref, long_text):.3f}")
+        b, (per_texts, long_text) = best[label], texts[label]
+        print(f"  {label:<62} per video: RTF {b[0] / seconds:.3f} wall ({base[0] / b[0]:.2f}x), "
+              f"{b[1] / seconds:.3f} CPU ({base[1] / b[1]:.2f}x), WER {wer(joined_ref, ' '.join(per_texts)):.3f}"
+              f" | joined: RTF {b[2] / seconds:.3f} wall ({base[2] / b[2]:.2f}x), {b[3] / seconds:.3f} CPU "
+              f"({base[3] / b[3]:.2f}x), WER {wer(joined_ref, long_text):.3f}")
 
 
 def german_words(text: str, german: str) -> int:
@@ -145,14 +147,14 @@ def language(repeats: int) -> None:
                              ("physics lesson alone (control)", lesson, lesson_ref)):
         best_t, best_f = 1e9, 1e9
         for _ in range(repeats):
-            t, result = timed(ours.transcribe, audio, ("en",))
-            f, _ = timed(forced.transcribe, audio, ("en",))
+            (_, t), result = timed(ours.transcribe, audio, ("en",))
+            (_, f), _ = timed(forced.transcribe, audio, ("en",))
             best_t, best_f = min(best_t, t), min(best_f, f)
         before, info = previous.transcribe(audio)
         windows = ", ".join(f"{w.start:.1f}-{w.end:.1f} {w.language}{'' if w.decoded else ' (dropped)'}"
                             for w in result.windows)
         print(f"  {name}: WER of the English part {wer(ref, result.text):.3f}, German words in it "
-              f"{german_words(result.text, de_text)}; cost vs the language forced {best_t / best_f:.2f}x")
+              f"{german_words(result.text, de_text)}; CPU cost vs the language forced {best_t / best_f:.2f}x")
         print(f"    windows: {windows}")
         print(f"    previous default: language {info.language} ({info.language_probability:.2f}) for all of it, "
               f"German words {german_words(before, de_text)}, text: {before[-110:]!r}")
@@ -179,7 +181,7 @@ def quiet(repeats: int) -> None:
                         ("denoise + gain (default)", media.AudioOptions())):
         rows, cost = [], 0.0
         for audio, ref in data:
-            t, (louder, _) = timed(media.normalize_audio, audio, opts)
+            (t, _), (louder, _) = timed(media.normalize_audio, audio, opts)
             cost += t
             r = tr.transcribe(louder, languages=("en",))
             rows.append((r.language == "en" and r.language_probability >= 0.5, r.language_probability,
