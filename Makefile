@@ -67,6 +67,7 @@ lessons: venv
 	$(BIN)/python examples/make_lessons.py tests/data/lessons --set tests
 	$(BIN)/python examples/make_lessons.py examples/lessons --set examples
 	$(BIN)/python examples/make_conditions.py tests/data/conditions
+	$(BIN)/python examples/make_conditions_audio.py tests/data/conditions_audio
 
 # scenedetect declares the desktop opencv-python; the headless build serves it the same cv2
 bench: setup

@@ -24,8 +24,15 @@ class FilterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     min_duration: float = Field(10.0, description="drop videos shorter than this many seconds")
-    languages: tuple[str, ...] = Field(("en",), description="keep only these detected languages")
-    min_language_probability: float = Field(0.5, description="below this, the language is 'uncertain'")
+    languages: tuple[str, ...] = Field(("en",), description=(
+        "the wanted languages (ISO 639-1; empty: any). Speech in others is dropped, never translated "
+        "(asr.foreign='keep' keeps it in its own language); the audio track tagged with one is preferred"))
+    min_language_share: float = Field(0.25, description=(
+        "drop a video (reason language:XX) when less than this share of its speech is in a wanted language"))
+    min_language_probability: float = Field(0.5, description=(
+        "below this speech-weighted probability of its language, the video is 'language_uncertain'"))
+    max_repetition_share: float = Field(0.5, description=(
+        "drop a video (reason 'repetition') when this share of its transcribed seconds or more loops"))
     min_speech_seconds: float = Field(1.0, description="less voice activity than this: silent")
     min_asr_tokens: int = Field(20, description="fewer ASR tokens than this: too little speech")
 
@@ -75,7 +82,9 @@ class PackConfig(BaseModel):
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     filters: FilterConfig = FilterConfig()
-    asr: AsrOptions = AsrOptions()
+    asr: AsrOptions = Field(AsrOptions(), description=(
+        "faster-whisper ASR: model, decoding, per-window language policy (foreign, language_*), the "
+        "repetition filter (loop_*), and the audio track and level normalization (audio.*)"))
     keyframes: KeyframeOptions = KeyframeOptions()
     ocr: OcrOptions = OcrOptions()
     ocr_filter: OcrFilterConfig = OcrFilterConfig()

@@ -23,6 +23,10 @@ class StoreError(Exception):
     """The store cannot be opened or used (one clear line for the user)."""
 
 
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True)
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
@@ -189,35 +193,55 @@ class Store:
                              [kind, _now(), video_id])
 
     def save_probe(self, video_id: str, config_hash: str, info: dict, seconds: float) -> None:
+        """A probe (tools.media.MediaInfo as a dict) onto the video's row."""
         with self.transaction():
             self.con.execute("UPDATE videos SET duration = ?, width = ?, height = ?, fps = ?, has_audio = ?, "
-                             "updated_at = ? WHERE video_id = ?",
+                             "start_time = ?, duration_source = ?, rotation = ?, sample_aspect_ratio = ?, "
+                             "display_width = ?, display_height = ?, audio_streams = ?, updated_at = ? "
+                             "WHERE video_id = ?",
                              [info["duration"], info["width"], info["height"], info["fps"], info["has_audio"],
-                              _now(), video_id])
+                              info.get("start_time"), info.get("duration_source"), info.get("rotation"),
+                              info.get("sample_aspect_ratio"), info.get("display_width"), info.get("display_height"),
+                              json.dumps(list(info.get("audio_streams") or [])), _now(), video_id])
             self._mark(video_id, "probe", config_hash, "done", None, seconds)
 
     def save_transcript(self, video_id: str, config_hash: str, tr: dict, n_tokens: int) -> None:
+        """A transcript (tools.asr.Transcript as a dict): its kept segments, the dropped ones with
+        their reason, the language windows, the audio track and the normalization used."""
         with self.transaction():
             self.con.execute("DELETE FROM segments WHERE video_id = ?", [video_id])
-            self.con.execute("INSERT OR REPLACE INTO transcripts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.con.execute("INSERT OR REPLACE INTO transcripts (video_id, language, language_probability, duration, "
+                             "speech_duration, model, options, text, n_tokens, seconds, stopped, audio_track, "
+                             "normalization, language_windows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              [video_id, tr["language"], tr["language_probability"], tr["duration"],
                               tr["speech_duration"], tr["model"], json.dumps(tr["options"], sort_keys=True),
-                              " ".join(s["text"] for s in tr["segments"]), n_tokens, tr["seconds"], tr["stopped"]])
-            for i, s in enumerate(tr["segments"]):
+                              " ".join(s["text"] for s in tr["segments"]), n_tokens, tr["seconds"], tr["stopped"],
+                              _json_or_null(tr.get("track")), _json_or_null(tr.get("normalization")),
+                              json.dumps(tr.get("windows") or [])])
+            rows = sorted([*tr["segments"], *tr.get("dropped", [])], key=lambda s: (s["start"], s["end"]))
+            for i, s in enumerate(rows):
                 words = [[w["start"], w["end"], w["word"], w["probability"]] for w in s["words"]]
-                self.con.execute("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                self.con.execute("INSERT INTO segments (video_id, idx, start_s, end_s, text, avg_logprob, "
+                                 "no_speech_prob, words, language, drop_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                  [video_id, i, s["start"], s["end"], s["text"], s["avg_logprob"],
-                                  s["no_speech_prob"], json.dumps(words)])
+                                  s["no_speech_prob"], json.dumps(words), s.get("language"), s.get("drop_reason")])
             self._mark(video_id, "asr", config_hash, "done", None, tr["seconds"])
 
     def transcript(self, video_id: str) -> dict | None:
+        """The stored transcript: ``segments`` (kept, in time order), ``dropped`` (with their
+        ``drop_reason``), ``windows`` (languages), ``audio_track`` and ``normalization``."""
         rows = self.rows("SELECT * FROM transcripts WHERE video_id = ?", [video_id])
         if not rows:
             return None
         tr = rows[0]
-        tr["segments"] = self.rows("SELECT * FROM segments WHERE video_id = ? ORDER BY idx", [video_id])
-        for s in tr["segments"]:
+        every = self.rows("SELECT * FROM segments WHERE video_id = ? ORDER BY idx", [video_id])
+        for s in every:
             s["words"] = json.loads(s["words"] or "[]")
+        tr["segments"] = [s for s in every if s["drop_reason"] is None]
+        tr["dropped"] = [s for s in every if s["drop_reason"] is not None]
+        tr["windows"] = json.loads(tr.pop("language_windows") or "[]")
+        for key in ("audio_track", "normalization"):
+            tr[key] = json.loads(tr[key]) if tr[key] else None
         return tr
 
     def save_keyframes(self, video_id: str, config_hash: str, frames: list[dict], seconds: float) -> None:
