@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import functools
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -65,9 +67,18 @@ def open_store(path: str | Path, read_only: bool = False) -> Store:
 
 
 class Store:
+    """Repository over one DuckDB connection.
+
+    Thread-safe by serialization: every public method and every ``transaction()`` holds one
+    re-entrant lock, so the build's worker threads (judges, ASR, rewrites of different videos) all
+    write through this one connection, one statement group at a time, and the driver stays the
+    single writer of the file (DuckDB lets one process open it for writing).
+    """
+
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path):
         self.con = con
         self.path = path
+        self.lock = threading.RLock()
 
     # -- schema -------------------------------------------------------------
     def migrate(self) -> list[int]:
@@ -86,13 +97,14 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            yield
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+        with self.lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
 
     def close(self) -> None:
         self.con.close()
@@ -467,6 +479,19 @@ class Store:
 
     def events(self, run_id: str, node: str | None = None, video_id: str | None = None) -> list[dict]:
         return self._run_rows("events", run_id, "event_id", node=node, video_id=video_id)
+
+
+def _locked(fn):
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        with self.lock:
+            return fn(self, *args, **kwargs)
+    return call
+
+
+for _name, _fn in list(vars(Store).items()):
+    if callable(_fn) and not _name.startswith("__") and _name not in ("transaction",):
+        setattr(Store, _name, _locked(_fn))
 
 
 def _jsonable(value: Any) -> Any:
