@@ -3,6 +3,10 @@
 Checked before anything that spends: a spent budget raises ``BudgetExceeded`` and the
 graph goes straight to assembling what the run has. Usage is read from the store, so a
 resumed run counts what it paid before it was killed.
+
+Thread-safe: the build's worker threads check at once; the tracker holds no state that changes
+(usage is read from the store, which serializes its reads), so checks need no lock of their own.
+Tokens and money are known only when an answer arrives, so a run can pass its LLM budget by at most the requests already in flight when it was spent (``agent.llm.concurrency`` per endpoint).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from agents.llm import BudgetExceeded
 
 
 class BudgetTracker:
+    """The budgets of one run (``Budgets``), checked before each spend; raises ``BudgetExceeded``."""
+
     def __init__(self, store, run_id: str, budgets: Budgets):
         self.store = store
         self.run_id = run_id
@@ -29,7 +35,10 @@ class BudgetTracker:
             raise BudgetExceeded("wall_time", f"{self.elapsed():.0f} s of {self.b.max_wall_s:.0f} s")
 
     def check_llm(self) -> None:
+        """Raise before an LLM request when the run's wall time, paid tokens or USD are spent."""
         self.check_wall()
+        if self.b.max_llm_tokens is None and self.b.max_usd is None:
+            return
         totals = self.store.llm_totals(self.run_id)
         if self.b.max_llm_tokens is not None and totals["paid_tokens"] >= self.b.max_llm_tokens:
             raise BudgetExceeded("llm_tokens", f"{totals['paid_tokens']} tokens of {self.b.max_llm_tokens}")
@@ -46,6 +55,7 @@ class BudgetTracker:
                                                      f"budget {self.b.max_search_units}")
 
     def daily_units_left(self) -> int:
+        """YouTube quota units left today (UTC) for the whole project, from the store."""
         midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
         return self.b.daily_search_units - self.store.search_units(since=midnight)
 

@@ -21,6 +21,8 @@ class RoleConfig(BaseModel):
     api_key_env: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    concurrency: int | None = Field(None, ge=1, description="requests in flight at this role's endpoint (its "
+                                    "base_url); roles sharing an endpoint share its slots, the smallest limit wins")
 
 
 class LLMConfig(BaseModel):
@@ -35,8 +37,20 @@ class LLMConfig(BaseModel):
     max_tokens: int = Field(512, description="cap on one answer")
     timeout_s: float = Field(120.0, gt=0, description="hard limit on one request, in seconds: a call still running "
                                                       "then is cut and recorded as a failed call (kind timeout)")
-    retries: int = Field(2, description="re-asks after an answer fails validation")
-    http_retries: int = Field(2, description="re-sends after a connection error or timeout (0 for the embedded server)")
+    retries: int = Field(2, ge=0, description="re-asks after an answer fails validation")
+    http_retries: int = Field(3, ge=0, description="re-sends after a timeout, a 429, a 5xx or a connection error, "
+                              "with exponential backoff that honours Retry-After (0 for the embedded server)")
+    backoff_s: float = Field(0.5, gt=0, description="first wait before a re-send, in seconds; doubles each time, "
+                             "with jitter")
+    backoff_max_s: float = Field(20.0, gt=0, description="longest wait between re-sends, in seconds")
+    retry_after_max_s: float = Field(60.0, ge=0, description="a server's Retry-After is honoured up to this many "
+                                     "seconds (longer: backoff_max_s)")
+    concurrency: int = Field(16, ge=1, description="requests in flight at once per endpoint (base_url; the embedded "
+                             "server is one endpoint); cache hits take no slot")
+    down_after: int = Field(8, ge=1, description="this many calls in a row that cannot connect to an endpoint, each "
+                            "after its re-sends, mean the endpoint is down: LLMUnavailable stops the build")
+    preflight_timeout_s: float = Field(5.0, gt=0, description="how long Gateway.preflight waits for each endpoint's "
+                                       "GET /models, in seconds")
     price_in_per_mtok: float = Field(0.0, description="USD per million input tokens (for --budget-usd)")
     price_out_per_mtok: float = Field(0.0, description="USD per million output tokens")
     roles: dict[str, RoleConfig] = Field(default_factory=dict, description=f"per-role overrides: {', '.join(ROLES)}")

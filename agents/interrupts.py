@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _held: list[int] = []
-_depth = 0
+_depth = 0  # protected blocks open, in all threads
+_lock = threading.Lock()  # guards _depth and _held outside the signal handler (which never takes it)
 
 
 class Interrupted(BaseException):
@@ -52,17 +53,24 @@ def install() -> None:
 
 @contextmanager
 def protected() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM until the block ends (blocks nest); then raise the first one held."""
+    """Hold SIGINT/SIGTERM until the block ends (blocks nest, in any thread); when the last open block
+    of all threads ends, the first signal held is raised: here in the main thread, or re-sent to the
+    process from a worker thread, so the main thread raises it."""
     global _depth
-    _depth += 1
+    with _lock:
+        _depth += 1
     try:
         yield
     finally:
-        _depth -= 1
-        if _depth == 0 and _held:
-            signum = _held[0]
-            _held.clear()
-            _raise(signum)
+        with _lock:
+            _depth -= 1
+            signum = _held[0] if _depth == 0 and _held else None
+            if signum is not None:
+                _held.clear()
+        if signum is not None:
+            if threading.current_thread() is threading.main_thread():
+                _raise(signum)
+            signal.raise_signal(signum)  # the main thread's handler raises it (no block is open now)
 
 
 def is_interrupt(exc: BaseException) -> bool:

@@ -12,18 +12,29 @@ never reach the store.
   ``response_format`` with a strict JSON schema (OpenAI, vLLM guided decoding, llama.cpp's
   llama-server), or llama-cpp-python's ``json_object`` + schema (a grammar: the embedded
   server). Small integer ranges become enums so grammars bound them too.
-- **Hard timeouts**: each request runs on a worker thread; at ``timeout_s`` it is cut (a
-  streamed answer closes its connection, which stops the server's generation) and the call
-  is recorded as failed with kind ``timeout`` (``LLMTimeout``), never a hang.
+- **Hard timeouts**: each request runs on a worker thread; at ``timeout_s`` seconds it is cut (a
+  streamed answer closes its connection, which stops the server's generation), never a hang.
+- **Re-sends**: a timeout, 429, 5xx or connection error is re-sent ``http_retries`` times with
+  exponential backoff and jitter (tenacity), honouring the server's Retry-After / retry-after-ms.
+  Worst case for one request: ``(http_retries + 1) * timeout_s`` plus the waits.
+- **Failures are items**: once the re-sends are spent, ``LLMOutputInvalid`` or a subclass (kinds
+  invalid_output, timeout, rate_limited, server_error, bad_request) says this item failed, go on;
+  ``LLMUnavailable`` (connection, refused, down) says the endpoint is down: stop, resume later. A
+  failed call is recorded in ``llm_calls`` with ``error`` and ``error_kind`` and never cached, so a
+  rerun asks again. ``Gateway.preflight()`` fails fast when an endpoint is down from the start.
+- **Concurrency**: ``call`` is thread-safe; at most ``concurrency`` requests are in flight per
+  endpoint (``Gateway.in_flight()`` reads current and peak); a cache hit takes no slot.
 - **Nothing paid twice**: an answer goes into the response cache the moment it validates,
   inside ``agents.interrupts.protected()``; an interrupt that arrives while a request is in
-  flight waits ``grace_s`` for its answer and saves it before the process stops. A cache hit
-  is logged as a ``cached`` row once per run (a rerun of the same run logs nothing new).
+  flight waits ``grace_s`` for its answer and saves it before the process stops. Two threads
+  asking the same call at once pay once. A cache hit is logged as a ``cached`` row once per run
+  (a rerun of the same run logs nothing new).
 """
 
 from __future__ import annotations
 
 import copy
+import email.utils
 import hashlib
 import json
 import logging
@@ -32,10 +43,12 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import tenacity
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ValidationError
@@ -47,24 +60,70 @@ from agents.interrupts import is_interrupt, protected
 log = logging.getLogger(__name__)
 
 
-class LLMUnavailable(Exception):
-    """The endpoint cannot be reached or refused the request (one line for the user)."""
+FAILED_KINDS = ("invalid_output", "timeout", "rate_limited", "server_error", "bad_request")
+"""Kinds of a failed call that mean "this item failed, go on" (``LLMOutputInvalid`` and subclasses)."""
+DOWN_KINDS = ("connection", "refused", "down", "error")
+"""Kinds of ``LLMUnavailable``: the endpoint is down or refuses everything; stop the build (resumable)."""
+RETRIED_KINDS = ("timeout", "rate_limited", "server_error", "connection")
+"""Kinds of a request that is re-sent with backoff (``LLMConfig.http_retries`` times)."""
 
 
-class LLMOutputInvalid(Exception):
-    """The model never produced an answer that validates (``kind`` "invalid"), or ran out of time."""
+class LLMError(Exception):
+    """Base of the gateway's errors. ``kind``: what went wrong (FAILED_KINDS or DOWN_KINDS); ``call_id``:
+    the ``llm_calls`` row that records the failed call ("" when none was written)."""
 
-    kind = "invalid"
+    kind = "error"
 
-    def __init__(self, message: str, call_id: str):
+    def __init__(self, message: str, call_id: str = "", kind: str | None = None):
         super().__init__(message)
         self.call_id = call_id
+        if kind is not None:
+            self.kind = kind
+
+
+class LLMUnavailable(LLMError):
+    """The endpoint is down or refuses every request: stop the build (one line for the user; the run resumes).
+
+    Kinds: ``connection`` (could not connect, after the re-sends), ``refused`` (HTTP 401, 403 or 404: a
+    wrong key, model or URL), ``down`` (``LLMConfig.down_after`` calls in a row failed on the endpoint,
+    or ``Gateway.preflight`` found it unreachable), ``error`` (an unexpected client error)."""
+
+    kind = "error"
+
+
+class LLMOutputInvalid(LLMError):
+    """This call gave no usable answer: the item (video, clip) fails, the build goes on.
+
+    The base of every per-item failure (the name is kept for compatibility; ``LLMCallFailed`` is the same
+    class). ``kind``: ``invalid_output`` (no answer validated after the re-asks, e.g. garbage), or, after
+    the re-sends are exhausted, ``timeout``, ``rate_limited`` (429), ``server_error`` (5xx) or
+    ``bad_request`` (400/413/422, e.g. the prompt is too long for the model). The call is recorded in
+    ``llm_calls`` (``error``, ``error_kind``) and never cached: a rerun asks again."""
+
+    kind = "invalid_output"
+
+
+LLMCallFailed = LLMOutputInvalid
 
 
 class LLMTimeout(LLMOutputInvalid):
-    """A request ran past ``timeout_s`` and was cut (not cached: the next run asks again)."""
+    """Every try of a request ran past ``timeout_s`` and was cut (not cached: the next run asks again)."""
 
     kind = "timeout"
+
+
+class LLMRequestFailed(LLMOutputInvalid):
+    """The endpoint kept answering 429 (``rate_limited``) or 5xx (``server_error``) through the re-sends, or
+    refused this one request (``bad_request``)."""
+
+
+class _Resend(Exception):
+    """One try failed in a way worth re-sending (internal to the gateway's retry loop)."""
+
+    def __init__(self, kind: str, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
 
 
 class BudgetExceeded(Exception):
@@ -94,8 +153,10 @@ def make_chat_model(cfg: LLMConfig, role: str) -> BaseChatModel:
     key = os.environ.get(pick("api_key_env")) or "not-needed"
     # langchain-openai sends max_completion_tokens; llama.cpp's server reads only max_tokens
     extra = {"max_tokens": pick("max_tokens")} if cfg.legacy_max_tokens else None
+    # no client re-sends (max_retries 0): the gateway re-sends itself, so each try is cut at timeout_s,
+    # holds an endpoint slot only while in flight, and counts in llm_calls.attempts
     return ChatOpenAI(base_url=pick("base_url"), model=pick("model"), api_key=key, temperature=pick("temperature"),
-                      max_tokens=pick("max_tokens"), timeout=cfg.timeout_s, max_retries=cfg.http_retries,
+                      max_tokens=pick("max_tokens"), timeout=cfg.timeout_s, max_retries=0,
                       extra_body=extra, stream_usage=True)
 
 
@@ -218,8 +279,81 @@ def _to_lc(messages: list[dict]) -> list:
     return [kinds[m["role"]](content=m["content"]) for m in messages]
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """Requests at one endpoint: ``current`` in flight now, ``peak`` most at once since the gateway
+    started, ``limit`` the slots, ``sent`` requests sent in all (each re-send and re-ask counts)."""
+
+    endpoint: str
+    limit: int
+    current: int
+    peak: int
+    sent: int
+
+
+class EndpointSlots:
+    """At most ``limit`` requests in flight at one endpoint (a bounded semaphore), with exact counts.
+
+    A slot is taken just before a request is sent and given back when its HTTP exchange ends (a request
+    cut at its timeout keeps its slot until the client gives up on it), so ``current`` is what the
+    server sees. Thread-safe."""
+
+    def __init__(self, endpoint: str, limit: int):
+        self.endpoint = endpoint
+        self.limit = limit
+        self._sem = threading.BoundedSemaphore(limit)
+        self._lock = threading.Lock()
+        self._current = self._peak = self._sent = 0
+
+    def acquire(self) -> None:
+        self._sem.acquire()
+        with self._lock:
+            self._current += 1
+            self._sent += 1
+            self._peak = max(self._peak, self._current)
+
+    def release(self) -> None:
+        with self._lock:
+            self._current -= 1
+        self._sem.release()
+
+    def snapshot(self) -> InFlight:
+        with self._lock:
+            return InFlight(self.endpoint, self.limit, self._current, self._peak, self._sent)
+
+
+@dataclass
+class GatewayStats:
+    """Exact counts of one Gateway's calls (all threads): ``calls`` answered or failed, of which ``cached``
+    served from the response cache and ``failed`` raised; ``requests`` sent (re-sends and re-asks
+    included); ``resends`` after a timeout, 429, 5xx or connection error; tokens paid (input, output)."""
+
+    calls: int = 0
+    cached: int = 0
+    failed: int = 0
+    requests: int = 0
+    resends: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+EMBEDDED = "embedded"  # the endpoint name of a role with no base_url (the embedded llama.cpp server)
+
+
 class Gateway:
-    """Calls models by role for one run; see the module docstring.
+    """Calls models by role for one run; see the module docstring. Thread-safe: ``call`` runs from
+    many worker threads at once.
+
+    - Concurrency: at most ``LLMConfig.concurrency`` requests in flight per endpoint (a role's
+      ``concurrency`` override limits its endpoint; roles sharing one share its slots, the smallest
+      limit wins). ``in_flight()`` reads current and peak counts; a cache hit takes no slot, and two
+      threads asking the same cache key at once pay once (the second waits and reads the cache).
+    - Faults: a request is cut at ``timeout_s`` seconds; timeouts, 429, 5xx and connection errors are
+      re-sent ``http_retries`` times with exponential backoff and jitter (tenacity) that honours the
+      server's Retry-After / retry-after-ms up to ``retry_after_max_s``. Then ``LLMOutputInvalid``
+      (and subclasses) means this item failed, go on; ``LLMUnavailable`` means the endpoint is down.
+      A failed call is recorded in ``llm_calls`` with ``error_kind`` and never cached.
+    - ``preflight()`` checks once that each configured endpoint answers.
 
     ``on_progress(role, tokens)`` is called from the request's worker thread as streamed tokens
     arrive (for the live display); it must not touch the store."""
@@ -234,19 +368,84 @@ class Gateway:
         self.budget = budget
         self.on_progress = on_progress
         self.grace_s = grace_s
+        self._lock = threading.Lock()  # guards _models, _slots, _keys, _failing and _stats
+        self._slots: dict[str, EndpointSlots] = {}
+        self._keys: dict[str, list] = {}  # cache key -> [lock, users]: one request per key at a time
+        self._failing: dict[str, int] = {}  # endpoint -> calls in a row that failed on transport
+        self._stats = GatewayStats()
+        self._backoff = tenacity.wait_exponential_jitter(multiplier=cfg.backoff_s, max=cfg.backoff_max_s,
+                                                        jitter=cfg.backoff_s)
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    def _pick(self, role: str, name: str) -> Any:
+        over = self.cfg.roles.get(role)
+        value = getattr(over, name, None) if over is not None else None
+        return value if value is not None else getattr(self.cfg, name)
+
+    def endpoint(self, role: str) -> str:
+        """The endpoint a role's requests go to: its base_url, or ``"embedded"``."""
+        return self._pick(role, "base_url") or EMBEDDED
+
+    def endpoint_limit(self, endpoint: str) -> int:
+        """Requests allowed in flight at ``endpoint``: the smallest concurrency of the roles sending there."""
+        limits = [self._pick(r, "concurrency") for r in ROLES if self.endpoint(r) == endpoint]
+        return min(limits) if limits else self.cfg.concurrency
+
+    def slots(self, role: str) -> EndpointSlots:
+        """The role's endpoint slots (created on first use; shared by every role sending there)."""
+        name = self.endpoint(role)
+        with self._lock:
+            if name not in self._slots:
+                self._slots[name] = EndpointSlots(name, self.endpoint_limit(name))
+            return self._slots[name]
+
+    def in_flight(self) -> dict[str, InFlight]:
+        """Per endpoint used so far: requests in flight now, the peak, the limit and requests sent."""
+        with self._lock:
+            slots = list(self._slots.values())
+        return {s.endpoint: s.snapshot() for s in slots}
+
+    def stats(self) -> GatewayStats:
+        """A copy of the exact call counts so far (see GatewayStats)."""
+        with self._lock:
+            return GatewayStats(**vars(self._stats))
+
+    def _count(self, **add: int) -> None:
+        with self._lock:
+            for k, v in add.items():
+                setattr(self._stats, k, getattr(self._stats, k) + v)
+
+    def preflight(self) -> None:
+        """Check once that every configured endpoint answers ``GET {base_url}/models`` within
+        ``preflight_timeout_s`` seconds, before anything is spent; a build calls it at start so an
+        endpoint that is down fails fast. Roles with a model handed in, and the embedded server (no
+        base_url), are skipped. Raises LLMUnavailable (kind ``down``, one line, no key in it)."""
+        from agents.local_llm import reachable
+
+        seen: set[str] = set()
+        for role in ROLES:
+            url = self._pick(role, "base_url")
+            if role in self._given or not url or url in seen:
+                continue
+            seen.add(url)
+            why = reachable(url, timeout_s=self.cfg.preflight_timeout_s,
+                            api_key=os.environ.get(self._pick(role, "api_key_env")))
+            if why is not None:
+                raise LLMUnavailable(_redact(why), kind="down")
+
+    # -- models ---------------------------------------------------------------------------
 
     def model(self, role: str) -> BaseChatModel:
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
-        if role not in self._models:
-            self._models[role] = make_chat_model(self.cfg, role)
-        return self._models[role]
+        with self._lock:
+            if role not in self._models:
+                self._models[role] = make_chat_model(self.cfg, role)
+            return self._models[role]
 
     def _params(self, role: str) -> dict:
-        over = self.cfg.roles.get(role)
-        t = over.temperature if over and over.temperature is not None else self.cfg.temperature
-        m = over.max_tokens if over and over.max_tokens is not None else self.cfg.max_tokens
-        return {"temperature": t, "max_tokens": m}
+        return {"temperature": self._pick(role, "temperature"), "max_tokens": self._pick(role, "max_tokens")}
 
     def _bind(self, role: str, schema: type[BaseModel] | None, mode: str):
         model = self.model(role)
@@ -262,10 +461,17 @@ class Gateway:
                 "name": schema.__name__, "schema": strict_schema(schema), "strict": True}})
         return model.bind(response_format={"type": "json_object", "schema": grammar_schema(schema)})
 
+    # -- calls ----------------------------------------------------------------------------
+
     def call(self, role: str, node: str, prompt_name: str, values: dict[str, Any],
              schema: type[BaseModel] | None = None, video_id: str | None = None) -> Answer:
-        """Ask ``role``'s model; return a validated Answer. Raises LLMOutputInvalid (never valid),
-        LLMTimeout (cut at ``timeout_s``), LLMUnavailable (endpoint down), BudgetExceeded."""
+        """Ask ``role``'s model; return a validated Answer (from the cache when the same call was paid
+        before). Safe to call from many threads at once.
+
+        Raises ``LLMOutputInvalid`` or a subclass (this item failed, go on: kinds invalid_output, timeout,
+        rate_limited, server_error, bad_request), ``LLMUnavailable`` (the endpoint is down: stop),
+        ``BudgetExceeded``; an interrupt (KeyboardInterrupt, SIGTERM) passes through once an answer on
+        its way is saved."""
         prompt = prompts.load(prompt_name)
         mode = structured_mode(self.cfg)
         messages = prompt.render(values)
@@ -277,17 +483,45 @@ class Gateway:
         key = hashlib.sha256(json.dumps({
             "model": model_name, "role": role, "messages": messages, "params": params, "structured": mode,
             "schema": schema.model_json_schema() if schema else None}, sort_keys=True).encode()).hexdigest()
-        call_id = uuid.uuid4().hex
-        row = {"call_id": call_id, "run_id": self.run_id, "node": node, "role": role, "video_id": video_id,
-               "prompt_name": prompt.name, "prompt_sha256": prompt.sha256, "model": model_name, "cache_key": key,
-               "messages": messages}
+        row = {"call_id": uuid.uuid4().hex, "run_id": self.run_id, "node": node, "role": role,
+               "video_id": video_id, "prompt_name": prompt.name, "prompt_sha256": prompt.sha256,
+               "model": model_name, "cache_key": key, "messages": messages}
 
+        hit = self._cache_get(key)  # a hit takes no slot and waits for nobody
+        if hit is None:
+            with self._one_request(key):
+                hit = self._cache_get(key)  # another thread may have paid for it while this one waited
+                if hit is None:
+                    return self._ask(role, row, messages, schema, mode, params, prompt_name)
+        return self._replay(hit, row, schema)
+
+    def _cache_get(self, key: str) -> dict | None:
         hit = self.store.llm_cache_get(key)
-        if hit is not None:
-            return self._replay(hit, row, schema, prompt_name)
+        if hit is not None and isinstance(hit["response"], dict) and "__invalid__" in hit["response"]:
+            return None  # a failure cached by an older version: failures are asked again
+        return hit
 
+    @contextmanager
+    def _one_request(self, key: str) -> Iterator[None]:
+        """Hold the cache key: a second thread asking the same call waits, then reads the cache."""
+        with self._lock:
+            entry = self._keys.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._keys[key]
+
+    def _ask(self, role: str, row: dict, messages: list[dict], schema, mode: str, params: dict,
+             prompt_name: str) -> Answer:
         if self.budget is not None:
             self.budget.check_llm()
+        call_id = row["call_id"]
+        model_name = row["model"]
         t0 = time.perf_counter()
         tokens_in = tokens_out = 0
         estimated = False
@@ -301,9 +535,9 @@ class Gateway:
         recorded = False
         try:
             bound = self._bind(role, schema, mode)
-            for attempt in range(1, self.cfg.retries + 2):
-                attempts = attempt
-                msg, chunks, pending = self._request(role, bound, convo, stream)
+            for _ in range(self.cfg.retries + 1):
+                msg, chunks, pending, sent = self._send(role, bound, convo, stream)
+                attempts += sent
                 usage = getattr(msg, "usage_metadata", None) or {}
                 if usage.get("input_tokens") is not None:
                     tokens_in += int(usage.get("input_tokens") or 0)
@@ -332,54 +566,77 @@ class Gateway:
             response = value.model_dump(mode="json") if isinstance(value, BaseModel) else raw
             with protected():  # the answer reaches the cache before any interrupt can act
                 if error is None:
-                    self.store.llm_cache_put(key, model_name, response, tokens_in, tokens_out)
-                elif params["temperature"] == 0 and pending is None:
-                    # at temperature 0 the same call fails the same way: replay the failure, don't pay again
-                    self.store.llm_cache_put(key, model_name, {"__invalid__": error, "raw": response}, tokens_in,
-                                             tokens_out)
-                self._record(row, response, tokens_in, tokens_out, estimated, t0, attempts, error)
+                    self.store.llm_cache_put(row["cache_key"], model_name, response, tokens_in, tokens_out)
+                # a failure is never cached: a rerun asks again
+                self._record(row, response, tokens_in, tokens_out, estimated, t0, attempts, error,
+                             None if error is None else "invalid_output")
                 recorded = True
-        except (LLMUnavailable, LLMTimeout) as exc:
-            error = str(exc)
+        except _Resend as exc:  # the re-sends are spent
+            attempts += getattr(exc, "sent", 0)
+            failure = self._give_up(role, exc, call_id)
+            self._record(row, raw, tokens_in, tokens_out, estimated, t0, attempts, str(failure), failure.kind)
+            self._count(calls=1, failed=1, input_tokens=tokens_in, output_tokens=tokens_out)
+            raise failure from exc
+        except LLMError as exc:  # refused outright (4xx) or an unexpected client error
+            attempts += getattr(exc, "sent", 0)
+            exc.call_id = call_id
             if not recorded:
-                self._record(row, raw, tokens_in, tokens_out, estimated, t0, attempts, error)
-            if isinstance(exc, LLMTimeout):
-                exc.call_id = call_id
+                self._record(row, raw, tokens_in, tokens_out, estimated, t0, attempts, str(exc), exc.kind)
+            self._count(calls=1, failed=1, input_tokens=tokens_in, output_tokens=tokens_out)
             raise
         except BaseException:
             if not recorded and attempts:
-                self._record(row, raw, tokens_in, tokens_out, estimated, t0, attempts, "interrupted")
+                self._record(row, raw, tokens_in, tokens_out, estimated, t0, attempts, "interrupted",
+                             "interrupted")
             raise
+        self._count(calls=1, failed=int(error is not None), input_tokens=tokens_in, output_tokens=tokens_out)
+        with self._lock:
+            self._failing[self.endpoint(role)] = 0
         if pending is not None:
             raise pending
         if error is not None:
             raise LLMOutputInvalid(f"{prompt_name}: no valid answer after {attempts} tries ({error})", call_id)
         return Answer(value, call_id, False)
 
+    def _give_up(self, role: str, exc: _Resend, call_id: str) -> LLMError:
+        """The error a call raises once its re-sends are spent: connection errors and a run of
+        ``down_after`` transport failures in a row mean the endpoint is down."""
+        endpoint = self.endpoint(role)
+        tries = self.cfg.http_retries + 1
+        with self._lock:
+            failing = self._failing[endpoint] = self._failing.get(endpoint, 0) + 1
+        where = f"{exc} ({tries} tr{'y' if tries == 1 else 'ies'})"
+        if exc.kind == "connection":
+            return LLMUnavailable(where, call_id, kind="connection")
+        if failing >= self.cfg.down_after:
+            return LLMUnavailable(f"{where}; {failing} calls in a row failed on this endpoint: it looks down",
+                                  call_id, kind="down")
+        if exc.kind == "timeout":
+            return LLMTimeout(where, call_id)
+        return LLMRequestFailed(where, call_id, kind=exc.kind)
+
     def _record(self, row: dict, response: Any, tokens_in: int, tokens_out: int, estimated: bool, t0: float,
-                attempts: int, error: str | None) -> None:
+                attempts: int, error: str | None, error_kind: str | None) -> None:
         cost = (tokens_in * self.cfg.price_in_per_mtok + tokens_out * self.cfg.price_out_per_mtok) / 1e6
         with protected():
             self.store.record_llm_call({**row, "cached": False, "response": response, "input_tokens": tokens_in,
                                         "output_tokens": tokens_out, "tokens_estimated": estimated,
                                         "cost_usd": cost, "latency_s": time.perf_counter() - t0,
-                                        "attempts": attempts, "error": error})
+                                        "attempts": attempts, "error": error, "error_kind": error_kind})
 
-    def _replay(self, hit: dict, row: dict, schema, prompt_name: str) -> Answer:
+    def _replay(self, hit: dict, row: dict, schema) -> Answer:
         """A cache hit: logged once per run (a rerun of the same run adds no row), costs nothing."""
-        # an answer that never validated is cached too: the same call fails the same way at
-        # temperature 0, so a rerun replays the failure instead of paying for it again
-        failed = hit["response"].get("__invalid__") if isinstance(hit["response"], dict) else None
-        call_id = self.store.llm_call_for_key(self.run_id, row["cache_key"])
-        if call_id is None:
-            call_id = row["call_id"]
-            with protected():
-                self.store.record_llm_call({**row, "cached": True, "response": hit["response"],
-                                            "input_tokens": hit["input_tokens"],
-                                            "output_tokens": hit["output_tokens"], "tokens_estimated": False,
-                                            "cost_usd": 0.0, "latency_s": 0.0, "attempts": 0, "error": failed})
-        if failed is not None:
-            raise LLMOutputInvalid(f"{prompt_name}: no valid answer (cached: {failed})", call_id)
+        self._count(calls=1, cached=1)
+        with protected():  # check and write as one step, so two threads log one row
+            with self.store.lock:
+                call_id = self.store.llm_call_for_key(self.run_id, row["cache_key"])
+                if call_id is None:
+                    call_id = row["call_id"]
+                    self.store.record_llm_call({**row, "cached": True, "response": hit["response"],
+                                                "input_tokens": hit["input_tokens"],
+                                                "output_tokens": hit["output_tokens"], "tokens_estimated": False,
+                                                "cost_usd": 0.0, "latency_s": 0.0, "attempts": 0, "error": None,
+                                                "error_kind": None})
         value = schema.model_validate(hit["response"]) if schema else hit["response"]
         return Answer(value, call_id, True)
 
@@ -387,23 +644,63 @@ class Gateway:
         """True when two roles resolve to the same model, endpoint and parameters: at temperature 0 they
         would give the same answer to the same prompt."""
         def key(role: str) -> tuple:
-            over = self.cfg.roles.get(role)
-            base = over.base_url if over and over.base_url else self.cfg.base_url
-            return role_model_name(self.cfg, role), base, tuple(sorted(self._params(role).items())), \
-                id(self._models[role]) if role in self._given else None
+            return role_model_name(self.cfg, role), self.endpoint(role), \
+                tuple(sorted(self._params(role).items())), id(self._models[role]) if role in self._given else None
 
         return key(role_a) == key(role_b) and self._params(role_a)["temperature"] == 0
 
     def _timeout(self, role: str) -> float:
         return float(self.cfg.timeout_s)
 
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """Seconds before the next try: the server's Retry-After when it gives one (up to
+        ``retry_after_max_s``), else exponential backoff with jitter from ``backoff_s`` to ``backoff_max_s``."""
+        exc = state.outcome.exception() if state.outcome else None
+        after = getattr(exc, "retry_after", None)
+        if after is not None and 0 <= after <= self.cfg.retry_after_max_s:
+            return after
+        return self._backoff(state)
+
+    def _send(self, role: str, bound, convo: list, stream: bool) -> tuple[AIMessage, int | None,
+                                                                        BaseException | None, int]:
+        """One answer, re-sent after a timeout, 429, 5xx or connection error (tenacity; see ``_wait``).
+        Returns (message, streamed chunks, pending interrupt, requests sent); raises ``_Resend`` (with
+        ``sent``) when the re-sends are spent, LLMError when the endpoint refuses outright."""
+        sent = 0
+
+        def attempt():
+            nonlocal sent
+            sent += 1
+            self._count(requests=1, resends=int(sent > 1))
+            return self._request(role, bound, convo, stream)
+
+        retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(self.cfg.http_retries + 1),
+                                     retry=tenacity.retry_if_exception_type(_Resend), wait=self._wait,
+                                     before_sleep=self._log_resend(role), reraise=True)
+        try:
+            msg, chunks, pending = retrying(attempt)
+        except (_Resend, LLMError) as exc:
+            exc.sent = sent
+            raise
+        return msg, chunks, pending, sent
+
+    def _log_resend(self, role: str) -> Callable[[tenacity.RetryCallState], None]:
+        def log_it(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.info("LLM %s: try %d failed (%s: %s); re-sending in %.2f s", role, state.attempt_number,
+                     getattr(exc, "kind", "?"), exc, state.upcoming_sleep)
+        return log_it
+
     def _request(self, role: str, bound, convo: list, stream: bool) -> tuple[AIMessage, int | None,
                                                                            BaseException | None]:
-        """One request on a worker thread, cut at the role's timeout. Returns (message, streamed chunks,
-        an interrupt that arrived while the answer was on its way, to raise once it is saved)."""
+        """One request on a worker thread, holding one of the endpoint's slots, cut at the role's timeout.
+        Returns (message, streamed chunks, an interrupt that arrived while the answer was on its way, to
+        raise once it is saved). Raises ``_Resend`` for a timeout, 429, 5xx or connection error,
+        LLMRequestFailed (bad_request) or LLMUnavailable for a request the endpoint refuses."""
         box: dict[str, Any] = {}
         done, cancel = threading.Event(), threading.Event()
         progress = self.on_progress
+        slots = self.slots(role)
 
         def work() -> None:
             try:
@@ -429,10 +726,16 @@ class Gateway:
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 box["error"] = exc
             finally:
+                slots.release()  # when the exchange really ends, so the count is what the server sees
                 done.set()
 
+        slots.acquire()
         thread = threading.Thread(target=work, name=f"llm-{role}", daemon=True)
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:
+            slots.release()
+            raise
         timeout = self._timeout(role)
         try:
             finished = done.wait(timeout)
@@ -447,13 +750,63 @@ class Gateway:
             raise
         if not finished:
             cancel.set()
-            raise LLMTimeout(f"no answer within the {timeout:.0f} s timeout (cut)", "")
+            raise _Resend("timeout", f"no answer within the {timeout:g} s timeout (cut)")
         if "error" in box:
             exc = box["error"]
             if is_interrupt(exc):
                 raise exc
-            raise LLMUnavailable(_one_line(exc, self.cfg.base_url)) from exc
+            kind, retry_after = _classify(exc)
+            line = _one_line(exc, self.endpoint(role))
+            if kind in RETRIED_KINDS:
+                raise _Resend(kind, line, retry_after) from exc
+            if kind == "bad_request":
+                raise LLMRequestFailed(line, kind=kind) from exc
+            raise LLMUnavailable(line, kind=kind) from exc
         return box["msg"], box.get("chunks"), None
+
+
+def _classify(exc: BaseException) -> tuple[str, float | None]:
+    """(kind, Retry-After seconds or None) of an exception from the chat client (openai's classes)."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout", None
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection", None
+    if isinstance(exc, openai.APIStatusError):
+        code = exc.status_code
+        after = _retry_after(getattr(exc.response, "headers", None) or {})
+        if code == 429:
+            return "rate_limited", after
+        if code >= 500 or code in (408, 409):
+            return "server_error", after
+        if code in (401, 403, 404):
+            return "refused", None
+        return "bad_request", None
+    if isinstance(exc, TimeoutError):
+        return "timeout", None
+    if isinstance(exc, ConnectionError):
+        return "connection", None
+    return "error", None
+
+
+def _retry_after(headers) -> float | None:
+    """Seconds a server asks to wait (``retry-after-ms``, or ``retry-after`` as seconds or an HTTP date),
+    as the openai client reads them; None when absent or unreadable."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            if name == "retry-after":
+                try:
+                    when = email.utils.parsedate_to_datetime(value)
+                    return max(0.0, when.timestamp() - time.time())
+                except (TypeError, ValueError):
+                    return None
+    return None
 
 
 def _validation_line(exc: Exception) -> str:
@@ -464,7 +817,11 @@ def _validation_line(exc: Exception) -> str:
     return str(exc).splitlines()[0]
 
 
-def _one_line(exc: BaseException, base_url: str | None) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    text = re.sub(r"(sk-|key=)[A-Za-z0-9_\-]+", r"\1***", text)
-    return f"LLM endpoint {base_url or '(embedded)'} failed: {type(exc).__name__}: {text[:200]}"
+def _redact(text: str) -> str:
+    return re.sub(r"(sk-|key=)[A-Za-z0-9_\-]+", r"\1***", text)
+
+
+def _one_line(exc: BaseException, endpoint: str | None) -> str:
+    text = _redact(" ".join(str(exc).split()) or type(exc).__name__)
+    name = "(embedded)" if endpoint in (None, EMBEDDED) else endpoint
+    return f"LLM endpoint {name} failed: {type(exc).__name__}: {text[:200]}"
