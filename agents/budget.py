@@ -6,7 +6,8 @@ resumed run counts what it paid before it was killed.
 
 Thread-safe: the build's worker threads check at once; the tracker holds no state that changes
 (usage is read from the store, which serializes its reads), so checks need no lock of their own.
-Tokens and money are known only when an answer arrives, so a run can pass its LLM budget by at most the requests already in flight when it was spent (``agent.llm.concurrency`` per endpoint).
+Tokens and money are known only when an answer arrives, so a run can pass its LLM budget by at
+most the requests already in flight when it was spent (``agent.llm.concurrency`` per endpoint).
 """
 
 from __future__ import annotations

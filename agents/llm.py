@@ -487,12 +487,12 @@ class Gateway:
                "video_id": video_id, "prompt_name": prompt.name, "prompt_sha256": prompt.sha256,
                "model": model_name, "cache_key": key, "messages": messages}
 
-        hit = self._cache_get(key)  # a hit takes no slot and waits for nobody
-        if hit is None:
-            with self._one_request(key):
-                hit = self._cache_get(key)  # another thread may have paid for it while this one waited
-                if hit is None:
-                    return self._ask(role, row, messages, schema, mode, params, prompt_name)
+        # one thread per cache key at a time: a second thread asking the same call waits for the first
+        # one's answer and reads it from the cache (paid once); a hit takes no endpoint slot
+        with self._one_request(key):
+            hit = self._cache_get(key)
+            if hit is None:
+                return self._ask(role, row, messages, schema, mode, params, prompt_name)
         return self._replay(hit, row, schema)
 
     def _cache_get(self, key: str) -> dict | None:
@@ -503,7 +503,7 @@ class Gateway:
 
     @contextmanager
     def _one_request(self, key: str) -> Iterator[None]:
-        """Hold the cache key: a second thread asking the same call waits, then reads the cache."""
+        """Hold the cache key while looking it up and asking: one thread per key at a time."""
         with self._lock:
             entry = self._keys.setdefault(key, [threading.Lock(), 0])
             entry[1] += 1

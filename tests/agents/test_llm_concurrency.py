@@ -15,7 +15,7 @@ import pytest
 import prompts
 from agents import schemas
 from agents.config import LLMConfig, RoleConfig
-from agents.llm import (Gateway, LLMOutputInvalid, LLMRequestFailed, LLMTimeout, LLMUnavailable, strict_schema)
+from agents.llm import Gateway, LLMOutputInvalid, LLMRequestFailed, LLMTimeout, LLMUnavailable, strict_schema
 from agents.standin import Fault, StandIn, fake_value, parse_fault
 from store import open_store
 
