@@ -188,10 +188,13 @@ class Stage:
 
     @staticmethod
     def _call(fn, args):
+        """A driver-side compute: a ToolError (a fault of the video) is recorded against the video and the
+        run goes on; anything else (a bug, or the agent's LLM endpoint gone inside ``decide``) ends the
+        call, so a resumed run redoes the video."""
         t = time.perf_counter()
         try:
             return fn(*args), time.perf_counter() - t
-        except Exception as exc:  # recorded against the video, the run goes on
+        except ToolError as exc:
             return exc
 
     def error(self, vid: str, h: str, exc: BaseException) -> None:
