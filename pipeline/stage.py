@@ -156,7 +156,7 @@ class Stage:
             if row["status"] == "error":
                 self._run_status(vid, Status.ERROR, row["detail"])
                 continue
-            if self.hash_field:
+            if self.hash_field and ctx.run_id:
                 store.update_run_video(ctx.run_id, vid, **{self.hash_field: h})
             reason = self.keep(v, h)
             if reason:
