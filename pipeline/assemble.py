@@ -398,14 +398,16 @@ def video_meta(video: dict) -> dict:
             "knowledge_point": video.get("knowledge_point"), "difficulty": diff}
 
 
-def interleave(video: dict, clip_rows: list[dict], keyframes_by_idx: dict[int, dict]) -> list[Position]:
+def interleave(video: dict, clip_rows: list[dict], keyframes_by_idx: dict[int, dict],
+               image_dir: str | None = None) -> list[Position]:
     """Chronological interleave (PAPER.md section 5): per clip its keyframes, then OCR+ASR text.
 
     A clip whose frames were dropped keeps its text. A polished paragraph (the agent's rewrite) replaces the
     raw ASR text when present; the raw text stays in the store. Every position's metadata holds the video's
     (``video_meta``) and the clip's bounds (seconds); an image's also its keyframe time (seconds) and
     ``keyframe_index`` K (from 1, as in its file name); a rewritten text's also ``raw_asr``. Text is escaped
-    (``escape_special_tokens``).
+    (``escape_special_tokens``). Image paths are ``images/VID/NAME`` (``image_name``), or ``IMAGE_DIR/NAME``
+    when ``image_dir`` is given (the store's per-config folder images/VID/HASH; exports name them again).
     """
     vid = video["video_id"]
     out: list[Position] = []
@@ -417,7 +419,8 @@ def interleave(video: dict, clip_rows: list[dict], keyframes_by_idx: dict[int, d
         frames = [keyframes_by_idx[i] for i in clip["keyframes"]] if clip["decision"] == "keep" else []
         for k, kf in enumerate(frames):
             name = image_name(vid, clip["start_s"], clip["end_s"], k)
-            out.append(Position(image=f"images/{name}", text=None, text_ocr=None,
+            path = f"{image_dir}/{name.rsplit('/', 1)[1]}" if image_dir else f"images/{name}"
+            out.append(Position(image=path, text=None, text_ocr=None,
                                 meta={**meta, "type": "image", "keyframe_time": kf["time_s"],
                                       "keyframe_index": k + 1},
                                 source_path=kf["path"]))

@@ -17,9 +17,30 @@ def _minmaxavg(values: list[int]) -> dict:
     return {"min": min(values), "max": max(values), "avg": round(sum(values) / len(values), 2)}
 
 
+# the run's videos with the run's own status and the config hashes of the outputs it used (a run from
+# before migration 008 that recorded none: the video's only output)
+_RUN_VIDEOS = (
+    "SELECT v.* REPLACE (coalesce(r.status, v.status) AS status, CASE WHEN r.status IS NULL THEN v.reason "
+    "ELSE r.reason END AS reason), "
+    "coalesce(r.keyframes_hash, (SELECT any_value(config_hash) FROM keyframes k WHERE k.video_id = v.video_id)) "
+    "AS keyframes_hash, "
+    "coalesce(r.ocr_hash, (SELECT any_value(config_hash) FROM ocr o WHERE o.video_id = v.video_id)) AS ocr_hash, "
+    "coalesce(r.clips_hash, (SELECT any_value(config_hash) FROM clips c WHERE c.video_id = v.video_id)) "
+    "AS clips_hash, r.asr_hash "
+    "FROM videos v JOIN run_videos r USING (video_id) WHERE r.run_id = ? ORDER BY r.position")
+
+
+def run_videos(store: Store, run_id: str) -> list[dict]:
+    """The run's videos (``videos`` rows) with the run's status and reason, and the keyframes, ocr, clips
+    and asr hashes of the outputs it used."""
+    return store.rows(_RUN_VIDEOS, [run_id])
+
+
 def corpus_stats(store: Store, run_id: str, tokenizer: str = "whisper") -> dict:
-    videos = store.rows("SELECT v.* FROM videos v JOIN run_videos r USING (video_id) WHERE r.run_id = ? "
-                        "ORDER BY r.position", [run_id])
+    """Table 7 per subject, Table 1 and the funnels of one run, from the outputs that run used.
+
+    ``store`` needs only ``rows`` and ``scalar`` (textbook/web reads through a stand-in)."""
+    videos = run_videos(store, run_id)
     samples = store.samples(run_id)
     subjects: dict[str, dict] = {}
     kept = [v for v in videos if v["status"] == "kept"]
@@ -34,9 +55,15 @@ def corpus_stats(store: Store, run_id: str, tokenizer: str = "whisper") -> dict:
         row["videos"] += 1
         row["hours"] += (v["duration"] or 0.0) / 3600
         row["topics"].add(v["knowledge_point"] or v["title"])
-        clips = store.clips(v["video_id"])
+        clips = store.rows("SELECT * FROM clips WHERE video_id = ? AND config_hash = ? ORDER BY idx",
+                           [v["video_id"], v["clips_hash"]])
+        for c in clips:
+            c["keyframes"] = json.loads(c["keyframes"] or "[]")
         row["clips"] += len(clips)
-        frames = {f["idx"]: f for f in store.keyframes(v["video_id"])}
+        frames = {f["idx"]: f for f in store.rows(
+            "SELECT k.idx, o.text AS ocr_text, o.kept AS ocr_kept FROM keyframes k LEFT JOIN ocr o "
+            "ON o.video_id = k.video_id AND o.idx = k.idx AND o.config_hash = ? "
+            "WHERE k.video_id = ? AND k.config_hash = ?", [v["ocr_hash"], v["video_id"], v["keyframes_hash"]])}
         used = [frames[i] for c in clips if c["decision"] == "keep" for i in c["keyframes"]]
         row["keyframes"] += len(used)
         row["asr_tokens"] += sum(c["n_tokens"] or 0 for c in clips if c["decision"] != "drop")
@@ -82,7 +109,7 @@ def sources(store: Store, run_id: str) -> list[dict]:
     result reported (the agent's candidates, e.g. YouTube's ``youtube`` / ``creativeCommon``).
     """
     rows = store.rows("SELECT v.video_id, v.public_source, v.source, v.title, v.metadata FROM videos v "
-                      "JOIN run_videos r USING (video_id) WHERE r.run_id = ? AND v.status = 'kept' "
+                      "JOIN run_videos r USING (video_id) WHERE r.run_id = ? AND coalesce(r.status, v.status) = 'kept' "
                       "ORDER BY r.position", [run_id])
     found = {r["video_id"]: r["metadata"] for r in
              store.rows("SELECT video_id, metadata FROM candidates WHERE run_id = ?", [run_id])}
@@ -142,9 +169,13 @@ def search_funnel(store: Store, run_id: str) -> dict | None:
 def funnel(store: Store, run_id: str, videos: list[dict]) -> dict:
     """found -> probed -> passed rules -> transcribed -> kept, with drop reasons and error kinds."""
     ids = [v["video_id"] for v in videos]
-    done = {}
-    for stage in ("probe", "asr", "keyframes", "ocr", "clips"):
-        done[stage] = sum(1 for vid in ids if (store.stage(vid, stage) or {}).get("status") == "done")
+    probed = store.scalar("SELECT count(DISTINCT s.video_id) FROM stage_status s JOIN run_videos r USING (video_id) "
+                          "WHERE r.run_id = ? AND s.stage = 'probe' AND s.status = 'done'", [run_id])
+    done = {"probe": int(probed or 0)}
+    for stage in ("asr", "keyframes", "ocr"):
+        done[stage] = sum(1 for v in videos if v[f"{stage}_hash"] and store.scalar(
+            "SELECT count(*) FROM stage_status WHERE video_id = ? AND stage = ? AND config_hash = ? AND "
+            "status = 'done'", [v["video_id"], stage, v[f"{stage}_hash"]]))
     dropped: dict[str, int] = {}
     errors: dict[str, int] = {}
     for v in videos:
@@ -155,11 +186,12 @@ def funnel(store: Store, run_id: str, videos: list[dict]) -> dict:
     steps = [("found", len(ids)), ("probed", done["probe"]), ("transcribed", done["asr"]),
              ("keyframes", done["keyframes"]), ("ocr", done["ocr"]),
              ("kept", sum(1 for v in videos if v["status"] == "kept"))]
-    ocr_drops = store.rows("SELECT ocr_drop_reason AS reason, count(*) AS n FROM keyframes k "
-                           "JOIN run_videos r USING (video_id) WHERE r.run_id = ? AND ocr_kept = false "
+    ocr_drops = store.rows(f"SELECT o.drop_reason AS reason, count(*) AS n FROM ({_RUN_VIDEOS}) r JOIN ocr o "
+                           "ON o.video_id = r.video_id AND o.config_hash = r.ocr_hash WHERE o.kept = false "
                            "GROUP BY 1 ORDER BY 1", [run_id])
-    clip_decisions = store.rows("SELECT decision, count(*) AS n FROM clips c JOIN run_videos r USING (video_id) "
-                                "WHERE r.run_id = ? GROUP BY 1 ORDER BY 1", [run_id])
+    clip_decisions = store.rows(f"SELECT c.decision, count(*) AS n FROM ({_RUN_VIDEOS}) r JOIN clips c "
+                                "ON c.video_id = r.video_id AND c.config_hash = r.clips_hash GROUP BY 1 ORDER BY 1",
+                                [run_id])
     return {"steps": [{"step": s, "videos": n} for s, n in steps],
             "dropped": dict(sorted(dropped.items())), "errors": dict(sorted(errors.items())),
             "ocr_dropped": {r["reason"]: r["n"] for r in ocr_drops},

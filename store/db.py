@@ -8,8 +8,8 @@ stage output or none of it.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import functools
+import json
 import re
 import threading
 from collections.abc import Iterator
@@ -145,10 +145,44 @@ class Store:
         return self.scalar("SELECT run_id FROM runs ORDER BY updated_at DESC LIMIT 1")
 
     def set_run_videos(self, run_id: str, video_ids: list[str]) -> None:
+        """The run's videos, in this order: rows of other videos are removed; a listed video keeps its
+        status, reason and config hashes (``update_run_video``)."""
         with self.transaction():
-            self.con.execute("DELETE FROM run_videos WHERE run_id = ?", [run_id])
-            for pos, vid in enumerate(video_ids):
-                self.con.execute("INSERT INTO run_videos VALUES (?, ?, ?)", [run_id, vid, pos])
+            keep = list(dict.fromkeys(video_ids))
+            if keep:
+                self.con.execute(f"DELETE FROM run_videos WHERE run_id = ? AND video_id NOT IN "
+                                 f"({', '.join('?' * len(keep))})", [run_id, *keep])
+            else:
+                self.con.execute("DELETE FROM run_videos WHERE run_id = ?", [run_id])
+            for pos, vid in enumerate(keep):
+                self.con.execute("INSERT INTO run_videos (run_id, video_id, position, updated_at) VALUES (?, ?, ?, ?) "
+                                 "ON CONFLICT (run_id, video_id) DO UPDATE SET position = excluded.position",
+                                 [run_id, vid, pos, _now()])
+
+    RUN_VIDEO_FIELDS = ("status", "reason", "asr_hash", "keyframes_hash", "ocr_hash", "clips_hash")
+
+    def update_run_video(self, run_id: str, video_id: str, **fields: Any) -> None:
+        """Set a run's view of one video (``RUN_VIDEO_FIELDS``: status, reason, the config hashes of the
+        outputs it used); the row is added (last position) when the run has none for the video yet."""
+        bad = set(fields) - set(self.RUN_VIDEO_FIELDS)
+        if bad:
+            raise ValueError(f"unknown run_videos fields: {sorted(bad)}")
+        with self.transaction():
+            if not self.scalar("SELECT count(*) FROM run_videos WHERE run_id = ? AND video_id = ?",
+                               [run_id, video_id]):
+                pos = self.scalar("SELECT coalesce(max(position) + 1, 0) FROM run_videos WHERE run_id = ?", [run_id])
+                self.con.execute("INSERT INTO run_videos (run_id, video_id, position, updated_at) VALUES (?, ?, ?, ?)",
+                                 [run_id, video_id, pos, _now()])
+            if fields:
+                sets = ", ".join(f"{k} = ?" for k in fields)
+                self.con.execute(f"UPDATE run_videos SET {sets}, updated_at = ? WHERE run_id = ? AND video_id = ?",
+                                 [*(str(v) if v is not None else None for v in fields.values()), _now(), run_id,
+                                  video_id])
+
+    def run_video(self, run_id: str, video_id: str) -> dict | None:
+        """The run's row of a video: position, status, reason, asr/keyframes/ocr/clips hashes (None: none)."""
+        found = self.rows("SELECT * FROM run_videos WHERE run_id = ? AND video_id = ?", [run_id, video_id])
+        return found[0] if found else None
 
     # -- videos -------------------------------------------------------------
     def upsert_video(self, video: dict) -> None:
@@ -179,9 +213,29 @@ class Store:
         return rows[0] if rows else None
 
     # -- stage bookkeeping ---------------------------------------------------
-    def stage(self, video_id: str, stage: str) -> dict | None:
-        rows = self.rows("SELECT * FROM stage_status WHERE video_id = ? AND stage = ?", [video_id, stage])
+    def stage(self, video_id: str, stage: str, config_hash: str | None = None) -> dict | None:
+        """The stage_status row of (video, stage, config hash); without a hash, the latest finished one."""
+        if config_hash is not None:
+            rows = self.rows("SELECT * FROM stage_status WHERE video_id = ? AND stage = ? AND config_hash = ?",
+                             [video_id, stage, config_hash])
+        else:
+            rows = self.rows("SELECT * FROM stage_status WHERE video_id = ? AND stage = ? "
+                             "ORDER BY finished_at DESC LIMIT 1", [video_id, stage])
         return rows[0] if rows else None
+
+    _OUTPUTS = {"asr": "transcripts", "keyframes": "keyframes", "ocr": "ocr", "clips": "clips"}
+
+    def latest_hash(self, video_id: str, stage: str) -> str | None:
+        """The config hash of the stage's most recently finished output for the video (a row migrated
+        from before per-config outputs: its hash, '' when none was recorded); None when there is none."""
+        table = self._OUTPUTS[stage]
+        return self.scalar(f"SELECT o.config_hash FROM (SELECT DISTINCT config_hash FROM {table} "
+                           "WHERE video_id = ?) o LEFT JOIN stage_status s ON s.video_id = ? AND s.stage = ? "
+                           "AND s.config_hash = o.config_hash ORDER BY s.finished_at DESC NULLS LAST LIMIT 1",
+                           [video_id, video_id, stage])
+
+    def _hash(self, video_id: str, stage: str, config_hash: str | None) -> str | None:
+        return config_hash if config_hash is not None else self.latest_hash(video_id, stage)
 
     def _mark(self, video_id: str, stage: str, config_hash: str, status: str, detail: str | None,
               seconds: float | None) -> None:
@@ -199,8 +253,9 @@ class Store:
                      run_id: str | None) -> None:
         with self.transaction():
             self._mark(video_id, stage, config_hash, "error", kind, None)
-            self.con.execute("INSERT OR REPLACE INTO errors VALUES (?, ?, ?, ?, ?, ?)",
-                             [video_id, stage, kind, message[:2000], run_id, _now()])
+            self.con.execute("INSERT OR REPLACE INTO errors (video_id, stage, kind, message, run_id, occurred_at, "
+                             "config_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             [video_id, stage, kind, message[:2000], run_id, _now(), config_hash])
             self.con.execute("UPDATE videos SET status = 'error', reason = ?, updated_at = ? WHERE video_id = ?",
                              [kind, _now(), video_id])
 
@@ -221,11 +276,12 @@ class Store:
         """A transcript (tools.asr.Transcript as a dict): its kept segments, the dropped ones with
         their reason, the language windows, the audio track and the normalization used."""
         with self.transaction():
-            self.con.execute("DELETE FROM segments WHERE video_id = ?", [video_id])
-            self.con.execute("INSERT OR REPLACE INTO transcripts (video_id, language, language_probability, duration, "
-                             "speech_duration, model, options, text, n_tokens, seconds, stopped, audio_track, "
-                             "normalization, language_windows) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             [video_id, tr["language"], tr["language_probability"], tr["duration"],
+            self.con.execute("DELETE FROM segments WHERE video_id = ? AND config_hash = ?", [video_id, config_hash])
+            self.con.execute("INSERT OR REPLACE INTO transcripts (video_id, config_hash, language, "
+                             "language_probability, duration, speech_duration, model, options, text, n_tokens, "
+                             "seconds, stopped, audio_track, normalization, language_windows) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             [video_id, config_hash, tr["language"], tr["language_probability"], tr["duration"],
                               tr["speech_duration"], tr["model"], json.dumps(tr["options"], sort_keys=True),
                               " ".join(s["text"] for s in tr["segments"]), n_tokens, tr["seconds"], tr["stopped"],
                               _json_or_null(tr.get("track")), _json_or_null(tr.get("normalization")),
@@ -233,20 +289,23 @@ class Store:
             rows = sorted([*tr["segments"], *tr.get("dropped", [])], key=lambda s: (s["start"], s["end"]))
             for i, s in enumerate(rows):
                 words = [[w["start"], w["end"], w["word"], w["probability"]] for w in s["words"]]
-                self.con.execute("INSERT INTO segments (video_id, idx, start_s, end_s, text, avg_logprob, "
-                                 "no_speech_prob, words, language, drop_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                 [video_id, i, s["start"], s["end"], s["text"], s["avg_logprob"],
+                self.con.execute("INSERT INTO segments (video_id, config_hash, idx, start_s, end_s, text, "
+                                 "avg_logprob, no_speech_prob, words, language, drop_reason) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 [video_id, config_hash, i, s["start"], s["end"], s["text"], s["avg_logprob"],
                                   s["no_speech_prob"], json.dumps(words), s.get("language"), s.get("drop_reason")])
             self._mark(video_id, "asr", config_hash, "done", None, tr["seconds"])
 
-    def transcript(self, video_id: str) -> dict | None:
-        """The stored transcript: ``segments`` (kept, in time order), ``dropped`` (with their
-        ``drop_reason``), ``windows`` (languages), ``audio_track`` and ``normalization``."""
-        rows = self.rows("SELECT * FROM transcripts WHERE video_id = ?", [video_id])
+    def transcript(self, video_id: str, config_hash: str | None = None) -> dict | None:
+        """The stored transcript made with the asr ``config_hash`` (None: the latest): ``segments`` (kept,
+        in time order), ``dropped`` (with their ``drop_reason``), ``windows`` (languages), ``audio_track``
+        and ``normalization``."""
+        h = self._hash(video_id, "asr", config_hash)
+        rows = self.rows("SELECT * FROM transcripts WHERE video_id = ? AND config_hash = ?", [video_id, h])
         if not rows:
             return None
         tr = rows[0]
-        every = self.rows("SELECT * FROM segments WHERE video_id = ? ORDER BY idx", [video_id])
+        every = self.rows("SELECT * FROM segments WHERE video_id = ? AND config_hash = ? ORDER BY idx", [video_id, h])
         for s in every:
             s["words"] = json.loads(s["words"] or "[]")
         tr["segments"] = [s for s in every if s["drop_reason"] is None]
@@ -258,48 +317,60 @@ class Store:
 
     def save_keyframes(self, video_id: str, config_hash: str, frames: list[dict], seconds: float) -> None:
         with self.transaction():
-            self.con.execute("DELETE FROM keyframes WHERE video_id = ?", [video_id])
+            self.con.execute("DELETE FROM keyframes WHERE video_id = ? AND config_hash = ?", [video_id, config_hash])
             for f in frames:
-                self.con.execute("INSERT INTO keyframes (video_id, idx, time_s, path, ssim, min_tile_ssim, "
-                                 "sharpness) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 [video_id, f["index"], f["time"], f["path"], f["ssim"], f["min_tile_ssim"],
-                                  f["sharpness"]])
-            self.con.execute("DELETE FROM stage_status WHERE video_id = ? AND stage = 'ocr'", [video_id])
+                self.con.execute("INSERT INTO keyframes (video_id, config_hash, idx, time_s, path, ssim, "
+                                 "min_tile_ssim, sharpness) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                 [video_id, config_hash, f["index"], f["time"], f["path"], f["ssim"],
+                                  f["min_tile_ssim"], f["sharpness"]])
             self._mark(video_id, "keyframes", config_hash, "done", None, seconds)
 
-    def keyframes(self, video_id: str) -> list[dict]:
-        return self.rows("SELECT * FROM keyframes WHERE video_id = ? ORDER BY idx", [video_id])
+    def keyframes(self, video_id: str, config_hash: str | None = None, ocr_hash: str | None = None) -> list[dict]:
+        """The keyframes made with the keyframes ``config_hash`` (None: the latest), each with the OCR made
+        with ``ocr_hash`` (None: the latest) as ``ocr_text``, ``ocr_raw``, ``ocr_lines``, ``ocr_confidence``,
+        ``ocr_engine``, ``ocr_kept``, ``ocr_drop_reason`` (None where not read)."""
+        h = self._hash(video_id, "keyframes", config_hash)
+        o = self._hash(video_id, "ocr", ocr_hash)
+        return self.rows("SELECT k.*, o.text AS ocr_text, o.raw AS ocr_raw, o.lines AS ocr_lines, "
+                         "o.confidence AS ocr_confidence, o.engine AS ocr_engine, o.kept AS ocr_kept, "
+                         "o.drop_reason AS ocr_drop_reason FROM keyframes k LEFT JOIN ocr o "
+                         "ON o.video_id = k.video_id AND o.idx = k.idx AND o.config_hash = ? "
+                         "WHERE k.video_id = ? AND k.config_hash = ? ORDER BY k.idx", [o, video_id, h])
 
     def save_ocr(self, video_id: str, config_hash: str, results: list[dict], seconds: float,
                  llm_calls: list[dict] | None = None) -> None:
         """Each keyframe's OCR (``text``: the kept lines; ``raw``: all lines read; ``lines``:
         [[line, drop reason or None]]), and the model calls that read them (VLM backend), at once."""
         with self.transaction():
+            self.con.execute("DELETE FROM ocr WHERE video_id = ? AND config_hash = ?", [video_id, config_hash])
             for r in results:
-                self.con.execute("UPDATE keyframes SET ocr_text = ?, ocr_raw = ?, ocr_lines = ?, ocr_confidence = ?, "
-                                 "ocr_engine = ?, ocr_kept = ?, ocr_drop_reason = ? WHERE video_id = ? AND idx = ?",
-                                 [r["text"], r.get("raw"), _jsonable(r.get("lines")), r["confidence"], r["engine"],
-                                  r["kept"], r["drop_reason"], video_id, r["index"]])
+                self.con.execute("INSERT INTO ocr (video_id, config_hash, idx, text, raw, lines, confidence, engine, "
+                                 "kept, drop_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 [video_id, config_hash, r["index"], r["text"], r.get("raw"),
+                                  _jsonable(r.get("lines")), r["confidence"], r["engine"], r["kept"],
+                                  r["drop_reason"]])
             for call in llm_calls or []:
                 self.record_llm_call(call)
             self._mark(video_id, "ocr", config_hash, "done", None, seconds)
 
     def save_clips(self, video_id: str, config_hash: str, clips: list[dict]) -> None:
         with self.transaction():
-            self.con.execute("DELETE FROM clips WHERE video_id = ?", [video_id])
+            self.con.execute("DELETE FROM clips WHERE video_id = ? AND config_hash = ?", [video_id, config_hash])
             for c in clips:
                 signals = c.get("signals")
-                self.con.execute("INSERT INTO clips (video_id, idx, start_s, end_s, text, n_tokens, keyframes, "
-                                 "decision, reason, polished, signals, capped) "
-                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                 [video_id, c["index"], c["start"], c["end"], c["text"], c["n_tokens"],
+                self.con.execute("INSERT INTO clips (video_id, config_hash, idx, start_s, end_s, text, n_tokens, "
+                                 "keyframes, decision, reason, polished, signals, capped) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 [video_id, config_hash, c["index"], c["start"], c["end"], c["text"], c["n_tokens"],
                                   json.dumps(c["keyframes"]), c["decision"], c.get("reason"), c.get("polished"),
                                   json.dumps(signals) if signals is not None else None,
                                   json.dumps(c.get("capped") or [])])
             self._mark(video_id, "clips", config_hash, "done", None, None)
 
-    def clips(self, video_id: str) -> list[dict]:
-        rows = self.rows("SELECT * FROM clips WHERE video_id = ? ORDER BY idx", [video_id])
+    def clips(self, video_id: str, config_hash: str | None = None) -> list[dict]:
+        """The clips (and their decisions) made with the clips ``config_hash`` (None: the latest)."""
+        rows = self.rows("SELECT * FROM clips WHERE video_id = ? AND config_hash = ? ORDER BY idx",
+                         [video_id, self._hash(video_id, "clips", config_hash)])
         for r in rows:
             r["keyframes"] = json.loads(r["keyframes"])
             r["signals"] = json.loads(r["signals"]) if r.get("signals") else None

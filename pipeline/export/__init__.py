@@ -14,7 +14,9 @@ relative to ``media_dir``, the store's media folder). ``options.order = "curricu
 difficult (pipeline.curriculum). No export holds a path of this machine, except the image paths of
 ``released``/``idefics2`` when no ``image_root`` is given (their loaders need absolute paths: the export's
 own images/ folder is written then). An export never deletes or overwrites a file it did not write
-(pipeline.export.common).
+(pipeline.export.common): in a folder that holds another run's export of the format, ``jsonl``, ``json``,
+``parquet`` and ``obelics`` write NAME.RUN.EXT (samples.run-1a2b3c4d5e6f.jsonl); the other formats
+refuse with one line (choose another --out).
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from pathlib import Path
 
 from pipeline.curriculum import curriculum_order
 from pipeline.export import hf, ours, released, wds
-from pipeline.export.common import DatasetCard, ExportError, ExportOptions, ExportResult, ImagePlacer, finish
+from pipeline.export.common import (
+    DatasetCard,
+    ExportError,
+    ExportOptions,
+    ExportResult,
+    ImagePlacer,
+    finish,
+    run_suffix,
+)
 
 FORMATS = ("jsonl", "json", "parquet", "obelics", "released", "idefics2", "webdataset", "hf")
 
@@ -46,8 +56,12 @@ def export(samples: list[dict], out_dir: Path, fmt: str, media_dir: Path,
         samples = curriculum_order(samples)
     placer = ImagePlacer(out_dir, Path(media_dir))
     result = ExportResult(format=fmt, target=out_dir)
+    plain = [ours.TARGETS[fmt]] if fmt in ours.TARGETS else []
+    suffix = run_suffix(out_dir, fmt, opts.run_id, plain)
+    if suffix is not None and fmt not in ours.TARGETS:
+        raise ExportError(f"{out_dir} holds another run's {fmt} export: choose another --out (nothing was written)")
     if fmt in ours.TARGETS:
-        ours.write(fmt, samples, out_dir, placer, result)
+        ours.write(fmt, samples, out_dir, placer, result, suffix)
     elif fmt == "released":
         released.write_released(samples, out_dir, placer, opts, result)
     elif fmt == "idefics2":
@@ -59,7 +73,7 @@ def export(samples: list[dict], out_dir: Path, fmt: str, media_dir: Path,
     if fmt not in ("webdataset", "hf"):
         result.images = placer.placed
     result.renamed = placer.renamed
-    finish(out_dir, fmt, result, opts.run_id)
+    finish(out_dir, fmt if suffix is None else f"{fmt}.{suffix}", result, opts.run_id)
     return result
 
 

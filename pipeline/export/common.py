@@ -5,8 +5,12 @@ An export writes only into its target folder and never deletes or overwrites a f
   kept, one with other bytes (another run's export) stays and ours is written beside it as
   ``NAME~HASH8.jpg`` (HASH8: 8 hex of the image's sha256), the sample pointing at ours;
 - data files are written to a temporary name and renamed into place;
-- ``.textbook-export/FORMAT.json`` lists the data files an export of FORMAT wrote; the next export of that
-  format into the folder removes those it does not write again (fewer shards than last time) and nothing else.
+- ``.textbook-export/FORMAT.json`` lists the data files an export of FORMAT wrote, and the run it came from;
+  the next export of that format and run into the folder removes those it does not write again (fewer shards
+  than last time) and nothing else;
+- one folder, several runs: the first run's export of a format has the plain names (samples.jsonl); another
+  run's export of that format into the same folder, while the first one's files are there, carries its run
+  id (samples.RUN.jsonl, manifest ``FORMAT.RUN.json``; ``run_suffix``), so neither loses anything.
 """
 
 from __future__ import annotations
@@ -246,6 +250,32 @@ class JsonListWriter:
 # -- manifest --------------------------------------------------------------------------------------------------
 def _manifest_path(out_dir: Path, fmt: str) -> Path:
     return out_dir / MANIFEST_DIR / f"{fmt}.json"
+
+
+def manifest(out_dir: Path, key: str) -> dict | None:
+    """The manifest an export wrote under ``key`` (FORMAT, or FORMAT.RUN), None if none."""
+    try:
+        data = json.loads(_manifest_path(out_dir, key).read_text())
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def run_suffix(out_dir: Path, fmt: str, run_id: str | None, plain: list[str]) -> str | None:
+    """None when this run's export of ``fmt`` takes the plain names ``plain`` in ``out_dir``, else the suffix
+    (the run id) its names carry: another run's export of ``fmt`` (or a file no export wrote) holds them."""
+    if run_id is None:
+        return None
+    if manifest(out_dir, f"{fmt}.{run_id}") is not None:
+        return run_id  # this run exported here beside another before: keep to its own names
+    owner = manifest(out_dir, fmt)
+    there = [rel for rel in plain if (out_dir / rel).exists()]
+    if owner is None:
+        return run_id if there else None
+    if owner.get("run_id") in (None, run_id):
+        return None
+    owned = [rel for rel in owner.get("files", []) if isinstance(rel, str) and (out_dir / rel).exists()]
+    return run_id if owned else None
 
 
 def previous_files(out_dir: Path, fmt: str) -> set[str]:

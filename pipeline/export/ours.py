@@ -44,9 +44,17 @@ def _placed(samples: Iterable[dict], placer: ImagePlacer, result: ExportResult) 
         yield out
 
 
-def write(fmt: str, samples: Iterable[dict], out_dir: Path, placer: ImagePlacer, result: ExportResult) -> None:
-    target = out_dir / TARGETS[fmt]
-    result.target, result.files = target, [TARGETS[fmt]]
+def target_name(fmt: str, suffix: str | None = None) -> str:
+    """samples.jsonl, or samples.SUFFIX.jsonl beside another run's export (pipeline.export.common.run_suffix)."""
+    stem, ext = TARGETS[fmt].rsplit(".", 1)
+    return TARGETS[fmt] if suffix is None else f"{stem}.{suffix}.{ext}"
+
+
+def write(fmt: str, samples: Iterable[dict], out_dir: Path, placer: ImagePlacer, result: ExportResult,
+          suffix: str | None = None) -> None:
+    name = target_name(fmt, suffix)
+    target = out_dir / name
+    result.target, result.files = target, [name]
     placed = _placed(samples, placer, result)
     if fmt == "jsonl":
         with atomic_file(target) as fh:

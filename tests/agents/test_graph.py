@@ -227,7 +227,11 @@ def test_routing_clip_decisions_and_samples(store, routed):
     assert len(judged) == sum(len(cs) for cs in clips.values())  # every clip has a recorded decision
 
     samples = read_samples(out)
-    assert len(samples) == result["samples"] and samples == store.samples(run)
+    stored = store.samples(run)  # image paths in the store's media folder: images/VID/CLIPSHASH/NAME
+    assert len(samples) == result["samples"] == len(stored)
+    assert [[i and Path(i).name for i in s["images"]] for s in samples] == \
+        [[i and Path(i).name for i in s["images"]] for s in stored]
+    assert [s["texts"] for s in samples] == [s["texts"] for s in stored]
     assert_released_layout(samples, out)
     positions = [(img, text, meta) for s in samples
                  for img, text, meta in zip(s["images"], s["texts"], s["metadata"], strict=True)]

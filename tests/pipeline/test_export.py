@@ -442,6 +442,9 @@ def test_pack_names_keyframes_again_for_a_store_from_the_old_naming(tmp_path):
         (sample,) = runner.pack("run-1", [{"video_id": "v1"}], [{"video_id": "v1"}])
     finally:
         store.close()
-    assert sample["images"][:2] == ["images/v1/v1_0-10000_1.jpg", "images/v1/v1_0-10000_2.jpg"]
-    for k, img in enumerate(sample["images"][:2]):
+    # the store keeps the clip images per clips hash (images/VID/HASH/); the export names them by the rule
+    assert sample["images"][:2] == ["images/v1/h/v1_0-10000_1.jpg", "images/v1/h/v1_0-10000_2.jpg"]
+    exported = json.loads((tmp_path / "out" / "samples.jsonl").read_text())
+    assert exported["images"][:2] == ["images/v1/v1_0-10000_1.jpg", "images/v1/v1_0-10000_2.jpg"]
+    for k, img in enumerate(exported["images"][:2]):
         assert np.array_equal(_pixels(tmp_path / "out" / img), _pixels(frames[k]["path"]))

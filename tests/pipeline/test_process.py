@@ -106,7 +106,8 @@ def test_store_records_everything(processed):
         assert cfg["asr"]["model"] == "whisper-base-offline" and cfg["keyframes"]["threshold"] == 0.9
         errors = con.execute("SELECT kind, stage FROM errors").fetchall()
         assert errors == [("corrupt", "probe")]
-        assert con.execute("SELECT count(*) FROM keyframes WHERE ocr_raw IS NULL").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM keyframes k LEFT JOIN ocr o USING (video_id, idx) "
+                           "WHERE o.raw IS NULL").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM segments").fetchone()[0] > 0
         versions = [r[0] for r in con.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()]
         assert versions == sorted(int(p.name.split("_")[0]) for p in (ROOT / "store" / "migrations").glob("*.sql"))

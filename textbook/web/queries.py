@@ -324,22 +324,35 @@ def llm_calls(db: Rows, run_id: str, video_id: str) -> list[dict]:
     return rows
 
 
+def _latest(db: Rows, table: str, stage: str, video_id: str) -> str | None:
+    """The config hash of the video's most recent output in ``table`` (outputs are kept per config hash)."""
+    found = db.rows(f"SELECT o.config_hash FROM (SELECT DISTINCT config_hash FROM {table} WHERE video_id = ?) o "
+                    "LEFT JOIN stage_status s ON s.video_id = ? AND s.stage = ? AND s.config_hash = o.config_hash "
+                    "ORDER BY s.finished_at DESC NULLS LAST LIMIT 1", [video_id, video_id, stage])
+    return found[0]["config_hash"] if found else None
+
+
 def transcript(db: Rows, video_id: str) -> dict | None:
-    rows = db.rows("SELECT * FROM transcripts WHERE video_id = ?", [video_id])
+    h = _latest(db, "transcripts", "asr", video_id)
+    rows = db.rows("SELECT * FROM transcripts WHERE video_id = ? AND config_hash = ?", [video_id, h])
     if not rows:
         return None
     tr = rows[0]
-    tr["segments"] = db.rows("SELECT idx, start_s, end_s, text FROM segments WHERE video_id = ? ORDER BY idx",
-                             [video_id])
+    tr["segments"] = db.rows("SELECT idx, start_s, end_s, text FROM segments WHERE video_id = ? AND config_hash = ? "
+                             "ORDER BY idx", [video_id, h])
     return tr
 
 
 def keyframes(db: Rows, video_id: str) -> list[dict]:
-    return db.rows("SELECT * FROM keyframes WHERE video_id = ? ORDER BY idx", [video_id])
+    return db.rows("SELECT k.*, o.text AS ocr_text, o.kept AS ocr_kept, o.drop_reason AS ocr_drop_reason "
+                   "FROM keyframes k LEFT JOIN ocr o ON o.video_id = k.video_id AND o.idx = k.idx "
+                   "AND o.config_hash = ? WHERE k.video_id = ? AND k.config_hash = ? ORDER BY k.idx",
+                   [_latest(db, "ocr", "ocr", video_id), video_id, _latest(db, "keyframes", "keyframes", video_id)])
 
 
 def clips(db: Rows, video_id: str) -> list[dict]:
-    rows = db.rows("SELECT * FROM clips WHERE video_id = ? ORDER BY idx", [video_id])
+    rows = db.rows("SELECT * FROM clips WHERE video_id = ? AND config_hash = ? ORDER BY idx",
+                   [video_id, _latest(db, "clips", "clips", video_id)])
     for r in rows:
         r["keyframes"] = _json(r["keyframes"], []) or []
         r["signals"] = _json(r.get("signals"))
@@ -469,7 +482,8 @@ def search(db: Rows, query: str, limit: int = 50) -> list[dict]:
         "  UNION ALL SELECT DISTINCT ON (video_id) 'description', video_id, NULL, NULL, "
         "    json_extract_string(metadata, '$.description') FROM candidates "
         "  UNION ALL SELECT 'transcript', video_id, idx, start_s, text FROM segments "
-        "  UNION ALL SELECT 'ocr', video_id, idx, time_s, ocr_text FROM keyframes "
+        "  UNION ALL SELECT DISTINCT 'ocr', o.video_id, o.idx, k.time_s, o.text FROM ocr o "
+        "    JOIN keyframes k ON k.video_id = o.video_id AND k.idx = o.idx "
         "  UNION ALL SELECT 'rewrite', video_id, idx, start_s, polished FROM clips), "
         f"d AS (SELECT row_number() OVER () AS doc, *, {toks} AS toks FROM docs "
         "       WHERE text IS NOT NULL AND text <> ''), "

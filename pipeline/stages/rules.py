@@ -1,46 +1,11 @@
-"""The heavy stages as pure functions over files (run by an executor), and the rule filters.
+"""The rule filters between stages: a video's probe and transcript against ``FilterConfig``.
 
-Each task returns plain dicts (picklable) or raises ToolError with a kind.
-Models are loaded once per process and reused across tasks.
+Each returns a drop reason (``Drop``) or None to keep (PAPER.md section 2's video-level filters).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from functools import lru_cache
-from pathlib import Path
-
 from pipeline.config import FilterConfig
-from tools import media
-from tools.asr import AsrOptions, Transcriber
-from tools.keyframes import KeyframeOptions, detect
-from tools.ocr import OcrOptions, make_reader
-
-
-@lru_cache(maxsize=2)
-def _transcriber(options: AsrOptions) -> Transcriber:
-    return Transcriber(options)
-
-
-def asr_task(path: str, options: AsrOptions, languages: tuple[str, ...], min_speech: float) -> dict:
-    """The audio track to transcribe (``options.audio.track``: a track in a wanted language, else
-    the default-flagged one), its level normalized when low, then ASR with per-window languages.
-    The transcript records the track and the normalization."""
-    info = media.probe(path)
-    choice = media.choose_audio_track(info.audio_streams, options.audio.track, options.audio.languages or languages)
-    audio = media.extract_audio(path, stream=choice.stream.index)
-    audio, normalization = media.normalize_audio(audio, options.audio)
-    tr = _transcriber(options).transcribe(audio, languages=languages, min_speech_seconds=min_speech)
-    tr.track, tr.normalization = choice, normalization
-    return asdict(tr)
-
-
-def keyframes_task(path: str, out_dir: str, options: KeyframeOptions) -> dict:
-    return asdict(detect(path, out_dir, options))
-
-
-def ocr_task(paths: list[str], options: OcrOptions) -> list[dict]:
-    return [asdict(r) for r in make_reader(options).read_many(paths)]
 
 
 class Drop(str):
@@ -48,6 +13,7 @@ class Drop(str):
 
 
 def probe_rules(info: dict, cfg: FilterConfig) -> Drop | None:
+    """``info``: has_video, duration (seconds), has_audio. no_video | too_short | no_audio, or None."""
     if not info["has_video"]:
         return Drop("no_video")
     if info["duration"] < cfg.min_duration:
@@ -93,7 +59,3 @@ def transcript_rules(tr: dict, n_tokens: int, cfg: FilterConfig) -> Drop | None:
     if n_tokens < cfg.min_asr_tokens:
         return Drop("too_few_asr_tokens")
     return None
-
-
-def probe_task(path: str) -> dict:
-    return asdict(media.probe(Path(path)))

@@ -1,0 +1,51 @@
+"""asr: the audio track chosen and normalized, faster-whisper with per-window languages, then the
+transcript rules (silent, language:XX, language_uncertain, repetition, too_few_asr_tokens)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from functools import lru_cache
+
+from pipeline.config import config_hash
+from pipeline.stage import Stage
+from pipeline.stages.rules import transcript_rules
+from pipeline.tokens import count_tokens
+from tools import media
+from tools.asr import AsrOptions, Transcriber
+
+
+@lru_cache(maxsize=2)
+def _transcriber(options: AsrOptions) -> Transcriber:
+    return Transcriber(options)  # loaded once per process, reused across tasks
+
+def asr_task(path: str, options: AsrOptions, languages: tuple[str, ...], min_speech: float) -> dict:
+    """The audio track to transcribe (``options.audio.track``: a track in a wanted language, else
+    the default-flagged one), its level normalized when low, then ASR with per-window languages.
+    The transcript (tools.asr.Transcript as a dict) records the track and the normalization."""
+    info = media.probe(path)
+    choice = media.choose_audio_track(info.audio_streams, options.audio.track, options.audio.languages or languages)
+    audio = media.extract_audio(path, stream=choice.stream.index)
+    audio, normalization = media.normalize_audio(audio, options.audio)
+    tr = _transcriber(options).transcribe(audio, languages=languages, min_speech_seconds=min_speech)
+    tr.track, tr.normalization = choice, normalization
+    return asdict(tr)
+
+class AsrStage(Stage):
+    name = "asr"
+    hash_field = "asr_hash"
+
+    def config_hash(self, video: dict) -> str:
+        c = self.cfg
+        return config_hash("asr", self.version, c.asr, c.filters.languages, c.filters.min_speech_seconds)
+
+    def task(self, video: dict, h: str):
+        c = self.cfg
+        return asr_task, (video["source"], c.asr, tuple(c.filters.languages), c.filters.min_speech_seconds)
+
+    def save(self, video: dict, h: str, tr: dict, seconds: float) -> None:
+        text = " ".join(s["text"] for s in tr["segments"])
+        self.store.save_transcript(video["video_id"], h, tr, count_tokens(text, self.cfg.tokenizer))
+
+    def keep(self, video: dict, h: str) -> str | None:
+        tr = self.store.transcript(video["video_id"], h)
+        return transcript_rules(tr, tr["n_tokens"], self.cfg.filters)

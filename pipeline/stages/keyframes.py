@@ -1,0 +1,36 @@
+"""keyframes: the states of the screen (SSIM, tools.keyframes), written under media/frames/VID/HASH/."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from pipeline.config import config_hash
+from pipeline.stage import Stage
+from tools.keyframes import KeyframeOptions, detect
+
+
+def keyframes_task(path: str, out_dir: str, options: KeyframeOptions) -> dict:
+    """tools.keyframes.KeyframeResult as a dict; the frame files go to ``out_dir``."""
+    return asdict(detect(path, out_dir, options))
+
+
+class KeyframesStage(Stage):
+    name = "keyframes"
+    hash_field = "keyframes_hash"
+
+    def config_hash(self, video: dict) -> str:
+        return config_hash("keyframes", self.version, self.cfg.keyframes)
+
+    def frames_dir(self, vid: str, h: str) -> Path:
+        return self.ctx.media / "frames" / vid / h
+
+    def cached(self, video: dict, h: str) -> bool:
+        return super().cached(video, h) and all(
+            Path(k["path"]).is_file() for k in self.store.keyframes(video["video_id"], h))
+
+    def task(self, video: dict, h: str):
+        return keyframes_task, (video["source"], str(self.frames_dir(video["video_id"], h)), self.cfg.keyframes)
+
+    def save(self, video: dict, h: str, result: dict, seconds: float) -> None:
+        self.store.save_keyframes(video["video_id"], h, result["keyframes"], result["seconds"])

@@ -1,0 +1,39 @@
+"""probe: container facts of the file (ffprobe), then the probe rules (no_video, too_short, no_audio)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from pipeline.config import config_hash
+from pipeline.records import Status
+from pipeline.stage import Stage
+from pipeline.stages.rules import probe_rules
+from tools import media
+
+
+def probe_task(path: str) -> dict:
+    """tools.media.MediaInfo of the file, as a dict (picklable); raises ToolError (corrupt, ...)."""
+    return asdict(media.probe(Path(path)))
+
+
+class ProbeStage(Stage):
+    name = "probe"
+    on_driver = True  # ffprobe is quick; no executor round trip
+
+    def config_hash(self, video: dict) -> str:
+        return config_hash("probe", self.version)
+
+    def applies(self, video: dict) -> bool:
+        return (self.store.video(video["video_id"]) or {}).get("status") != Status.DUPLICATE
+
+    def compute(self, video: dict, h: str) -> dict:
+        return probe_task(video["source"])
+
+    def save(self, video: dict, h: str, result: dict, seconds: float) -> None:
+        self.store.save_probe(video["video_id"], h, result, seconds)
+
+    def keep(self, video: dict, h: str) -> str | None:
+        row = self.store.video(video["video_id"])
+        info = {"duration": row["duration"], "has_audio": row["has_audio"], "has_video": (row["width"] or 0) > 0}
+        return probe_rules(info, self.cfg.filters)
