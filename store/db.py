@@ -62,13 +62,14 @@ def open_store(path: str | Path, read_only: bool = False) -> Store:
     except duckdb.IOException as exc:
         msg = str(exc)
         if "lock" in msg.lower():
-            from store.serve import read_endpoint, remote_store
+            from store.serve import remote_store
 
-            if read_only and (remote := remote_store(path)) is not None:
-                return remote
-            if (ep := read_endpoint(path)) is not None:
-                raise StoreError(f"{path} is being written by a running `textbook {ep.command}` (pid {ep.pid}); "
-                                 "DuckDB allows one writer") from exc
+            if (remote := remote_store(path)) is not None:  # the writer serves reads (store/serve.py)
+                if read_only:
+                    return remote
+                remote.close()
+                raise StoreError(f"{path} is being written by a running `textbook {remote.endpoint.command}` "
+                                 f"(pid {remote.endpoint.pid}); DuckDB allows one writer") from exc
             raise StoreError(f"{path} is in use by another process (DuckDB allows one writer)") from exc
         raise StoreError(f"cannot open {path}: {msg.splitlines()[0]}") from exc
     except duckdb.Error as exc:
