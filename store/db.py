@@ -43,6 +43,12 @@ def _migrations() -> list[tuple[int, str, str]]:
 
 
 def open_store(path: str | Path, read_only: bool = False) -> Store:
+    """The store in the DuckDB file ``path`` (migrated when opened for writing).
+
+    ``read_only``: while another process writes the file (a running `textbook build` or `process`,
+    which serve reads: store/serve.py), a ``RemoteStore`` that reads through that process; its writes
+    raise StoreError. Raises StoreError (one line): no file (read-only), locked by a process that
+    serves no reads, not a DuckDB file."""
     path = Path(path)
     if read_only and not path.is_file():
         raise StoreError(f"no database at {path}")
@@ -56,6 +62,14 @@ def open_store(path: str | Path, read_only: bool = False) -> Store:
     except duckdb.IOException as exc:
         msg = str(exc)
         if "lock" in msg.lower():
+            from store.serve import remote_store
+
+            if (remote := remote_store(path)) is not None:  # the writer serves reads (store/serve.py)
+                if read_only:
+                    return remote
+                remote.close()
+                raise StoreError(f"{path} is being written by a running `textbook {remote.endpoint.command}` "
+                                 f"(pid {remote.endpoint.pid}); DuckDB allows one writer") from exc
             raise StoreError(f"{path} is in use by another process (DuckDB allows one writer)") from exc
         raise StoreError(f"cannot open {path}: {msg.splitlines()[0]}") from exc
     except duckdb.Error as exc:
@@ -119,8 +133,8 @@ class Store:
         return row[0] if row else None
 
     def counts(self) -> dict[str, int]:
-        tables = [r[0] for r in self.con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1").fetchall()]
+        tables = [r["table_name"] for r in self.rows(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1")]
         return {t: self.scalar(f'SELECT count(*) FROM "{t}"') for t in tables}
 
     # -- runs ---------------------------------------------------------------
@@ -387,8 +401,8 @@ class Store:
             self._mark(f"run:{run_id}", "pack", config_hash, "done", None, None)
 
     def samples(self, run_id: str) -> list[dict]:
-        return [json.loads(r[0]) for r in self.con.execute(
-            "SELECT sample FROM samples WHERE run_id = ? ORDER BY idx", [run_id]).fetchall()]
+        return [json.loads(r["sample"]) for r in self.rows(
+            "SELECT sample FROM samples WHERE run_id = ? ORDER BY idx", [run_id])]
 
     # -- the agent (migration 002) ------------------------------------------------
     def _insert(self, table: str, row: dict, replace: bool = False) -> None:

@@ -84,7 +84,9 @@ def process(
     settings = load_settings(config, overrides)
     store = open_store(settings.db)
     try:
-        with ProgressReporter(enabled=not quiet and not as_json) as reporter:
+        from store.serve import serve_reads  # other commands read the store through this one while it runs
+
+        with serve_reads(store, "process"), ProgressReporter(enabled=not quiet and not as_json) as reporter:
             result = Runner(store, settings.pipeline, settings.out, reporter).run(paths)
     finally:
         store.close()

@@ -174,7 +174,10 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         store = open_store(settings.db)
         show = BuildProgress(enabled=not (quiet or as_json))
         try:
-            with endpoint as (url, alias), show, _viewer(store, view, view_port, user_error) as wait:
+            from store.serve import serve_reads  # runs, trace, stats, view read through this build meanwhile
+
+            with serve_reads(store, "build"), endpoint as (url, alias), show, \
+                    _viewer(store, view, view_port, user_error) as wait:
                 result = run_build(store, spec, run_id=resume, resume=bool(resume), base_url=url, model_name=alias,
                                    on_event=show, sources=sources, reporter=show, on_progress=show.on_tokens,
                                    wait_for_review=wait)
@@ -333,7 +336,10 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
             print(json.dumps({"ts": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **obj}), flush=True)
 
         try:
-            with Endpoint(agent.llm, user_error, True) if needs_embedded else nullcontext((None, None)) as ep:
+            from store.serve import serve_reads
+
+            with serve_reads(store, "batch"), \
+                    Endpoint(agent.llm, user_error, True) if needs_embedded else nullcontext((None, None)) as ep:
                 url, alias = ep
                 for i, g in enumerate(goals):
                     merged = {**defaults, **g}

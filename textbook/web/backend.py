@@ -2,7 +2,9 @@
 
 - ``FileBackend``: `textbook view` on a store file. Each request opens the file read-only and closes
   it, so the viewer never holds DuckDB's lock between requests (a build can start meanwhile); while a
-  build holds the file the pages say so (`textbook build --view` serves it instead).
+  build or process holds the file, ``open_store`` reads through the reads it serves (store/serve.py),
+  so the pages stay live; a review answer then cannot be written here (the page says so: answer it in
+  `textbook build --view` or once the build has stopped).
 - ``BuildBackend``: `textbook build --view`. Reads go through a fresh cursor of the build's own
   connection (DuckDB reads committed data concurrently in one process); a review answer is handed to
   the build's thread (``agents.review.ReviewInbox``), which alone writes the store.
