@@ -448,6 +448,9 @@ class BuildAgent:
         videos = runner.register(run_id, [(item["path"], item["meta"])])
         if runner.transcribe(run_id, videos):
             self.d.store.update_candidate(run_id, c["video_id"], status="transcribed")
+            tr = self.d.store.transcript(c["video_id"]) or {}
+            self._decision("transcribe", c["video_id"], "transcribed",
+                           [f"{len(tr.get('segments') or [])} ASR segments, language {tr.get('language')}"])
             return "transcribed"
         return self._failed_stage(run_id, c["video_id"], "transcribe")
 
@@ -514,6 +517,7 @@ class BuildAgent:
         vid, store = c["video_id"], self.d.store
         if self.d.runner.visuals(run_id, [store.video(vid) | {"video_id": vid}]):
             store.update_candidate(run_id, vid, status="visuals")
+            self._decision("visuals", vid, "done", [f"{len(store.keyframes(vid))} keyframes"])
             return "visuals"
         return self._failed_stage(run_id, vid, "visuals")
 
