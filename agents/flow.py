@@ -18,11 +18,12 @@ Bounds: videos in flight ``agent.video_workers`` (default: the gateway's request
 process pool or Ray); LLM requests by the gateway's per-endpoint limit. Writes go through the one
 store connection under its lock (store/db.py): the build process stays DuckDB's single writer.
 
-Faults are items, not crashes: a step that raises (a call cut at its deadline after the client's
-retries, an endpoint error, an answer that never validates under ``on_invalid: fail``, a tool error)
+Faults are items, not crashes: a step that raises (a request that kept failing through the gateway's
+re-sends: timeout, 429, 5xx; an answer that never validates under ``on_invalid: fail``; a tool error)
 marks that candidate ``failed`` with its kind (candidates.reason, an errors row, a trace event) and
-the others go on. A spent budget stops new work, lets running chains stop at their next step, and
-reaches the graph as ``BudgetExceeded``.
+the others go on. Two things stop the flow instead: a spent budget (``BudgetExceeded``: running chains
+stop at their next step, the graph assembles what the run has) and an endpoint that is down
+(``LLMUnavailable``: the build stops with one line and resumes later where each video stood).
 
 Determinism: a point's slots are filled strictly in rank order and refilled only when a started video
 drops, so the videos a point ends with are the first ``per_point`` in rank order that pass, whatever
@@ -81,6 +82,7 @@ class VideoFlow:
         self.workers = self.d.cfg.video_workers or (limit if isinstance(limit, int) and limit > 0 else DEFAULT_WORKERS)
         self.heavy = threading.BoundedSemaphore(max(1, int(self.d.runner.cfg.workers)))
         self.stop: BudgetExceeded | None = None
+        self.down: LLMUnavailable | None = None  # the endpoint is down: stop, the run resumes later
         self.outcomes: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._finished = 0
@@ -92,11 +94,17 @@ class VideoFlow:
                 ThreadPoolExecutor(self.workers, thread_name_prefix="video") as videos:
             self.calls = calls
             self.judge_metadata()
-            if self.stop is None:
+            if not self.halted:
                 self.chains(videos)
+        if self.down is not None:
+            raise self.down
         if self.stop is not None:
             raise self.stop
         return dict(self.outcomes)
+
+    @property
+    def halted(self) -> bool:
+        return self.stop is not None or self.down is not None
 
     def judge_metadata(self) -> None:
         """Phase 1: every unjudged candidate judged at once; placement between passes (it ends: each
@@ -107,7 +115,7 @@ class VideoFlow:
         for _ in range(50):
             a._reassign(run_id)
             todo = store.candidates(run_id, Status.FOUND)
-            if not todo or self.stop is not None:
+            if not todo or self.halted:
                 return
             total = done + len(todo)
             futures = [self.calls.submit(self._guard, "judge_metadata", c,
@@ -116,14 +124,14 @@ class VideoFlow:
             for _f in as_completed(futures):
                 done += 1
                 a._progress("judge_metadata", done, total)
-            if self.stop is not None:
+            if self.halted:
                 return
 
     def chains(self, pool: ThreadPoolExecutor) -> None:
         """Phase 2: start the videos that hold or win a slot; refill a slot when its video drops."""
         running: dict[Future, dict] = {}
         while True:
-            if self.stop is None:
+            if not self.halted:
                 for c in self._next(list(running.values())):
                     running[pool.submit(self._chain, c)] = c
             if not running:
@@ -168,6 +176,10 @@ class VideoFlow:
             with self._lock:
                 self.stop = self.stop or exc
             return
+        except LLMUnavailable as exc:  # the endpoint, not this video: stop; the video resumes where it was
+            with self._lock:
+                self.down = self.down or exc
+            return
         except Exception as exc:  # noqa: BLE001 - a fault of one item: recorded, the build goes on
             status = self._fail(node, c, exc)
         with self._lock:
@@ -183,6 +195,9 @@ class VideoFlow:
         except BudgetExceeded as exc:
             with self._lock:
                 self.stop = self.stop or exc
+        except LLMUnavailable as exc:
+            with self._lock:
+                self.down = self.down or exc
         except Exception as exc:  # noqa: BLE001 - as in _chain
             self._fail(node, c, exc)
 

@@ -789,9 +789,12 @@ def transcript_judge_values(chain: list[str], text: str, max_chars: int) -> dict
 
 
 def _fail_if_policy(cfg: AgentConfig, exc: LLMOutputInvalid) -> None:
-    """Re-raise a call's failure when the item must fail rather than take the policy default: a call
-    cut at its deadline after the client's retries (kind timeout), or ``on_invalid: fail``."""
-    if isinstance(exc, LLMTimeout) or cfg.on_invalid == "fail":
+    """Re-raise a call's failure when the item must fail rather than take the policy default: a request
+    that kept failing through the re-sends (kinds timeout, rate_limited, server_error, bad_request), or
+    an answer that never validated under ``on_invalid: fail``. The policy default (accept or reject)
+    is for a model that answered but never validly (kind invalid_output)."""
+    if isinstance(exc, LLMTimeout) or getattr(exc, "kind", "invalid_output") != "invalid_output" \
+            or cfg.on_invalid == "fail":
         raise exc
 
 
