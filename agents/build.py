@@ -190,7 +190,7 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
         if model_name:  # the embedded llama.cpp server: max_tokens spelled the old way, one request at a
             # time (no HTTP re-sends: a re-sent request would queue behind the abandoned one), answers
             # under a schema grammar, streamed (a cut request stops the server's generation)
-            update |= {"legacy_max_tokens": True, "http_retries": 0}
+            update |= {"legacy_max_tokens": True, "http_retries": 0, "concurrency": 1}
             if llm_cfg.structured == "auto":
                 update["structured"] = "llamacpp"
             if llm_cfg.stream is None:
@@ -198,6 +198,12 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
         llm_cfg = llm_cfg.model_copy(update=update)
     budget = BudgetTracker(store, run_id, spec.agent.budgets)
     gateway = Gateway(store, run_id, llm_cfg, models=models, budget=budget, on_progress=on_progress)
+    if models is None:
+        try:
+            gateway.preflight()  # an endpoint down from the start fails fast, with one line
+        except LLMUnavailable as exc:
+            store.finish_run(run_id, "failed", {"error": str(exc)[:500]})
+            raise BuildError(str(exc)) from exc
     runner = Runner(store, spec.pipeline, spec.out, reporter, command="build")
     embedded = model_name if base_url and model_name else None
     judges = judge_enforcement(spec.agent, embedded)

@@ -125,7 +125,13 @@ class AgentConfig(BaseModel):
     clip_min_similarity: float = Field(0.15, description="rules: ASR-OCR similarity below this drops frames")
     download_max_height: int = Field(480, description="yt-dlp video height cap")
     download_retries: int = 3
-    on_invalid: str = Field("accept", description="a judge whose answer never validates: accept or reject")
+    on_invalid: Literal["accept", "reject", "fail"] = Field(
+        "accept", description="a judge or rewrite whose answer never validates: accept or reject by policy, or "
+                              "fail the video (recorded as failed with kind invalid_output; a rerun asks again)")
+    video_workers: int | None = Field(
+        None, ge=1, description="videos moving through the build at once (each on a worker thread); none: the "
+                                "gateway's request limit (llm.concurrency). Heavy stages stay bounded by "
+                                "pipeline.workers, LLM requests by llm.concurrency per endpoint")
     review: ReviewConfig = ReviewConfig()
     enforce_judges: Literal["auto", "yes", "no"] = Field(
         "auto", description="yes: judges drop videos and clips; no: advisory (verdicts recorded, nothing dropped); "

@@ -1,8 +1,12 @@
 """The build graph: from a goal to a textbook, every node run and decision traced in DuckDB.
 
-    interpret_goal -> taxonomy -> plan_queries -(Send per point)-> search_point -> judge_metadata
-    -> download -> transcribe -> judge_transcripts -> visuals -> clips -> coverage
+    interpret_goal -> taxonomy [-> review_taxonomy] -> plan_queries -(Send per point)-> search_point
+    -> videos [-> review_metadata -> review_transcripts] -> after_videos -> videos | coverage
     coverage -> plan_queries (short knowledge points, new phrasings) | assemble -> END
+
+``videos`` (agents/flow.py) moves every candidate through metadata judge, download, ASR, transcript
+judges, keyframes and OCR, clip rewrites and clip judge, many videos at once; the per-candidate steps
+are the ``_*_one`` methods below. Review nodes exist only when ``agent.review`` asks for them.
 
 State stays small (ids, counters, the stop reason); everything else lives in the store.
 Nodes are idempotent: a resumed run re-enters the node it was killed in, LLM answers come
@@ -33,6 +37,7 @@ from agents.config import AgentConfig
 from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid, LLMTimeout
 from agents.review import ReviewNodes, mark_lineage, queue_borderline
 from pipeline.assemble import clip_ocr
+from pipeline.records import Status
 from pipeline.runner import Runner
 from tools.errors import ToolError
 
@@ -42,6 +47,9 @@ KNOWN_SUBJECTS = ("mathematics", "physics", "chemistry", "earth science", "engin
                   "biology", "geography", "astronomy", "statistics")
 _STOP = frozenset("a an the of and or to in on for with by is are how what why build make textbook lesson "
                   "lessons course video videos school".split())
+
+
+ALWAYS = ("after_videos", "coverage", "assemble")  # nodes that run after a budget stop: they finish the run
 
 
 def _last(old: str | None, new: str | None) -> str | None:
@@ -58,6 +66,7 @@ class BuildState(TypedDict, total=False):
     plans: list[dict]          # this round's [{point_id, queries}]
     stop: Annotated[str | None, _last]   # the budget that stopped the run
     searched: Annotated[list[str], operator.add]
+    outcomes: dict             # the last videos node: how many chains ended in each status
     result: dict
 
 
@@ -106,13 +115,13 @@ class BuildAgent:
         @functools.wraps(fn)
         def node(state: dict):
             store, run_id = self.d.store, state.get("run_id") or self.d.gateway.run_id
-            if state.get("stop") and name not in ("coverage", "assemble"):
+            if state.get("stop") and name not in ALWAYS:
                 return {}
             ev = store.event_start(run_id, name, None,
                                    _summary({k: v for k, v in state.items() if k not in ("searched", "spec")}))
             self.d.on_event({"event": "node_start", "node": name})
             try:
-                if name not in ("coverage", "assemble"):  # these two always run: they finish the run
+                if name not in ALWAYS:  # these always run: they finish the run
                     self.d.budget.check_wall()
                 out = fn(state)
             except BudgetExceeded as exc:
@@ -121,6 +130,9 @@ class BuildAgent:
                 return {"stop": exc.name}
             except Exception as exc:
                 store.event_end(ev, None, error=f"{type(exc).__name__}: {exc}"[:500])
+                raise
+            except BaseException as exc:  # Ctrl-C, SIGTERM: the trace says where the run was stopped
+                store.event_end(ev, None, error=f"interrupted ({type(exc).__name__})")
                 raise
             update = out.update if isinstance(out, Command) else out
             store.event_end(ev, _summary(update or {}))
@@ -239,7 +251,7 @@ class BuildAgent:
     def route_searches(self, state: BuildState) -> list[Send] | str:
         plans = state.get("plans") or []
         if state.get("stop") or not plans:
-            return "judge_metadata"
+            return "videos"
         return [Send("search_point", {"run_id": state["run_id"], **p}) for p in plans]
 
     def search_point(self, payload: dict) -> dict:
@@ -329,22 +341,6 @@ class BuildAgent:
                                [f"fit {p.fit:.2f} to {names.get(p.point_id, p.point_id)!r} ({p.why})"]
                                + ([f"moved from {c['point_id']}"] if moved else []))
 
-    def judge_metadata(self, state: BuildState) -> dict:
-        run_id, spec, cfg, store = state["run_id"], state["spec"], self.d.cfg, self.d.store
-        enforce = self.d.enforce["metadata"]
-        done = 0
-        for _ in range(50):  # each pass judges videos for points they were not judged for: it ends
-            self._reassign(run_id)
-            todo = store.candidates(run_id, "found")
-            if not todo:
-                break
-            total = done + len(todo)
-            for c in todo:
-                self._progress("judge_metadata", done, total, c["video_id"])
-                self._judge_metadata_one(run_id, spec, cfg, c, enforce)
-                done += 1
-        return {}
-
     def _judge_metadata_one(self, run_id: str, spec: dict, cfg: AgentConfig, c: dict, enforce: bool) -> None:
         store = self.d.store
         point, chain = self._path(run_id, c["point_id"])
@@ -358,6 +354,7 @@ class BuildAgent:
             if verdict == "accept" and score < cfg.min_metadata_score:
                 verdict, reasons = "reject", [*reasons, f"score {score} < {cfg.min_metadata_score}"]
         except LLMOutputInvalid as exc:
+            _fail_if_policy(cfg, exc)
             policy = True
             verdict, score, call_id = cfg.on_invalid, None, exc.call_id
             reasons = [f"{cfg.on_invalid} by policy: {_failure(exc)}"]
@@ -379,172 +376,164 @@ class BuildAgent:
             out[c["point_id"]] = out.get(c["point_id"], 0) + 1
         return out
 
-    def download(self, state: BuildState) -> dict:
+    def videos(self, state: BuildState) -> dict:
+        """Every candidate as far as it goes: judges and pipeline stages per video, concurrently
+        (agents/flow.py)."""
+        from agents.flow import VideoFlow
+
+        outcomes = VideoFlow(self, state["run_id"], state["spec"]).run()
+        return {"outcomes": outcomes} if outcomes else {}
+
+    def after_videos(self, state: BuildState) -> Command[Literal["videos", "coverage"]]:
+        """Back to ``videos`` when a human's review released work; else on to coverage."""
+        from agents.flow import has_work
+
+        if not state.get("stop") and has_work(self.d.store, state["run_id"], self.d.cfg):
+            return Command(goto="videos")
+        return Command(goto="coverage")
+
+    def rank(self, run_id: str) -> Callable[[dict], tuple]:
+        """The order in which a point's metadata-accepted videos take its slots: best judged first;
+        among equals, the one that fits its knowledge point best; then by id (deterministic)."""
+        scores = {j["video_id"]: j["score"] or 0 for j in self.d.store.judgments(run_id) if j["kind"] == "metadata"}
+        fits = {(h["video_id"], h["point_id"]): h["fit"] for h in self.d.store.hits(run_id)}
+
+        def key(c: dict) -> tuple:
+            return -(scores.get(c["video_id"]) or 0), -(fits.get((c["video_id"], c["point_id"])) or 0), c["video_id"]
+        return key
+
+    def _download_one(self, run_id: str, c: dict) -> str:
+        """Fetch one metadata-accepted video; returns its new status (downloaded or download_failed)."""
         from tools.download import DownloadError, download
 
-        run_id, cfg, store = state["run_id"], self.d.cfg, self.d.store
-        accepted = self._accepted(run_id)
-        if self.d.budget.videos_reached(sum(accepted.values())):
-            raise BudgetExceeded("videos", f"{sum(accepted.values())} accepted videos")
-        # videos already on their way through the pipeline count toward the targets too
-        for c in store.candidates(run_id, IN_FLIGHT):
-            accepted[c["point_id"]] = accepted.get(c["point_id"], 0) + 1
-        slots = None if cfg.budgets.max_videos is None else cfg.budgets.max_videos - sum(accepted.values())
-        scores = {j["video_id"]: j["score"] or 0 for j in store.judgments(run_id) if j["kind"] == "metadata"}
-        fits = {(h["video_id"], h["point_id"]): h["fit"] for h in store.hits(run_id)}
-
-        def rank(c: dict) -> tuple:
-            # best judged first; among equals, the one that fits its knowledge point best
-            return -(scores.get(c["video_id"]) or 0), -(fits.get((c["video_id"], c["point_id"])) or 0), c["video_id"]
-
-        waiting = sorted(store.candidates(run_id, "accepted_meta"), key=rank)
-        taken: dict[str, int] = {}
-        todo = [c for c in waiting]
-        for i, c in enumerate(todo):
-            pid = c["point_id"]
-            if accepted.get(pid, 0) + taken.get(pid, 0) >= cfg.per_point or (slots is not None and slots <= 0):
-                continue
-            self._progress("download", i, len(todo), c["video_id"])
-            try:
-                got = download(c["url"], self.d.downloads, video_id=c["video_id"],
-                               max_height=cfg.download_max_height, retries=cfg.download_retries)
-            except DownloadError as exc:
-                store.update_candidate(run_id, c["video_id"], status="download_failed", reason=exc.kind)
-                store.record_error(c["video_id"], "download", "", exc.kind, exc.message, run_id)
-                self._decision("download", c["video_id"], "failed", [f"{exc.kind}: {exc.message}"])
-                continue
-            store.update_candidate(run_id, c["video_id"], status="downloaded", path=str(got.path))
-            self._decision("download", c["video_id"], "downloaded", [got.path.name])
-            taken[pid] = taken.get(pid, 0) + 1
-            if slots is not None:
-                slots -= 1
-        return {}
+        cfg, store = self.d.cfg, self.d.store
+        try:
+            got = download(c["url"], self.d.downloads, video_id=c["video_id"],
+                           max_height=cfg.download_max_height, retries=cfg.download_retries)
+        except DownloadError as exc:
+            store.update_candidate(run_id, c["video_id"], status="download_failed", reason=exc.kind)
+            store.record_error(c["video_id"], "download", "", exc.kind, exc.message, run_id)
+            self._decision("download", c["video_id"], "failed", [f"{exc.kind}: {exc.message}"])
+            return "download_failed"
+        store.update_candidate(run_id, c["video_id"], status="downloaded", path=str(got.path))
+        self._decision("download", c["video_id"], "downloaded", [got.path.name])
+        return "downloaded"
 
     def _videos(self, run_id: str, status: str) -> list[dict]:
-        out = []
-        tax = self._tax(run_id)
-        for c in self.d.store.candidates(run_id, status):
-            point, chain = self._path(run_id, c["point_id"])
-            m = c["metadata"]
-            meta = {"id": c["video_id"], "title": m.get("title"), "subject": chain[0],
-                    "course": chain[1] if len(chain) > 1 else None,
-                    "subcourse": chain[2] if len(chain) > 3 else None, "knowledge_point": point,
-                    "difficulty": tax[c["point_id"]].get("difficulty"),
-                    "point_id": c["point_id"], "url": c["url"]}
-            out.append({"candidate": c, "meta": meta, "path": Path(c["path"] or c["url"]), "video_id": c["video_id"]})
-        return out
+        return [self._item(run_id, c) for c in self.d.store.candidates(run_id, status)]
 
-    def transcribe(self, state: BuildState) -> dict:
-        run_id, store, runner = state["run_id"], self.d.store, self.d.runner
-        items = self._videos(run_id, "downloaded")
-        if not items:
-            return {}
-        videos = runner.register(run_id, [(i["path"], i["meta"]) for i in items])
-        active = {v["video_id"] for v in runner.transcribe(run_id, videos)}
-        for v in videos:
-            vid = v["video_id"]
-            if vid in active:
-                store.update_candidate(run_id, vid, status="transcribed")
-                continue
-            row = store.video(vid)
-            err = store.rows("SELECT kind, message FROM errors WHERE video_id = ?", [vid])
-            reason = row["reason"] or (err[0]["kind"] if err else "error")
-            store.update_candidate(run_id, vid, status="rejected", reason=reason)
-            self._decision("transcribe", vid, "rejected", [reason] + ([err[0]["message"]] if err else []))
-        return {}
+    def _item(self, run_id: str, c: dict) -> dict:
+        """A candidate as the pipeline registers it: its metadata under the taxonomy's names."""
+        point, chain = self._path(run_id, c["point_id"])
+        m = c["metadata"]
+        meta = {"id": c["video_id"], "title": m.get("title"), "subject": chain[0],
+                "course": chain[1] if len(chain) > 1 else None,
+                "subcourse": chain[2] if len(chain) > 3 else None, "knowledge_point": point,
+                "difficulty": self._tax(run_id)[c["point_id"]].get("difficulty"),
+                "point_id": c["point_id"], "url": c["url"]}
+        return {"candidate": c, "meta": meta, "path": Path(c["path"] or c["url"]), "video_id": c["video_id"]}
 
-    def judge_transcripts(self, state: BuildState) -> dict:
-        """Two judges; a video is dropped only when both reject it (docs/method.md section 2)."""
-        run_id, store, cfg = state["run_id"], self.d.store, self.d.cfg
+    def _failed_stage(self, run_id: str, vid: str, node: str) -> str:
+        """Record why the pipeline dropped a video (its rule reason or its error kind); returns "rejected"."""
+        store = self.d.store
+        row = store.video(vid) or {}
+        err = store.rows("SELECT kind, message FROM errors WHERE video_id = ? ORDER BY occurred_at DESC", [vid])
+        reason = row.get("reason") or (err[0]["kind"] if err else "error")
+        store.update_candidate(run_id, vid, status="rejected", reason=reason)
+        self._decision(node, vid, "rejected", [reason] + ([err[0]["message"]] if err else []))
+        return "rejected"
+
+    def _transcribe_one(self, run_id: str, c: dict) -> str:
+        """Probe, rule filters, ASR and transcript rules of one downloaded video (pipeline.runner)."""
+        item, runner = self._item(run_id, c), self.d.runner
+        videos = runner.register(run_id, [(item["path"], item["meta"])])
+        if runner.transcribe(run_id, videos):
+            self.d.store.update_candidate(run_id, c["video_id"], status="transcribed")
+            tr = runner.transcript(c["video_id"]) or {}
+            self._decision("transcribe", c["video_id"], "transcribed",
+                           [f"{len(tr.get('segments') or [])} ASR segments, language {tr.get('language')}"])
+            return "transcribed"
+        return self._failed_stage(run_id, c["video_id"], "transcribe")
+
+    def _judge_transcript_one(self, run_id: str, c: dict, pool=None) -> str:
+        """Two judges, asked at once; a video is dropped only when both reject it (docs/method.md
+        section 2). Returns judged, transcript_rejected or the review queue's status."""
+        store, cfg = self.d.store, self.d.cfg
         enforce = self.d.enforce["transcript"]
-        todo = store.candidates(run_id, "transcribed")
-        for i, c in enumerate(todo):
-            self._progress("judge_transcripts", i, len(todo), c["video_id"])
-            vid = c["video_id"]
-            tr = store.transcript(vid)
-            text = tr["text"] or " ".join(s["text"] for s in tr["segments"])
-            point, chain = self._path(run_id, c["point_id"])
-            values = transcript_judge_values(chain, text, cfg.transcript_chars)
-            verdicts, shown, scores = [], [], []
-            # one model for both judges (the embedded server): at temperature 0 the second would say the
-            # same again, so judge b repeats judge a's verdict instead of paying for it
-            twin = self.d.gateway.same_model("transcript_judge_a", "transcript_judge_b")
-            first: tuple = ()
-            for role, kind in (("transcript_judge_a", "transcript_a"), ("transcript_judge_b", "transcript_b")):
-                if kind == "transcript_b" and twin:
-                    a_verdict, a_score, a_reasons, a_detail, a_call = first
-                    store.save_judgment(run_id, vid, kind, a_verdict, a_score, a_reasons,
-                                        {**(a_detail or {}), "source": "same model as judge a",
-                                         "enforced": enforce}, a_call)
-                    verdicts.append(a_verdict)
-                    scores.append(a_score)
-                    shown.append(f"b: same model as a ({a_verdict})")
-                    continue
-                policy = False
-                try:
-                    ans = self.d.gateway.call(role, "judge_transcripts", "transcript_judge", values,
-                                              schemas.TranscriptVerdict, video_id=vid)
-                    v = ans.value
-                    verdict, reasons, call_id = v.verdict, v.reasons, ans.call_id
-                    score = round((v.relevance + v.density + v.quality) / 3, 2)
-                    detail = {"relevance": v.relevance, "density": v.density, "quality": v.quality}
-                except LLMOutputInvalid as exc:
-                    policy = True
-                    verdict, call_id, score, detail = cfg.on_invalid, exc.call_id, None, None
-                    reasons = [f"{cfg.on_invalid} by policy: {_failure(exc)}"]
-                store.save_judgment(run_id, vid, kind, verdict, score, reasons,
-                                    {**(detail or {}), "source": "policy" if policy else "model",
-                                     "enforced": enforce}, call_id)
-                first = first or (verdict, score, reasons, detail, call_id)
-                verdicts.append(verdict)
-                scores.append(score)
-                shown.append(f"{kind[-1]}: {verdict}" + (" (policy)" if policy else f" {score}"))
-            both = verdicts.count("reject") == 2
-            mean = sum(scores) / 2 if None not in scores else None
-            if queue_borderline(self, run_id, vid, "transcript", "reject" if both else "accept", mean):
-                continue
-            if both and enforce:
-                store.update_candidate(run_id, vid, status="transcript_rejected", reason="both transcript judges")
-                store.update_video(vid, status="rejected", reason="transcript_judges")
-                self._decision("judge_transcripts", vid, "reject", [f"both judges rejected ({'; '.join(shown)})"])
-            else:
-                store.update_candidate(run_id, vid, status="judged")
-                self._decision("judge_transcripts", vid, "keep (advisory: both rejected)" if both else "keep",
-                               [f"judges {'; '.join(shown)}"])
-        return {}
+        vid = c["video_id"]
+        tr = self.d.runner.transcript(vid)  # the transcript of this run's ASR config
+        text = tr["text"] or " ".join(s["text"] for s in tr["segments"])
+        point, chain = self._path(run_id, c["point_id"])
+        values = transcript_judge_values(chain, text, cfg.transcript_chars)
+        # one model for both judges (the embedded server): at temperature 0 the second would say the
+        # same again, so judge b repeats judge a's verdict instead of paying for it
+        twin = self.d.gateway.same_model("transcript_judge_a", "transcript_judge_b")
 
-    def visuals(self, state: BuildState) -> dict:
-        run_id, store, runner = state["run_id"], self.d.store, self.d.runner
-        items = self._videos(run_id, "judged")
-        if not items:
-            return {}
-        videos = [store.video(i["video_id"]) | {"video_id": i["video_id"]} for i in items]
-        done = {v["video_id"] for v in runner.visuals(run_id, videos)}
-        for i in items:
-            vid = i["video_id"]
-            if vid in done:
-                store.update_candidate(run_id, vid, status="visuals")
-            else:
-                err = store.rows("SELECT kind FROM errors WHERE video_id = ?", [vid])
-                store.update_candidate(run_id, vid, status="rejected", reason=err[0]["kind"] if err else "error")
-                self._decision("visuals", vid, "rejected", [err[0]["kind"] if err else "error"])
-        return {}
+        def ask(role: str) -> tuple:
+            try:
+                ans = self.d.gateway.call(role, "judge_transcripts", "transcript_judge", values,
+                                          schemas.TranscriptVerdict, video_id=vid)
+            except LLMOutputInvalid as exc:
+                _fail_if_policy(cfg, exc)
+                return (cfg.on_invalid, None, [f"{cfg.on_invalid} by policy: {_failure(exc)}"], None,
+                        exc.call_id, True)
+            v = ans.value
+            return (v.verdict, round((v.relevance + v.density + v.quality) / 3, 2), v.reasons,
+                    {"relevance": v.relevance, "density": v.density, "quality": v.quality}, ans.call_id, False)
 
-    def clips(self, state: BuildState) -> dict:
-        run_id, store, runner = state["run_id"], self.d.store, self.d.runner
-        items = self._videos(run_id, "visuals")
-        if not items:
-            return {}
-        points = {i["video_id"]: i["meta"]["knowledge_point"] for i in items}
-        videos = [store.video(i["video_id"]) | {"video_id": i["video_id"]} for i in items]
-        decide = functools.partial(self._decide_clips, run_id, points)
-        kept = {v["video_id"] for v in runner.build_clips(videos, decide, self._clip_policy_hash())}
-        for i in items:
-            vid = i["video_id"]
-            status = "accepted" if vid in kept else "rejected"
-            store.update_candidate(run_id, vid, status=status, reason=None if vid in kept else "no_clips")
-            self._decision("clips", vid, status, ["clips kept" if vid in kept else "no clip kept"])
-        return {}
+        roles = ["transcript_judge_a"] + ([] if twin else ["transcript_judge_b"])
+        answers = list(pool.map(ask, roles)) if pool is not None and len(roles) > 1 else [ask(r) for r in roles]
+        verdicts, shown, scores = [], [], []
+        for kind, (verdict, score, reasons, detail, call_id, policy) in zip(("transcript_a", "transcript_b"),
+                                                                             answers, strict=False):
+            store.save_judgment(run_id, vid, kind, verdict, score, reasons,
+                                {**(detail or {}), "source": "policy" if policy else "model", "enforced": enforce},
+                                call_id)
+            verdicts.append(verdict)
+            scores.append(score)
+            shown.append(f"{kind[-1]}: {verdict}" + (" (policy)" if policy else f" {score}"))
+        if twin:
+            verdict, score, reasons, detail, call_id, _ = answers[0]
+            store.save_judgment(run_id, vid, "transcript_b", verdict, score, reasons,
+                                {**(detail or {}), "source": "same model as judge a", "enforced": enforce}, call_id)
+            verdicts.append(verdict)
+            scores.append(score)
+            shown.append(f"b: same model as a ({verdict})")
+        both = verdicts.count("reject") == 2
+        mean = sum(scores) / 2 if None not in scores else None
+        if queue_borderline(self, run_id, vid, "transcript", "reject" if both else "accept", mean):
+            return "review_transcript"
+        if both and enforce:
+            store.update_candidate(run_id, vid, status="transcript_rejected", reason="both transcript judges")
+            store.update_video(vid, status="rejected", reason="transcript_judges")
+            store.update_run_video(run_id, vid, status=Status.TRANSCRIPT_REJECTED, reason="transcript_judges")
+            self._decision("judge_transcripts", vid, "reject", [f"both judges rejected ({'; '.join(shown)})"])
+            return "transcript_rejected"
+        store.update_candidate(run_id, vid, status="judged")
+        self._decision("judge_transcripts", vid, "keep (advisory: both rejected)" if both else "keep",
+                       [f"judges {'; '.join(shown)}"])
+        return "judged"
+
+    def _visuals_one(self, run_id: str, c: dict) -> str:
+        """Keyframes and OCR of one judged video (pipeline.runner)."""
+        vid, store = c["video_id"], self.d.store
+        if self.d.runner.visuals(run_id, [store.video(vid) | {"video_id": vid}]):
+            store.update_candidate(run_id, vid, status="visuals")
+            self._decision("visuals", vid, "done", [f"{len(store.keyframes(vid))} keyframes"])
+            return "visuals"
+        return self._failed_stage(run_id, vid, "visuals")
+
+    def _clips_one(self, run_id: str, c: dict, pool=None) -> str:
+        """Clips of one video with their rewrites and clip judgments; accepted when a clip is kept."""
+        vid, store = c["video_id"], self.d.store
+        point = self._path(run_id, c["point_id"])[0]
+        decide = functools.partial(self._decide_clips, run_id, {vid: point}, pool=pool)
+        kept = self.d.runner.build_clips([store.video(vid) | {"video_id": vid}], decide, self._clip_policy_hash(),
+                                         run_id=run_id)
+        status = "accepted" if kept else "rejected"
+        store.update_candidate(run_id, vid, status=status, reason=None if kept else "no_clips")
+        self._decision("clips", vid, status, ["clips kept" if kept else "no clip kept"])
+        return status
 
     def _clip_policy_hash(self) -> str:
         import prompts
@@ -556,52 +545,64 @@ class BuildAgent:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _decide_clips(self, run_id: str, points: dict[str, str], vid: str, rows: list[dict],
-                      frames: dict[int, dict]) -> list[dict]:
-        """Polish each paragraph, measure its signals, and let the clip judge decide."""
-        cfg, gw, store = self.d.cfg, self.d.gateway, self.d.store
+                      frames: dict[int, dict], pool=None) -> list[dict]:
+        """Polish each paragraph, measure its signals, and let the clip judge decide; the clips of a
+        video are decided at once on ``pool`` (each clip's rewrite comes before its judgment)."""
         point = points.get(vid, "")
-        for n, r in enumerate(rows):
-            self._progress("clips", n, len(rows), vid)
-            if cfg.polish and r["text"].strip():
+        done = [0]
+
+        def one(r: dict) -> dict:
+            out = self._decide_clip(run_id, point, vid, r, frames)
+            done[0] += 1
+            self._progress("clips", done[0], len(rows), vid)
+            return out
+
+        return list(pool.map(one, rows)) if pool is not None and len(rows) > 1 else [one(r) for r in rows]
+
+    def _decide_clip(self, run_id: str, point: str, vid: str, r: dict, frames: dict[int, dict]) -> dict:
+        cfg, gw, store = self.d.cfg, self.d.gateway, self.d.store
+        if cfg.polish and r["text"].strip():
+            try:
+                pol = gw.call("polisher", "polish", "polish", {"point": point, "paragraph": r["text"]},
+                              schemas.Polished, video_id=vid).value.text.strip()
+                overlap = _overlap(r["text"], pol)
+                if overlap >= cfg.polish_min_overlap:
+                    r["polished"] = pol
+                else:
+                    self._decision("polish", vid, "refused", [f"clip {r['index']}: rewrite keeps only "
+                                                              f"{overlap:.0%} of the content words"])
+            except LLMOutputInvalid as exc:
+                _fail_if_policy(cfg, exc)
+                self._decision("polish", vid, "raw", [f"clip {r['index']}: kept the raw text ({_failure(exc)})"])
+        kfs = [frames[i] for i in r["keyframes"]]
+        ocr = clip_ocr(kfs)
+        sim = round(float(self.d.embedder().similarity(r["text"], ocr)), 4) if ocr and r["text"] else 0.0
+        signals = {"asr_ocr_similarity": sim, "keyframes": len(kfs),
+                   "ocr_chars_per_keyframe": round(len(ocr) / len(kfs), 1) if kfs else 0.0}
+        r["signals"] = signals
+        if not kfs:
+            decision, reasons, call_id = "drop_frames", ["no keyframes in the clip"], None
+        else:
+            rule = "drop_frames" if sim < cfg.clip_min_similarity and len(ocr) < 20 else "keep"
+            decision, reasons, call_id = rule, [f"rules: similarity {sim:.2f}, {len(ocr)} OCR chars"], None
+            if cfg.clip_judge == "llm":
+                values = {"point": point, "keyframes": len(kfs),
+                          "ocr_density": signals["ocr_chars_per_keyframe"], "similarity": f"{sim:.2f}",
+                          "paragraph": r["text"], "ocr": ocr or "(none)"}
                 try:
-                    pol = gw.call("polisher", "polish", "polish", {"point": point, "paragraph": r["text"]},
-                                  schemas.Polished, video_id=vid).value.text.strip()
-                    overlap = _overlap(r["text"], pol)
-                    if overlap >= cfg.polish_min_overlap:
-                        r["polished"] = pol
+                    ans = gw.call("clip_judge", "clips", "clip_judge", values, schemas.ClipDecision, video_id=vid)
+                    if self.d.enforce["clip"]:
+                        decision, reasons, call_id = ans.value.decision, ans.value.reasons, ans.call_id
                     else:
-                        self._decision("polish", vid, "refused", [f"clip {r['index']}: rewrite keeps only "
-                                                                  f"{overlap:.0%} of the content words"])
+                        call_id = ans.call_id
+                        reasons = [*reasons, f"advisory judge said {ans.value.decision}: "
+                                             f"{'; '.join(ans.value.reasons)}"]
                 except LLMOutputInvalid as exc:
-                    self._decision("polish", vid, "raw", [f"clip {r['index']}: kept the raw text ({_failure(exc)})"])
-            kfs = [frames[i] for i in r["keyframes"]]
-            ocr = clip_ocr(kfs)
-            sim = round(float(self.d.embedder().similarity(r["text"], ocr)), 4) if ocr and r["text"] else 0.0
-            signals = {"asr_ocr_similarity": sim, "keyframes": len(kfs),
-                       "ocr_chars_per_keyframe": round(len(ocr) / len(kfs), 1) if kfs else 0.0}
-            r["signals"] = signals
-            if not kfs:
-                decision, reasons, call_id = "drop_frames", ["no keyframes in the clip"], None
-            else:
-                rule = "drop_frames" if sim < cfg.clip_min_similarity and len(ocr) < 20 else "keep"
-                decision, reasons, call_id = rule, [f"rules: similarity {sim:.2f}, {len(ocr)} OCR chars"], None
-                if cfg.clip_judge == "llm":
-                    values = {"point": point, "keyframes": len(kfs),
-                              "ocr_density": signals["ocr_chars_per_keyframe"], "similarity": f"{sim:.2f}",
-                              "paragraph": r["text"], "ocr": ocr or "(none)"}
-                    try:
-                        ans = gw.call("clip_judge", "clips", "clip_judge", values, schemas.ClipDecision, video_id=vid)
-                        if self.d.enforce["clip"]:
-                            decision, reasons, call_id = ans.value.decision, ans.value.reasons, ans.call_id
-                        else:
-                            call_id = ans.call_id
-                            reasons = [*reasons, f"advisory judge said {ans.value.decision}: "
-                                                 f"{'; '.join(ans.value.reasons)}"]
-                    except LLMOutputInvalid as exc:
-                        reasons = [*reasons, f"rules decided: the clip judge gave no answer ({_failure(exc)})"]
-            r["decision"], r["reason"] = decision, "; ".join(reasons)[:500]
-            store.save_judgment(run_id, vid, f"clip:{r['index']}", decision, sim, reasons, signals, call_id)
-        return rows
+                    _fail_if_policy(cfg, exc)
+                    reasons = [*reasons, f"rules decided: the clip judge gave no answer ({_failure(exc)})"]
+        r["decision"], r["reason"] = decision, "; ".join(reasons)[:500]
+        store.save_judgment(run_id, vid, f"clip:{r['index']}", decision, sim, reasons, signals, call_id)
+        return r
 
     def _outcomes(self, run_id: str) -> list[assign.PointOutcome]:
         store, per_point = self.d.store, self.d.cfg.per_point
@@ -676,7 +677,7 @@ class BuildAgent:
         videos = [store.video(i["video_id"]) | {"video_id": i["video_id"]} for i in items]
         store.set_run_videos(run_id, [v["video_id"] for v in videos])
         samples = runner.pack(run_id, videos, videos) if videos else []
-        reviewed = mark_lineage(store, run_id, runner.out_dir, runner.media) if videos else 0
+        reviewed = mark_lineage(store, run_id, runner.out_dir, runner.media, runner.export_samples) if videos else 0
         funnel: dict[str, int] = {}
         for c in store.candidates(run_id):
             funnel[c["status"]] = funnel.get(c["status"], 0) + 1
@@ -696,10 +697,20 @@ class BuildAgent:
                   "search_units": store.search_units(run_id), "llm": store.llm_totals(run_id),
                   "knowledge_points": sum(1 for n in store.taxonomy(run_id) if n["level"] == "point"),
                   "videos_by_point": {f"{p} {names[p]}": v for p, v in sorted(points.items())},
-                  "short_points": short, "human_reviewed_videos": reviewed}
+                  "short_points": short, "human_reviewed_videos": reviewed, "failed": self._failed(run_id)}
         if state.get("stop") == "sources_failed":
             result["error"] = self._sources_failed(run_id)
         return {"result": result}
+
+    def _failed(self, run_id: str) -> list[dict]:
+        """The run's faults, one per failed video: the node it failed in, the kind, the message."""
+        out = []
+        for c in self.d.store.candidates(run_id, Status.ERROR):
+            node, _, kind = (c["reason"] or "").partition(": ")
+            err = self.d.store.rows("SELECT message FROM errors WHERE video_id = ? AND stage = ?", [c["video_id"], node])
+            out.append({"video_id": c["video_id"], "node": node, "kind": kind,
+                        "message": err[0]["message"] if err else ""})
+        return out
 
     # -- assembly ------------------------------------------------------------
     def compile(self, checkpointer=None):
@@ -710,30 +721,22 @@ class BuildAgent:
         g.add_node("taxonomy", t("taxonomy", self.taxonomy))
         g.add_node("plan_queries", t("plan_queries", self.plan_queries))
         g.add_node("search_point", t("search_point", self.search_point))
-        g.add_node("judge_metadata", t("judge_metadata", self.judge_metadata))
-        g.add_node("download", t("download", self.download))
-        g.add_node("transcribe", t("transcribe", self.transcribe))
-        g.add_node("judge_transcripts", t("judge_transcripts", self.judge_transcripts))
-        g.add_node("visuals", t("visuals", self.visuals))
-        g.add_node("clips", t("clips", self.clips))
+        g.add_node("videos", t("videos", self.videos))
+        g.add_node("after_videos", t("after_videos", self.after_videos), destinations=("videos", "coverage"))
         g.add_node("coverage", t("coverage", self.coverage), destinations=("plan_queries", "assemble"))
         g.add_node("assemble", t("assemble", self.assemble))
         g.add_edge(START, "interpret_goal")
         g.add_edge("interpret_goal", "taxonomy")
         g.add_edge("taxonomy", review.between(g, "taxonomy", "plan_queries"))
-        g.add_conditional_edges("plan_queries", self.route_searches, ["search_point", "judge_metadata"])
-        g.add_edge("search_point", "judge_metadata")
-        g.add_edge("judge_metadata", review.between(g, "judge_metadata", "download"))
-        g.add_edge("download", "transcribe")
-        g.add_edge("transcribe", "judge_transcripts")
-        g.add_edge("judge_transcripts", review.between(g, "judge_transcripts", "visuals"))
-        g.add_edge("visuals", "clips")
-        g.add_edge("clips", "coverage")
+        g.add_conditional_edges("plan_queries", self.route_searches, ["search_point", "videos"])
+        g.add_edge("search_point", "videos")
+        g.add_edge("videos", review.between(g, "judge_metadata", review.between(g, "judge_transcripts",
+                                                                                "after_videos")))
         g.add_edge("assemble", END)
         return g.compile(checkpointer=checkpointer)
 
 
-IN_FLIGHT = ["downloaded", "transcribed", "judged", "visuals"]
+IN_FLIGHT = ["downloaded", "transcribed", "judged", "visuals"]  # agents.flow.IN_FLIGHT
 
 
 def named_subjects(goal: str) -> list[str]:
@@ -788,10 +791,24 @@ def transcript_judge_values(chain: list[str], text: str, max_chars: int) -> dict
             "total_chars": len(text), "transcript": text[:max_chars]}
 
 
+def _fail_if_policy(cfg: AgentConfig, exc: LLMOutputInvalid) -> None:
+    """Re-raise a call's failure when the item must fail rather than take the policy default: a request
+    that kept failing through the re-sends (kinds timeout, rate_limited, server_error, bad_request), or
+    an answer that never validated under ``on_invalid: fail``. The policy default (accept or reject)
+    is for a model that answered but never validly (kind invalid_output)."""
+    if isinstance(exc, LLMTimeout) or getattr(exc, "kind", "invalid_output") != "invalid_output" \
+            or cfg.on_invalid == "fail":
+        raise exc
+
+
 def _failure(exc: LLMOutputInvalid) -> str:
-    """Why a call gave no usable answer, for a policy reason: timeout or no valid answer."""
-    if isinstance(exc, LLMTimeout):
+    """Why a call gave no usable answer, for a policy reason: its kind (timeout, rate_limited, server_error,
+    bad_request) or no valid answer."""
+    kind = getattr(exc, "kind", "invalid_output")
+    if isinstance(exc, LLMTimeout) or kind == "timeout":
         return f"timeout: {exc}"
+    if kind != "invalid_output":
+        return f"{kind}: {exc}"
     return f"no valid answer: {exc}"
 
 

@@ -398,6 +398,7 @@ class ReviewNodes:
         else:
             store.update_candidate(run_id, vid, status="transcript_rejected", reason="human review: reject")
             store.update_video(vid, status="rejected", reason="human_review")
+            store.update_run_video(run_id, vid, status="transcript_rejected", reason="human_review")
 
 
 # -- driving the graph through its pauses -----------------------------------------------------------------
@@ -437,10 +438,11 @@ def drive(graph, inputs: dict | None, config: dict, store, run_id: str,
 
 
 # -- lineage in the export -----------------------------------------------------------------------------------
-def mark_lineage(store, run_id: str, out_dir, media_dir) -> int:
+def mark_lineage(store, run_id: str, out_dir, media_dir, export=None) -> int:
     """Mark every sample position of a video a human decided on with ``metadata["review"]`` (stage,
     human decision, the model's verdict and score); rewrite the stored samples and the export when
-    that changes them. Returns the number of videos marked."""
+    that changes them (``export(run_id, samples)``, the runner's, names the file as the run's first export
+    did; without it, samples.jsonl in ``out_dir``). Returns the number of videos marked."""
     from pipeline.export import export_samples
 
     marks: dict[str, list[dict]] = {}
@@ -465,5 +467,8 @@ def mark_lineage(store, run_id: str, out_dir, media_dir) -> int:
             for i, s in enumerate(samples):
                 store.con.execute("UPDATE samples SET sample = ? WHERE run_id = ? AND idx = ?",
                                   [json.dumps(s, ensure_ascii=False), run_id, i])
-        export_samples(samples, out_dir, "jsonl", media_dir)
+        if export is not None:
+            export(run_id, samples)
+        else:
+            export_samples(samples, out_dir, "jsonl", media_dir)
     return sum(1 for vid in marks if any(m.get("video_id") == vid for s in samples for m in s["metadata"]))

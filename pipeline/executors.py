@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -87,9 +88,15 @@ class RayExecutor:
         self.address = address
         self._started = False
 
+    _init_lock = threading.Lock()  # the build's video threads may start their first Ray tasks at once
+
     def _init(self):
         import ray
 
+        with self._init_lock:
+            return self._init_locked(ray)
+
+    def _init_locked(self, ray):
         if not ray.is_initialized():
             # workers import the function's module by name; ${PYTHONPATH} is expanded by Ray on the worker
             env = {"PYTHONPATH": os.pathsep.join([str(ROOT), "${PYTHONPATH}"])}

@@ -130,6 +130,9 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                                                                        "(comma-separated): pause for a human")] = None,
         view: Annotated[bool, typer.Option("--view", help="serve `textbook view` from this build")] = False,
         view_port: Annotated[int, typer.Option("--view-port", help="port of --view on 127.0.0.1")] = 8765,
+        strict: Annotated[bool, typer.Option("--strict", help="exit 1 when any video failed (an LLM call that "
+                                                              "kept failing, a tool error); the textbook is "
+                                                              "still written")] = False,
     ) -> None:
         """Plan a taxonomy, find and judge videos, and build a textbook from them, tracing every step."""
         from agents.build import BuildInterrupted, make_sources
@@ -193,6 +196,8 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
             store.close()
         if as_json:
             print(json.dumps(result, indent=2, default=str))
+            if strict and result.get("failed"):
+                raise typer.Exit(1)
             return
         if result.get("waiting_for_review"):
             where = f" --db {db}" if db else ""
@@ -201,6 +206,8 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                   f"then textbook build --resume {result['run_id']}{where}")
             return
         _print_build(result, db)
+        if strict and result.get("failed"):
+            raise typer.Exit(1)
 
     @app.command()
     def runs(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
@@ -473,6 +480,14 @@ def _print_build(result: dict, db) -> None:
         f"{result['search_units']}")
     say(f"  LLM calls: {llm_t['paid_calls']} paid ({llm_t['paid_tokens']} tokens, ${llm_t['cost_usd']:.4f}, "
         f"{llm_t.get('failed_calls', 0)} failed), {llm_t.get('cached_calls', 0)} answered from the cache")
+    failed = result.get("failed") or []
+    if failed:
+        kinds: dict[str, int] = {}
+        for f in failed:
+            kinds[f"{f['node']} {f['kind']}"] = kinds.get(f"{f['node']} {f['kind']}", 0) + 1
+        say(f"  failed: {len(failed)} videos (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) +
+            "); the others went on. Each is in the trace: textbook trace " + result["run_id"] + " --node "
+            + failed[0]["node"])
     say(f"  inspect: textbook trace {result['run_id']}" + (f" --db {db}" if db else ""))
 
 

@@ -154,6 +154,8 @@ class BuildProgress:
                         f"({_clock(time.monotonic() - self.node_started)})")
         elif kind == "warning":
             self._print(f"warning: {literal(e['message'])}")
+        elif kind == "item_failed":
+            self._print(f"failed: {literal(e['video_id'])} at {e['node']} ({e['kind']}): {literal(e['message'])}")
         elif kind == "budget":
             self._print(f"budget spent: {literal(e['detail'])}")
         elif kind == "review_wait":

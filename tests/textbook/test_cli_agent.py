@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import random
 import signal
 import subprocess
 import time
@@ -206,10 +207,12 @@ def test_batch_bad_file(tmp_path):
 @pytest.fixture(scope="module")
 def reference(llm, small_lessons, tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("reference")
+    before = len(llm.requests)
     proc = run_cli(*_build_args(llm, small_lessons, work, "--json"))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    return {"db": work / "db.duckdb", "out": work / "out", "result": result, "work": work}
+    return {"db": work / "db.duckdb", "out": work / "out", "result": result, "work": work,
+            "requests": len(llm.requests) - before}
 
 
 def test_build_result_and_trace(reference):
@@ -258,22 +261,30 @@ def test_rerun_pays_nothing(llm, reference, small_lessons):
 
 
 def test_sigkill_then_resume(llm, reference, small_lessons, tmp_path):
+    """SIGKILL at a random point of the concurrent build (after the Kth answered request of this build,
+    K drawn between the first judgments and the last rewrite), then --resume."""
     args = [*TEXTBOOK, *_build_args(llm, small_lessons, tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    run_id, killed_at = None, None
-    deadline = time.monotonic() + 300
-    for line in proc.stderr:  # progress lines: "run build-…", then "[  12.3s] node"
-        if line.startswith("run build-"):
-            run_id = line.split()[1]
-        if line.rstrip().endswith("] visuals"):
+    k = random.Random(os.environ.get("TEXTBOOK_TEST_SEED", "kill")).randint(4, reference["requests"] - 2)
+    answered = [0]
+    proc = None
+
+    def kill_after(name: str) -> None:
+        answered[0] += 1
+        if answered[0] == k and proc is not None:
             proc.send_signal(signal.SIGKILL)
-            killed_at = "visuals"
-            break
-        if time.monotonic() > deadline:
-            break
-    proc.wait()
-    assert killed_at == "visuals" and proc.returncode == -signal.SIGKILL, "the build ended before it was killed"
+
+    llm.after = kill_after
+    try:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        run_id = None
+        for line in proc.stderr:  # progress lines: "run build-…", then node lines
+            if line.startswith("run build-"):
+                run_id = line.split()[1]
+        proc.wait(timeout=300)
+    finally:
+        llm.after = None
+    assert proc.returncode == -signal.SIGKILL, f"the build ended before its request {k} (of {reference['requests']})"
     assert run_id == reference["result"]["run_id"]  # same goal and settings: the same run id
 
     resumed = run_cli("build", "--resume", run_id, "--llm-url", llm.base_url, "--db", str(tmp_path / "db.duckdb"),
@@ -287,9 +298,13 @@ def test_sigkill_then_resume(llm, reference, small_lessons, tmp_path):
     con = duckdb.connect(str(tmp_path / "db.duckdb"), read_only=True)
     try:
         status = con.execute("SELECT status, attempts FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        dupes = {t: con.execute(f"SELECT {key}, count(*) FROM {t} GROUP BY ALL HAVING count(*) > 1").fetchall()
+                 for t, key in (("candidates", "run_id, video_id"), ("judgments", "run_id, video_id, kind"),
+                                ("samples", "run_id, idx"), ("clips", "video_id, idx"), ("segments", "video_id, idx"))}
     finally:
         con.close()
     assert status == ("finished", 2)
+    assert dupes == {t: [] for t in dupes}
 
 
 # -- batch: local vs ray --------------------------------------------------------------------------
