@@ -55,7 +55,8 @@ demo: setup model-qwen
 test: setup
 	$(BIN)/python -m pytest -q
 
-# the unit tests only (a few minutes): no real-model runs, no end-to-end CLI, server or browser tests
+# the unit tests (about 2 CPU minutes, half of it the agent builds of tests/agents/test_graph.py): no real-model,
+# whole-pipeline or Ray test (slow), no end-to-end CLI build, server or browser test (e2e); `make test` runs all
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not e2e"
 

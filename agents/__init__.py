@@ -1,2 +1,11 @@
-"""The agent of `textbook build`: the LangGraph build graph (graph.py), the LLM gateway (llm.py),
-video-to-knowledge-point assignment (assign.py), budgets, interrupts and the embedded model."""
+"""The agent of `textbook build`: from a goal to a textbook, every decision traced in the store.
+
+build       ``run_build(store, BuildSpec(...))``: the entry point (the CLI's build and batch call it); sets up the
+            store, sources, LLM gateway and DuckDB checkpointer, and resumes a killed run by its id
+graph       ``BuildAgent``: the LangGraph graph (goal -> taxonomy -> queries -> search -> metadata judge ->
+            download -> transcribe -> transcript judges -> visuals -> clips -> coverage -> assemble)
+llm         ``Gateway``: the one place a model is called (prompt files, response cache, validated answers)
+schemas     the pydantic answers the gateway validates; config: ``AgentConfig``; budget: ``BudgetTracker``
+assign      which knowledge point each video serves; review: human review of the taxonomy and borderline judgments
+local_llm, llama_server   the embedded llama.cpp server and its GGUF; interrupts: SIGINT/SIGTERM that keep paid answers
+"""

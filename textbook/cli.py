@@ -24,13 +24,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+# Only light modules here: `textbook --help` must not pay for LangChain, LangGraph, DuckDB, torch or the
+# pipeline's tools. Each command imports what it runs (tests/textbook/test_cli_startup.py checks this).
 from agents.interrupts import Interrupted
-from pipeline.export import FORMATS, ExportError
-from pipeline.runner import InputError, Runner, media_dir_for
-from pipeline.stats import corpus_stats
-from store import StoreError, open_store
+from textbook.cli_agent import load_settings, open_store
 from textbook.console import ProgressReporter, err_console
-from textbook.settings import SettingsError, load_settings
 from tools.errors import ToolError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -66,6 +64,8 @@ def process(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
 ) -> None:
     """Turn lesson videos into interleaved samples, recording every step in DuckDB."""
+    from pipeline.runner import Runner
+
     _setup_logging(quiet)
     pipe: dict = {}
     if executor:
@@ -146,6 +146,8 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
     """Per-subject table (paper Table 7), images/tokens per sample (Table 1), and the drop funnel.
 
     With --data: Table 1 of an export (and SIM^L with --sim), no database needed."""
+    from pipeline.stats import corpus_stats
+
     if data is not None or sim or clip_model:
         if data is None:
             raise UserError("--sim reads an export: pass --data out/ (a folder or samples.jsonl)")
@@ -219,10 +221,10 @@ def export(db: DbOpt = None,
            shard_mb: Annotated[int, typer.Option("--shard-mb", min=1, help="webdataset: MB per shard")] = 1024,
            config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Write a run's samples (and their images) in the layout a trainer reads (see README: Output)."""
-    from pipeline.export import DatasetCard, ExportOptions
+    from pipeline.export import FORMATS, DatasetCard, ExportOptions
     from pipeline.export import export as run_export
-    from pipeline.runner import check_writable
-    from pipeline.stats import sources
+    from pipeline.runner import check_writable, media_dir_for
+    from pipeline.stats import corpus_stats, sources
 
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
@@ -273,6 +275,21 @@ _register_train(app, UserError, _setup_logging)
 _register_eval(app, UserError, _setup_logging)
 
 
+def _is_bad_input(exc: Exception) -> bool:
+    """Whether ``exc`` means bad input (one line, exit 2). The classes are imported here, not at the top, to keep
+    start-up light; a command that raised one of them has imported its module already."""
+    if isinstance(exc, UserError):
+        return True
+    try:
+        from pipeline.export import ExportError
+        from pipeline.runner import InputError
+        from store import StoreError
+        from textbook.settings import SettingsError
+    except ImportError:  # a broken install: main's last resort reports it in one line
+        return False
+    return isinstance(exc, (InputError, StoreError, SettingsError, ExportError))
+
+
 def main() -> None:
     debug = os.environ.get("TEXTBOOK_DEBUG") == "1"
     # SIGTERM unwinds like Ctrl-C, so the embedded LLM server and the store are closed on the way out
@@ -288,25 +305,22 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except (UserError, InputError, StoreError, SettingsError, ExportError) as exc:
-        if debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except ToolError as exc:
-        if debug:
-            raise
-        print(f"error: {exc.message}", file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
     except Interrupted as exc:  # SIGTERM under agents.interrupts (build, batch)
         print(f"{exc}; rerun the same command to resume", file=sys.stderr)
         sys.exit(exc.code)
-    except Exception as exc:  # the last resort: still one line, never a traceback
+    except Exception as exc:
         if debug:
             raise
+        if _is_bad_input(exc):
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(exc, ToolError):
+            print(f"error: {exc.message}", file=sys.stderr)
+            sys.exit(2)
+        # the last resort: still one line, never a traceback
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # usage errors of typer's own click
             print(f"error: {exc.format_message()} (see --help)", file=sys.stderr)
             sys.exit(exc.exit_code or 2)

@@ -21,11 +21,25 @@ from rich.markup import escape
 from rich.table import Table
 
 from textbook.console import BuildProgress, err_console, literal
-from textbook.settings import load_settings
 
 DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB file (env TEXTBOOK_DB; default textbook.duckdb)")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="settings file (TOML, YAML or JSON)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON on stdout")]
+
+
+def load_settings(config: Path | None, overrides: dict):
+    """``textbook.settings.load_settings``, imported when a command runs: the settings models import the
+    pipeline's config and its tools (SciPy, faster-whisper), too slow for ``--help``."""
+    from textbook.settings import load_settings as load
+
+    return load(config, overrides)
+
+
+def open_store(*args, **kwargs):
+    """``store.open_store``, imported when a command runs (DuckDB is slow to import for ``--help``)."""
+    from store import open_store as open_
+
+    return open_(*args, **kwargs)
 
 
 def safe(text) -> str:
@@ -104,9 +118,6 @@ class Endpoint:
 
 
 def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> None:  # noqa: C901
-    from agents.build import BuildError, BuildSpec, run_build, spec_from_run
-    from store import open_store
-
     @app.command()
     def build(
         goal: Annotated[Optional[str], typer.Argument(help='what to build, e.g. "build a chemistry textbook"')] = None,
@@ -135,7 +146,7 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                                                               "still written")] = False,
     ) -> None:
         """Plan a taxonomy, find and judge videos, and build a textbook from them, tracing every step."""
-        from agents.build import BuildInterrupted, make_sources
+        from agents.build import BuildError, BuildInterrupted, BuildSpec, make_sources, run_build, spec_from_run
         from agents.interrupts import install
 
         setup_logging(quiet)
@@ -318,7 +329,7 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
               db: DbOpt = None, out: Annotated[Optional[Path], typer.Option(help="export root")] = None,
               config: ConfigOpt = None) -> None:
         """Run many goals headless: JSON log lines on stdout; exit 1 if any goal failed."""
-        from agents.build import BuildInterrupted
+        from agents.build import BuildInterrupted, BuildSpec, run_build
         from agents.interrupts import install
 
         setup_logging(True)

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from textbook.cli_agent import load_settings
 from textbook.console import err_console
-from textbook.settings import load_settings
 
 DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB file (env TEXTBOOK_DB)")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="settings file (TOML, YAML or JSON)")]

@@ -27,7 +27,7 @@ def ray_executor():
     assert not ray.is_initialized()
 
 
-@pytest.fixture(params=["local", "process", "ray"])
+@pytest.fixture(params=["local", "process", pytest.param("ray", marks=pytest.mark.slow)])
 def executor(request):
     if request.param == "ray":
         yield request.getfixturevalue("ray_executor")
@@ -56,6 +56,7 @@ def test_tool_error_keeps_its_kind(executor):
     assert (out[1].kind, out[1].message) == ("corrupt", "bad input -1")
 
 
+@pytest.mark.slow
 def test_close_leaves_a_ray_it_did_not_start(ray_executor):
     import ray
 

@@ -8,9 +8,13 @@ import sys
 import time
 
 import duckdb
+import pytest
 
 from pipeline.tokens import count_tokens
 from tests.conftest import LESSONS, ROOT, run_cli, truth
+
+# every test reads the session's real `textbook process` run of the lessons (tests/conftest.py: processed)
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 NAME = re.compile(r"^images/([A-Za-z0-9_-]+)/\1_(\d+)-(\d+)_([1-9]\d*)\.jpg$")  # pipeline.assemble.image_name
 

@@ -20,12 +20,14 @@ def recorded(processed):
     return _counts(processed["db"])
 
 
+@pytest.mark.e2e
 def test_missing_path(processed, recorded, tmp_path):
     line = _one_line_error(run_cli("process", str(tmp_path / "nope.mp4"), "--db", str(processed["db"])))
     assert "no such file or folder" in line
     assert _counts(processed["db"]) == recorded
 
 
+@pytest.mark.e2e
 def test_folder_without_videos(processed, recorded, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     line = _one_line_error(run_cli("process", str(tmp_path), "--db", str(processed["db"])))
@@ -41,6 +43,7 @@ def test_text_file_named_mp4(tmp_path):
     assert "lesson.mp4" in line and "corrupt" in line
 
 
+@pytest.mark.e2e
 def test_unwritable_out(processed, recorded, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
@@ -52,6 +55,7 @@ def test_unwritable_out(processed, recorded, tmp_path):
     assert (processed["out"] / "samples.jsonl").is_file()
 
 
+@pytest.mark.e2e
 def test_unknown_export_format_and_missing_db(processed, tmp_path):
     assert "unknown format" in _one_line_error(run_cli("export", "--db", str(processed["db"]), "--format", "xml"))
     assert "no database" in _one_line_error(run_cli("stats", "--db", str(tmp_path / "none.duckdb")))

@@ -108,6 +108,7 @@ def test_missing_local_folder(tmp_path):
     assert not (tmp_path / "db.duckdb").exists()
 
 
+@pytest.mark.e2e
 def test_read_commands_on_a_missing_database_say_what_to_do(tmp_path):
     for args in (["runs"], ["stats"], ["trace", "build-000000000000"]):
         line = _one_line_error(run_cli(*args, cwd=tmp_path))  # the default database, textbook.duckdb, is absent
@@ -136,6 +137,7 @@ def _with_env(**env):
     return ctx()
 
 
+@pytest.mark.e2e
 def test_every_source_failing_exits_non_zero_with_one_line(llm, tmp_path):
     # a fake key: with no network the search fails to connect, with one the API refuses the key
     with _with_env(TEXTBOOK_YOUTUBE_API_KEY="AIzaSyFAKE-not-a-real-key-0000000000000"):
@@ -158,6 +160,8 @@ def test_every_source_failing_exits_non_zero_with_one_line(llm, tmp_path):
     assert status == {"failed"} and warned >= 1
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_sigterm_after_an_answered_call_then_rerun_pays_nothing(small_lessons, tmp_path):
     with FakeOpenAI() as server:
         args = [*TEXTBOOK, *_build_args(server, small_lessons, tmp_path)]
@@ -188,6 +192,8 @@ def test_sigterm_after_an_answered_call_then_rerun_pays_nothing(small_lessons, t
     assert _paid_twice(tmp_path / "db.duckdb") == []
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_resume_unknown_run_and_trace_unknown_run(tmp_path, reference):
     line = _one_line_error(run_cli("build", "--resume", "build-000000000000", "--db", str(reference["db"])))
     assert "no run build-000000000000" in line
@@ -195,6 +201,7 @@ def test_resume_unknown_run_and_trace_unknown_run(tmp_path, reference):
     assert "no run build-000000000000" in line
 
 
+@pytest.mark.e2e
 def test_batch_bad_file(tmp_path):
     line = _one_line_error(run_cli("batch", str(tmp_path / "goals.yaml"), "--db", str(tmp_path / "db.duckdb")))
     assert "cannot read" in line
@@ -215,6 +222,8 @@ def reference(llm, small_lessons, tmp_path_factory) -> dict:
             "requests": len(llm.requests) - before}
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_build_result_and_trace(reference):
     r = reference["result"]
     assert r["run_id"].startswith("build-") and r["accepted_videos"] >= 1 and r["samples"] >= 1
@@ -250,6 +259,8 @@ def test_build_result_and_trace(reference):
     assert [x["run_id"] for x in json.loads(runs.stdout)] == [r["run_id"]]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_rerun_pays_nothing(llm, reference, small_lessons):
     before = len(llm.requests)
     proc = run_cli(*_build_args(llm, small_lessons, reference["work"], "--json"))
@@ -260,6 +271,8 @@ def test_rerun_pays_nothing(llm, reference, small_lessons):
     assert _paid_twice(reference["db"]) == []
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_sigkill_then_resume(llm, reference, small_lessons, tmp_path):
     """SIGKILL at a random point of the concurrent build (after the Kth answered request of this build,
     K drawn between the first judgments and the last rewrite), then --resume."""
@@ -334,6 +347,8 @@ def _batch(llm, lessons: Path, work: Path, executor: str) -> tuple[subprocess.Co
     return proc, lines
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_batch_local_and_ray_agree(llm, small_lessons, tmp_path):
     results = {}
     for executor in ("local", "ray"):
@@ -350,6 +365,8 @@ def test_batch_local_and_ray_agree(llm, small_lessons, tmp_path):
     assert results["local"]["runs"] == 2
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_batch_reports_a_failed_goal(llm, small_lessons, tmp_path):
     goals = tmp_path / "goals.yaml"
     goals.write_text(f"goals:\n  - goal: build a physics textbook\n    sources: ['local:{small_lessons}']\n"

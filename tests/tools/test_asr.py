@@ -21,6 +21,7 @@ def test_offline_model_is_verified():
     assert (path / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["physics_newton", "chemistry_atoms"])
 def test_transcript_wer(lessons, transcriber, name):
     result = transcriber.transcribe(media.extract_audio(lessons / f"{name}.mp4"), languages=("en",))
@@ -46,6 +47,7 @@ def test_quiet_tone_is_silent(lessons, transcriber):
     assert result.speech_duration < 1.0
 
 
+@pytest.mark.slow
 def test_unbatched_beam_path(lessons):
     tr = asr.Transcriber(asr.AsrOptions(batch_size=1, beam_size=5, word_timestamps=False))
     result = tr.transcribe(lessons / "chemistry_atoms.mp4")

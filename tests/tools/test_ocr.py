@@ -13,6 +13,7 @@ def _norm(s: str) -> str:
     return "".join(ch for ch in s.lower() if ch.isalnum())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["physics_newton", "chemistry_atoms", "earth_no_audio", "math_quiet_tone"])
 def test_ocr_recovers_every_slide_title(lessons, tmp_path, name):
     slides = truth(name)["slides"]

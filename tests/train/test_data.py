@@ -67,6 +67,7 @@ def _image_ids(processor) -> set[int]:
     return {image_token_id(processor), *tok.convert_tokens_to_ids(["<fake_token_around_image>", "<global-img>"])}
 
 
+@pytest.mark.slow
 def test_export_reads_as_interleaved_inputs_without_loss_on_images(processed, processor):
     examples, ds = _read(processed["out"], processor)
     samples = [json.loads(line) for line in (processed["out"] / "samples.jsonl").read_text().splitlines()]
@@ -264,6 +265,7 @@ def test_parquet_and_folder_inputs_read_the_same(tmp_path, processor):
         _read(tmp_path / "pq", processor)
 
 
+@pytest.mark.slow
 def test_llava_style_processor_takes_the_flat_path(processed, processor):
     """LLaVA: one <image> expanded to N tokens per image, pixel_values (images, C, H, W) across the batch."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor

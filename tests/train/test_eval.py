@@ -277,6 +277,7 @@ def test_eval_bad_input_is_one_line(capsys, monkeypatch, tmp_path):
     assert "ckpt" in line
 
 
+@pytest.mark.slow
 def test_eval_end_to_end_with_a_tiny_random_idefics3(tmp_path):
     """Only the plumbing: a random model's answers are noise, but every prompt is generated and scored."""
     preds = tmp_path / "preds.jsonl"

@@ -20,6 +20,7 @@ def _cfg(processed, out: Path, **kw) -> TrainConfig:
     return TrainConfig(data=processed["out"] / "samples.jsonl", out=out, **{**FAST, **kw})
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_two_samples(processed, tmp_path):
     result = train(_cfg(processed, tmp_path / "ckpt", lr=5e-3, max_steps=20, batch_size=2, shuffle=False,
                         save_every=0))
@@ -32,6 +33,7 @@ def test_tiny_model_overfits_two_samples(processed, tmp_path):
     assert type(model).__name__ == "Idefics3ForConditionalGeneration" and processor.image_seq_len == 4
 
 
+@pytest.mark.slow
 def test_checkpoint_resumes_with_the_loss_of_an_uninterrupted_run(processed, tmp_path):
     full = tmp_path / "full"
     ref = train(_cfg(processed, full, lr=3e-3, max_steps=4, batch_size=1, save_every=1, keep=10, shuffle=True))
@@ -51,6 +53,7 @@ def test_checkpoint_resumes_with_the_loss_of_an_uninterrupted_run(processed, tmp
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_weights_every_loss_token_the_same(processed, tmp_path):
     whole = train(_cfg(processed, tmp_path / "a", lr=3e-3, max_steps=2, batch_size=2, shuffle=False,
                        save_every=0))
@@ -82,6 +85,7 @@ def _textbook(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+@pytest.mark.slow
 def test_cli_trains_and_resumes(processed, tmp_path, capsys, monkeypatch):
     out = tmp_path / "ckpt"
     args = ["train", "--data", str(processed["out"]), "--model", "tiny", "--out", str(out), "--save-every", "1",
@@ -96,6 +100,7 @@ def test_cli_trains_and_resumes(processed, tmp_path, capsys, monkeypatch):
     assert json.loads((out / "train_config.json").read_text())["lr"] == 1e-3
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_non_zero(processed, tmp_path, capsys, monkeypatch):
     bad = tmp_path / "bad.jsonl"
     good = (processed["out"] / "samples.jsonl").read_text().splitlines()[0]
@@ -137,6 +142,7 @@ def test_cli_trains_on_the_released_layout_only_with_its_images(tmp_path, capsys
     assert reader["order"] == "curriculum, shuffled within difficulty"
 
 
+@pytest.mark.slow
 def test_packed_training_starts(processed, tmp_path):
     result = train(_cfg(processed, tmp_path / "p", pack=True, max_length=2048, max_steps=1, save_every=0,
                         shuffle=False))
