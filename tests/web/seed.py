@@ -99,7 +99,7 @@ def synthetic(store, run_id: str = "build-synthetic0001", candidates: int = 10_0
         con.execute(
             "INSERT INTO llm_calls SELECT 'syn-call-' || i, ?, 'judge_metadata', 'metadata_judge', "
             "'syn-' || lpad(i::VARCHAR, 6, '0'), 'metadata_judge', 'sha', 'm', 'k' || i, false, '[]', '{}', "
-            "100, 20, false, 0.0, 0.1, 1, NULL, now()::TIMESTAMP FROM range(?) t(i)", [run_id, candidates])
+            "100, 20, false, 0.0, 0.1, 1, NULL, now()::TIMESTAMP, NULL FROM range(?) t(i)", [run_id, candidates])
         con.execute(
             "INSERT INTO events (run_id, node, video_id, started_at, ended_at, seconds, input, output, decision, "
             "reasons) SELECT ?, 'judge_metadata', 'syn-' || lpad(i::VARCHAR, 6, '0'), now()::TIMESTAMP, "
