@@ -78,8 +78,7 @@ class VideoFlow:
 
     def __init__(self, agent: BuildAgent, run_id: str, spec: dict):
         self.a, self.d, self.run_id, self.spec = agent, agent.d, run_id, spec
-        limit = getattr(getattr(self.d.gateway, "cfg", None), "concurrency", None)
-        self.workers = self.d.cfg.video_workers or (limit if isinstance(limit, int) and limit > 0 else DEFAULT_WORKERS)
+        self.workers = agent.workers()
         self.heavy = threading.BoundedSemaphore(max(1, int(self.d.runner.cfg.workers)))
         self.stop: BudgetExceeded | None = None
         self.down: LLMUnavailable | None = None  # the endpoint is down: stop, the run resumes later

@@ -220,12 +220,22 @@ class BuildAgent:
     def _tax(self, run_id: str) -> dict[str, dict]:
         return {n["node_id"]: n for n in self.d.store.taxonomy(run_id)}
 
+    def workers(self) -> int:
+        """Items worked on at once by a node (videos, points): ``agent.video_workers``, else the gateway's
+        request limit per endpoint (LLM requests stay bounded by the gateway either way)."""
+        limit = getattr(getattr(self.d.gateway, "cfg", None), "concurrency", None)
+        return self.d.cfg.video_workers or (limit if isinstance(limit, int) and limit > 0 else 16)
+
     def plan_queries(self, state: BuildState) -> dict:
+        """Queries for each point of this round, all points asked at once; decisions recorded in point order."""
+        from concurrent.futures import ThreadPoolExecutor
+
         run_id, spec, rnd = state["run_id"], state["spec"], state["round"]
-        plans = []
         n = self.d.cfg.queries_per_point
-        for i, pid in enumerate(state.get("points", []), 1):
-            self._progress("plan_queries", i - 1, len(state.get("points", [])), pid)
+        pids = state.get("points", [])
+        done = [0]
+
+        def plan(pid: str) -> tuple[str, list[str], str]:
             point, chain = self._path(run_id, pid)
             # earlier rounds only: a rerun of this round must render the same prompt (a cache hit)
             previous = list(dict.fromkeys(q["query"] for q in self.d.store.queries(run_id, pid) if q["round"] < rnd))
@@ -242,7 +252,14 @@ class BuildAgent:
             fallback = [point, f"{point} {chain[0]}", f"{point} explained", f"{point} lesson for {spec['level']}",
                         f"what is {point}"]
             fresh = [q for q in [*qs, *fallback] if q.lower() not in {p.lower() for p in previous}]
-            fresh = list(dict.fromkeys(fresh))[:n]
+            done[0] += 1
+            self._progress("plan_queries", done[0], len(pids), pid)
+            return pid, list(dict.fromkeys(fresh))[:n], why
+
+        with ThreadPoolExecutor(max(1, min(self.workers(), len(pids) or 1)), thread_name_prefix="plan") as pool:
+            planned = list(pool.map(plan, pids))
+        plans = []
+        for pid, fresh, why in planned:
             if fresh:
                 plans.append({"point_id": pid, "queries": fresh, "round": rnd})
                 self._decision("plan_queries", None, f"{pid}: {len(fresh)} queries", [why], {"queries": fresh})

@@ -45,6 +45,7 @@ from tests.agents.scripted import ScriptedChatModel, models_for, physics_script 
 from tools.search import YouTubeSource  # noqa: E402
 
 GOAL = "build a physics textbook"
+GOAL2 = "build a physics and chemistry textbook"  # the two lessons: one of each
 LESSONS = ROOT / "tests/data/lessons"
 YT = ROOT / "tests/data/youtube"
 SMALL = ("physics_newton", "chemistry_atoms")
@@ -243,7 +244,7 @@ def latency(work: Path) -> bool:
         for conc in (1, LLMConfig().concurrency):
             with StandIn(latency_s=lat) as srv:
                 store = open_store(work / f"build-{lat}-{conc}.duckdb")
-                spec = BuildSpec(GOAL, _standin_agent(srv.base_url, folder, conc), PipelineConfig(),
+                spec = BuildSpec(GOAL2, _standin_agent(srv.base_url, folder, conc), PipelineConfig(),
                                  work / f"out-{lat}-{conc}")
                 result, wall = _build(store, spec)
                 peak = srv.peak

@@ -322,7 +322,7 @@ def test_max_videos_stops_the_run(store, tmp_path):
 
 def test_max_llm_tokens_stops_the_run(store, tmp_path):
     model = ScriptedChatModel(script=physics_script(), tokens=(100, 20))
-    spec = make_spec(tmp_path, "max-tokens", budgets=Budgets(max_llm_tokens=250))
+    spec = make_spec(tmp_path, "max-tokens", budgets=Budgets(max_llm_tokens=250), video_workers=1)  # in order
     result = run_build(store, spec, models=models_for(model))
     run = result["run_id"]
     assert result["stop"] == "llm_tokens"
