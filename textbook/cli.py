@@ -82,6 +82,10 @@ def process(
     if out:
         overrides["out"] = out
     settings = load_settings(config, overrides)
+    from pipeline.runner import check_writable, discover
+
+    discover(paths)  # a missing path or a folder without videos: one line, before any store is made
+    check_writable(Path(settings.out))
     store = open_store(settings.db)
     try:
         from store.serve import serve_reads  # other commands read the store through this one while it runs

@@ -56,6 +56,17 @@ def test_unwritable_out(processed, recorded, tmp_path):
 
 
 @pytest.mark.e2e
+def test_bad_input_leaves_no_store_behind(tmp_path):
+    """A missing path or an unwritable --out is refused before a new store file is created."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for args in ([str(tmp_path / "nope.mp4")], [str(LESSONS / "chemistry_atoms.mp4"), "--out", str(blocker / "out")]):
+        line = _one_line_error(run_cli("process", *args, "--db", str(tmp_path / "new.duckdb")))
+        assert "no such file or folder" in line or "cannot write to" in line
+        assert not (tmp_path / "new.duckdb").exists()
+
+
+@pytest.mark.e2e
 def test_unknown_export_format_and_missing_db(processed, tmp_path):
     assert "unknown format" in _one_line_error(run_cli("export", "--db", str(processed["db"]), "--format", "xml"))
     assert "no database" in _one_line_error(run_cli("stats", "--db", str(tmp_path / "none.duckdb")))

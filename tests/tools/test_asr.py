@@ -182,3 +182,13 @@ def test_speech_is_cut_at_span_bounds_then_at_the_quietest_point():
     assert pieces[0] == (0, 16000 * 10)  # a span bound within reach
     assert pieces[1] == (16000 * 10, 16000 * 39 + 8000 + 160)  # no bound within reach: the quiet point
     assert pieces[-1][1] == 16000 * 70 and all(a[1] == b[0] for a, b in zip(pieces, pieces[1:], strict=False))
+
+
+@pytest.mark.parametrize("probs, prior, expected", [
+    ({"nl": 0.76, "en": 0.18, "de": 0.06}, "en", "en"),  # accented English in a recorded lecture
+    ({"de": 0.999, "en": 0.001}, "en", "de"),            # a real switch to German
+    ({"en": 0.51, "nl": 0.46}, "en", "en"),
+    ({"nl": 0.76, "en": 0.24}, None, "nl"),              # no prior: the piece's own top language
+])
+def test_a_piece_changes_language_only_when_confident(probs, prior, expected):
+    assert asr.assign_language(probs, prior, asr.AsrOptions().language_switch)[0] == expected
