@@ -384,3 +384,50 @@ def test_batch_reports_a_failed_goal(llm, small_lessons, tmp_path):
     assert len(failed) == 1 and "vimeo" in failed[0]["error"]
     assert lines[-1] == {**lines[-1], "event": "batch_done", "failed": 1}
 
+
+
+# -- reading the store while a build writes it (store/serve.py) -----------------------------------------
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_runs_and_trace_show_a_running_build(small_lessons, tmp_path):
+    """While `textbook build` holds the DuckDB file, `runs` and `trace` read it through the build's read
+    server and show the run running with its node events; afterwards they read the file itself."""
+    from agents.standin import StandIn
+
+    db = tmp_path / "db.duckdb"
+    with StandIn(latency_s=1.5) as srv:  # slow answers keep the build running for a while
+        args = [*TEXTBOOK, "build", GOAL, "--source", f"local:{small_lessons}", "--llm-url", srv.base_url,
+                "--llm", "standin", "--db", str(db), "--out", str(tmp_path / "out")]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TEXTBOOK_AGENT__LLM__STRUCTURED": "json_schema"}
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            run_id = None
+            for line in proc.stderr:
+                if line.startswith("run build-"):
+                    run_id = line.split()[1]
+                    break
+            assert run_id, "the build printed no run id"
+            import threading
+
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep draining its progress lines
+            seen_running = seen_events = False
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and proc.poll() is None and not (seen_running and seen_events):
+                runs = run_cli("runs", "--db", str(db), "--json")
+                assert runs.returncode == 0, runs.stderr
+                rows = {r["run_id"]: r for r in json.loads(runs.stdout)}
+                seen_running |= rows.get(run_id, {}).get("status") == "running"
+                trace = run_cli("trace", run_id, "--db", str(db), "--json")
+                if trace.returncode == 0:
+                    nodes = {e["node"] for e in json.loads(trace.stdout)["events"]}
+                    seen_events |= {"interpret_goal", "taxonomy"} <= nodes
+                time.sleep(0.5)
+            assert seen_running and seen_events, "runs/trace never showed the running build"
+            assert proc.wait(timeout=600) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    after = json.loads(run_cli("runs", "--db", str(db), "--json").stdout)
+    assert [r["status"] for r in after if r["run_id"] == run_id] == ["finished"]
+    assert not list(tmp_path.glob("*.reads.json"))  # the read server's endpoint file is gone
