@@ -38,9 +38,11 @@ import logging
 import threading
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from contextlib import nullcontext
+from functools import partial
 from typing import TYPE_CHECKING
 
-from agents.llm import BudgetExceeded, LLMOutputInvalid, LLMTimeout, LLMUnavailable
+from agents.llm import BudgetExceeded, LLMUnavailable
 from pipeline.records import Status
 
 if TYPE_CHECKING:
@@ -51,22 +53,13 @@ log = logging.getLogger(__name__)
 # statuses of a video on its way through the pipeline: each holds a slot of its knowledge point
 IN_FLIGHT = (Status.DOWNLOADED, Status.TRANSCRIBED, Status.TRANSCRIPT_ACCEPTED, Status.VISUALS)
 HOLDS_SLOT = (*IN_FLIGHT, Status.REVIEW_TRANSCRIPT, Status.ACCEPTED)
-DEFAULT_WORKERS = 16
 
 
 def failure_kind(exc: BaseException) -> str:
-    """The kind recorded for a failed item: the exception's own ``kind`` (tool and gateway errors carry
-    one), else timeout / invalid_output / unavailable / internal."""
+    """The kind recorded for a failed item: the exception's own ``kind`` (ToolError and the gateway's
+    LLMError carry one: timeout, rate_limited, invalid_output, corrupt, ...), else ``internal``."""
     kind = getattr(exc, "kind", None)
-    if isinstance(kind, str) and kind:
-        return kind
-    if isinstance(exc, LLMTimeout):
-        return "timeout"
-    if isinstance(exc, LLMOutputInvalid):
-        return "invalid_output"
-    if isinstance(exc, LLMUnavailable):
-        return "unavailable"
-    return "internal"
+    return kind if isinstance(kind, str) and kind else "internal"
 
 
 class VideoFlow:
@@ -84,7 +77,6 @@ class VideoFlow:
         self.down: LLMUnavailable | None = None  # the endpoint is down: stop, the run resumes later
         self.outcomes: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._finished = 0
 
     # -- the two phases ------------------------------------------------------------------------------
     def run(self) -> dict[str, int]:
@@ -129,6 +121,7 @@ class VideoFlow:
     def chains(self, pool: ThreadPoolExecutor) -> None:
         """Phase 2: start the videos that hold or win a slot; refill a slot when its video drops."""
         running: dict[Future, dict] = {}
+        finished = 0
         while True:
             if not self.halted:
                 for c in self._next(list(running.values())):
@@ -137,8 +130,10 @@ class VideoFlow:
                 return
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in done:
-                running.pop(f)
+                c = running.pop(f)
                 f.result()  # _chain records its own faults; anything here is a bug worth seeing
+                finished += 1
+                self.a._progress("videos", finished, finished + len(running), c["video_id"])
 
     def _next(self, running: list[dict]) -> list[dict]:
         return startable(self.d.store, self.run_id, self.d.cfg, self.a.rank(self.run_id),
@@ -146,31 +141,21 @@ class VideoFlow:
 
     # -- one video -----------------------------------------------------------------------------------
     def _chain(self, c: dict) -> None:
-        """Take one candidate from its status as far as it goes (each step returns the new status)."""
+        """Take one candidate from its status as far as it goes: each step returns the new status, and
+        the step for that status runs next (heavy ones hold a ``pipeline.workers`` slot)."""
         a, run_id = self.a, self.run_id
+        steps = {Status.METADATA_ACCEPTED: ("download", a._download_one, False),
+                 Status.DOWNLOADED: ("transcribe", a._transcribe_one, True),
+                 Status.TRANSCRIBED: ("judge_transcripts", partial(a._judge_transcript_one, pool=self.calls), False),
+                 Status.TRANSCRIPT_ACCEPTED: ("visuals", a._visuals_one, True),
+                 Status.VISUALS: ("clips", partial(a._clips_one, pool=self.calls), False)}
         status, node = c["status"], "download"
         try:
-            if status == Status.METADATA_ACCEPTED:
+            while status in steps:
+                node, step, heavy = steps[status]
                 self.d.budget.check_wall()
-                status = a._download_one(run_id, c)
-            if status == Status.DOWNLOADED:
-                node = "transcribe"
-                self.d.budget.check_wall()
-                with self.heavy:
-                    status = a._transcribe_one(run_id, c)
-            if status == Status.TRANSCRIBED:
-                node = "judge_transcripts"
-                self.d.budget.check_wall()
-                status = a._judge_transcript_one(run_id, c, self.calls)
-            if status == Status.TRANSCRIPT_ACCEPTED:
-                node = "visuals"
-                self.d.budget.check_wall()
-                with self.heavy:
-                    status = a._visuals_one(run_id, c)
-            if status == Status.VISUALS:
-                node = "clips"
-                self.d.budget.check_wall()
-                status = a._clips_one(run_id, c, self.calls)
+                with self.heavy if heavy else nullcontext():
+                    status = step(run_id, c)
         except BudgetExceeded as exc:
             with self._lock:
                 self.stop = self.stop or exc
@@ -183,10 +168,6 @@ class VideoFlow:
             status = self._fail(node, c, exc)
         with self._lock:
             self.outcomes[str(status)] += 1
-            self._finished += 1
-            finished = self._finished
-        a._progress("videos", finished, finished + len(self.d.store.candidates(run_id, list(IN_FLIGHT))),
-                    c["video_id"])
 
     def _guard(self, node: str, c: dict, step) -> None:
         try:

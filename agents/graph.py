@@ -34,7 +34,8 @@ from langgraph.types import Command, Send
 from agents import assign, schemas
 from agents.budget import BudgetTracker
 from agents.config import AgentConfig
-from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid, LLMTimeout
+from agents.flow import HOLDS_SLOT, VideoFlow, has_work
+from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid
 from agents.review import ReviewNodes, mark_lineage, queue_borderline
 from pipeline.assemble import clip_ocr
 from pipeline.records import Status
@@ -223,8 +224,7 @@ class BuildAgent:
     def workers(self) -> int:
         """Items worked on at once by a node (videos, points): ``agent.video_workers``, else the gateway's
         request limit per endpoint (LLM requests stay bounded by the gateway either way)."""
-        limit = getattr(getattr(self.d.gateway, "cfg", None), "concurrency", None)
-        return self.d.cfg.video_workers or (limit if isinstance(limit, int) and limit > 0 else 16)
+        return self.d.cfg.video_workers or self.d.gateway.cfg.concurrency
 
     def plan_queries(self, state: BuildState) -> dict:
         """Queries for each point of this round, all points asked at once; decisions recorded in point order."""
@@ -318,7 +318,7 @@ class BuildAgent:
     def _need(self, run_id: str) -> tuple[dict[str, int], dict[str, int]]:
         """Per point: videos still wanted, and videos accepted or on their way (downloaded .. accepted)."""
         have: dict[str, int] = {}
-        for c in self.d.store.candidates(run_id, IN_FLIGHT + ["accepted"]):
+        for c in self.d.store.candidates(run_id, list(HOLDS_SLOT)):
             have[c["point_id"]] = have.get(c["point_id"], 0) + 1
         points = [n["node_id"] for n in self.d.store.taxonomy(run_id) if n["level"] == "point"]
         return {p: max(0, self.d.cfg.per_point - have.get(p, 0)) for p in points}, have
@@ -396,15 +396,11 @@ class BuildAgent:
     def videos(self, state: BuildState) -> dict:
         """Every candidate as far as it goes: judges and pipeline stages per video, concurrently
         (agents/flow.py)."""
-        from agents.flow import VideoFlow
-
         outcomes = VideoFlow(self, state["run_id"], state["spec"]).run()
         return {"outcomes": outcomes} if outcomes else {}
 
     def after_videos(self, state: BuildState) -> Command[Literal["videos", "coverage"]]:
         """Back to ``videos`` when a human's review released work; else on to coverage."""
-        from agents.flow import has_work
-
         if not state.get("stop") and has_work(self.d.store, state["run_id"], self.d.cfg):
             return Command(goto="videos")
         return Command(goto="coverage")
@@ -724,7 +720,8 @@ class BuildAgent:
         out = []
         for c in self.d.store.candidates(run_id, Status.ERROR):
             node, _, kind = (c["reason"] or "").partition(": ")
-            err = self.d.store.rows("SELECT message FROM errors WHERE video_id = ? AND stage = ?", [c["video_id"], node])
+            err = self.d.store.rows("SELECT message FROM errors WHERE video_id = ? AND stage = ?",
+                                    [c["video_id"], node])
             out.append({"video_id": c["video_id"], "node": node, "kind": kind,
                         "message": err[0]["message"] if err else ""})
         return out
@@ -753,7 +750,6 @@ class BuildAgent:
         return g.compile(checkpointer=checkpointer)
 
 
-IN_FLIGHT = ["downloaded", "transcribed", "judged", "visuals"]  # agents.flow.IN_FLIGHT
 
 
 def named_subjects(goal: str) -> list[str]:
@@ -813,20 +809,14 @@ def _fail_if_policy(cfg: AgentConfig, exc: LLMOutputInvalid) -> None:
     that kept failing through the re-sends (kinds timeout, rate_limited, server_error, bad_request), or
     an answer that never validated under ``on_invalid: fail``. The policy default (accept or reject)
     is for a model that answered but never validly (kind invalid_output)."""
-    if isinstance(exc, LLMTimeout) or getattr(exc, "kind", "invalid_output") != "invalid_output" \
-            or cfg.on_invalid == "fail":
+    if exc.kind != "invalid_output" or cfg.on_invalid == "fail":
         raise exc
 
 
 def _failure(exc: LLMOutputInvalid) -> str:
     """Why a call gave no usable answer, for a policy reason: its kind (timeout, rate_limited, server_error,
     bad_request) or no valid answer."""
-    kind = getattr(exc, "kind", "invalid_output")
-    if isinstance(exc, LLMTimeout) or kind == "timeout":
-        return f"timeout: {exc}"
-    if kind != "invalid_output":
-        return f"{kind}: {exc}"
-    return f"no valid answer: {exc}"
+    return f"no valid answer: {exc}" if exc.kind == "invalid_output" else f"{exc.kind}: {exc}"
 
 
 def _shown(verdict: str, kept: bool, policy: bool) -> str:
