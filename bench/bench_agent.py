@@ -20,6 +20,7 @@ Each build runs twice on the same store: the rerun is measured against the first
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -275,7 +276,7 @@ def _tiny_clips(folder: Path, n: int) -> None:
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(base), "-c", "copy", "-metadata", f"title=clip {i}",
                         str(folder / f"physics_clip_{i:04d}.mp4")], check=True)
         (folder / f"physics_clip_{i:04d}.json").write_text(
-            '{"title": "Newton\'s laws of motion, part %d", "subject": "physics"}' % i)
+            json.dumps({"title": f"Newton's laws of motion, part {i}", "subject": "physics"}))
 
 
 def _rss_mb() -> float:

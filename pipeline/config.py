@@ -92,6 +92,9 @@ class PipelineConfig(BaseModel):
     pack: PackConfig = PackConfig()
     tokenizer: str = Field("whisper", description="'whisper' (offline, shipped) or a tokenizer.json path")
     executor: Literal["local", "process", "ray"] = "local"
+    overlap: bool = Field(True, description=(
+        "local executor: transcribe the next video while keyframes and OCR run on the previous one "
+        "(Runner.overlapped); false: each stage over all videos, one after another"))
     workers: int = Field(2, description="workers of the process or ray executor")
     ray_address: str | None = Field(None, description="Ray cluster address (none: a local Ray)")
 

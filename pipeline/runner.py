@@ -1,7 +1,9 @@
 """The driver of ``textbook process``: video files in, samples out, every step in the store.
 
 ``process`` is a list of stages (pipeline.stages, on the contract of pipeline.stage): per video
-probe -> rules -> ASR -> rules -> keyframes -> OCR -> clips; then, for the run, pack -> export.
+probe -> rules -> ASR -> rules -> keyframes -> OCR -> clips; then, for the run, pack -> export. On the
+local executor, ASR of the next video runs while keyframes and OCR of the previous one do
+(``Runner.overlapped``, config ``overlap``).
 Each output is stored under (video, stage, config hash), so a rerun with the same config skips it
 and a run with another config keeps its own beside it; each run records in ``run_videos`` the
 hashes it used and the status of each video. One bad video is an error row with a kind and the run
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -176,12 +179,63 @@ class Runner:
         videos = self.register(run_id, [(f, {}) for f in files])
         work = self.originals(videos)
         self.store.set_run_videos(run_id, list(dict.fromkeys(v["video_id"] for v in [*work, *videos])))
-        active = work
-        for stage in (ProbeStage(self.ctx), AsrStage(self.ctx), KeyframesStage(self.ctx), OcrStage(self.ctx),
-                      ClipsStage(self.ctx)):
-            active = stage.run(active)
+        active = ProbeStage(self.ctx).run(work)
+        if self.cfg.executor == "local" and self.cfg.overlap and len(active) > 1:
+            active = self.overlapped(active)
+        else:
+            for stage in (AsrStage(self.ctx), KeyframesStage(self.ctx), OcrStage(self.ctx)):
+                active = stage.run(active)
+        active = ClipsStage(self.ctx).run(active)
         samples = self.pack(run_id, work, active)
         return self._summary(run_id, videos, samples)
+
+    def overlapped(self, videos: list[dict]) -> list[dict]:
+        """ASR, keyframes and OCR over ``videos`` as a two-lane pipeline in this process: a worker thread
+        transcribes the videos one after another while this thread runs keyframes then OCR on each video
+        as soon as its transcript is done, so decoding and tesseract fill the cores CTranslate2 leaves
+        idle. The same work as running the stages one after another (no keyframes for a video the
+        transcript rules drop; OCR reads the transcript's clips), and the same stored results. Returns the
+        videos that pass all three, in the order given.
+
+        An exception that ends the run (not a video's fault; those are error rows) stops the ASR lane
+        after the video in progress, so nothing is half written."""
+        ctx = self.ctx
+        asr, keyframes, ocr = AsrStage(ctx), KeyframesStage(ctx), OcrStage(ctx)
+        for stage in (asr, keyframes, ocr):
+            ctx.reporter.stage(stage.name, len(videos))
+        done: queue.Queue = queue.Queue()
+        stop = threading.Event()
+
+        def transcribe() -> None:
+            try:
+                for v in videos:
+                    if stop.is_set():
+                        break
+                    done.put((v, bool(asr.run([v], announce=False)), None))
+            except BaseException as exc:  # handed to the driver thread, which raises it
+                done.put((None, False, exc))
+            finally:
+                done.put(None)
+
+        lane = threading.Thread(target=transcribe, name="textbook-asr", daemon=True)
+        lane.start()
+        passed: set[str] = set()
+        try:
+            while (item := done.get()) is not None:
+                v, transcribed, exc = item
+                if exc is not None:
+                    raise exc
+                if not transcribed:  # dropped or failed at ASR: no visual work, counted as done
+                    ctx.reporter.advance(keyframes.name)
+                    ctx.reporter.advance(ocr.name)
+                elif not keyframes.run([v], announce=False):
+                    ctx.reporter.advance(ocr.name)
+                elif ocr.run([v], announce=False):
+                    passed.add(v["video_id"])
+        finally:
+            stop.set()
+            lane.join()
+        return [v for v in videos if v["video_id"] in passed]
 
     # -- steps, public so the agent can put its judges between them ----------------
     def register(self, run_id: str, items: list[tuple[Path, dict]]) -> list[dict]:

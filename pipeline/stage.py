@@ -129,10 +129,13 @@ class Stage:
     on_driver: ClassVar[bool] = False  # True: compute runs in this process, never on the executor
 
     # -- the base -------------------------------------------------------------------------------------------
-    def run(self, videos: list[dict]) -> list[dict]:
-        """Run the stage over ``videos``; the videos that pass, in the order given."""
+    def run(self, videos: list[dict], announce: bool = True) -> list[dict]:
+        """Run the stage over ``videos``; the videos that pass, in the order given. ``announce=False``:
+        the caller has already told the progress display how many videos this stage will see (a
+        pipeline that feeds the stage one video at a time)."""
         ctx, store = self.ctx, self.store
-        ctx.reporter.stage(self.name, len(videos))
+        if announce:
+            ctx.reporter.stage(self.name, len(videos))
         hashes: dict[str, str] = {}
         todo: list[dict] = []
         for v in videos:

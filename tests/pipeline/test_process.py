@@ -113,6 +113,12 @@ def test_store_records_everything(processed):
         assert con.execute("SELECT count(*) FROM keyframes k LEFT JOIN ocr o USING (video_id, idx) "
                            "WHERE o.raw IS NULL").fetchone()[0] == 0
         assert con.execute("SELECT count(*) FROM segments").fetchone()[0] > 0
+        # the silent and the Spanish lesson were dropped by the transcript rules: no keyframes, no OCR for them
+        visual = {src.rsplit("/", 1)[-1].removesuffix(".mp4"): n for src, n in con.execute(
+            "SELECT v.source, count(s.stage) FROM videos v LEFT JOIN stage_status s "
+            "ON s.video_id = v.video_id AND s.stage IN ('keyframes', 'ocr') GROUP BY v.source").fetchall()}
+        assert visual["math_quiet_tone"] == visual["math_primos_es"] == 0
+        assert visual["physics_newton"] == visual["chemistry_atoms"] == 2
         versions = [r[0] for r in con.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()]
         assert versions == sorted(int(p.name.split("_")[0]) for p in (ROOT / "store" / "migrations").glob("*.sql"))
     finally:
