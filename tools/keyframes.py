@@ -41,6 +41,8 @@ every GOP.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time as _time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -48,7 +50,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import laplace, uniform_filter
 
 from tools.errors import ToolError
 
@@ -117,6 +118,29 @@ class KeyframeResult:
     frames_total: int = 0  # video packets in the file (what decoding everything would cost)
     samples: int = 0  # grid samples analysed
     display: list[int] = field(default_factory=list)  # [width, height] of the written keyframes
+
+
+# -- filters -----------------------------------------------------------------------
+_BORDERS = {"reflect": 2, "constant": 0, "nearest": 1}  # cv2.BORDER_REFLECT, _CONSTANT, _REPLICATE
+
+
+def uniform_filter(img: np.ndarray, size: int | tuple[int, int], mode: str = "reflect") -> np.ndarray:
+    """Mean over a ``size`` (rows, cols) window around each pixel, the same numbers as
+    ``scipy.ndimage.uniform_filter`` with ``mode`` reflect, constant (0) or nearest, and the same
+    placement of even windows, through OpenCV's boxFilter (3-7x faster on a 320x180 frame).
+    ``img``: float32 or float64 (H, W); the result has its dtype."""
+    import cv2
+
+    rows, cols = (size, size) if isinstance(size, int) else size
+    return cv2.boxFilter(img, -1, (int(cols), int(rows)), normalize=True, borderType=_BORDERS[mode])
+
+
+def laplace(img: np.ndarray) -> np.ndarray:
+    """The discrete Laplacian (4-neighbour, mirrored edges), as ``scipy.ndimage.laplace``, by OpenCV."""
+    import cv2
+
+    return cv2.Laplacian(img, cv2.CV_32F if img.dtype == np.float32 else cv2.CV_64F, ksize=1,
+                         borderType=_BORDERS["reflect"])
 
 
 # -- SSIM ------------------------------------------------------------------------
@@ -189,10 +213,17 @@ def char_change(diff: np.ndarray, window: int = 5) -> float:
 
 
 def temporal_median(images: list[np.ndarray]) -> np.ndarray:
-    """Per-pixel median of images of one shape (a sorting network for 3 and 5, else numpy)."""
-    if len(images) not in (3, 5):
+    """Per-pixel median of images of one shape, float32 (a sorting network for 2 to 5 images,
+    20x faster than numpy's median along a stack; numpy's beyond)."""
+    if not 2 <= len(images) <= 5:
         return np.median(np.stack(images), axis=0).astype(np.float32)
     p = [img.astype(np.float32, copy=True) for img in images]
+    if len(p) in (2, 4):  # the mean of the middle two: (largest low + smallest high) / 2 of the pairs
+        lows, highs = [np.minimum(p[0], p[1])], [np.maximum(p[0], p[1])]
+        if len(p) == 4:
+            lows.append(np.minimum(p[2], p[3]))
+            highs.append(np.maximum(p[2], p[3]))
+        return (np.maximum.reduce(lows) + np.minimum.reduce(highs)) * np.float32(0.5)
 
     def order(i: int, j: int) -> None:
         low = np.minimum(p[i], p[j])
@@ -296,10 +327,12 @@ class Display:
             img = img[:, ::-1] if t.startswith("h") else img
         return np.ascontiguousarray(img)
 
-    def gray(self, frame, width: int) -> np.ndarray:
-        """The frame as displayed, grayscale, ``width`` px wide, float32."""
+    def gray(self, frame, width: int, reformatter=None) -> np.ndarray:
+        """The frame as displayed, grayscale, ``width`` px wide, float32. ``reformatter``: an
+        ``av.video.reformatter.VideoReformatter`` kept across the frames of one video (its scaler is
+        set up once; about 3x faster than a new one per frame)."""
         w, h = self.stored_size(width)
-        small = frame.reformat(width=w, height=h, format="gray")
+        small = (reformatter or frame).reformat(*((frame,) if reformatter else ()), width=w, height=h, format="gray")
         return self.orient(small.to_ndarray()).astype(np.float32)
 
     def image(self, frame):
@@ -344,6 +377,9 @@ class _Grid:
         self.origin: float | None = None  # the grid starts at the first frame shown
         self.pending: list | None = None  # [time, frame, gray]
         self.display, self.width = display, width
+        from av.video.reformatter import VideoReformatter
+
+        self.reformatter = VideoReformatter()
 
     def show(self, time: float, frame, gray: np.ndarray | None = None) -> list[_Sample]:
         if self.pending is not None and time <= self.pending[0] + 1e-9:
@@ -365,7 +401,7 @@ class _Grid:
             if p is None or g + 1e-9 < p[0]:
                 continue
             if p[2] is None:
-                p[2] = self.display.gray(p[1], self.width)
+                p[2] = self.display.gray(p[1], self.width, self.reformatter)
             out.append(_Sample(round(g, 6), p[0], p[1], p[2], self.display))
         return out
 
@@ -387,6 +423,7 @@ def _gops(container, stream):
 def _samples(path: Path, opts: KeyframeOptions, stats: dict):
     """Yield samples in time order (see the module docstring for what is decoded)."""
     import av
+    from av.video.reformatter import VideoReformatter
 
     with av.open(str(path)) as container:
         if not container.streams.video:
@@ -398,7 +435,7 @@ def _samples(path: Path, opts: KeyframeOptions, stats: dict):
         else:
             start = float(stream.start_time or 0) * tb
         dense = stream.codec_context  # carries the stream's side data (display matrix)
-        dense.thread_type = "AUTO"
+        dense.thread_type = "SLICE"
         key = av.CodecContext.create(dense.name, "r")  # codec keyframes only, one at a time
         key.extradata = dense.extradata
         key.thread_type = "SLICE"
@@ -408,8 +445,10 @@ def _samples(path: Path, opts: KeyframeOptions, stats: dict):
         def seconds(pts) -> float | None:
             return None if pts is None else pts * tb - start
 
+        keys_reformatter = VideoReformatter()
+
         def to_gray(frame) -> np.ndarray:
-            return state["display"].gray(frame, opts.analysis_width)
+            return state["display"].gray(frame, opts.analysis_width, keys_reformatter)
 
         def decode_key(packet):
             """The codec keyframe of a GOP, decoded alone, with its analysis image."""
@@ -486,6 +525,55 @@ def _samples(path: Path, opts: KeyframeOptions, stats: dict):
             yield from state["grid"].until(max(end - start, state["last"] + 1.0 / rate))
 
 
+def _prefetched(items, depth: int = 16):
+    """Iterate ``items`` (a generator) on a worker thread, ``depth`` items ahead of the consumer.
+
+    Decoding (FFmpeg) and the grayscale conversion run on the worker while the tracker (numpy,
+    OpenCV) runs on the caller's thread; both release the GIL for their heavy work, so on two cores
+    they overlap in part (each thread still waits for the GIL between calls): the conditions suite
+    took 3.78 s without it and 3.00 s with it. An exception of the worker is raised here; closing
+    this generator early stops the worker and closes ``items``.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    break
+        except BaseException as exc:  # handed to the consumer
+            put((end, exc))
+        else:
+            put((end, None))
+        finally:
+            items.close()
+
+    worker = threading.Thread(target=work, name="textbook-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is end:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _unchanged(a: np.ndarray, b: np.ndarray, opts: KeyframeOptions) -> bool:
     """True if two codec keyframes show the same picture (no tile's mean differs by 2 levels)."""
     if a.shape != b.shape:
@@ -523,7 +611,7 @@ def detect(video: str | Path, out_dir: str | Path | None = None,
             old.unlink()
     tracker = _Tracker(opts, out, stats)
     try:
-        for sample in _samples(path, opts, stats):
+        for sample in _prefetched(_samples(path, opts, stats)):
             stats["samples"] += 1
             tracker.push(sample)
         tracker.finish()
@@ -806,7 +894,8 @@ class _Tracker:
 class _Picture:
     """The settled picture of a state: of the samples offered until ``until`` (seconds),
     the one closest to their per-pixel median (a pointer over blank space rather than
-    over text, a lecturer hiding the least, no half-dissolved frame)."""
+    over text, a lecturer hiding the least, no half-dissolved frame). The median is of at most
+    5 of them, evenly spread over the state (a sorting network: a median of 30 frames costs 50 ms)."""
 
     def __init__(self, until: float):
         self.until = until
@@ -820,7 +909,9 @@ class _Picture:
     def sample(self) -> _Sample:
         if len(self.samples) < 3:
             return self.samples[-1]
-        median = temporal_median([s.gray for s in self.samples])
+        n = len(self.samples)
+        spread = [self.samples[round(k * (n - 1) / 4)] for k in range(5)] if n > 5 else self.samples
+        median = temporal_median([s.gray for s in spread])
         # pixels far from the median (what passes, not recompression noise): the fewer the better
         return min(self.samples, key=lambda s: int(np.count_nonzero(np.abs(s.gray - median) > 24.0)))
 

@@ -226,6 +226,26 @@ def test_temporal_median_removes_what_moves():
     assert np.allclose(keyframes.temporal_median(frames[:4]), np.median(np.stack(frames[:4]), axis=0))
 
 
+@pytest.mark.parametrize("n", range(1, 8))
+def test_temporal_median_is_numpys_median_for_any_window(n):
+    rng = np.random.default_rng(n)
+    images = [(rng.random((18, 32)) * 255).round().astype(np.float32) for _ in range(n)]  # with ties
+    got = keyframes.temporal_median(images)
+    assert got.dtype == np.float32
+    assert np.allclose(got, np.median(np.stack(images), axis=0))
+
+
+@pytest.mark.parametrize("shape", [(180, 320), (320, 180), (9, 13)])
+def test_box_and_laplace_filters_are_scipys(shape):
+    from scipy import ndimage
+
+    img = (np.random.default_rng(0).random(shape) * 255).astype(np.float32)
+    for size, mode in ((7, "reflect"), (5, "constant"), ((15, 20), "nearest"), ((4, 6), "nearest")):
+        assert np.allclose(keyframes.uniform_filter(img, size, mode), ndimage.uniform_filter(img, size, mode=mode),
+                           atol=1e-3), (size, mode)
+    assert np.allclose(keyframes.laplace(img), ndimage.laplace(img), atol=1e-3)
+
+
 def test_char_change_sees_two_swapped_digits_not_recompression():
     trace = SUITE["char_edit"]
     a, b = (np.asarray(Image.open(trace["folder"] / s["image"]), np.float32) for s in trace["states"][:2])
@@ -283,7 +303,7 @@ def test_grid_samples_what_is_on_screen():
     display = keyframes.Display(4, 2)
     grid = keyframes._Grid(2.0, display, 4)
     frame_a, frame_b = "a", "b"
-    grid.display = type("D", (), {"gray": staticmethod(lambda f, w: np.zeros((2, 4), np.float32))})()
+    grid.display = type("D", (), {"gray": staticmethod(lambda f, w, r=None: np.zeros((2, 4), np.float32))})()
     out = grid.show(0.3, frame_a) + grid.show(1.9, frame_b) + grid.show(1.8, "late") + grid.until(2.5)
     # the grid starts at the first frame; 'a' is on screen from 0.3 to 1.9 s, 'b' after it
     assert [(s.t, s.time, s.frame) for s in out] == [(0.3, 0.3, "a"), (0.8, 0.3, "a"), (1.3, 0.3, "a"),
@@ -313,3 +333,40 @@ def test_settled_picture_has_the_pointer_over_blank_space():
         gray[y: y + 20, x] = 0.0
         picture.offer(keyframes._Sample(i / 2, i / 2, f"frame{i}", gray, display))
     assert picture.sample.frame == "frame2"  # the one over blank space
+
+
+def test_prefetched_yields_in_order_raises_the_workers_error_and_stops_when_closed():
+    import threading
+
+    assert list(keyframes._prefetched(iter_gen(range(50)), depth=4)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ToolError("corrupt", "bad packet")
+
+    got = []
+    with pytest.raises(ToolError, match="bad packet"):
+        for x in keyframes._prefetched(failing()):
+            got.append(x)
+    assert got == [1]
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.set()
+
+    it = keyframes._prefetched(endless(), depth=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()  # the consumer stops early: the worker ends and closes the source
+    assert closed.wait(5)
+    assert not any(t.name == "textbook-decode" for t in threading.enumerate())
+
+
+def iter_gen(items):
+    yield from items
