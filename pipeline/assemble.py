@@ -127,8 +127,9 @@ def ocr_line_verdict(line, cfg: OcrFilterConfig) -> tuple[bool, str | None]:
     Text: the engine's mean word confidence (0-100; None for a VLM, which skips the test)
     reaches ``cfg.min_line_confidence`` and at least ``cfg.min_word_share`` of the line's
     letters are in dictionary words (3+ letters at wordfreq Zipf >= ``cfg.min_zipf``, or a
-    very common short word) or numbers. A formula (an operator among short tokens, "V = I x R")
-    needs only ``cfg.min_formula_confidence``. Noise read from photos, faces, chalk or
+    very common short word) or numbers. A formula (an operator among short tokens, an operand
+    first and last, no two operators in a row: "V = I x R") needs only
+    ``cfg.min_formula_confidence``. Noise read from photos, faces, chalk or
     blended frames fails one test or the other: short non-words at low confidence, or long
     letter runs that are no word ("thoobththe@bunsapitjeboub").
     """
@@ -160,7 +161,7 @@ def ocr_line_verdict(line, cfg: OcrFilterConfig) -> tuple[bool, str | None]:
             ok_letters += sum(ch.isdigit() for ch in tok)
             letters += sum(ch.isdigit() for ch in tok)
     is_formula = any(t in _OPERATOR or t[0] == "\\" for t in tokens) and len(tokens) >= 3 \
-        and all(len(t) <= 4 or t[0].isdigit() or t[0] == "\\" for t in tokens)
+        and all(len(t) <= 4 or t[0].isdigit() or t[0] == "\\" for t in tokens) and _well_formed(tokens)
     if is_formula:
         if conf is not None and conf < cfg.min_formula_confidence:
             return False, "ocr_noise"
@@ -170,6 +171,18 @@ def ocr_line_verdict(line, cfg: OcrFilterConfig) -> tuple[bool, str | None]:
     if not letters or ok_letters / letters < cfg.min_word_share or words == 0:
         return False, "ocr_noise"
     return True, None
+
+
+def _well_formed(tokens: list[str]) -> bool:
+    """Tokens that read as a formula: an operand first and last, never two binary operators in a
+    row ("V = I x R", "a^2 + b^2 = c^2", "x = -b / 2a"; not "= E = a", "zx + —", "= = soy", which
+    photos and chalk boards give)."""
+    def operand(t: str) -> bool:
+        return t[0].isalnum() or t[0] == "\\"
+
+    if not (operand(tokens[0]) and (operand(tokens[-1]) or tokens[-1] in ")]}")):
+        return False
+    return not any(a in _OPERATOR and b in _OPERATOR for a, b in zip(tokens, tokens[1:], strict=False))
 
 
 @dataclass

@@ -61,7 +61,8 @@ class OcrFilterConfig(BaseModel):
     min_chars: int = Field(8, description="a keyframe whose kept OCR has fewer letters/digits carries nothing useful")
     repeat_similarity: float = Field(0.8, description="a line this similar to a previous frame's line is a repeat")
     min_line_confidence: float = Field(65, description="tesseract mean word confidence (0-100) a line needs")
-    min_formula_confidence: float = Field(70.0, description="confidence a formula line (e.g. 'V = I x R') needs")
+    min_formula_confidence: float = Field(55.0, description=(
+        "confidence a formula line (e.g. 'V = I x R': an operand first and last, no two operators in a row) needs"))
     min_word_share: float = Field(0.6, description="share of a line's letters that must be in dictionary words")
     min_zipf: float = Field(1.5, description="a token of 3+ letters is a word at this wordfreq Zipf frequency")
     languages: tuple[str, ...] = Field(("en",), description="languages of the dictionary test (wordfreq codes)")
