@@ -3,7 +3,8 @@
 1. The conditions suite (tests/data/conditions, examples/make_conditions.py): recall and
    precision per condition, each keyframe matched to a slide state by time AND by
    content (bench/_videos.score; PySceneDetect's keyframe is the frame a player shows
-   at each scene start), and the wall time of each detector over the suite.
+   at each scene start), and the wall time of each detector over the suite; then the suite
+   timed REPEATS more times, the detectors in turn per video (median and range of the ratio).
 2. A real recorded lecture (default /work/shared/cases/media/lecture_hall_60s.webm, or
    the path given): keyframes per minute, against the paper's one per ~12 s.
 3. The 7 sample lessons scaled to 1280x720 and joined (204 s, 24 slides), encoded with
@@ -26,6 +27,7 @@ from tools import keyframes  # noqa: E402
 
 LECTURE = Path("/work/shared/cases/media/lecture_hall_60s.webm")
 PAPER_PER_MINUTE = 60 / 12  # 6.58M keyframes in 22,697 h
+REPEATS = 5  # timings of the conditions suite (a shared machine's speed drifts: the median ratio is reported)
 
 
 class Clock:
@@ -99,6 +101,18 @@ def suite(work: Path) -> None:
         print(f"  {kind} time over the suite: textbook {getattr(o, kind):.2f} s, ContentDetector {c:.2f} s "
               f"({c / getattr(o, kind):.2f}x), AdaptiveDetector {a:.2f} s ({a / getattr(o, kind):.2f}x)")
     print(f"  textbook decoded {decoded} of {total} frames ({decoded / total:.0%}); keyframes written as JPEG")
+    ratios = []
+    for _ in range(REPEATS):  # the timing again, textbook and ContentDetector in turn per video
+        again = {"ours": Clock(), "content": Clock()}
+        for truth in truths:
+            ours(truth["path"], work / truth["name"], again["ours"])
+            scenedetect_times(truth["path"], "content", clock=again["content"])
+        ratios.append((again["content"].wall / again["ours"].wall, again["content"].cpu / again["ours"].cpu))
+    walls, cpus = sorted(r[0] for r in ratios), sorted(r[1] for r in ratios)
+    print(f"  {REPEATS} more timings of the suite, ContentDetector / textbook: "
+          f"wall median {walls[len(walls) // 2]:.2f}x "
+          f"(range {walls[0]:.2f}-{walls[-1]:.2f}x), CPU median {cpus[len(cpus) // 2]:.2f}x "
+          f"(range {cpus[0]:.2f}-{cpus[-1]:.2f}x)")
 
 
 def lecture(path: Path, work: Path) -> None:

@@ -335,14 +335,14 @@ class Display:
         small = (reformatter or frame).reformat(*((frame,) if reformatter else ()), width=w, height=h, format="gray")
         return self.orient(small.to_ndarray()).astype(np.float32)
 
-    def image(self, frame):
-        """The frame as displayed, full size, as a PIL image."""
+    def image(self, frame, reformatter=None):
+        """The frame as displayed, full size, as a PIL image (RGB). ``reformatter``: as in ``gray``."""
+        from av.video.reformatter import VideoReformatter
         from PIL import Image
 
-        if self.sar == 1 and not self.transform:
-            return frame.to_image()
         w, h = (self.size[1], self.size[0]) if self.transform in _TRANSPOSES else self.size
-        return Image.fromarray(self.orient(frame.to_ndarray(format="rgb24", width=w, height=h)))
+        rgb = (reformatter or VideoReformatter()).reformat(frame, width=w, height=h, format="rgb24")
+        return Image.fromarray(self.orient(rgb.to_ndarray()))
 
 
 def _display_of(stream, frame) -> Display:
@@ -651,6 +651,7 @@ class _Tracker:
         self.display_size: tuple[int, int] | None = None
         self.current: Keyframe | None = None
         self.picture: _Picture | None = None
+        self.reformatter = None  # the pictures' RGB scaler (this thread's own)
 
     # buffering
     def _at(self, i: int) -> _Sample:
@@ -875,7 +876,11 @@ class _Tracker:
         best = picture.sample
         kf.frame_time = round(best.time, 3)
         if kf.path:
-            best.display.image(best.frame).save(kf.path, quality=self.opts.jpeg_quality)
+            if self.reformatter is None:
+                from av.video.reformatter import VideoReformatter
+
+                self.reformatter = VideoReformatter()
+            best.display.image(best.frame, self.reformatter).save(kf.path, quality=self.opts.jpeg_quality)
 
     def _duplicate(self, settled: np.ndarray, mask: np.ndarray) -> bool:
         thumb = _thumb(settled)
