@@ -26,6 +26,12 @@ as lecture-video segmentation work does, we compare what *stays*:
    repeats any earlier keyframe of the video (near-duplicates, by the same rule with
    its local tests relaxed to the video's own sample-to-sample noise, for camera
    footage).
+5. **A camera that never holds still.** A pan or a tracking shot over a board holds no
+   picture for ``min_duration``, so the rule above finds nothing there. When such a
+   stretch lasts ``max_unsettled`` seconds, its sharpest sample becomes a keyframe,
+   unless it shows what the state ending the stretch shows (a zoom that settles) or,
+   even at the scale of 8x8-pixel blocks, what a kept keyframe shows (the camera
+   following a lecturer within a shot already kept).
 
 Decoding is the cost. ``decode="auto"`` demuxes packets (no decoding) GOP by GOP,
 decodes every codec keyframe, and decodes a GOP's inside only when it may hide a state:
@@ -78,6 +84,9 @@ class KeyframeOptions:
     blank_std: float = 6.0  # grayscale std below this: a blank frame
     blur_min: float = 15.0  # variance of the Laplacian below this: blurred
     dedup: bool = True  # drop states that repeat any earlier keyframe
+    # seconds of a picture that never holds still (a pan, a tracking shot over a board) after which the
+    # stretch's sharpest sample is a keyframe (checked as any state: blank, blurred, duplicate); 0: off
+    max_unsettled: float = 10.0
     jpeg_quality: int = 90
 
     def __post_init__(self):
@@ -652,6 +661,7 @@ class _Tracker:
         self.current: Keyframe | None = None
         self.picture: _Picture | None = None
         self.reformatter = None  # the pictures' RGB scaler (this thread's own)
+        self.unsettled: tuple[float, _Sample, float] | None = None  # (since, sharpest sample, its sharpness)
 
     # buffering
     def _at(self, i: int) -> _Sample:
@@ -674,6 +684,7 @@ class _Tracker:
         if self.cand is not None:  # the video ended before it held long enough
             self._drop("transient")
         if last is not None:
+            self._settled(last.t + 1.0 / self.opts.sample_rate)
             self._close(last.t + 1.0 / self.opts.sample_rate)
 
     def _trim(self) -> None:
@@ -812,17 +823,83 @@ class _Tracker:
             changed, mean, tile = self._differs(m, self.ref.median, self._dynamic() | self.ref.mask)
             if changed:
                 self.cand, self.cand_scores = i, (m, self.ref.median, self._dynamic() | self.ref.mask)
-            elif self.picture is not None:
-                self.picture.offer(self._at(i))
+            else:
+                self.unsettled = None  # the picture holds still again (as the last state)
+                if self.picture is not None:
+                    self.picture.offer(self._at(i))
             return
         changed, _, _ = self._differs(m, self._median(self.cand), mask)
         if changed:
             self._drop("transient")
+            self._unsettled(self._at(self.cand), self._at(i))
             self.cand = None
             self._step(i, again=True)  # maybe the start of another candidate
             return
         if i - self.cand + 1 >= self.need:
             self._confirm(self.cand, i)
+
+    def _unsettled(self, start: _Sample, s: _Sample) -> None:
+        """A candidate did not hold: the picture is moving. Keep the stretch's sharpest sample (the
+        least motion-blurred); when the stretch lasted ``max_unsettled`` seconds or more (a pan, a
+        tracking shot over a board), it becomes a keyframe at the stretch's end, unless it shows what
+        the state that ends it shows (a zoom that settles) or an earlier keyframe (``_settled``)."""
+        if self.opts.max_unsettled <= 0:
+            return
+        sharp = sharpness(s.gray)
+        if self.unsettled is None:
+            self.unsettled = (start.time, s, sharp)
+        elif sharp > self.unsettled[2]:
+            self.unsettled = (self.unsettled[0], s, sharp)
+
+    def _settled(self, end: float, next_state: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
+        """The unsettled stretch (if any) ended at ``end``, where a state showing ``next_state`` began
+        (None: the video ended): its keyframe, if it earns one (see ``_unsettled``)."""
+        stretch, self.unsettled = self.unsettled, None
+        if stretch is None or end - stretch[0] < self.opts.max_unsettled:
+            return
+        since, best, _ = stretch
+        if next_state is not None and best.gray.shape == next_state.shape and not self._differs(
+                best.gray, next_state, mask if mask is not None else np.zeros(self.opts.tiles, bool),
+                tolerant=True)[0]:
+            self._drop("duplicate")
+            return
+        self._settle(since, best)
+
+    def _settle(self, since: float, best: _Sample) -> None:
+        """A keyframe for a stretch that never held a state, from its sharpest sample ``best``."""
+        opts = self.opts
+        previous = self.ref
+        state = _State(None, best.gray, self._dynamic())
+        if float(best.gray.std()) < opts.blank_std:
+            self._drop("blank")
+            return
+        sharp = sharpness(best.gray)
+        if sharp < opts.blur_min:
+            self._drop("blurred")
+            return
+        # a picture taken in motion must differ from every kept keyframe even at the coarse scale
+        # (8x8-pixel block means, as _duplicate's screen): the lecture's camera following the lecturer
+        # across a shot already kept is 6 levels off it, another shot 60-90
+        thumb = _thumb(best.gray)
+        if opts.dedup and (self._duplicate(best.gray, state.mask) or any(
+                k.thumb.shape == thumb.shape and float(np.abs(k.thumb - thumb).mean()) <= 12.0 for k in self.kept)):
+            self._drop("duplicate")
+            return
+        self._close(since)  # the state before it ends here (not when the moving stretch repeats it)
+        self.ref = state
+        mean, tile = compare(best.gray, previous.median.astype(np.float32), opts.tiles) \
+            if previous is not None and previous.median.shape == best.gray.shape else (1.0, 1.0)
+        kf = Keyframe(index=len(self.kept), time=round(since, 3), ssim=round(mean, 4), min_tile_ssim=round(tile, 4),
+                      sharpness=round(sharp, 1), frame_time=round(best.time, 3))
+        self.display_size = best.display.size
+        if self.out:
+            kf.path = str(self.out / f"t{int(round(kf.time * 1000)):09d}.jpg")
+        picture = _Picture(best.t)
+        picture.offer(best)
+        self.picture = picture
+        state.keyframe = kf
+        self.kept.append(_State(kf, np.round(best.gray).astype(np.uint8), state.mask, thumb))
+        self.current = kf
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -832,6 +909,7 @@ class _Tracker:
         opts = self.opts
         settled = self._median(i)
         dynamic = self._dynamic()
+        self._settled(self._at(c).time, settled, dynamic)
         pool = [self._at(j) for j in range(c, i + 1)]
 
         picture = _Picture(pool[0].t + opts.mask_window)

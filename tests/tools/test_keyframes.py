@@ -286,6 +286,42 @@ def test_persistence_a_state_must_hold():
     assert brief.dropped["transient"] >= 1
 
 
+def _board(width: int = 1200, size=(180, 320)) -> np.ndarray:
+    """A blackboard wider than the frame: rows of chalk strokes with gaps, so that every crop differs."""
+    board = np.full((size[0], width), 40, np.uint8)
+    rng = np.random.default_rng(7)
+    for r in range(15, size[0] - 20, 25):
+        for x in range(10, width - 40, 70):
+            board[r: r + 10, x: x + int(rng.integers(20, 60)): 5] = 220
+    return board
+
+
+def test_a_tracking_shot_that_never_holds_still_still_gets_a_keyframe():
+    # the lecture's first 19 s: the camera pans over the board; no picture holds 2 s, so the persistence
+    # rule alone finds nothing there
+    board = _board()
+    pan = [board[:, 30 * i: 30 * i + 320] for i in range(24)]  # 12 s at 2 samples a second
+    slide = _slide([20, 60, 100])
+    tracker = _track(pan + [slide] * 10)
+    assert [s.keyframe.time for s in tracker.kept] == [0.0, 12.0]
+    picture = tracker.kept[0].median.astype(np.float32)
+    assert any(np.array_equal(picture, crop) for crop in pan)  # one of the pan's own pictures
+    assert [s.keyframe.time for s in _track(pan + [slide] * 10, max_unsettled=0).kept] == [12.0]
+    short = _track(pan[:16] + [slide] * 10)  # 8 s of panning: a transition
+    assert [s.keyframe.time for s in short.kept] == [8.0]
+
+
+def test_a_camera_moving_over_a_kept_shot_adds_no_near_duplicate():
+    # the lecture at 43-54 s: the camera follows the lecturer within a shot already kept
+    board = _board()
+    shot = board[:, 300:620]
+    shaky = [board[:, 300 + d: 620 + d] for d in [0, 40, 10, 50, 20, 60, 5, 45, 15, 55, 25, 35] * 2]
+    slide = _slide([20, 60, 100])
+    tracker = _track([shot] * 10 + shaky + [slide] * 10)
+    assert [s.keyframe.time for s in tracker.kept] == [0.0, 17.0]
+    assert tracker.dropped["duplicate"] >= 1
+
+
 def test_mask_leaves_out_a_box_that_keeps_moving():
     rng = np.random.default_rng(3)
     frames = []
