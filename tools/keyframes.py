@@ -340,8 +340,10 @@ class Display:
         """The frame as displayed, grayscale, ``width`` px wide, float32. ``reformatter``: an
         ``av.video.reformatter.VideoReformatter`` kept across the frames of one video (its scaler is
         set up once; about 3x faster than a new one per frame)."""
+        from av.video.reformatter import VideoReformatter
+
         w, h = self.stored_size(width)
-        small = (reformatter or frame).reformat(*((frame,) if reformatter else ()), width=w, height=h, format="gray")
+        small = (reformatter or VideoReformatter()).reformat(frame, width=w, height=h, format="gray")
         return self.orient(small.to_ndarray()).astype(np.float32)
 
     def image(self, frame, reformatter=None):
@@ -866,43 +868,59 @@ class _Tracker:
         self._settle(since, best)
 
     def _settle(self, since: float, best: _Sample) -> None:
-        """A keyframe for a stretch that never held a state, from its sharpest sample ``best``."""
-        opts = self.opts
-        previous = self.ref
+        """A keyframe for a stretch that never held a state, from its sharpest sample ``best``.
+        Unlike a held state, a dropped one leaves the current state open (the stretch repeated it)."""
         state = _State(None, best.gray, self._dynamic())
-        if float(best.gray.std()) < opts.blank_std:
-            self._drop("blank")
+        previous, sharp = self.ref, self._rejected(best.gray, best, state.mask, coarse=True)
+        if sharp is None:
             return
+        self._close(since)  # the state before it ends here
+        self.ref = state
+        scores = compare(best.gray, previous.median.astype(np.float32), self.opts.tiles) \
+            if previous is not None and previous.median.shape == best.gray.shape else (1.0, 1.0)
+        picture = _Picture(best.t)
+        picture.offer(best)
+        self._keep(state, since, best, picture, sharp, scores)
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def _rejected(self, settled: np.ndarray, best: _Sample, mask: np.ndarray, coarse: bool = False) -> float | None:
+        """The sharpness of ``best`` when a state showing ``settled`` earns a keyframe; None when it is
+        dropped (counted as blank, blurred or duplicate). ``coarse``: a picture taken in motion must also
+        differ from every kept keyframe at the scale of 8x8-pixel blocks (``_duplicate``'s screen): the
+        lecture's camera following the lecturer across a shot already kept is 6 levels off it, another
+        shot 60-90."""
+        opts = self.opts
+        if float(settled.std()) < opts.blank_std:
+            self._drop("blank")
+            return None
         sharp = sharpness(best.gray)
         if sharp < opts.blur_min:
             self._drop("blurred")
-            return
-        # a picture taken in motion must differ from every kept keyframe even at the coarse scale
-        # (8x8-pixel block means, as _duplicate's screen): the lecture's camera following the lecturer
-        # across a shot already kept is 6 levels off it, another shot 60-90
-        thumb = _thumb(best.gray)
-        if opts.dedup and (self._duplicate(best.gray, state.mask) or any(
+            return None
+        thumb = _thumb(settled)
+        if opts.dedup and (self._duplicate(settled, mask) or coarse and any(
                 k.thumb.shape == thumb.shape and float(np.abs(k.thumb - thumb).mean()) <= 12.0 for k in self.kept)):
             self._drop("duplicate")
-            return
-        self._close(since)  # the state before it ends here (not when the moving stretch repeats it)
-        self.ref = state
-        mean, tile = compare(best.gray, previous.median.astype(np.float32), opts.tiles) \
-            if previous is not None and previous.median.shape == best.gray.shape else (1.0, 1.0)
-        kf = Keyframe(index=len(self.kept), time=round(since, 3), ssim=round(mean, 4), min_tile_ssim=round(tile, 4),
+            return None
+        return sharp
+
+    def _keep(self, state: _State, time: float, best: _Sample, picture: _Picture, sharp: float,
+              scores: tuple[float, float]) -> None:
+        """Record ``state`` (the new reference) as a keyframe from ``time``; its picture is written when
+        it ends (a later sample may be cleaner)."""
+        mean, tile = scores
+        kf = Keyframe(index=len(self.kept), time=round(time, 3), ssim=round(mean, 4), min_tile_ssim=round(tile, 4),
                       sharpness=round(sharp, 1), frame_time=round(best.time, 3))
         self.display_size = best.display.size
         if self.out:
             kf.path = str(self.out / f"t{int(round(kf.time * 1000)):09d}.jpg")
-        picture = _Picture(best.t)
-        picture.offer(best)
         self.picture = picture
         state.keyframe = kf
-        self.kept.append(_State(kf, np.round(best.gray).astype(np.uint8), state.mask, thumb))
+        # what dedup needs of a kept state, small: its median in 8 bits and a thumbnail
+        self.kept.append(_State(kf, np.round(state.median).astype(np.uint8), state.mask, _thumb(state.median)))
         self.current = kf
-
-    def _drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
     def _confirm(self, c: int, i: int) -> None:
         """Samples c..i held one state: record it, write its settled picture unless dropped."""
@@ -911,7 +929,6 @@ class _Tracker:
         dynamic = self._dynamic()
         self._settled(self._at(c).time, settled, dynamic)
         pool = [self._at(j) for j in range(c, i + 1)]
-
         picture = _Picture(pool[0].t + opts.mask_window)
         for s in pool:
             picture.offer(s)
@@ -921,28 +938,11 @@ class _Tracker:
         state = _State(None, settled, dynamic)
         self._close(start.time)
         self.ref = state
-        if float(settled.std()) < opts.blank_std:
-            self._drop("blank")
+        sharp = self._rejected(settled, best, dynamic)
+        if sharp is None:
             return
-        sharp = sharpness(best.gray)
-        if sharp < opts.blur_min:
-            self._drop("blurred")
-            return
-        if opts.dedup and self._duplicate(settled, dynamic):
-            self._drop("duplicate")
-            return
-        mean, tile = compare(*self.cand_scores[:2], self.opts.tiles, self.cand_scores[2]) if self.cand_scores \
-            else (1.0, 1.0)
-        kf = Keyframe(index=len(self.kept), time=round(start.time, 3), ssim=round(mean, 4),
-                      min_tile_ssim=round(tile, 4), sharpness=round(sharp, 1), frame_time=round(best.time, 3))
-        self.display_size = best.display.size
-        if self.out:
-            kf.path = str(self.out / f"t{int(round(kf.time * 1000)):09d}.jpg")
-        self.picture = picture  # written when the state ends: a later sample may be cleaner
-        state.keyframe = kf
-        # what dedup needs of a kept state, small: its median in 8 bits and a thumbnail
-        self.kept.append(_State(kf, np.round(settled).astype(np.uint8), dynamic, _thumb(settled)))
-        self.current = kf
+        scores = compare(*self.cand_scores[:2], opts.tiles, self.cand_scores[2]) if self.cand_scores else (1.0, 1.0)
+        self._keep(state, start.time, best, picture, sharp, scores)
 
     def _close(self, end: float) -> None:
         """The current state ended at ``end``: write its picture."""
