@@ -139,3 +139,21 @@ def score(keyframes: list[tuple[float, object]], truth: dict) -> dict:
     ok = sum(v["verdict"] == "ok" for v in verdicts)
     return {"recall": len(found) / len(states), "precision": ok / len(keyframes) if keyframes else 1.0,
             "keyframes": len(keyframes), "states": len(states), "verdicts": verdicts}
+
+
+def tiny_clips(folder: Path, n: int, stem: str, meta) -> list[Path]:
+    """``n`` distinct one-second silent 64x48 clips ``folder/STEM_I.mp4``, each with its own title tag
+    and a sidecar ``meta(i)`` (one encode, then a stream copy per clip: cheap for thousands). Returns
+    the clips."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = folder.parent / f"{folder.name}-base.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=5:duration=1",
+                    "-pix_fmt", "yuv420p", str(base)], check=True)
+    clips = []
+    for i in range(n):
+        clip = folder / f"{stem}_{i:0{max(2, len(str(n - 1)))}d}.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(base), "-c", "copy", "-metadata", f"title=clip {i}",
+                        str(clip)], check=True)
+        clip.with_suffix(".json").write_text(json.dumps(meta(i)))
+        clips.append(clip)
+    return clips

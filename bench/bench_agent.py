@@ -20,7 +20,6 @@ Each build runs twice on the same store: the rerun is measured against the first
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -40,6 +39,7 @@ import tools.download  # noqa: E402
 from agents.build import BuildSpec, StoreSearchCache, run_build  # noqa: E402
 from agents.config import AgentConfig, LLMConfig, TaxonomySize  # noqa: E402
 from agents.local_llm import MODEL_ALIAS, embedded_server  # noqa: E402
+from bench._videos import tiny_clips  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
 from store.db import open_store  # noqa: E402
 from tests.agents.scripted import ScriptedChatModel, models_for, physics_script  # noqa: E402
@@ -264,21 +264,6 @@ def latency(work: Path) -> bool:
 SCALE = int(os.environ.get("BENCH_SCALE", "1000"))
 
 
-def _tiny_clips(folder: Path, n: int) -> None:
-    """n distinct 1-second silent clips (one encode, then a copy per video with its own title tag)."""
-    import subprocess
-
-    folder.mkdir(parents=True, exist_ok=True)
-    base = folder.parent / "base.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=5:duration=1",
-                    "-pix_fmt", "yuv420p", str(base)], check=True)
-    for i in range(n):
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(base), "-c", "copy", "-metadata", f"title=clip {i}",
-                        str(folder / f"physics_clip_{i:04d}.mp4")], check=True)
-        (folder / f"physics_clip_{i:04d}.json").write_text(
-            json.dumps({"title": f"Newton's laws of motion, part {i}", "subject": "physics"}))
-
-
 def _rss_mb() -> float:
     """This process's resident memory now (not the peak), in MB (Linux /proc)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -292,7 +277,8 @@ def scale(work: Path) -> bool:
 
     folder = work / "clips"
     t = time.perf_counter()
-    _tiny_clips(folder, SCALE)
+    tiny_clips(folder, SCALE, "physics_clip",
+               lambda i: {"title": f"Newton's laws of motion, part {i}", "subject": "physics"})
     print(f"scale: {SCALE} tiny silent clips made in {time.perf_counter() - t:.0f} s; one knowledge point takes "
           f"every one (the probe rules drop them: no audio), stand-in at no latency")
     rss: list[tuple[int, float]] = []

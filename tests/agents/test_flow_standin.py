@@ -3,8 +3,6 @@ flight, faults retried, a video whose answers are garbage fails alone, the run f
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from agents.build import BuildSpec, run_build
 from agents.config import AgentConfig, LLMConfig, TaxonomySize
 from agents.standin import Fault, StandIn
+from bench._videos import tiny_clips
 from pipeline.config import PipelineConfig
 from store import open_store
 
@@ -24,15 +23,9 @@ def clips(tmp_path_factory) -> Path:
     """CLIPS distinct one-second silent clips, each with its own title (they are judged, then dropped by
     the probe rules: no audio), so every metadata judgment can be in flight at once."""
     folder = tmp_path_factory.mktemp("clips")
-    base = folder.parent / "base.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=5:duration=1",
-                    "-pix_fmt", "yuv420p", str(base)], check=True)
-    for i in range(CLIPS):
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(base), "-c", "copy", "-metadata", f"title=clip {i}",
-                        str(folder / f"newton_{i:02d}.mp4")], check=True)
-        (folder / f"newton_{i:02d}.json").write_text(json.dumps({
-            "title": f"Newton's laws of motion, part {i}", "subject": "physics",
-            "description": f"Forces and motion, lesson code L{i:02d}Q."}))  # shown to the metadata judge only
+    tiny_clips(folder, CLIPS, "newton", lambda i: {
+        "title": f"Newton's laws of motion, part {i}", "subject": "physics",
+        "description": f"Forces and motion, lesson code L{i:02d}Q."})  # shown to the metadata judge only
     return folder
 
 
