@@ -899,12 +899,14 @@ class _Tracker:
         if sharp < opts.blur_min:
             self._drop("blurred")
             return None
-        thumb = _thumb(settled)
-        if opts.dedup and (self._duplicate(settled, mask) or coarse and any(
-                k.thumb.shape == thumb.shape and float(np.abs(k.thumb - thumb).mean()) <= 12.0 for k in self.kept)):
+        if opts.dedup and (self._duplicate(settled, mask) or coarse and self._near_thumb(_thumb(settled))):
             self._drop("duplicate")
             return None
         return sharp
+
+    def _near_thumb(self, thumb: np.ndarray) -> bool:
+        """Some kept keyframe is within 12 gray levels of ``thumb`` on average (8x8-pixel blocks)."""
+        return any(k.thumb.shape == thumb.shape and float(np.abs(k.thumb - thumb).mean()) <= 12.0 for k in self.kept)
 
     def _keep(self, state: _State, time: float, best: _Sample, picture: _Picture, sharp: float,
               scores: tuple[float, float]) -> None:
