@@ -224,7 +224,7 @@ def export(db: DbOpt = None,
                                                                                "shard")] = 1000,
            shard_mb: Annotated[int, typer.Option("--shard-mb", min=1, help="webdataset: MB per shard")] = 1024,
            config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Write a run's samples (and their images) in the layout a trainer reads (see README: Output)."""
+    """Write a run's samples (and their images) in the layout a trainer reads (see docs/formats.md)."""
     from pipeline.export import FORMATS, DatasetCard, ExportOptions
     from pipeline.export import export as run_export
     from pipeline.runner import check_writable, media_dir_for
