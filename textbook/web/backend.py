@@ -26,6 +26,7 @@ class ReviewRejected(Exception):
 
 
 class Backend(Protocol):
+    db_path: Path  # the store file: recorded paths resolve against its folder (store.paths.resolve_path)
     media_dir: Path
     live: bool
 
@@ -41,6 +42,7 @@ class FileBackend:
 
     def __init__(self, db: Path):
         self.db = Path(db)
+        self.db_path = self.db.absolute()
         self.media_dir = media_dir_for(self.db)
 
     @contextmanager
@@ -83,6 +85,7 @@ class BuildBackend:
     def __init__(self, store, inbox):
         self.store = store
         self.inbox = inbox
+        self.db_path = Path(store.path).absolute()
         self.media_dir = media_dir_for(Path(store.path))
 
     @contextmanager
