@@ -16,12 +16,18 @@ now (absolute), so a check such as ``is_file()`` fails and the stage that made i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def _abs(path: str | Path) -> Path:
+    """Absolute against the current working directory, with '.' and '..' folded (links are kept)."""
+    return Path(os.path.abspath(path))
 
 
 def media_dir(db_path: str | Path) -> Path:
     """The store's media folder, absolute: ``NAME_media/`` beside the DuckDB file ``NAME.duckdb``."""
-    db = Path(db_path).absolute()
+    db = _abs(db_path)
     return db.parent / f"{db.stem}_media"
 
 
@@ -29,8 +35,8 @@ def record_path(db_path: str | Path, path: str | Path) -> str:
     """How ``path`` is written into the store ``db_path``: relative to the store's folder when the file
     is under it (POSIX separators), else absolute. A relative ``path`` is taken relative to the current
     working directory (as the process that made the file meant it)."""
-    p = Path(path).absolute()
-    root = Path(db_path).absolute().parent
+    p = _abs(path)
+    root = _abs(db_path).parent
     try:
         return p.relative_to(root).as_posix()
     except ValueError:
@@ -59,8 +65,8 @@ def resolve_path(db_path: str | Path, recorded: str | Path | None) -> Path | Non
     p = Path(recorded)
     in_media = _in_media(db_path, p)
     if p.is_absolute():
-        tries = [in_media, p]
+        tries = [in_media, _abs(p)]
     else:
-        tries = [Path(db_path).absolute().parent / p, in_media, p.absolute()]
+        tries = [_abs(_abs(db_path).parent / p), in_media, _abs(p)]
     found = [t for t in tries if t is not None]
     return next((t for t in found if t.exists()), found[0])

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,7 +43,7 @@ class FileBackend:
 
     def __init__(self, db: Path):
         self.db = Path(db)
-        self.db_path = self.db.absolute()
+        self.db_path = Path(os.path.abspath(self.db))
         self.media_dir = media_dir_for(self.db)
 
     @contextmanager
@@ -85,7 +86,7 @@ class BuildBackend:
     def __init__(self, store, inbox):
         self.store = store
         self.inbox = inbox
-        self.db_path = Path(store.path).absolute()
+        self.db_path = Path(os.path.abspath(store.path))
         self.media_dir = media_dir_for(Path(store.path))
 
     @contextmanager
