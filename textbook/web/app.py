@@ -142,7 +142,7 @@ def create_app(backend: Backend, allowed_hosts: list[str] | None = None) -> Fast
             frames = q.keyframes(db, video_id)
             clip_rows = q.clips(db, video_id)
             for c in clip_rows:
-                c["diff"] = word_diff(c["text"], c.get("polished")) if c.get("polished") else None
+                c.update(rewrite_view(c))
             file = q.video_file(db, run_id, video_id)
             return render(request, "video.html", run=run, v=v, decisions=q.decisions(db, run_id, video_id),
                         judgments=judg, other_calls=[c for c in calls if c["call_id"] not in used],
@@ -310,6 +310,19 @@ def _pretty(value: Any) -> str:
         except ValueError:
             return value
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def rewrite_view(clip: dict) -> dict:
+    """What the video page shows of a clip's rewrite: ``diff`` (word_diff of the raw paragraph and the
+    rewrite used, or the refused rewrite), ``refused`` (the check's reasons, the raw text kept; None when
+    accepted or not asked), ``fixes`` and ``reverted`` ("heard -> written" swaps the check kept or put back)."""
+    check = clip.get("rewrite") if isinstance(clip.get("rewrite"), dict) else {}
+    refused = check.get("status") == "refused"
+    shown = check.get("rewrite") if refused else clip.get("polished")
+    return {"diff": word_diff(clip["text"], shown) if shown else None,
+            "refused": "; ".join(map(str, check.get("reasons") or [])) or "refused" if refused else None,
+            "fixes": [f"{h} → {w}" for h, w in check.get("corrections") or []],
+            "reverted": [f"{h} → {w}" for h, w in check.get("reverted") or []]}
 
 
 def word_diff(raw: str, new: str | None) -> list[tuple[str, str]]:

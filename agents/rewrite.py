@@ -1,0 +1,71 @@
+"""The clip rewrite: the polisher model, grounded in the slide, its answer checked for faithfulness.
+
+The polisher (prompts/polish.md) gets the clip's ASR paragraph and, as a fenced list of terms it may use
+to fix misheard words, the slide terms of the clip's kept OCR lines (``pipeline.grounding.slide_terms``).
+Its answer goes through ``pipeline.faithfulness.check``: a slide word replacing words that do not sound
+like it is put back, and a rewrite that adds content, changes a number or a negation, or strays in length
+is refused, the raw paragraph kept. One call per clip; the gateway records the prompt's name and sha256.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents import schemas
+from pipeline import faithfulness, grounding
+from pipeline.faithfulness import Limits, RewriteCheck
+
+NO_TERMS = "(none)"
+
+
+@dataclass(frozen=True)
+class RewriteRequest:
+    """One clip to rewrite: its knowledge ``point``, the ASR ``paragraph``, the slide text ``ocr`` (kept OCR
+    lines joined by newlines, "" when none) and the ``video_id`` the LLM call is recorded under."""
+
+    point: str
+    paragraph: str
+    ocr: str
+    video_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """The outcome: the ``check`` (its ``text`` is what the corpus uses) and the gateway's ``call_id``."""
+
+    check: RewriteCheck
+    call_id: str | None
+
+    @property
+    def polished(self) -> str | None:
+        """The text to store as the clip's rewrite; None when refused (the raw paragraph stays)."""
+        return None if self.check.refused else self.check.text
+
+    def record(self) -> dict:
+        """JSON-safe, for ``clips.rewrite``: the check's verdict plus the call id."""
+        return {**self.check.as_dict(), "call_id": self.call_id}
+
+
+def limits(cfg) -> Limits:
+    """The check's bounds from an ``agents.config.AgentConfig`` (polish_min_ratio, polish_max_ratio,
+    polish_min_overlap)."""
+    return Limits(min_ratio=cfg.polish_min_ratio, max_ratio=cfg.polish_max_ratio, min_overlap=cfg.polish_min_overlap)
+
+
+def terms_text(ocr: str, limit: int = 40) -> str:
+    """The slide terms shown to the polisher: one per line, at most ``limit``, or NO_TERMS."""
+    terms = grounding.slide_terms(ocr)[:limit]
+    return "\n".join(terms) if terms else NO_TERMS
+
+
+def polish(gateway, req: RewriteRequest, limits: Limits = Limits(), grounded: bool = True) -> Rewrite:
+    """Ask the ``polisher`` role for the rewrite of ``req.paragraph`` and check it.
+
+    ``grounded``: give the model the slide terms (False: the plain rewrite, terms shown as NO_TERMS; the
+    check still uses the slide). Raises what ``agents.llm.Gateway.call`` raises (``LLMOutputInvalid``: no
+    valid answer; the caller keeps the raw text).
+    """
+    values = {"point": req.point, "paragraph": req.paragraph,
+              "terms": terms_text(req.ocr) if grounded else NO_TERMS}
+    ans = gateway.call("polisher", "polish", "polish", values, schemas.Polished, video_id=req.video_id)
+    return Rewrite(faithfulness.check(req.paragraph, ans.value.text.strip(), req.ocr, limits), ans.call_id)

@@ -1,0 +1,76 @@
+"""The clip rewrite (agents.rewrite) through the real gateway and store, with scripted polishers: the slide
+terms reach the prompt fenced as data, a grounded fix is kept, an invented or number-flipping rewrite is
+refused and the raw paragraph kept, with the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+import prompts
+from agents import rewrite
+from agents.config import LLMConfig
+from agents.llm import Gateway
+from store import open_store
+from tests.agents.scripted import ScriptedChatModel, fenced, models_for
+
+RAW = "First comes in operation, when the sun heats the water. Then two clouds form."
+OCR = "The Water Cycle\nEvaporation: the sun heats water"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(tmp_path / "rewrite.duckdb")
+    yield s
+    s.close()
+
+
+def polisher(store, answer) -> tuple[Gateway, ScriptedChatModel]:
+    model = ScriptedChatModel(script={"Polished": lambda t: {"text": answer(fenced(t, "paragraph") or "")}})
+    return Gateway(store, "run-rewrite", LLMConfig(model="scripted-polisher"), models=models_for(model)), model
+
+
+def test_the_polisher_sees_the_slide_terms_fenced_as_data(store):
+    gw, model = polisher(store, lambda p: p)
+    rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, OCR, "vid1"))
+    [req] = model.requests
+    prompt = dict(req["messages"])["human"]
+    terms = fenced(prompt, "terms")
+    assert terms is not None and "Evaporation" in terms.splitlines() and "Water Cycle" in terms.splitlines()
+    assert "Do not add anything the speaker did not say" in prompt
+    [call] = store.llm_calls("run-rewrite")
+    assert call["prompt_name"] == "polish" and call["prompt_sha256"] == prompts.load("polish").sha256
+
+
+def test_plain_mode_shows_no_terms(store):
+    gw, model = polisher(store, lambda p: p)
+    rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, OCR, "vid1"), grounded=False)
+    assert fenced(dict(model.requests[0]["messages"])["human"], "terms") == rewrite.NO_TERMS
+
+
+def test_a_misheard_term_on_the_slide_is_fixed(store):
+    gw, _ = polisher(store, lambda p: p.replace("in operation,", "evaporation:"))
+    done = rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, OCR, "vid1"))
+    assert done.polished == "First comes evaporation: when the sun heats the water. Then two clouds form."
+    rec = done.record()
+    assert rec["status"] == "accepted" and rec["corrections"] == [["in operation", "evaporation"]]
+    assert rec["call_id"]
+
+
+def test_a_term_not_on_the_slide_is_left_as_it_was(store):
+    gw, _ = polisher(store, lambda p: p.replace("in operation", "condensation"))
+    done = rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, OCR, "vid1"))
+    assert done.polished is None and done.check.text == RAW  # refused: the raw paragraph stays
+    assert done.record()["kinds"] == ["adds"] and "condensation" in done.record()["reasons"][0]
+
+
+@pytest.mark.parametrize(("answer", "kind"), [
+    (lambda p: "The water cycle begins with tiny droplets. " + p, "adds"),
+    (lambda p: p.replace("two", "three"), "numbers"),
+    (lambda p: p.replace("Then two clouds form", "Then two clouds do not form"), "negation"),
+])
+def test_a_rewrite_that_adds_a_fact_or_flips_a_number_is_refused(store, answer, kind):
+    gw, _ = polisher(store, answer)
+    done = rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, OCR, "vid1"))
+    assert done.polished is None and done.check.text == RAW
+    rec = done.record()
+    assert rec["status"] == "refused" and kind in rec["kinds"] and rec["rewrite"] != RAW
