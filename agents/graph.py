@@ -40,8 +40,8 @@ from agents.review import ReviewNodes, mark_lineage, queue_borderline
 from pipeline import faithfulness, grounding
 from pipeline.assemble import clip_ocr
 from pipeline.records import Status
-from pipeline.stats import rewrite_counts
 from pipeline.runner import Runner
+from pipeline.stats import rewrite_counts
 from tools.errors import ToolError
 
 log = logging.getLogger(__name__)
@@ -555,7 +555,8 @@ class BuildAgent:
 
         cfg = self.d.cfg
         parts = [cfg.polish, cfg.polish_min_overlap, cfg.polish_terms, cfg.polish_min_ratio, cfg.polish_max_ratio,
-                 faithfulness.VERSION, grounding.THRESHOLD, cfg.clip_judge, cfg.clip_min_similarity, self.d.enforce["clip"],
+                 faithfulness.VERSION, grounding.THRESHOLD, grounding.CHAR_THRESHOLD, cfg.clip_judge,
+                 cfg.clip_min_similarity, self.d.enforce["clip"],
                  prompts.load("polish").sha256, prompts.load("clip_judge").sha256,
                  self.d.gateway.cfg.model_dump(mode="json")]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -212,7 +212,8 @@ def propose(text: str, terms: Iterable[str], threshold: float = THRESHOLD,
             if not any(is_content(w) for w in span):
                 continue
             right = {stem(w) for w in span if stem(w) in on_slide}
-            if all(stem(w) in right for w in span if is_content(w)) or any(root(w) in roots and stem(w) not in right for w in span):
+            if all(stem(w) in right for w in span if is_content(w)) or \
+                    any(root(w) in roots and stem(w) not in right for w in span):
                 continue  # heard right: every content word on the slide, or a word of a slide word's root
             if not is_content(span[0]) and not is_content(span[-1]) and j - i > 1:
                 continue  # a function word at both ends: the span is padded, not misheard
