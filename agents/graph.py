@@ -88,6 +88,8 @@ class Deps:
     enforce: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(("metadata", "transcript", "clip"), True))
     on_event: Callable[[dict], None] = lambda e: None
     embed: Callable | None = field(default=assign.embed_texts, repr=False)  # texts -> unit rows (fit, relevance)
+    # "used": an accepted rewrite replaces the raw paragraph; "advisory: WHY": checked and stored, raw kept
+    rewrite_use: str = "used"
 
     def embedder(self):
         return assign.shared_embedder()
@@ -555,8 +557,8 @@ class BuildAgent:
 
         cfg = self.d.cfg
         parts = [cfg.polish, cfg.polish_min_overlap, cfg.polish_terms, cfg.polish_min_ratio, cfg.polish_max_ratio,
-                 faithfulness.VERSION, grounding.THRESHOLD, grounding.CHAR_THRESHOLD, cfg.clip_judge,
-                 cfg.clip_min_similarity, self.d.enforce["clip"],
+                 faithfulness.VERSION, grounding.THRESHOLD, grounding.CHAR_THRESHOLD, grounding.PADDED_CHAR_THRESHOLD,
+                 self.d.rewrite_use, cfg.clip_judge, cfg.clip_min_similarity, self.d.enforce["clip"],
                  prompts.load("polish").sha256, prompts.load("clip_judge").sha256,
                  self.d.gateway.cfg.model_dump(mode="json")]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -585,6 +587,8 @@ class BuildAgent:
                 done = rewrite.polish(gw, rewrite.RewriteRequest(point, r["text"], ocr, vid), rewrite.limits(cfg),
                                       grounded=cfg.polish_terms)
                 r["polished"], r["rewrite"] = done.polished, done.record()
+                if self.d.rewrite_use != "used":  # the embedded model's rewrite did not beat the raw ASR
+                    r["polished"], r["rewrite"]["advisory"] = None, self.d.rewrite_use
                 if done.check.refused:
                     self._decision("polish", vid, "refused", [f"clip {r['index']}: {'; '.join(done.check.reasons)}"])
             except LLMOutputInvalid as exc:

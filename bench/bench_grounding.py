@@ -6,7 +6,7 @@ ASR of the narrated lessons. Every figure is a rate from this one run.
    term. False proposals: corrections proposed on the true narration of every lesson under its own slides
    (said right, so each one is wrong), per 1,000 words.
 2. ``--asr``: whisper-base (tools.asr, the pipeline's default) on the narrated English lessons; per slide,
-   the ASR segments whose middle falls in the slide's time. WER against the narration, and the slide-term
+   the ASR words whose middle falls in the slide's time. WER against the narration, and the slide-term
    error rate (the slide's content words that the narration says, missing from the text), for the raw
    ASR and the ASR grounded in the slide (``grounding.correct`` with the slide's text as its OCR: the truth
    lines, i.e. perfect OCR; no LLM). Each grounded text also goes through ``faithfulness.check``.
@@ -43,6 +43,7 @@ MISHEARD = [
      "Shade three sixths of the bar."),
     ("Each upper chamber is an age rear.", "Chambers of the heart\natria", "Each upper chamber is an atria."),
     ("The lower chambers are the vent wrinkles.", "Chambers\nventricles", "The lower chambers are the ventricles."),
+    ("A cut has a mass of 2 kg.", "Worked Example\nA cart has a mass of 2 kg", "A cart has a mass of 2 kg."),
 ]
 
 
@@ -98,7 +99,8 @@ def asr(truths: list[dict]) -> None:
         for s in t["slides"]:
             if not s.get("narration"):
                 continue
-            heard = " ".join(g.text.strip() for g in tr.segments if s["start"] <= (g.start + g.end) / 2 < s["end"])
+            heard = " ".join(w.word.strip() for g in tr.segments for w in g.words
+                             if s["start"] <= (w.start + w.end) / 2 < s["end"])
             fixed, found = grounding.correct(heard, grounding.slide_terms(slide_text(s)))
             verdict = faithfulness.check(heard, fixed, slide_text(s))
             rows.append({"lesson": t["name"], "said": s["narration"], "raw": heard, "grounded": fixed,

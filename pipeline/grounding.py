@@ -28,6 +28,9 @@ from dataclasses import asdict, dataclass
 # beside it; bench/bench_grounding.py measures both on the issue's mishearings and the lessons' narration
 THRESHOLD = 0.34
 CHAR_THRESHOLD = 0.58
+# a span with a function word at an edge ("in operation", "force to") must also be spelled closer: the
+# short word lends sounds that the term may not have ("force to" FRST is "first" FRST by sound)
+PADDED_CHAR_THRESHOLD = 0.45
 MAX_SPAN = 3  # ASR words one term may replace
 MIN_KEY = 3  # a term whose key is shorter is too short to match by sound
 
@@ -197,7 +200,8 @@ def propose(text: str, terms: Iterable[str], threshold: float = THRESHOLD,
     too ("sixths" alone is never replaced by another term); none of its words shares a slide word's
     ``root`` ("summarize" under "Summary"); and not every word of the term was heard already ("first law
     says" is not "First Law"). The words span and term share are left out of the comparison ("atoms held"
-    vs "Atoms build" compares "held" with "build"). Among overlapping candidates the closest (then the
+    vs "Atoms build" compares "held" with "build"). A span with a function word at an edge must be spelled
+    within ``PADDED_CHAR_THRESHOLD`` too. Among overlapping candidates the closest (then the
     longer term) wins. Returns them in text order; ``threshold`` and ``char_threshold`` are the largest
     key and spelling distances accepted (``sounds_like``).
     """
@@ -226,7 +230,9 @@ def propose(text: str, terms: Iterable[str], threshold: float = THRESHOLD,
                 a = " ".join(w for w in span if stem(w) not in right)
                 b = " ".join(w for w in words(t) if stem(w) not in right)
                 d = key_distance(a, b)
-                if d <= threshold and char_distance(a, b) <= char_threshold and len(phonetic_key(b)) >= MIN_KEY:
+                padded = not (is_content(span[0]) and is_content(span[-1]))
+                spelled = min(char_threshold, PADDED_CHAR_THRESHOLD) if padded else char_threshold
+                if d <= threshold and char_distance(a, b) <= spelled and len(phonetic_key(b)) >= MIN_KEY:
                     cands.append((d, -len(words(t)), Correction(i, j, heard, t, round(d, 3))))
     taken: set[int] = set()
     out = []

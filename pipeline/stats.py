@@ -205,10 +205,12 @@ def funnel(store: Store, run_id: str, videos: list[dict]) -> dict:
 
 def rewrite_counts(checks) -> dict:
     """The clip rewrites' funnel from their checks (``clips.rewrite`` dicts): accepted, refused, refusals by
-    kind (a rewrite may fail several), slide-term fixes kept and swaps put back."""
-    out = {"accepted": 0, "refused": 0, "refused_by": {}, "term_fixes": 0, "reverted": 0}
+    kind (a rewrite may fail several), slide-term fixes kept and swaps put back, and ``advisory``: accepted
+    rewrites not used (the embedded model's, not measured to beat the raw ASR)."""
+    out = {"accepted": 0, "refused": 0, "refused_by": {}, "term_fixes": 0, "reverted": 0, "advisory": 0}
     for c in checks:
         out["refused" if c.get("status") == "refused" else "accepted"] += 1
+        out["advisory"] += bool(c.get("advisory")) and c.get("status") != "refused"
         for kind in c.get("kinds") or []:
             out["refused_by"][kind] = out["refused_by"].get(kind, 0) + 1
         out["term_fixes"] += len(c.get("corrections") or [])

@@ -74,3 +74,31 @@ def test_a_rewrite_that_adds_a_fact_or_flips_a_number_is_refused(store, answer, 
     assert done.polished is None and done.check.text == RAW
     rec = done.record()
     assert rec["status"] == "refused" and kind in rec["kinds"] and rec["rewrite"] != RAW
+
+
+def test_the_embedded_models_rewrite_is_advisory_unless_measured_to_beat_the_raw_asr():
+    from agents.build import rewrite_use
+    from agents.config import AgentConfig
+
+    auto = AgentConfig()
+    assert rewrite_use(auto, None) == "used"  # a configured endpoint
+    assert rewrite_use(auto, "qwen").startswith("advisory: the rewrite of qwen is not measured")
+    sha = prompts.load("polish").sha256
+    better = {"qwen": {"polish": {"wer_raw": 0.062, "wer_rewrite": 0.05, "prompt_sha256": sha}}}
+    worse = {"qwen": {"polish": {"wer_raw": 0.062, "wer_rewrite": 0.089, "prompt_sha256": sha}}}
+    stale = {"qwen": {"polish": {"wer_raw": 0.062, "wer_rewrite": 0.05, "prompt_sha256": "0" * 64}}}
+    assert rewrite_use(auto, "qwen", better) == "used"
+    assert rewrite_use(auto, "qwen", worse) == "advisory: its rewrite's WER 8.9% does not beat the raw ASR's 6.2%"
+    assert "prompt changed" in rewrite_use(auto, "qwen", stale)
+    assert rewrite_use(AgentConfig(use_rewrite="no"), None) == "advisory: agent.use_rewrite = no"
+    assert rewrite_use(AgentConfig(use_rewrite="yes"), "qwen", worse) == "used"
+
+
+def test_new_rewrite_settings_at_their_defaults_keep_a_runs_id():
+    from agents.build import run_id_for
+    from agents.config import AgentConfig
+    from pipeline.config import PipelineConfig
+
+    same = run_id_for("build a textbook", AgentConfig(), PipelineConfig())
+    assert run_id_for("build a textbook", AgentConfig(polish_terms=True, use_rewrite="auto"), PipelineConfig()) == same
+    assert run_id_for("build a textbook", AgentConfig(polish_terms=False), PipelineConfig()) != same

@@ -64,6 +64,17 @@ def test_a_misheard_word_that_is_not_on_the_slide_is_left_as_it_was():
     assert text == said.replace("age rear", "atria") and len(fixes) == 1
 
 
+def test_a_real_whisper_mishearing_of_a_slide_word_is_fixed():
+    """whisper-base on tests/data/lessons/physics_newton hears "A cut has a mass of 2 kilograms"."""
+    text, _ = correct("A cut has a mass of 2 kilograms.", slide_terms("Worked Example\nA cart has a mass of 2 kg"))
+    assert text == "A cart has a mass of 2 kilograms."
+
+
+def test_a_function_word_cannot_lend_its_sounds_to_a_term():
+    said = "A heavier object needs a larger force to speed up."  # "force to" sounds like "first" (FRST)
+    assert correct(said, slide_terms("The First Law\nAn object at rest stays at rest")) == (said, [])
+
+
 def test_words_heard_right_are_never_replaced():
     said = "Later the water rises, and the sun heats the water again."
     assert correct(said, slide_terms("Evaporation\nThe sun heats water\nWater rises")) == (said, [])

@@ -29,7 +29,11 @@ def test_rewrite_view_of_refused_accepted_and_unasked_clips():
     assert got["refused"] is None and got["fixes"] == ["in operation → evaporation"]
     assert got["reverted"] == ["vent wrinkles → aorta"]
     assert rewrite_view({"text": "raw", "polished": None, "rewrite": None}) == \
-        {"diff": None, "refused": None, "fixes": [], "reverted": []}
+        {"diff": None, "refused": None, "advisory": None, "fixes": [], "reverted": []}
+    advisory = {**ok, "advisory": "advisory: not measured"}  # accepted, not used: the raw text kept
+    got = rewrite_view({"text": "in operation", "polished": None, "rewrite": advisory})
+    assert got["advisory"] == "advisory: not measured" and got["diff"] == [("-", "in operation"),
+                                                                           ("+", "evaporation")]
 
 
 def test_video_page_shows_the_refusal_reason_escaped(tmp_path):

@@ -315,11 +315,13 @@ def _pretty(value: Any) -> str:
 def rewrite_view(clip: dict) -> dict:
     """What the video page shows of a clip's rewrite: ``diff`` (word_diff of the raw paragraph and the
     rewrite used, or the refused rewrite), ``refused`` (the check's reasons, the raw text kept; None when
-    accepted or not asked), ``fixes`` and ``reverted`` ("heard -> written" swaps the check kept or put back)."""
+    accepted or not asked), ``advisory`` (why an accepted rewrite was not used: the raw text kept),
+    ``fixes`` and ``reverted`` ("heard -> written" swaps the check kept or put back)."""
     check = clip.get("rewrite") if isinstance(clip.get("rewrite"), dict) else {}
     refused = check.get("status") == "refused"
-    shown = check.get("rewrite") if refused else clip.get("polished")
+    shown = check.get("rewrite") if refused else clip.get("polished") or check.get("rewrite")
     return {"diff": word_diff(clip["text"], shown) if shown else None,
+            "advisory": check.get("advisory") if not refused else None,
             "refused": "; ".join(map(str, check.get("reasons") or [])) or "refused" if refused else None,
             "fixes": [f"{h} → {w}" for h, w in check.get("corrections") or []],
             "reverted": [f"{h} → {w}" for h, w in check.get("reverted") or []]}
