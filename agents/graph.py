@@ -37,7 +37,6 @@ from agents.config import AgentConfig
 from agents.flow import HOLDS_SLOT, VideoFlow, has_work
 from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid
 from agents.review import ReviewNodes, mark_lineage, queue_borderline
-from pipeline import faithfulness, grounding
 from pipeline.assemble import clip_ocr
 from pipeline.records import Status
 from pipeline.runner import Runner
@@ -556,10 +555,8 @@ class BuildAgent:
         import prompts
 
         cfg = self.d.cfg
-        parts = [cfg.polish, cfg.polish_min_overlap, cfg.polish_terms, cfg.polish_min_ratio, cfg.polish_max_ratio,
-                 faithfulness.VERSION, grounding.THRESHOLD, grounding.CHAR_THRESHOLD, grounding.PADDED_CHAR_THRESHOLD,
-                 self.d.rewrite_use, cfg.clip_judge, cfg.clip_min_similarity, self.d.enforce["clip"],
-                 prompts.load("polish").sha256, prompts.load("clip_judge").sha256,
+        parts = [*rewrite.policy(cfg, self.d.rewrite_use), cfg.clip_judge, cfg.clip_min_similarity,
+                 self.d.enforce["clip"], prompts.load("clip_judge").sha256,
                  self.d.gateway.cfg.model_dump(mode="json")]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -585,10 +582,8 @@ class BuildAgent:
         if cfg.polish and r["text"].strip():
             try:
                 done = rewrite.polish(gw, rewrite.RewriteRequest(point, r["text"], ocr, vid), rewrite.limits(cfg),
-                                      grounded=cfg.polish_terms)
+                                      grounded=cfg.polish_terms, use=self.d.rewrite_use)
                 r["polished"], r["rewrite"] = done.polished, done.record()
-                if self.d.rewrite_use != "used":  # the embedded model's rewrite did not beat the raw ASR
-                    r["polished"], r["rewrite"]["advisory"] = None, self.d.rewrite_use
                 if done.check.refused:
                     self._decision("polish", vid, "refused", [f"clip {r['index']}: {'; '.join(done.check.reasons)}"])
             except LLMOutputInvalid as exc:

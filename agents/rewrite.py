@@ -31,19 +31,32 @@ class RewriteRequest:
 
 @dataclass(frozen=True)
 class Rewrite:
-    """The outcome: the ``check`` (its ``text`` is what the corpus uses) and the gateway's ``call_id``."""
+    """The outcome: the ``check`` (its ``text`` is what the corpus uses), the gateway's ``call_id``, and
+    ``advisory``: why an accepted rewrite is not used (None: used; ``agents.build.rewrite_use``)."""
 
     check: RewriteCheck
     call_id: str | None
+    advisory: str | None = None
 
     @property
     def polished(self) -> str | None:
-        """The text to store as the clip's rewrite; None when refused (the raw paragraph stays)."""
-        return None if self.check.refused else self.check.text
+        """The text to store as the clip's rewrite; None when refused or advisory (the raw paragraph stays)."""
+        return None if self.check.refused or self.advisory else self.check.text
 
     def record(self) -> dict:
-        """JSON-safe, for ``clips.rewrite``: the check's verdict plus the call id."""
-        return {**self.check.as_dict(), "call_id": self.call_id}
+        """JSON-safe, for ``clips.rewrite``: the check's verdict plus the call id (and ``advisory``)."""
+        return {**self.check.as_dict(), "call_id": self.call_id, **({"advisory": self.advisory} if self.advisory
+                                                                    else {})}
+
+
+def policy(cfg, use: str = "used") -> list:
+    """What decides a clip's rewrite, for the build's clip policy hash: the polish settings of an
+    ``agents.config.AgentConfig``, the check's version and thresholds, ``use`` and the prompt's sha256."""
+    import prompts
+
+    return [cfg.polish, cfg.polish_min_overlap, cfg.polish_terms, cfg.polish_min_ratio, cfg.polish_max_ratio,
+            faithfulness.VERSION, grounding.THRESHOLD, grounding.CHAR_THRESHOLD, grounding.PADDED_CHAR_THRESHOLD,
+            use, prompts.load("polish").sha256]
 
 
 def limits(cfg) -> Limits:
@@ -58,14 +71,17 @@ def terms_text(ocr: str, limit: int = 40) -> str:
     return "\n".join(terms) if terms else NO_TERMS
 
 
-def polish(gateway, req: RewriteRequest, limits: Limits = Limits(), grounded: bool = True) -> Rewrite:
+def polish(gateway, req: RewriteRequest, limits: Limits = Limits(), grounded: bool = True,
+           use: str = "used") -> Rewrite:
     """Ask the ``polisher`` role for the rewrite of ``req.paragraph`` and check it.
 
     ``grounded``: give the model the slide terms (False: the plain rewrite, terms shown as NO_TERMS; the
-    check still uses the slide). Raises what ``agents.llm.Gateway.call`` raises (``LLMOutputInvalid``: no
+    check still uses the slide). ``use``: "used", or "advisory: WHY" (the rewrite is checked and recorded,
+    the raw paragraph kept). Raises what ``agents.llm.Gateway.call`` raises (``LLMOutputInvalid``: no
     valid answer; the caller keeps the raw text).
     """
     values = {"point": req.point, "paragraph": req.paragraph,
               "terms": terms_text(req.ocr) if grounded else NO_TERMS}
     ans = gateway.call("polisher", "polish", "polish", values, schemas.Polished, video_id=req.video_id)
-    return Rewrite(faithfulness.check(req.paragraph, ans.value.text.strip(), req.ocr, limits), ans.call_id)
+    return Rewrite(faithfulness.check(req.paragraph, ans.value.text.strip(), req.ocr, limits), ans.call_id,
+                   None if use == "used" else use)

@@ -102,3 +102,11 @@ def test_new_rewrite_settings_at_their_defaults_keep_a_runs_id():
     same = run_id_for("build a textbook", AgentConfig(), PipelineConfig())
     assert run_id_for("build a textbook", AgentConfig(polish_terms=True, use_rewrite="auto"), PipelineConfig()) == same
     assert run_id_for("build a textbook", AgentConfig(polish_terms=False), PipelineConfig()) != same
+
+
+def test_an_advisory_rewrite_is_checked_and_recorded_but_the_raw_text_kept(store):
+    gw, _ = polisher(store, lambda p: p.replace("in operation,", "evaporation:"))
+    done = rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, OCR, "vid1"),
+                          use="advisory: not measured")
+    assert done.check.status == "accepted" and done.polished is None
+    assert done.record()["advisory"] == "advisory: not measured"
