@@ -581,7 +581,8 @@ class BuildAgent:
         ocr = clip_ocr(kfs)
         if cfg.polish and r["text"].strip():
             try:
-                done = rewrite.polish(gw, rewrite.RewriteRequest(point, r["text"], ocr, vid), rewrite.limits(cfg),
+                slide = rewrite.slide_text_near(frames, r["keyframes"], r["start"], r["end"])
+                done = rewrite.polish(gw, rewrite.RewriteRequest(point, r["text"], slide, vid), rewrite.limits(cfg),
                                       grounded=cfg.polish_terms, use=self.d.rewrite_use)
                 r["polished"], r["rewrite"] = done.polished, done.record()
                 if done.check.refused:

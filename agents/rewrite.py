@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 from agents import schemas
 from pipeline import faithfulness, grounding
+from pipeline.assemble import clip_ocr
 from pipeline.faithfulness import Limits, RewriteCheck
 
 NO_TERMS = "(none)"
+SLIDE_MARGIN_S = 6.0  # keyframes this close to a clip ground its rewrite too (bench/bench_grounding.py)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,19 @@ def policy(cfg, use: str = "used") -> list:
 
     return [cfg.polish, cfg.polish_min_overlap, cfg.polish_terms, cfg.polish_min_ratio, cfg.polish_max_ratio,
             faithfulness.VERSION, grounding.THRESHOLD, grounding.CHAR_THRESHOLD, grounding.PADDED_CHAR_THRESHOLD,
-            use, prompts.load("polish").sha256]
+            SLIDE_MARGIN_S, use, prompts.load("polish").sha256]
+
+
+def slide_text_near(frames: dict[int, dict], keyframes: list[int], start: float, end: float,
+                    margin_s: float = SLIDE_MARGIN_S) -> str:
+    """The slide text that grounds a clip from ``start`` to ``end`` (seconds): the kept OCR lines
+    (``pipeline.assemble.clip_ocr``) of the clip's own ``keyframes`` (idx) and of the video's keyframes
+    shown from ``margin_s`` before it to ``margin_s`` after it, in time order. A paragraph often ends with
+    the first words about the next slide ("First comes in operation." said before the slide "Evaporation"
+    is up), so the clip's own keyframes are not enough; bench/bench_grounding.py --pipeline measures the
+    margin. ``frames``: the video's keyframe rows by idx (``time_s``, ``ocr_text``, ``ocr_kept``)."""
+    near = [f for i, f in frames.items() if i in keyframes or start - margin_s <= f["time_s"] <= end + margin_s]
+    return clip_ocr(sorted(near, key=lambda f: f["time_s"]))
 
 
 def limits(cfg) -> Limits:

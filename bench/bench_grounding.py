@@ -34,6 +34,7 @@ from pipeline.textnorm import normalize, wer  # noqa: E402
 
 LESSON_DIRS = [ROOT / "tests/data/lessons", ROOT / "examples/lessons"]
 NARRATED = ["physics_newton", "chemistry_atoms", "earth_water_cycle", "math_fractions"]
+MARGINS = (0.0, 3.0, 6.0, 15.0)  # seconds around a clip whose keyframes' OCR grounds it
 
 # the issue's mishearings (sentence heard, slide text, the sentence as said)
 MISHEARD = [
@@ -131,7 +132,7 @@ def pipeline_ocr(truths: list[dict]) -> None:
     WER and slide-term error rate per lesson text (clips joined) against the narration."""
     import tempfile
 
-    from pipeline.assemble import clip_ocr
+    from agents.rewrite import slide_text_near
     from pipeline.config import PipelineConfig
     from pipeline.runner import Runner
     from store import open_store
@@ -140,36 +141,41 @@ def pipeline_ocr(truths: list[dict]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(Path(tmp) / "bench.duckdb")
         Runner(store, PipelineConfig(), Path(tmp) / "out").run([str(t["path"]) for t in paths.values()])
-        said, raw, grounded, fixes, refused, slides, n_clips = [], [], [], [], 0, [], 0
+        said, raw, slides, n_clips = [], [], [], 0
+        grounded: dict[float, list[str]] = {}
+        fixes: dict[float, list] = {m: [] for m in MARGINS}
+        refused = dict.fromkeys(MARGINS, 0)
         for v in store.rows("SELECT video_id, source FROM videos"):
             name = Path(v["source"]).stem
             if name not in paths:
                 continue
             frames = {f["idx"]: f for f in store.keyframes(v["video_id"])}
-            r_text, g_text = [], []
-            for c in store.clips(v["video_id"]):
-                n_clips += 1
-                ocr = clip_ocr([frames[i] for i in c["keyframes"]])
-                text, found = grounding.correct(c["text"], grounding.slide_terms(ocr))
-                refused += faithfulness.check(c["text"], text, ocr).refused
-                fixes += [(name, f.heard, f.term) for f in found]
-                r_text.append(c["text"])
-                g_text.append(text)
+            clips = store.clips(v["video_id"])
             said.append(paths[name]["narration"])
-            raw.append(" ".join(r_text))
-            grounded.append(" ".join(g_text))
+            raw.append(" ".join(c["text"] for c in clips))
             slides.append("\n".join(slide_text(s) for s in paths[name]["slides"]))
+            n_clips += len(clips)
+            for margin in MARGINS:
+                g_text = []
+                for c in clips:
+                    ocr = slide_text_near(frames, c["keyframes"], c["start_s"], c["end_s"], margin)
+                    text, found = grounding.correct(c["text"], grounding.slide_terms(ocr))
+                    refused[margin] += faithfulness.check(c["text"], text, ocr).refused
+                    fixes[margin] += [(name, f.heard, f.term) for f in found]
+                    g_text.append(text)
+                grounded.setdefault(margin, []).append(" ".join(g_text))
         store.close()
     print(f"\n3. the pipeline (whisper-base, tesseract OCR of its keyframes) on {len(said)} narrated lessons, "
-          f"{n_clips} clips; each clip grounded in its own kept OCR lines")
-    for label, hyps in (("raw", raw), ("grounded", grounded)):
+          f"{n_clips} clips; each clip grounded in the kept OCR lines of its keyframes and those within MARGIN s of it")
+    for label, hyps in (("raw", raw), *((f"margin {m:g} s", grounded[m]) for m in MARGINS)):
         errs = [term_errors(s, h, sl) for s, h, sl in zip(said, hyps, slides, strict=True)]
         missed, total = sum(e[0] for e in errs), sum(e[1] for e in errs)
-        print(f"   {label:<9} WER {wer(' '.join(said), ' '.join(hyps)):.2%}   slide-term error rate {missed}/{total} = "
-              f"{missed / max(total, 1):.2%}")
-    print(f"   corrections made: {len(fixes)}; checks refused: {refused}")
-    for name, h, t in fixes:
-        print(f"     {name}: {h!r} -> {t!r}")
+        extra = "" if label == "raw" else f"   fixes {len(fixes[float(label.split()[1])])}"
+        print(f"   {label:<13} WER {wer(' '.join(said), ' '.join(hyps)):.2%}   slide-term error rate "
+              f"{missed}/{total} = {missed / max(total, 1):.2%}{extra}")
+    for m in MARGINS:
+        print(f"   margin {m:g} s: checks refused {refused[m]}; " +
+              "; ".join(f"{n}: {h!r} -> {t!r}" for n, h, t in fixes[m]))
 
 
 def main() -> None:

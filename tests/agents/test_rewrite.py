@@ -110,3 +110,15 @@ def test_an_advisory_rewrite_is_checked_and_recorded_but_the_raw_text_kept(store
                           use="advisory: not measured")
     assert done.check.status == "accepted" and done.polished is None
     assert done.record()["advisory"] == "advisory: not measured"
+
+
+def test_a_clip_is_grounded_in_its_own_keyframes_and_those_just_around_it():
+    def kf(t: float, text: str, kept: bool = True) -> dict:
+        return {"time_s": t, "ocr_text": text, "ocr_kept": kept}
+
+    frames = {0: kf(0.0, "The Water Cycle"), 1: kf(9.5, "Evaporation"), 2: kf(14.0, "Condensation", kept=False),
+              3: kf(30.0, "Precipitation")}
+    # the clip 1.0-8.0 s shows keyframe 0; "Evaporation" comes up 1.5 s after it ends, "Precipitation" far later
+    assert rewrite.slide_text_near(frames, [0], 1.0, 8.0, margin_s=6.0) == "The Water Cycle\nEvaporation"
+    assert rewrite.slide_text_near(frames, [0], 1.0, 8.0, margin_s=0.0) == "The Water Cycle"
+    assert rewrite.slide_text_near(frames, [2], 20.0, 23.0, margin_s=6.0) == ""  # OCR not kept: no terms
