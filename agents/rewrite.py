@@ -17,7 +17,8 @@ from pipeline.assemble import clip_ocr
 from pipeline.faithfulness import Limits, RewriteCheck
 
 NO_TERMS = "(none)"
-SLIDE_MARGIN_S = 6.0  # keyframes this close to a clip ground its rewrite too (bench/bench_grounding.py)
+SLIDE_MARGIN_S = 3.0  # keyframes this close to a clip ground its rewrite too (bench/bench_grounding.py --pipeline:
+# 0, 3 and 6 s fix the same; 15 s adds a false "comes" -> "cools")
 
 
 @dataclass(frozen=True)
