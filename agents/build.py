@@ -113,10 +113,42 @@ def judge_enforcement(agent: AgentConfig, embedded_alias: str | None) -> dict[st
     return out | rules
 
 
+# settings added after runs existed: at their defaults they leave a run's id as it was
+_LATER_KEYS = ("polish_terms", "polish_min_ratio", "polish_max_ratio", "use_rewrite")
+
+
+def rewrite_use(agent: AgentConfig, embedded_alias: str | None, measured: dict | None = None) -> str:
+    """Whether an accepted clip rewrite replaces the raw paragraph: "used" or "advisory: WHY".
+
+    ``agent.use_rewrite`` yes/no decide; ``auto``: a configured endpoint's rewrite is used; the embedded
+    model's only when agents/judge_accuracy.json records, for its alias and the current polish prompt, a
+    WER of its checked rewrite below the raw ASR's (key ``polish``: wer_raw, wer_rewrite, prompt_sha256).
+    ``measured``: that file's ``models`` (None: read it)."""
+    import prompts
+
+    if agent.use_rewrite == "yes" or (agent.use_rewrite == "auto" and not embedded_alias):
+        return "used"
+    if agent.use_rewrite == "no":
+        return "advisory: agent.use_rewrite = no"
+    if measured is None:
+        measured = json.loads((Path(__file__).parent / "judge_accuracy.json").read_text()).get("models", {})
+    m = (measured.get(embedded_alias) or {}).get("polish")
+    if not m:
+        return f"advisory: the rewrite of {embedded_alias} is not measured against the raw ASR"
+    if m["prompt_sha256"] != prompts.load("polish").sha256:
+        return "advisory: the polish prompt changed since it was measured"
+    if m["wer_rewrite"] >= m["wer_raw"]:
+        return f"advisory: its rewrite's WER {m['wer_rewrite']:.1%} does not beat the raw ASR's {m['wer_raw']:.1%}"
+    return "used"
+
+
 def run_id_for(goal: str, agent: AgentConfig, pipeline: PipelineConfig) -> str:
     agent_json = agent.model_dump(mode="json")
     if agent.review == ReviewConfig():  # runs without review keep the ids they had before it existed
         agent_json.pop("review")
+    for key in _LATER_KEYS:
+        if getattr(agent, key) == AgentConfig.model_fields[key].default:
+            agent_json.pop(key)
     cfg = {"goal": " ".join(goal.split()), "agent": agent_json, "pipeline": pipeline.model_dump(mode="json")}
     return "build-" + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -210,7 +242,7 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     enforce = {k: v == "enforced" for k, v in judges.items()}
     deps = Deps(store=store, gateway=gateway, cfg=spec.agent, runner=runner, sources=sources, budget=budget,
                 downloads=media / "downloads", enforce=enforce, on_event=on_event or (lambda e: None),
-                embed=embed_texts)
+                embed=embed_texts, rewrite_use=rewrite_use(spec.agent, embedded))
     (media / "downloads").mkdir(parents=True, exist_ok=True)
     graph = BuildAgent(deps).compile(checkpointer=DuckDBSaver(store.con))
     config = {"configurable": {"thread_id": run_id}, "max_concurrency": 1, "recursion_limit": 1000}
@@ -221,7 +253,8 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     continuing = (previous is not None and previous["status"] != "finished"
                   and graph.checkpointer.get_tuple(config) is not None)
     deps.on_event({"event": "run_start", "run_id": run_id, "goal": goal, "resume": continuing,
-                   "enforce_judges": all(enforce.values()), "judges": judges, "model": llm_cfg.model})
+                   "enforce_judges": all(enforce.values()), "judges": judges, "rewrite": deps.rewrite_use,
+                   "model": llm_cfg.model})
     try:
         start = None if continuing else {"run_id": run_id, "goal": goal, "searched": [], "stop": None}
         final = review.drive(graph, start, config, store, run_id, wait_for_review, deps.on_event)

@@ -120,7 +120,14 @@ class AgentConfig(BaseModel):
     min_metadata_score: int = Field(5, ge=0, le=10, description="an accept below this score is a reject")
     transcript_chars: int = Field(6000, description="transcript characters shown to each transcript judge")
     polish: bool = Field(True, description="rewrite each clip paragraph for fluency (paper: ASR rewrite)")
-    polish_min_overlap: float = Field(0.5, description="a rewrite sharing fewer content words is refused")
+    polish_min_overlap: float = Field(0.5, ge=0, le=1, description="a rewrite keeping fewer of the raw "
+                                      "paragraph's content words is refused (pipeline.faithfulness)")
+    polish_terms: bool = Field(True, description="give the polisher the clip's slide terms (kept OCR lines) to fix "
+                               "misheard words with (false: the plain rewrite); every rewrite is checked either way")
+    polish_min_ratio: float = Field(0.6, gt=0, description="a rewrite shorter than this share of the raw "
+                                    "paragraph's words is refused")
+    polish_max_ratio: float = Field(1.3, gt=0, description="a rewrite longer than this share of the raw "
+                                    "paragraph's words is refused")
     clip_judge: str = Field("llm", description="llm: the clip judge model decides; rules: signals only")
     clip_min_similarity: float = Field(0.15, description="rules: ASR-OCR similarity below this drops frames")
     download_max_height: int = Field(480, description="yt-dlp video height cap")
@@ -137,5 +144,10 @@ class AgentConfig(BaseModel):
         "auto", description="yes: judges drop videos and clips; no: advisory (verdicts recorded, nothing dropped); "
                             "auto: yes with a configured model; with the embedded model, each judge whose measured "
                             "accuracy (agents/judge_accuracy.json) reaches judge_bar is enforced, the others advisory")
+    use_rewrite: Literal["auto", "yes", "no"] = Field(
+        "auto", description="yes: a rewrite that passes its check replaces the raw paragraph in the corpus; no: "
+                            "advisory (asked, checked and stored; the raw text kept); auto: yes with a configured "
+                            "model; with the embedded model, yes only when its rewrite was measured to beat the raw "
+                            "ASR (agents/judge_accuracy.json, key polish, bench/bench_grounding.py)")
     judge_bar: float = Field(0.85, ge=0, le=1, description="accuracy on the labelled set (examples/judge_eval) an "
                              "embedded judge needs to be enforced under enforce_judges = auto")

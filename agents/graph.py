@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, Send
 
-from agents import assign, schemas
+from agents import assign, rewrite, schemas
 from agents.budget import BudgetTracker
 from agents.config import AgentConfig
 from agents.flow import HOLDS_SLOT, VideoFlow, has_work
@@ -40,6 +40,7 @@ from agents.review import ReviewNodes, mark_lineage, queue_borderline
 from pipeline.assemble import clip_ocr
 from pipeline.records import Status
 from pipeline.runner import Runner
+from pipeline.stats import rewrite_counts
 from tools.errors import ToolError
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class Deps:
     enforce: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(("metadata", "transcript", "clip"), True))
     on_event: Callable[[dict], None] = lambda e: None
     embed: Callable | None = field(default=assign.embed_texts, repr=False)  # texts -> unit rows (fit, relevance)
+    # "used": an accepted rewrite replaces the raw paragraph; "advisory: WHY": checked and stored, raw kept
+    rewrite_use: str = "used"
 
     def embedder(self):
         return assign.shared_embedder()
@@ -552,8 +555,8 @@ class BuildAgent:
         import prompts
 
         cfg = self.d.cfg
-        parts = [cfg.polish, cfg.polish_min_overlap, cfg.clip_judge, cfg.clip_min_similarity, self.d.enforce["clip"],
-                 prompts.load("polish").sha256, prompts.load("clip_judge").sha256,
+        parts = [*rewrite.policy(cfg, self.d.rewrite_use), cfg.clip_judge, cfg.clip_min_similarity,
+                 self.d.enforce["clip"], prompts.load("clip_judge").sha256,
                  self.d.gateway.cfg.model_dump(mode="json")]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -574,21 +577,19 @@ class BuildAgent:
 
     def _decide_clip(self, run_id: str, point: str, vid: str, r: dict, frames: dict[int, dict]) -> dict:
         cfg, gw, store = self.d.cfg, self.d.gateway, self.d.store
+        kfs = [frames[i] for i in r["keyframes"]]
+        ocr = clip_ocr(kfs)
         if cfg.polish and r["text"].strip():
             try:
-                pol = gw.call("polisher", "polish", "polish", {"point": point, "paragraph": r["text"]},
-                              schemas.Polished, video_id=vid).value.text.strip()
-                overlap = _overlap(r["text"], pol)
-                if overlap >= cfg.polish_min_overlap:
-                    r["polished"] = pol
-                else:
-                    self._decision("polish", vid, "refused", [f"clip {r['index']}: rewrite keeps only "
-                                                              f"{overlap:.0%} of the content words"])
+                slide = rewrite.slide_text_near(frames, r["keyframes"], r["start"], r["end"])
+                done = rewrite.polish(gw, rewrite.RewriteRequest(point, r["text"], slide, vid), rewrite.limits(cfg),
+                                      grounded=cfg.polish_terms, use=self.d.rewrite_use)
+                r["polished"], r["rewrite"] = done.polished, done.record()
+                if done.check.refused:
+                    self._decision("polish", vid, "refused", [f"clip {r['index']}: {'; '.join(done.check.reasons)}"])
             except LLMOutputInvalid as exc:
                 _fail_if_policy(cfg, exc)
                 self._decision("polish", vid, "raw", [f"clip {r['index']}: kept the raw text ({_failure(exc)})"])
-        kfs = [frames[i] for i in r["keyframes"]]
-        ocr = clip_ocr(kfs)
         sim = round(float(self.d.embedder().similarity(r["text"], ocr)), 4) if ocr and r["text"] else 0.0
         signals = {"asr_ocr_similarity": sim, "keyframes": len(kfs),
                    "ocr_chars_per_keyframe": round(len(ocr) / len(kfs), 1) if kfs else 0.0}
@@ -711,6 +712,9 @@ class BuildAgent:
                   "knowledge_points": sum(1 for n in store.taxonomy(run_id) if n["level"] == "point"),
                   "videos_by_point": {f"{p} {names[p]}": v for p, v in sorted(points.items())},
                   "short_points": short, "human_reviewed_videos": reviewed, "failed": self._failed(run_id)}
+        checks = [c["rewrite"] for v in videos for c in store.clips(v["video_id"]) if c.get("rewrite")]
+        if checks:
+            result["rewrites"] = rewrite_counts(checks)
         if state.get("stop") == "sources_failed":
             result["error"] = self._sources_failed(run_id)
         return {"result": result}
@@ -862,10 +866,3 @@ def _trim(tax: schemas.Taxonomy, size) -> schemas.Taxonomy:
             for u in c.subcourses:
                 u.points = u.points[: size.points]
     return tax
-
-
-def _overlap(raw: str, polished: str) -> float:
-    """Share of the raw paragraph's content words that the rewrite keeps (a guard on meaning)."""
-    a = _words(raw)
-    return len(a & _words(polished)) / len(a) if a else 1.0
-

@@ -130,7 +130,9 @@ class Clip:
     ``start``/``end``: contiguous bounds in seconds; ``text``: the ASR paragraph; ``n_tokens``: its tokens;
     ``keyframes``: idx of the keyframes it shows, ``capped``: those the per-clip cap left out; ``decision``:
     keep | drop_frames | drop, with ``reason``; ``polished``: the agent's rewrite (None: the raw text);
-    ``signals``: what the clip judge measured (asr_ocr_similarity, keyframes, ocr_chars_per_keyframe).
+    ``signals``: what the clip judge measured (asr_ocr_similarity, keyframes, ocr_chars_per_keyframe);
+    ``rewrite``: the faithfulness check of the agent's rewrite (``pipeline.faithfulness.RewriteCheck.as_dict``
+    plus its call id; None: no rewrite asked), refused ones included.
     """
 
     index: int
@@ -144,6 +146,7 @@ class Clip:
     reason: str | None = None
     polished: str | None = None
     signals: dict | None = None
+    rewrite: dict | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

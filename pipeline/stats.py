@@ -195,10 +195,31 @@ def funnel(store: Store, run_id: str, videos: list[dict]) -> dict:
     clip_decisions = store.rows(f"SELECT c.decision, count(*) AS n FROM ({_RUN_VIDEOS}) r JOIN clips c "
                                 "ON c.video_id = r.video_id AND c.config_hash = r.clips_hash GROUP BY 1 ORDER BY 1",
                                 [run_id])
-    return {"steps": [{"step": s, "videos": n} for s, n in steps],
-            "dropped": dict(sorted(dropped.items())), "errors": dict(sorted(errors.items())),
-            "ocr_dropped": {r["reason"]: r["n"] for r in ocr_drops},
-            "clip_decisions": {r["decision"]: r["n"] for r in clip_decisions}}
+    out = {"steps": [{"step": s, "videos": n} for s, n in steps],
+           "dropped": dict(sorted(dropped.items())), "errors": dict(sorted(errors.items())),
+           "ocr_dropped": {r["reason"]: r["n"] for r in ocr_drops},
+           "clip_decisions": {r["decision"]: r["n"] for r in clip_decisions}}
+    checks = store.rows(f"SELECT c.rewrite FROM ({_RUN_VIDEOS}) r JOIN clips c ON c.video_id = r.video_id "
+                        "AND c.config_hash = r.clips_hash WHERE c.rewrite IS NOT NULL", [run_id])
+    if checks:
+        out["rewrites"] = rewrite_counts(json.loads(r["rewrite"]) for r in checks)
+    return out
+
+
+def rewrite_counts(checks) -> dict:
+    """The clip rewrites' funnel from their checks (``clips.rewrite`` dicts): accepted, refused, refusals by
+    kind (a rewrite may fail several), slide-term fixes kept and swaps put back, and ``advisory``: accepted
+    rewrites not used (the embedded model's, not measured to beat the raw ASR)."""
+    out = {"accepted": 0, "refused": 0, "refused_by": {}, "term_fixes": 0, "reverted": 0, "advisory": 0}
+    for c in checks:
+        out["refused" if c.get("status") == "refused" else "accepted"] += 1
+        out["advisory"] += bool(c.get("advisory")) and c.get("status") != "refused"
+        for kind in c.get("kinds") or []:
+            out["refused_by"][kind] = out["refused_by"].get(kind, 0) + 1
+        out["term_fixes"] += len(c.get("corrections") or [])
+        out["reverted"] += len(c.get("reverted") or [])
+    out["refused_by"] = dict(sorted(out["refused_by"].items()))
+    return out
 
 
 def dumps(stats: dict) -> str:

@@ -381,12 +381,13 @@ class Store:
             for c in clips:
                 signals = c.get("signals")
                 self.con.execute("INSERT INTO clips (video_id, config_hash, idx, start_s, end_s, text, n_tokens, "
-                                 "keyframes, decision, reason, polished, signals, capped) "
-                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 "keyframes, decision, reason, polished, signals, capped, rewrite) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                  [video_id, config_hash, c["index"], c["start"], c["end"], c["text"], c["n_tokens"],
                                   json.dumps(c["keyframes"]), c["decision"], c.get("reason"), c.get("polished"),
                                   json.dumps(signals) if signals is not None else None,
-                                  json.dumps(c.get("capped") or [])])
+                                  json.dumps(c.get("capped") or []),
+                                  json.dumps(c["rewrite"]) if c.get("rewrite") is not None else None])
             self._mark(video_id, "clips", config_hash, "done", None, None)
 
     def clips(self, video_id: str, config_hash: str | None = None) -> list[dict]:
@@ -396,6 +397,7 @@ class Store:
         for r in rows:
             r["keyframes"] = json.loads(r["keyframes"])
             r["signals"] = json.loads(r["signals"]) if r.get("signals") else None
+            r["rewrite"] = json.loads(r["rewrite"]) if r.get("rewrite") else None
         return rows
 
     # -- samples ------------------------------------------------------------

@@ -205,6 +205,13 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
                        ("clip decisions", "clip_decisions")):
         if f[key]:
             console.print(f"{title}: " + ", ".join(f"{k} {v}" for k, v in f[key].items()))
+    if f.get("rewrites"):
+        rw = f["rewrites"]
+        why = ", ".join(f"{k} {v}" for k, v in rw["refused_by"].items())
+        console.print(f"clip rewrites: accepted {rw['accepted']}, refused {rw['refused']}"
+                      + (f" ({why})" if why else "")
+                      + f", slide-term fixes {rw['term_fixes']}, put back {rw['reverted']}"
+                      + (f", advisory (raw kept) {rw['advisory']}" if rw.get("advisory") else ""))
 
 
 @app.command()

@@ -646,3 +646,38 @@ def test_a_local_library_grounds_the_taxonomy(store, tmp_path):
     assert any(r.startswith("library: added Physics > Mechanics > Energy > energy") for r in json.loads(ev["reasons"]))
     [ask] = [dict(r["messages"])["human"] for r in model.requests if r["tool"] == "Taxonomy"]
     assert "- Types of Rocks (rocks)" in fenced(ask, "library")
+
+
+def test_a_rewrite_that_invents_is_refused_and_the_raw_text_kept(store, tmp_path):
+    """Issue 21: every rewrite is checked; one that adds a fact is refused, its clip keeps the raw paragraph
+    in the samples, and the reason is stored with the clip, decided as an event and counted."""
+    from pipeline.stats import corpus_stats
+
+    def invent(prompt: str) -> dict:
+        said = fenced(prompt, "paragraph") or ""
+        return {"text": said + " Isaac Newton published this in 1687." if "force" in said.lower() else said}
+
+    model = ScriptedChatModel(script=physics_script(Polished=invent, Taxonomy=one_point_taxonomy()))
+    spec = make_spec(tmp_path, "inventing-polisher", results_per_query=1, max_rounds=1)
+    result = run_build(store, spec, models=models_for(model))
+    run = result["run_id"]
+    newton = candidates(store, run)["physics_newton"]["video_id"]
+    clips = store.clips(newton)
+    refused = [c for c in clips if c["rewrite"] and c["rewrite"]["status"] == "refused"]
+    assert refused and all("force" in c["text"].lower() for c in refused)
+    for c in refused:
+        assert c["polished"] is None and {"adds", "numbers"} <= set(c["rewrite"]["kinds"])
+        assert "published" in c["rewrite"]["reasons"][0] and c["rewrite"]["rewrite"].endswith("1687.")
+    assert all(c["rewrite"]["status"] == "accepted" for c in clips if c["rewrite"] and c not in refused)
+    texts = {m["clip_index"]: t for s in read_samples(spec.out) for t, m in zip(s["texts"], s["metadata"], strict=True)
+             if m["video_id"] == newton and m["type"] == "text"}
+    assert all(texts[c["idx"]] == c["text"] for c in refused)  # the raw paragraph, not the invention
+    assert not any("1687" in t for t in texts.values())
+    said = [e for e in store.events(run, "polish") if e["decision"] == "refused"]
+    assert len(said) == len(refused)
+    counts = result["rewrites"]
+    assert counts["refused"] == len(refused) and counts["refused_by"]["adds"] == len(refused)
+    assert corpus_stats(store, run)["funnel"]["rewrites"] == counts
+    # the polisher saw each clip's slide terms, fenced as data
+    asks = [dict(r["messages"])["human"] for r in model.requests if r["tool"] == "Polished"]
+    assert any("Force" in (fenced(a, "terms") or "") for a in asks)

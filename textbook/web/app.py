@@ -147,7 +147,7 @@ def create_app(backend: Backend, allowed_hosts: list[str] | None = None) -> Fast
                 f["path"] = resolve_path(backend.db_path, f["path"])
             clip_rows = q.clips(db, video_id)
             for c in clip_rows:
-                c["diff"] = word_diff(c["text"], c.get("polished")) if c.get("polished") else None
+                c.update(rewrite_view(c))
             file = resolve_path(backend.db_path, q.video_file(db, run_id, video_id))
             return render(request, "video.html", run=run, v=v, decisions=q.decisions(db, run_id, video_id),
                         judgments=judg, other_calls=[c for c in calls if c["call_id"] not in used],
@@ -323,6 +323,21 @@ def _pretty(value: Any) -> str:
         except ValueError:
             return value
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def rewrite_view(clip: dict) -> dict:
+    """What the video page shows of a clip's rewrite: ``diff`` (word_diff of the raw paragraph and the
+    rewrite used, or the refused rewrite), ``refused`` (the check's reasons, the raw text kept; None when
+    accepted or not asked), ``advisory`` (why an accepted rewrite was not used: the raw text kept),
+    ``fixes`` and ``reverted`` ("heard -> written" swaps the check kept or put back)."""
+    check = clip.get("rewrite") if isinstance(clip.get("rewrite"), dict) else {}
+    refused = check.get("status") == "refused"
+    shown = check.get("rewrite") if refused else clip.get("polished") or check.get("rewrite")
+    return {"diff": word_diff(clip["text"], shown) if shown else None,
+            "advisory": check.get("advisory") if not refused else None,
+            "refused": "; ".join(map(str, check.get("reasons") or [])) or "refused" if refused else None,
+            "fixes": [f"{h} → {w}" for h, w in check.get("corrections") or []],
+            "reverted": [f"{h} → {w}" for h, w in check.get("reverted") or []]}
 
 
 def word_diff(raw: str, new: str | None) -> list[tuple[str, str]]:

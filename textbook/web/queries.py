@@ -356,6 +356,7 @@ def clips(db: Rows, video_id: str) -> list[dict]:
     for r in rows:
         r["keyframes"] = _json(r["keyframes"], []) or []
         r["signals"] = _json(r.get("signals"))
+        r["rewrite"] = _json(r.get("rewrite"))
     return rows
 
 
