@@ -6,12 +6,17 @@ end-to-end check that a real build prints them is in tests/textbook/test_cli_age
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import threading
 import time
 
+import pytest
 from rich.console import Console
 
+from tests.conftest import ROOT, TEXTBOOK
 from textbook.console import BuildProgress
 
 LINE = re.compile(r"\[ *\d+\.\ds\] (?P<node>[a-z_ ]+): (?P<done>\d+)/(?P<total>\d+) done, "
@@ -106,3 +111,26 @@ def test_process_without_a_terminal_prints_each_unfinished_stage(tmp_path):
     log.close()
     lines = (tmp_path / "stderr.log").read_text().splitlines()
     assert lines and all(LINE.fullmatch(line) for line in lines), lines
+
+
+@pytest.mark.e2e
+def test_process_to_a_file_prints_stage_lines(lessons, tmp_path):
+    """A real `textbook process` with stderr to a file: plain stage lines (stage, done/total, eta)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for suffix in (".mp4", ".json"):
+        shutil.copy(lessons / f"physics_newton{suffix}", folder / f"physics_newton{suffix}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TEXTBOOK_PROGRESS_EVERY_S": "0.5"}
+    env.pop("TEXTBOOK_DEBUG", None)
+    with (tmp_path / "stderr.log").open("w") as err:
+        proc = subprocess.run([*TEXTBOOK, "process", str(folder), "--db", str(tmp_path / "db.duckdb"), "--out",
+                               str(tmp_path / "out")], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                              timeout=600)
+    text = (tmp_path / "stderr.log").read_text()
+    assert proc.returncode == 0, text
+    status = [m for m in map(LINE.fullmatch, text.splitlines()) if m]
+    assert status, text
+    assert {m["node"] for m in status} <= {"register", "probe", "filter", "asr", "keyframes", "ocr", "clips",
+                                           "interleave", "pack", "export"}, text
+    assert "asr" in {m["node"] for m in status}  # ASR of a 30-second lesson takes seconds
+    assert "\x1b" not in text and "Traceback" not in text
