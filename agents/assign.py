@@ -147,8 +147,9 @@ def shortfall(o: PointOutcome, stop: str | None) -> str | None:
     """Why ``o`` has fewer accepted videos than wanted (None when it has enough): a short sentence that
     starts with a reason keyword: nothing found | library exhausted | search failed | assigned elsewhere |
     all judged out | download failed | budget. With a closed library (``o.closed_library``) a point whose
-    searches found too little is ``library exhausted`` (the library was searched in full; new phrasings
-    would find nothing new), and one whose videos went to other points says the library has no other."""
+    searches found too little is ``library exhausted`` (its catalogue was scored against the point's
+    searches; new phrasings would find nothing new), and one whose videos went to other points says the
+    library has no other."""
     if o.accepted >= o.wanted:
         return None
     short = f"{o.accepted} of {o.wanted} videos"

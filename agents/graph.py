@@ -4,9 +4,10 @@
     -> videos [-> review_metadata -> review_transcripts] -> after_videos -> videos | coverage
     coverage -> plan_queries (short knowledge points, new phrasings) | assemble -> END
 
-Later rounds ask only open sources (search APIs: youtube, ytdlp); a closed library (local:DIR,
-urls:FILE) is searched in round 1 only, since its whole catalogue is known after one look. When
-every source of the run is closed, coverage ends the loop after round 1 (``library exhausted``).
+Later rounds ask only open sources (search APIs: youtube, ytdlp) again: a closed library (local:DIR,
+urls:FILE) that answered a point once is not asked it again, since its whole catalogue is known after
+one look. When every source of the run is closed, coverage ends the loop after round 1 (``library
+exhausted``).
 
 ``videos`` (agents/flow.py) moves every candidate through metadata judge, download, ASR, transcript
 judges, keyframes and OCR, clip rewrites and clip judge, many videos at once; the per-candidate steps
@@ -284,7 +285,7 @@ class BuildAgent:
         run_id, pid, rnd = payload["run_id"], payload["point_id"], payload["round"]
         store, budget = self.d.store, self.d.budget
         point, chain = self._path(run_id, pid)
-        sources = self._sources_for(rnd)
+        sources = self._sources_for(run_id, pid, rnd)
         for query in payload["queries"]:
             if any(q["query"] == query and q["round"] == rnd and q["error"] is None
                    for q in store.queries(run_id, pid)):
@@ -321,12 +322,17 @@ class BuildAgent:
                 break
         return {"searched": [pid]}
 
-    def _sources_for(self, rnd: int) -> list:
-        """The sources a round asks: all of them in round 1; later rounds only the open ones (a closed library,
-        local or urls, was searched in full in round 1 and has nothing new for a new phrasing)."""
+    def _sources_for(self, run_id: str, point_id: str, rnd: int) -> list:
+        """The sources a point's searches of round ``rnd`` may ask, in order: every source, less each closed
+        library (local, urls) that already answered one of this point's searches in an earlier round: its
+        whole catalogue was scored then, and a new phrasing has nothing new to find there. (A closed
+        library never reached, because an earlier source answered, stays in the chain: a quota spent on
+        youtube in round 2 still falls back to it.)"""
         from tools.search import is_closed
 
-        return list(self.d.sources) if rnd <= 1 else [s for s in self.d.sources if not is_closed(s)]
+        answered = {q["source"] for q in self.d.store.queries(run_id, point_id)
+                    if q["round"] < rnd and q["error"] is None}
+        return [s for s in self.d.sources if not (is_closed(s) and s.name in answered)]
 
     def closed_library(self) -> bool:
         """True when every source of the run is a closed library (tools.search.is_closed): re-querying a
@@ -700,8 +706,8 @@ class BuildAgent:
             why = "every knowledge point has its videos"
         elif self.closed_library():
             names = ", ".join(dict.fromkeys(s.name for s in self.d.sources))
-            why = (f"library exhausted: every source is a closed library ({names}), searched in full in round 1; "
-                   f"{len(short)} points short are not searched again")
+            why = (f"library exhausted: every source is a closed library ({names}): new phrasings find nothing "
+                   f"new there; {len(short)} points short are not searched again")
         elif rnd >= cfg.max_rounds:
             why = f"{cfg.max_rounds} rounds done; {len(short)} points short"
         else:

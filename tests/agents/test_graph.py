@@ -205,8 +205,8 @@ def test_routing_a_closed_library_is_not_searched_again(store, routed):
     assert len(paid) == 3
     coverage = [(e["decision"], json.loads(e["reasons"])) for e in store.events(run, "coverage") if e["decision"]]
     assert coverage == [("assemble", [result["coverage"]])]
-    assert result["coverage"] == ("library exhausted: every source is a closed library (local), searched in full "
-                                  "in round 1; 1 points short are not searched again")
+    assert result["coverage"] == ("library exhausted: every source is a closed library (local): new phrasings "
+                                  "find nothing new there; 1 points short are not searched again")
     nodes = [e["node"] for e in store.events(run) if e["decision"] is None]
     assert nodes[:3] == ["interpret_goal", "taxonomy", "plan_queries"]
     assert nodes.count("plan_queries") == 1 and nodes[-1] == "assemble"
@@ -502,6 +502,28 @@ def test_a_mixed_run_asks_only_the_open_source_again(store, tmp_path, monkeypatc
     assert result["coverage"] == "2 rounds done; 1 points short"
     [short] = result["short_points"]
     assert not short["why"].startswith("library exhausted"), short["why"]
+
+
+def test_a_closed_library_not_yet_asked_is_still_the_fallback_in_later_rounds(store, tmp_path, monkeypatch):
+    """youtube + local: youtube answers round 1 (the folder is never reached); in round 2 its quota is spent,
+    and the folder, which has not answered this point yet, is asked the new phrasing."""
+    source, http = youtube(store, [*NEWTON_FLOW, _fail(403, "error_quota.json")])
+    use_sources(monkeypatch, source, LocalSource(LESSONS))
+
+    def queries(t):
+        return {"queries": ["leaves turn light into sugar" if "earlier queries" in t else "chlorophyll light"]}
+
+    model = ScriptedChatModel(script=physics_script(Taxonomy=one_point_taxonomy(PHOTO), Queries=queries,
+                                                    MetadataVerdict=reject_all))
+    spec = make_spec(tmp_path, "fallback-later", sources=["youtube", f"local:{LESSONS}"], results_per_query=3,
+                     max_rounds=2, taxonomy=TaxonomySize(courses=1, subcourses=1, points=1))
+    result = run_build(store, spec, models=models_for(model))
+    rows = {(q["round"], q["source"], q["query"], q["results"], (q["error"] or "").split(":")[0])
+            for q in store.queries(result["run_id"])}  # the queries are this test's own: no search cache hit
+    again = "leaves turn light into sugar"
+    assert rows == {(1, "youtube", "chlorophyll light", 3, ""), (2, "youtube", again, None, "quota"),
+                    (2, "local", again, 0, "")}
+    assert len(http.request_sequence) == 6
 
 
 def test_max_search_units_stops_the_run(store, tmp_path, monkeypatch):
