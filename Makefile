@@ -7,7 +7,7 @@ DEMO := demo
 APT_PACKAGES := ffmpeg tesseract-ocr espeak-ng chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system venv lock model model-qwen demo test test-fast lint lessons bench bench-judges clean
+.PHONY: setup system venv lock test-pyav model model-qwen demo test test-fast lint lessons bench bench-judges clean
 
 setup: system venv model
 
@@ -80,6 +80,15 @@ test: setup
 # whole-pipeline or Ray test (slow), no end-to-end CLI build, server or browser test (e2e); `make test` runs all
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not e2e"
+
+# the keyframe tests against other PyAV releases than the locked one (PyAV changes its frame APIs between
+# patch releases: 18.1.1 made side_data iterate types): each release beside the venv, never in it
+PYAV_VERSIONS ?= 18.1.0 17.1.0 14.0.0
+test-pyav: setup
+	@for v in $(PYAV_VERSIONS); do \
+	  rm -rf .pyav/$$v && $(BIN)/pip install -q --no-deps --target .pyav/$$v av==$$v && \
+	  echo "PyAV $$v:" && PYTHONPATH=.pyav/$$v:. $(BIN)/python -m pytest -q -p no:cacheprovider tests/tools/test_keyframes.py \
+	  || exit 1; done; rm -rf .pyav
 
 lint: venv
 	$(BIN)/ruff check .

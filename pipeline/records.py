@@ -155,7 +155,7 @@ class Clip:
 
 @dataclass
 class Sample:
-    """One interleaved sample in the released layout (see README: Output). ``images[i]`` (a path relative
+    """One interleaved sample in the released layout (see docs/formats.md). ``images[i]`` (a path relative
     to the store's media folder or the export folder) or ``texts[i]`` is set at each position;
     ``image_num`` images, ``text_num`` ASR tokens, ``token_num`` = text_num + image_num * tokens per image."""
 

@@ -33,6 +33,7 @@ from pipeline.stage import STAGE_VERSIONS, Context, NullReporter, Reporter
 from pipeline.stages import AsrStage, ClipsStage, KeyframesStage, OcrStage, PackStage, ProbeStage
 from pipeline.stages.ocr import plan as plan_clips
 from store import Store
+from store.paths import media_dir
 from tools.errors import ToolError
 from tools.media import VIDEO_EXTENSIONS, file_sha256, read_sidecar
 from tools.media import local_video_id as make_video_id
@@ -112,8 +113,9 @@ def check_writable(folder: Path) -> None:
 
 
 def media_dir_for(db_path: Path) -> Path:
-    """Where the store keeps keyframe files: beside the database, NAME_media/."""
-    return db_path.parent / f"{db_path.stem}_media"
+    """Where the store keeps keyframe files: beside the database, NAME_media/, as an absolute path (so
+    what is written under it is found from any working directory; store.paths)."""
+    return media_dir(db_path)
 
 
 # -- the driver ----------------------------------------------------------------

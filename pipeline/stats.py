@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+from pipeline.figures import hours, sample_tokens, samples_tokens, topics_by_subject
 from pipeline.provenance import public_url
-from pipeline.tokens import count_tokens, count_tokens_many
 from store import Store
 
 
@@ -39,48 +39,56 @@ def run_videos(store: Store, run_id: str) -> list[dict]:
 def corpus_stats(store: Store, run_id: str, tokenizer: str = "whisper") -> dict:
     """Table 7 per subject, Table 1 and the funnels of one run, from the outputs that run used.
 
+    Every figure is pipeline.figures's: Table 7's ``asr_tokens`` / ``ocr_tokens`` are the samples' ASR and
+    OCR tokens by the subject of each text position (so a subject's ``asr_tokens`` sum to its samples'
+    ``text_num``), ``topics`` its knowledge points, ``hours`` its kept videos' hours (``seconds`` the
+    same, unrounded). Table 1's ``tokens_per_sample`` counts text tokens (ASR + OCR, the paper's),
+    ``asr_tokens_per_sample`` the ASR part (each sample's ``text_num``), ``ocr_tokens_per_sample`` the rest.
+
     ``store`` needs only ``rows`` and ``scalar`` (textbook/web reads through a stand-in)."""
     videos = run_videos(store, run_id)
     samples = store.samples(run_id)
+    tokens = samples_tokens(samples, tokenizer)
+    points = {r["video_id"]: r["point_id"] for r in store.rows(
+        "SELECT video_id, point_id FROM candidates WHERE run_id = ?", [run_id])}
+    topics = topics_by_subject(videos, points)
     subjects: dict[str, dict] = {}
     kept = [v for v in videos if v["status"] == "kept"]
-    sample_subjects: dict[str, int] = {}
-    for s in samples:
-        subj = next((m.get("subject") for m in s["metadata"] if m.get("subject")), None) or "unknown"
-        sample_subjects[subj] = sample_subjects.get(subj, 0) + 1
     for v in kept:
         subj = v["subject"] or "unknown"
-        row = subjects.setdefault(subj, {"subject": subj, "videos": 0, "hours": 0.0, "topics": set(), "clips": 0,
-                                         "keyframes": 0, "asr_tokens": 0, "ocr_tokens": 0, "samples": 0})
+        row = subjects.setdefault(subj, {"subject": subj, "videos": 0, "hours": 0.0, "seconds": 0.0,
+                                         "topics": topics.get(subj, 0), "clips": 0, "keyframes": 0,
+                                         "asr_tokens": 0, "ocr_tokens": 0, "samples": 0})
         row["videos"] += 1
-        row["hours"] += (v["duration"] or 0.0) / 3600
-        row["topics"].add(v["knowledge_point"] or v["title"])
+        row["seconds"] += v["duration"] or 0.0
         clips = store.rows("SELECT * FROM clips WHERE video_id = ? AND config_hash = ? ORDER BY idx",
                            [v["video_id"], v["clips_hash"]])
-        for c in clips:
-            c["keyframes"] = json.loads(c["keyframes"] or "[]")
         row["clips"] += len(clips)
-        frames = {f["idx"]: f for f in store.rows(
-            "SELECT k.idx, o.text AS ocr_text, o.kept AS ocr_kept FROM keyframes k LEFT JOIN ocr o "
-            "ON o.video_id = k.video_id AND o.idx = k.idx AND o.config_hash = ? "
-            "WHERE k.video_id = ? AND k.config_hash = ?", [v["ocr_hash"], v["video_id"], v["keyframes_hash"]])}
-        used = [frames[i] for c in clips if c["decision"] == "keep" for i in c["keyframes"]]
-        row["keyframes"] += len(used)
-        row["asr_tokens"] += sum(c["n_tokens"] or 0 for c in clips if c["decision"] != "drop")
-        row["ocr_tokens"] += sum(count_tokens(f["ocr_text"] or "", tokenizer) for f in used if f["ocr_kept"])
+        row["keyframes"] += sum(len(json.loads(c["keyframes"] or "[]")) for c in clips if c["decision"] == "keep")
+    for s, counted in zip(samples, tokens, strict=True):
+        subj = next((m.get("subject") for m in s["metadata"] if isinstance(m, dict) and m.get("subject")),
+                    None) or "unknown"
+        if subj in subjects:
+            subjects[subj]["samples"] += 1
+        for p in counted.positions:
+            row = subjects.get((p.meta or {}).get("subject") or "unknown")
+            if row is not None:
+                row["asr_tokens"] += p.asr
+                row["ocr_tokens"] += p.ocr
     table7 = []
-    for subj, row in sorted(subjects.items()):
-        row["topics"] = len(row["topics"])
-        row["hours"] = round(row["hours"], 4)
-        row["samples"] = sample_subjects.get(subj, 0)
+    for _, row in sorted(subjects.items()):
+        row["seconds"] = round(row["seconds"], 3)
+        row["hours"] = hours(row["seconds"])
         table7.append(row)
     if table7:
-        total = {k: sum(r[k] for r in table7) for k in table7[0] if k != "subject"}
-        total["hours"] = round(total["hours"], 4)
-        table7.append({"subject": "total", **total})
+        total = {k: sum(r[k] for r in table7) for k in table7[0] if k not in ("subject", "hours")}
+        total["seconds"] = round(total["seconds"], 3)
+        table7.append({"subject": "total", **total, "hours": hours(total["seconds"])})
     table1 = {"samples": len(samples),
               "images_per_sample": _minmaxavg([s["image_num"] for s in samples]),
-              "tokens_per_sample": _minmaxavg([text_tokens(s, tokenizer) for s in samples])}
+              "tokens_per_sample": _minmaxavg([t.text for t in tokens]),
+              "asr_tokens_per_sample": _minmaxavg([t.asr for t in tokens]),
+              "ocr_tokens_per_sample": _minmaxavg([t.ocr for t in tokens])}
     out = {"run_id": run_id, "table7": table7, "table1": table1, "funnel": funnel(store, run_id, videos)}
     found = search_funnel(store, run_id)
     if found:
@@ -92,14 +100,9 @@ def corpus_stats(store: Store, run_id: str, tokenizer: str = "whisper") -> dict:
 
 
 def text_tokens(sample: dict, tokenizer: str = "whisper") -> int:
-    """Text tokens of a sample as Table 1 counts them (the paper: ~1,297 per sample): ASR and OCR, i.e.
-    ``text_ocr_list`` (``texts`` where a position has none), end-of-video markers left out. Not
-    ``token_num``, which also counts the tokens images take."""
-    ocr = sample.get("text_ocr_list") or [None] * len(sample["texts"])
-    metas = sample.get("metadata") or [None] * len(sample["texts"])
-    texts = [o if o is not None else t for o, t, m in zip(ocr, sample["texts"], metas, strict=False)
-             if not (isinstance(m, dict) and m.get("type") == "eov")]
-    return sum(count_tokens_many([t for t in texts if t], tokenizer))
+    """Text tokens of a sample as Table 1 counts them: ASR + OCR (pipeline.figures.SampleTokens.text).
+    Not ``token_num``, which also counts the tokens images take."""
+    return sample_tokens(sample, tokenizer).text
 
 
 def sources(store: Store, run_id: str) -> list[dict]:

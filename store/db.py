@@ -20,6 +20,8 @@ from typing import Any
 
 import duckdb
 
+from store.paths import record_path, resolve_path
+
 
 class StoreError(Exception):
     """The store cannot be opened or used (one clear line for the user)."""
@@ -330,26 +332,32 @@ class Store:
         return tr
 
     def save_keyframes(self, video_id: str, config_hash: str, frames: list[dict], seconds: float) -> None:
+        """The keyframes (tools.keyframes.Keyframe dicts) of one config; each file's ``path`` is recorded
+        relative to the store's folder (store.paths.record_path)."""
         with self.transaction():
             self.con.execute("DELETE FROM keyframes WHERE video_id = ? AND config_hash = ?", [video_id, config_hash])
             for f in frames:
                 self.con.execute("INSERT INTO keyframes (video_id, config_hash, idx, time_s, path, ssim, "
                                  "min_tile_ssim, sharpness) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                 [video_id, config_hash, f["index"], f["time"], f["path"], f["ssim"],
-                                  f["min_tile_ssim"], f["sharpness"]])
+                                 [video_id, config_hash, f["index"], f["time"], record_path(self.path, f["path"]),
+                                  f["ssim"], f["min_tile_ssim"], f["sharpness"]])
             self._mark(video_id, "keyframes", config_hash, "done", None, seconds)
 
     def keyframes(self, video_id: str, config_hash: str | None = None, ocr_hash: str | None = None) -> list[dict]:
         """The keyframes made with the keyframes ``config_hash`` (None: the latest), each with the OCR made
         with ``ocr_hash`` (None: the latest) as ``ocr_text``, ``ocr_raw``, ``ocr_lines``, ``ocr_confidence``,
-        ``ocr_engine``, ``ocr_kept``, ``ocr_drop_reason`` (None where not read)."""
+        ``ocr_engine``, ``ocr_kept``, ``ocr_drop_reason`` (None where not read). ``path``: the frame file,
+        absolute (store.paths.resolve_path), whatever the working directory."""
         h = self._hash(video_id, "keyframes", config_hash)
         o = self._hash(video_id, "ocr", ocr_hash)
-        return self.rows("SELECT k.*, o.text AS ocr_text, o.raw AS ocr_raw, o.lines AS ocr_lines, "
+        rows = self.rows("SELECT k.*, o.text AS ocr_text, o.raw AS ocr_raw, o.lines AS ocr_lines, "
                          "o.confidence AS ocr_confidence, o.engine AS ocr_engine, o.kept AS ocr_kept, "
                          "o.drop_reason AS ocr_drop_reason FROM keyframes k LEFT JOIN ocr o "
                          "ON o.video_id = k.video_id AND o.idx = k.idx AND o.config_hash = ? "
                          "WHERE k.video_id = ? AND k.config_hash = ? ORDER BY k.idx", [o, video_id, h])
+        for r in rows:
+            r["path"] = str(resolve_path(self.path, r["path"]))
+        return rows
 
     def save_ocr(self, video_id: str, config_hash: str, results: list[dict], seconds: float,
                  llm_calls: list[dict] | None = None) -> None:
@@ -484,6 +492,10 @@ class Store:
         return True
 
     def update_candidate(self, run_id: str, video_id: str, **fields: Any) -> None:
+        """Set fields of a candidate; a ``path`` (its download) is recorded relative to the store's folder
+        when under it (store.paths.record_path)."""
+        if fields.get("path"):
+            fields["path"] = record_path(self.path, fields["path"])
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.con.execute(f"UPDATE candidates SET {sets}, updated_at = ? WHERE run_id = ? AND video_id = ?",
                          [_jsonable(v) for v in fields.values()] + [_now(), run_id, video_id])
@@ -497,6 +509,8 @@ class Store:
         rows = self.rows(sql + " ORDER BY round, point_id, video_id", params)
         for r in rows:
             r["metadata"] = json.loads(r["metadata"])
+            if r["path"]:
+                r["path"] = str(resolve_path(self.path, r["path"]))
         return rows
 
     def save_judgment(self, run_id: str, video_id: str, kind: str, verdict: str, score: float | None,

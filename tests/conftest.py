@@ -49,3 +49,21 @@ def processed(tmp_path_factory) -> dict:
     summary = json.loads(proc.stdout)
     return {"dir": work, "db": work / "runs.duckdb", "out": work / "out", "summary": summary,
             "stderr": proc.stderr}
+
+
+@pytest.fixture(scope="session")
+def relative_store(tmp_path_factory) -> dict:
+    """Two lessons (chemistry, physics) processed with `--db rel/x.duckdb`, a path relative to the folder the
+    command ran in (``made``), as a user types it; read it from ``elsewhere``, another folder."""
+    root = tmp_path_factory.mktemp("relative")
+    made, elsewhere = root / "made", root / "elsewhere"
+    (made / "lessons").mkdir(parents=True)
+    elsewhere.mkdir()
+    for name in ("chemistry_atoms", "physics_newton"):
+        for ext in (".mp4", ".json"):
+            shutil.copy(LESSONS / f"{name}{ext}", made / "lessons" / f"{name}{ext}")
+    proc = run_cli("process", "lessons", "--db", "rel/x.duckdb", "--out", "rel/out", "--json", cwd=made)
+    assert proc.returncode == 0, proc.stderr
+    return {"made": made, "elsewhere": elsewhere, "db": made / "rel" / "x.duckdb", "out": made / "rel" / "out",
+            "summary": json.loads(proc.stdout)}
+

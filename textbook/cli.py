@@ -151,6 +151,7 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
     """Per-subject table (paper Table 7), images/tokens per sample (Table 1), and the drop funnel.
 
     With --data: Table 1 of an export (and SIM^L with --sim), no database needed."""
+    from pipeline.figures import TABLE7_COLUMNS, table7_cell
     from pipeline.stats import corpus_stats
 
     if data is not None or sim or clip_model:
@@ -175,17 +176,19 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
         return
     console = _console()
     t7 = Table(title=f"{data['run_id']}: per subject (paper Table 7)")
-    cols = ["subject", "videos", "hours", "topics", "clips", "keyframes", "asr_tokens", "ocr_tokens", "samples"]
-    for c in cols:
+    for c in TABLE7_COLUMNS:
         t7.add_column(c, justify="left" if c == "subject" else "right")
     for row in data["table7"]:
-        t7.add_row(*[str(row[c]) for c in cols])
+        t7.add_row(*[table7_cell(row, c) for c in TABLE7_COLUMNS])
     console.print(t7)
     t1 = data["table1"]
-    console.print(f"samples: {t1['samples']}   images/sample min {t1['images_per_sample']['min']} max "
-                  f"{t1['images_per_sample']['max']} avg {t1['images_per_sample']['avg']}   text tokens/sample min "
-                  f"{t1['tokens_per_sample']['min']} max {t1['tokens_per_sample']['max']} avg "
-                  f"{t1['tokens_per_sample']['avg']}")
+
+    def spread(key: str) -> str:
+        return f"min {t1[key]['min']} max {t1[key]['max']} avg {t1[key]['avg']}"
+
+    console.print(f"samples: {t1['samples']}   images/sample {spread('images_per_sample')}   text tokens/sample "
+                  f"(ASR + OCR) {spread('tokens_per_sample')}   of which ASR (text_num) "
+                  f"{spread('asr_tokens_per_sample')}", highlight=False)
     if data.get("search_funnel"):
         sf = data["search_funnel"]
         console.print("search funnel: " + " -> ".join(f"{s['step']} {s['videos']}" for s in sf["steps"]))
@@ -225,7 +228,7 @@ def export(db: DbOpt = None,
                                                                                "shard")] = 1000,
            shard_mb: Annotated[int, typer.Option("--shard-mb", min=1, help="webdataset: MB per shard")] = 1024,
            config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Write a run's samples (and their images) in the layout a trainer reads (see README: Output)."""
+    """Write a run's samples (and their images) in the layout a trainer reads (see docs/formats.md)."""
     from pipeline.export import FORMATS, DatasetCard, ExportOptions
     from pipeline.export import export as run_export
     from pipeline.runner import check_writable, media_dir_for

@@ -441,7 +441,7 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
             for c in checks:
                 table.add_row(c["part"], c["status"], safe(c["detail"]))
             _stdout().print(table)
-        if any(c["status"] == "missing" and c["required"] for c in checks):
+        if any(c["status"] in ("missing", "differs") and c["required"] for c in checks):
             raise typer.Exit(1)
 
 
@@ -536,6 +536,23 @@ def _read_goals(path: Path, user_error) -> tuple[list[dict], dict]:
     return goals, data.get("defaults") or {}
 
 
+def _lock_check() -> dict:
+    """doctor's row for the installed packages against requirements.lock (what the tests passed on)."""
+    from textbook.lockfile import LOCK_PATH, compare, locked_versions
+
+    part = "packages vs requirements.lock"
+    if not LOCK_PATH.is_file():
+        return {"part": part, "status": "optional", "required": False,
+                "detail": "no lock beside this install (a wheel install): versions not checked"}
+    drift = compare()
+    if not drift:
+        return {"part": part, "status": "ok", "required": True,
+                "detail": f"exact: {len(locked_versions())} packages as locked"}
+    shown = "; ".join(str(d) for d in drift[:5]) + (f"; and {len(drift) - 5} more" if len(drift) > 5 else "")
+    return {"part": part, "status": "differs", "required": True,
+            "detail": f"{len(drift)} differ: {shown}. `make setup` makes a new venv from the lock"}
+
+
 def _doctor_checks(settings) -> list[dict]:
     import importlib.metadata as md
 
@@ -562,6 +579,7 @@ def _doctor_checks(settings) -> list[dict]:
             add(f"{key} GGUF ({use})", True, f"{gguf_path(key)} (sha256 verified)")
         except Exception as exc:
             add(f"{key} GGUF ({use})", False, str(exc), required=key == chosen and not settings.agent.llm.base_url)
+    out.append(_lock_check())
     for pkg in ("llama-cpp-python", "langgraph", "langchain-openai", "yt-dlp", "google-api-python-client", "ray",
                 "sentence-transformers"):
         try:

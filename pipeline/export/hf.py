@@ -35,6 +35,7 @@ from pipeline.export.common import (
     owned_or_absent,
     public_meta,
 )
+from pipeline.figures import TABLE7_COLUMNS, table7_cell
 
 CARD = "README.md"
 DATA = "data"
@@ -197,14 +198,18 @@ def card_text(card: DatasetCard | None, result: ExportResult, opts: ExportOption
         out += ["(No store was given to this export: the run's statistics and sources are not reported.)", ""]
         return "\n".join(out)
     t1 = card.stats.get("table1") or {}
-    ips, tps = t1.get("images_per_sample") or {}, t1.get("tokens_per_sample") or {}
-    out += ["## Per dataset (paper Table 1)", "",
-            _table(["samples", "images/sample min", "max", "avg", "text tokens/sample min", "max", "avg"],
-                   [[t1.get("samples"), ips.get("min"), ips.get("max"), ips.get("avg"), tps.get("min"),
-                     tps.get("max"), tps.get("avg")]]), ""]
-    cols = ["subject", "videos", "hours", "topics", "clips", "keyframes", "asr_tokens", "ocr_tokens", "samples"]
+    spreads = [("images/sample", "images_per_sample"), ("text tokens/sample (ASR + OCR)", "tokens_per_sample"),
+               ("ASR tokens/sample (text_num)", "asr_tokens_per_sample"),
+               ("OCR tokens/sample", "ocr_tokens_per_sample")]
+    out += ["## Per dataset (paper Table 1)", "", f"{t1.get('samples')} samples.", "",
+            _table(["per sample", "min", "max", "avg"],
+                   [[label, *((t1.get(key) or {}).get(k) for k in ("min", "max", "avg"))]
+                    for label, key in spreads if key in t1]), ""]
     out += ["## Per subject (paper Table 7)", "",
-            _table(cols, [[r.get(c) for c in cols] for r in card.stats.get("table7") or []]), ""]
+            "Hours are the kept videos' durations; topics the knowledge points with a kept video; ASR and OCR "
+            "tokens those of the samples' texts.", "",
+            _table(TABLE7_COLUMNS, [[table7_cell(r, c) for c in TABLE7_COLUMNS]
+                                    for r in card.stats.get("table7") or []]), ""]
     out += ["## Sources and their licenses", "",
             "The license field of each source video as its source reported it (YouTube: `youtube` is the "
             "Standard YouTube License, `creativeCommon` CC BY; a local file: its sidecar's `license`). "

@@ -5,7 +5,7 @@ small model: the default, Qwen2.5-Coder-1.5B, is `make demo`'s and is not instal
 135M model's answers are poor; this test checks the plumbing: schema-constrained answers through
 llama.cpp's grammar, streamed, a run id, a taxonomy, judgments with reasons, exported samples, and
 a trace showing every node and every LLM call with tokens. SmolLM2's judges are far below the bar
-on the labelled set (README), so they are advisory (recorded, not enforced) and a textbook comes out.
+on the labelled set (docs/judges.md), so they are advisory (recorded, not enforced) and a textbook comes out.
 """
 
 from __future__ import annotations

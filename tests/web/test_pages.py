@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from store import open_store
 from tests.web import seed
 from textbook.web import queries as q
-from textbook.web.app import CSP, create_app, mark_terms, media_url, safe_media_path, word_diff
+from textbook.web.app import CSP, create_app, mark_terms, media_url, node_label, safe_media_path, word_diff
 from textbook.web.backend import FileBackend
 
 
@@ -77,6 +77,25 @@ def test_video_page_of_a_build_shows_the_llm_call_escaped(client, web_store):
     assert "metadata_judge@abababababab" in r.text and "tokens 120+30" in r.text
     assert "No local file of this video" in r.text
     assert client.get(f"/runs/{web_store['build_run']}/videos/{web_store['xss']}/file").status_code == 404
+
+
+@pytest.mark.slow
+def test_video_page_has_one_duration_row_and_says_whether_it_has_audio(client, web_store):
+    # the candidate's metadata reports duration_s 35.0; the probe measured the file: one row, the probe's
+    r = client.get(f"/runs/{web_store['build_run']}/videos/{web_store['chem']}")
+    assert r.status_code == 200
+    assert len(re.findall(r"<th>duration", r.text)) == 1 and "duration s" not in r.text
+    row = re.search(r'<td id="duration">([^<]*)</td>', r.text).group(1)
+    assert re.fullmatch(r"3\d\.\ds · 854×480 · 25\.0 fps · with audio", row), row
+    assert "audio True" not in r.text
+
+
+def test_graph_node_labels():
+    assert node_label(0, 2, 0) == "2 decisions"  # a per-video node: decisions, no batch run ("0× · 2" before)
+    assert node_label(1, 3, 0) == "1× · 3 decisions"
+    assert node_label(2, 0, 1) == "2× · 1 error"
+    assert node_label(0, 1, 2) == "1 decision · 2 errors"
+    assert node_label(0, 0, 0) == "not run"
 
 
 @pytest.mark.slow

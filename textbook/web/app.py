@@ -33,6 +33,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from pipeline.figures import TABLE7_COLUMNS, fmt_hours, samples_tokens, table7_cell
+from store.paths import resolve_path
 from textbook.web import queries as q
 from textbook.web.backend import Backend, ReviewRejected
 
@@ -61,7 +63,8 @@ def create_app(backend: Backend, allowed_hosts: list[str] | None = None) -> Fast
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True)
     templates = Jinja2Templates(env=env)
     env.globals.update(media_url=lambda p: media_url(backend.media_dir, p), fmt_s=fmt_seconds, qs=_qs,
-                       fmt_n=fmt_number, live=backend.live)
+                       fmt_n=fmt_number, live=backend.live, fmt_hours=fmt_hours, table7_cell=table7_cell,
+                       table7_columns=TABLE7_COLUMNS)
     env.filters["pretty"] = _pretty
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
@@ -140,10 +143,12 @@ def create_app(backend: Backend, allowed_hosts: list[str] | None = None) -> Fast
                 j["call"] = by_id.get(j["call_id"])
             used = {j["call_id"] for j in judg if j["call_id"]}
             frames = q.keyframes(db, video_id)
+            for f in frames:  # recorded relative to the store's folder, or by an older run's working directory
+                f["path"] = resolve_path(backend.db_path, f["path"])
             clip_rows = q.clips(db, video_id)
             for c in clip_rows:
                 c["diff"] = word_diff(c["text"], c.get("polished")) if c.get("polished") else None
-            file = q.video_file(db, run_id, video_id)
+            file = resolve_path(backend.db_path, q.video_file(db, run_id, video_id))
             return render(request, "video.html", run=run, v=v, decisions=q.decisions(db, run_id, video_id),
                         judgments=judg, other_calls=[c for c in calls if c["call_id"] not in used],
                         transcript=q.transcript(db, video_id), frames=frames, clips=clip_rows,
@@ -157,6 +162,7 @@ def create_app(backend: Backend, allowed_hosts: list[str] | None = None) -> Fast
         path = read(request, lambda db: q.video_file(db, run_id, video_id))
         if isinstance(path, Response):
             return path
+        path = resolve_path(backend.db_path, path)
         if not path or Path(path).suffix.lower() not in VIDEO_TYPES or not Path(path).is_file():
             return Response("not found", status_code=404, media_type="text/plain")
         return FileResponse(path, media_type=VIDEO_TYPES[Path(path).suffix.lower()])
@@ -179,6 +185,9 @@ def create_app(backend: Backend, allowed_hosts: list[str] | None = None) -> Fast
             if run is None:
                 raise NotFound(f"no run {run_id}")
             found = q.samples(db, run_id, page, subject or None, point or None, video or None)
+            counted = samples_tokens([r["sample"] for r in found.items], _tokenizer(run))
+            for r, t in zip(found.items, counted, strict=True):
+                r["ocr_tokens"] = t.ocr  # text_num is the ASR part (pipeline.figures)
             return render(request, "samples.html", run=run, samples=found, filters=q.sample_filters(db, run_id),
                         chosen={"subject": subject, "point": point, "video": video})
         return read(request, body)
@@ -189,8 +198,7 @@ def create_app(backend: Backend, allowed_hosts: list[str] | None = None) -> Fast
             run = q.run(db, run_id)
             if run is None:
                 raise NotFound(f"no run {run_id}")
-            tokenizer = ((run["config"].get("pipeline") or run["config"]).get("tokenizer")) or "whisper"
-            return render(request, "stats.html", run=run, stats=q.stats(db, run_id, tokenizer))
+            return render(request, "stats.html", run=run, stats=q.stats(db, run_id, _tokenizer(run)))
         return read(request, body)
 
     @app.get("/search", response_class=HTMLResponse)
@@ -249,6 +257,11 @@ def create_app(backend: Backend, allowed_hosts: list[str] | None = None) -> Fast
 
 
 # -- helpers (pure; tested directly) ----------------------------------------------------------------------
+def _tokenizer(run: dict) -> str:
+    """The tokenizer a run counted its samples' tokens with (its pipeline config's, default whisper)."""
+    return ((run["config"].get("pipeline") or run["config"]).get("tokenizer")) or "whisper"
+
+
 def safe_media_path(media_dir: Path, rel: str) -> Path | None:
     """``media_dir / rel`` if it is a file inside ``media_dir`` after resolving links and '..', else None."""
     if not rel or "\x00" in rel or rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel):
@@ -353,14 +366,26 @@ def mark_terms(text: str, words: list[str], width: int = 240) -> list[tuple[bool
     return runs
 
 
+def node_label(runs: int, decisions: int, errors: int) -> str:
+    """A graph node's count: ``2×`` (times the node ran over a batch), ``3 decisions`` (items it decided
+    one by one: a per-video node records no batch run), ``1 error``; ``not run`` when none."""
+    def n(k: int, word: str) -> str:
+        return f"{k} {word}" + ("" if k == 1 else "s")
+
+    parts = ([f"{runs}×"] if runs else []) + ([n(decisions, "decision")] if decisions else []) + \
+        ([n(errors, "error")] if errors else [])
+    return " · ".join(parts) or "not run"
+
+
 def graph_svg(counts: dict[str, dict[str, int]]) -> dict:
     """Boxes for the build graph's nodes, top to bottom, with a count each and the coverage loop."""
     nodes = [n for n in GRAPH_NODES if not n.startswith("review_") or n in counts]
     boxes = []
     for i, n in enumerate(nodes):
         c = counts.get(n, {})
-        boxes.append({"name": n, "x": 20, "y": 10 + i * 40, "runs": c.get("runs", 0),
-                      "decisions": c.get("decisions", 0), "errors": c.get("errors", 0)})
+        runs, decisions, errors = c.get("runs", 0), c.get("decisions", 0), c.get("errors", 0)
+        boxes.append({"name": n, "x": 20, "y": 10 + i * 40, "runs": runs or decisions, "decisions": decisions,
+                      "errors": errors, "label": node_label(runs, decisions, errors)})
     by = {b["name"]: b for b in boxes}
     loop = None
     if "coverage" in by and "plan_queries" in by:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ class ReviewRejected(Exception):
 
 
 class Backend(Protocol):
+    db_path: Path  # the store file: recorded paths resolve against its folder (store.paths.resolve_path)
     media_dir: Path
     live: bool
 
@@ -41,6 +43,7 @@ class FileBackend:
 
     def __init__(self, db: Path):
         self.db = Path(db)
+        self.db_path = Path(os.path.abspath(self.db))
         self.media_dir = media_dir_for(self.db)
 
     @contextmanager
@@ -83,6 +86,7 @@ class BuildBackend:
     def __init__(self, store, inbox):
         self.store = store
         self.inbox = inbox
+        self.db_path = Path(os.path.abspath(store.path))
         self.media_dir = media_dir_for(Path(store.path))
 
     @contextmanager
