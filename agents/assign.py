@@ -14,8 +14,9 @@ stages that call them:
   as possible, then the best total fit), and every other video goes to its best-fitting point
   as a spare. A video is never sent back to a point whose metadata judge already rejected it,
   and never to a point it fits below ``min_fit``.
-- ``shortfall(...)``: why a point ended with fewer accepted videos than wanted: nothing found,
-  searches failed, its videos fit other points better, all judged out, downloads failed, budget.
+- ``shortfall(...)``: why a point ended with fewer accepted videos than wanted: nothing found (or, when
+  every source is a closed library, library exhausted: it was not searched again), searches failed, its
+  videos fit other points better, all judged out, downloads failed, budget.
 """
 
 from __future__ import annotations
@@ -139,12 +140,16 @@ class PointOutcome:
     judged_out: int           # its videos rejected by the metadata judge, the rules, the transcript judges or clips
     download_failed: int
     waiting: int              # its videos accepted by the metadata judge but never downloaded
+    closed_library: bool = False  # every source of the run is a closed library (local, urls): not re-queried
 
 
 def shortfall(o: PointOutcome, stop: str | None) -> str | None:
     """Why ``o`` has fewer accepted videos than wanted (None when it has enough): a short sentence that
-    starts with a reason keyword: nothing found | search failed | assigned elsewhere | all judged out |
-    download failed | budget."""
+    starts with a reason keyword: nothing found | library exhausted | search failed | assigned elsewhere |
+    all judged out | download failed | budget. With a closed library (``o.closed_library``) a point whose
+    searches found too little is ``library exhausted`` (its catalogue was scored against the point's
+    searches; new phrasings would find nothing new), and one whose videos went to other points says the
+    library has no other."""
     if o.accepted >= o.wanted:
         return None
     short = f"{o.accepted} of {o.wanted} videos"
@@ -152,10 +157,15 @@ def shortfall(o: PointOutcome, stop: str | None) -> str | None:
         return f"search failed: all {o.queries} searches failed ({short})"
     if stop and (o.waiting or not o.queries or o.assigned > o.judged_out + o.download_failed + o.accepted):
         return f"budget: the run stopped ({stop}) before this point was served ({short})"
+    searches = f"{o.queries} search{'' if o.queries == 1 else 'es'}"
+    if o.hits == 0 and o.closed_library:
+        return (f"library exhausted: no video in the library is relevant to it ({searches}; a closed library "
+                f"is not searched again) ({short})")
     if o.hits == 0:
-        return f"nothing found: no relevant video in {o.queries} searches ({short})"
+        return f"nothing found: no relevant video in {searches} ({short})"
     if o.assigned == 0:
-        return f"assigned elsewhere: its {o.hits} videos fit other knowledge points better ({short})"
+        other = "; the library has no other relevant video" if o.closed_library else ""
+        return f"assigned elsewhere: its {o.hits} videos fit other knowledge points better{other} ({short})"
     if o.download_failed and o.download_failed + o.judged_out >= o.assigned:
         return (f"download failed: {o.download_failed} of {o.assigned} videos could not be downloaded"
                 f"{f', {o.judged_out} judged out' if o.judged_out else ''} ({short})")
@@ -163,6 +173,8 @@ def shortfall(o: PointOutcome, stop: str | None) -> str | None:
         return f"all judged out: {o.judged_out} of {o.assigned} videos rejected ({short})"
     if stop:
         return f"budget: the run stopped ({stop}) ({short})"
+    if o.closed_library:
+        return f"library exhausted: the library has only {o.assigned} videos for it ({short})"
     return f"not enough videos: {o.assigned} found for it ({short})"
 
 

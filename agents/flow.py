@@ -124,8 +124,11 @@ class VideoFlow:
         finished = 0
         while True:
             if not self.halted:
-                for c in self._next(list(running.values())):
+                started = self._next(list(running.values()))
+                for c in started:
                     running[pool.submit(self._chain, c)] = c
+                if started:  # the count is known before the first video finishes (progress lines say x/N)
+                    self.a._progress("videos", finished, finished + len(running))
             if not running:
                 return
             done, _ = wait(running, return_when=FIRST_COMPLETED)

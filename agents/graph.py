@@ -4,6 +4,11 @@
     -> videos [-> review_metadata -> review_transcripts] -> after_videos -> videos | coverage
     coverage -> plan_queries (short knowledge points, new phrasings) | assemble -> END
 
+Later rounds ask only open sources (search APIs: youtube, ytdlp) again: a closed library (local:DIR,
+urls:FILE) that answered a point once is not asked it again, since its whole catalogue is known after
+one look. When every source of the run is closed, coverage ends the loop after round 1 (``library
+exhausted``).
+
 ``videos`` (agents/flow.py) moves every candidate through metadata judge, download, ASR, transcript
 judges, keyframes and OCR, clip rewrites and clip judge, many videos at once; the per-candidate steps
 are the ``_*_one`` methods below. Review nodes exist only when ``agent.review`` asks for them.
@@ -69,6 +74,7 @@ class BuildState(TypedDict, total=False):
     stop: Annotated[str | None, _last]   # the budget that stopped the run
     searched: Annotated[list[str], operator.add]
     outcomes: dict             # the last videos node: how many chains ended in each status
+    coverage: str              # why the coverage loop ended (for the summary)
     result: dict
 
 
@@ -282,11 +288,12 @@ class BuildAgent:
         run_id, pid, rnd = payload["run_id"], payload["point_id"], payload["round"]
         store, budget = self.d.store, self.d.budget
         point, chain = self._path(run_id, pid)
+        sources = self._sources_for(run_id, pid, rnd)
         for query in payload["queries"]:
             if any(q["query"] == query and q["round"] == rnd and q["error"] is None
                    for q in store.queries(run_id, pid)):
                 continue  # resumed: this query's results are already recorded
-            for source in self.d.sources:
+            for source in sources:
                 estimate = _search_units(source, self.d.cfg.results_per_query)
                 if estimate and budget.daily_units_left() < estimate:
                     store.record_query(run_id, pid, rnd, query, source.name, None, 0, False, "daily quota spent")
@@ -317,6 +324,25 @@ class BuildAgent:
                                [f"{source.name}: {query!r}"], {"units": units})
                 break
         return {"searched": [pid]}
+
+    def _sources_for(self, run_id: str, point_id: str, rnd: int) -> list:
+        """The sources a point's searches of round ``rnd`` may ask, in order: every source, less each closed
+        library (local, urls) that already answered one of this point's searches in an earlier round: its
+        whole catalogue was scored then, and a new phrasing has nothing new to find there. (A closed
+        library never reached, because an earlier source answered, stays in the chain: a quota spent on
+        youtube in round 2 still falls back to it.)"""
+        from tools.search import is_closed
+
+        answered = {q["source"] for q in self.d.store.queries(run_id, point_id)
+                    if q["round"] < rnd and q["error"] is None}
+        return [s for s in self.d.sources if not (is_closed(s) and s.name in answered)]
+
+    def closed_library(self) -> bool:
+        """True when every source of the run is a closed library (tools.search.is_closed): re-querying a
+        short point cannot find anything new."""
+        from tools.search import is_closed
+
+        return bool(self.d.sources) and all(is_closed(s) for s in self.d.sources)
 
     def _need(self, run_id: str) -> tuple[dict[str, int], dict[str, int]]:
         """Per point: videos still wanted, and videos accepted or on their way (downloaded .. accepted)."""
@@ -629,7 +655,7 @@ class BuildAgent:
         by_point: dict[str, list[dict]] = {}
         for c in store.candidates(run_id):
             by_point.setdefault(c["point_id"], []).append(c)
-        out = []
+        out, closed = [], self.closed_library()
         for n in store.taxonomy(run_id):
             if n["level"] != "point":
                 continue
@@ -643,7 +669,7 @@ class BuildAgent:
                 hits=len(hits.get(pid, ())), queries=len(qs), failed_queries=failed, assigned=len(cs),
                 judged_out=sum(c["status"] in ("judged_out", "transcript_rejected", "rejected") for c in cs),
                 download_failed=sum(c["status"] == "download_failed" for c in cs),
-                waiting=sum(c["status"] == "accepted_meta" for c in cs)))
+                waiting=sum(c["status"] == "accepted_meta" for c in cs), closed_library=closed))
         return out
 
     def _sources_failed(self, run_id: str) -> str | None:
@@ -657,6 +683,9 @@ class BuildAgent:
         return "every search failed: " + "; ".join(f"{k}: {v}" for k, v in by_source.items())
 
     def coverage(self, state: BuildState) -> Command[Literal["plan_queries", "assemble"]]:
+        """After a round's videos: re-query the short knowledge points (``plan_queries``, new phrasings for the
+        open sources), or assemble: every point served, the rounds or a budget spent, every source failed,
+        or every source a closed library (``library exhausted``: nothing new can be found)."""
         run_id, cfg = state["run_id"], self.d.cfg
         accepted = self._accepted(run_id)
         total = sum(accepted.values())
@@ -668,14 +697,18 @@ class BuildAgent:
             why = f"stopped by budget {state['stop']}"
         elif failed:
             self._decision("coverage", None, "stop", [failed])
-            return Command(goto="assemble", update={"points": [], "stop": "sources_failed"})
+            return Command(goto="assemble", update={"points": [], "stop": "sources_failed", "coverage": failed})
         elif self.d.budget.videos_reached(total):
             why = f"budget videos spent: video target reached ({total})"
             self.d.on_event({"event": "budget", "node": "coverage", "budget": "videos", "detail": why})
             self._decision("coverage", None, "stop", [why], {"accepted": total, "short": len(short)})
-            return Command(goto="assemble", update={"points": [], "stop": "videos"})
+            return Command(goto="assemble", update={"points": [], "stop": "videos", "coverage": why})
         elif not short:
             why = "every knowledge point has its videos"
+        elif self.closed_library():
+            names = ", ".join(dict.fromkeys(s.name for s in self.d.sources))
+            why = (f"library exhausted: every source is a closed library ({names}): new phrasings find nothing "
+                   f"new there; {len(short)} points short are not searched again")
         elif rnd >= cfg.max_rounds:
             why = f"{cfg.max_rounds} rounds done; {len(short)} points short"
         else:
@@ -683,7 +716,7 @@ class BuildAgent:
                            {"short": short})
             return Command(goto="plan_queries", update={"points": short, "round": rnd + 1})
         self._decision("coverage", None, "assemble", [why], {"accepted": total, "short": len(short)})
-        return Command(goto="assemble", update={"points": []})
+        return Command(goto="assemble", update={"points": [], "coverage": why})
 
     def assemble(self, state: BuildState) -> dict:
         run_id, store, runner = state["run_id"], self.d.store, self.d.runner
@@ -711,7 +744,8 @@ class BuildAgent:
                   "search_units": store.search_units(run_id), "llm": store.llm_totals(run_id),
                   "knowledge_points": sum(1 for n in store.taxonomy(run_id) if n["level"] == "point"),
                   "videos_by_point": {f"{p} {names[p]}": v for p, v in sorted(points.items())},
-                  "short_points": short, "human_reviewed_videos": reviewed, "failed": self._failed(run_id)}
+                  "short_points": short, "coverage": state.get("coverage"), "human_reviewed_videos": reviewed,
+                  "failed": self._failed(run_id)}
         checks = [c["rewrite"] for v in videos for c in store.clips(v["video_id"]) if c.get("rewrite")]
         if checks:
             result["rewrites"] = rewrite_counts(checks)

@@ -90,7 +90,8 @@ def process(
     try:
         from store.serve import serve_reads  # other commands read the store through this one while it runs
 
-        with serve_reads(store, "process"), ProgressReporter(enabled=not quiet and not as_json) as reporter:
+        with serve_reads(store, "process"), ProgressReporter(
+                enabled=not quiet and not as_json, every_s=settings.progress_every_s) as reporter:
             result = Runner(store, settings.pipeline, settings.out, reporter).run(paths)
     finally:
         store.close()

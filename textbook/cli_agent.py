@@ -186,7 +186,7 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         endpoint = Endpoint(spec.agent.llm, user_error, quiet or as_json)
         endpoint.precheck()
         store = open_store(settings.db)
-        show = BuildProgress(enabled=not (quiet or as_json))
+        show = BuildProgress(enabled=not (quiet or as_json), every_s=settings.progress_every_s)
         try:
             from store.serve import serve_reads  # runs, trace, stats, view read through this build meanwhile
 
@@ -483,6 +483,8 @@ def _print_build(result: dict, db) -> None:
         say(f"  {literal(point)}: {', '.join(literal(v) for v in videos)}")
     for s in result.get("short_points") or []:
         say(f"  short: {s['point_id']} {literal(s['point'])}: {literal(s['why'])}")
+    if result.get("short_points") and result.get("coverage"):
+        say(f"  coverage ended: {literal(result['coverage'])}")
     modes = result.get("judge_modes") or {}
     if modes:
         say("  judges: " + ", ".join(f"{k} {v}" for k, v in modes.items()))

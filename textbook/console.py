@@ -1,4 +1,5 @@
-"""Terminal output: progress bars for `process`, live progress for `build` (quiet with --quiet).
+"""Terminal output: progress bars for `process`, live progress for `build` (quiet with --quiet); without a
+terminal (a file, a pipe, CI), plain status lines at least every ``every_s`` seconds instead.
 
 Untrusted text (titles, reasons, transcripts) is printed with ``literal``: Rich markup off,
 control and escape characters shown as visible ``\\xNN`` escapes, nothing HTML-encoded.
@@ -29,30 +30,78 @@ def literal(text) -> str:
 
 
 class ProgressReporter:
-    """Implements pipeline.runner.Reporter with one rich bar per stage."""
+    """Implements pipeline.runner.Reporter: one rich bar per stage in a terminal; otherwise (a file, a pipe,
+    CI) a plain line per unfinished stage at least every ``every_s`` seconds
+    (``[  61.0s] asr: 3/12 done, eta 1m02s``)."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, every_s: float = 30.0, console: Console | None = None):
+        self.console = console or err_console
         self.enabled = enabled and sys.stdout.isatty()
+        self.plain = enabled and not self.enabled
+        self.every_s = every_s
         self.progress = Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err_console, transient=False) if self.enabled else None
+                                 TimeElapsedColumn(), console=self.console, transient=False) if self.enabled else None
         self.tasks: dict[str, int] = {}
+        self.counts: dict[str, list] = {}  # stage -> [done, total, started (monotonic)]
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __enter__(self):
         if self.progress:
             self.progress.start()
+        elif self.plain:
+            self._stop.clear()
+            self._ticker = threading.Thread(target=self._tick, name="textbook-progress", daemon=True)
+            self._ticker.start()
         return self
 
     def __exit__(self, *exc):
         if self.progress:
             self.progress.stop()
+        if self._ticker is not None:
+            self._stop.set()
+            self._ticker.join()
+            self._ticker = None
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.every_s):
+            for line in self.status_lines():
+                self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def status_lines(self) -> list[str]:
+        """One plain line per stage begun and not finished: ``[ elapsed] stage: done/total done, eta ...``."""
+        now = time.monotonic()
+        with self._lock:
+            rows = [(name, done, total, since) for name, (done, total, since) in self.counts.items() if done < total]
+        out = []
+        for name, done, total, since in rows:
+            eta = _eta(done, total, now - since)
+            out.append(literal(f"[{now - self.started:7.1f}s] {name}: {done}/{total} done, eta "
+                               f"{'unknown' if eta is None else _clock(eta)}"))
+        return out
 
     def stage(self, name: str, total: int) -> None:
+        with self._lock:
+            self.counts[name] = [0, total, time.monotonic()]
         if self.progress:
             self.tasks[name] = self.progress.add_task(name, total=total)
 
     def advance(self, name: str) -> None:
+        with self._lock:
+            if name in self.counts:
+                self.counts[name][0] += 1
         if self.progress and name in self.tasks:
             self.progress.advance(self.tasks[name])
+
+
+def _eta(done: int, total: int, elapsed_s: float) -> float | None:
+    """Seconds left: the mean time per finished item so far x items left; 0 when all are done; None before the
+    first is done."""
+    if not total or not done:
+        return None
+    return max(0.0, elapsed_s / done * (total - done))
 
 
 def _clock(seconds: float) -> str:
@@ -65,13 +114,17 @@ class BuildProgress:
     call in flight, and an ETA for the node (mean seconds per item so far x items left).
 
     In a terminal: one live line with a spinner (rich Live), node changes and warnings printed above
-    it. Otherwise: one line per node start (``[  12.3s] node``), warnings and budget lines.
-    Use as the build's ``on_event``, ``on_progress`` (tokens) and the runner's Reporter."""
+    it. Otherwise (a file, a pipe, CI, nohup): one line per node start (``[  12.3s] node``), warnings
+    and budget lines, and a plain status line at least every ``every_s`` seconds while the build runs
+    (``[ 312.0s] videos: 3/12 done, eta 4m10s``; no markup, no control characters).
+    Use as the build's ``on_event``, ``on_progress`` (tokens) and the runner's Reporter; a pipeline
+    stage's own counts (asr 0/1 for one video) are shown beside the node's, never in place of them."""
 
-    def __init__(self, enabled: bool, console: Console | None = None):
+    def __init__(self, enabled: bool, console: Console | None = None, every_s: float = 30.0):
         self.console = console or err_console
         self.enabled = enabled
         self.live_mode = enabled and self.console.is_terminal
+        self.every_s = every_s
         self.started = time.monotonic()
         self.node = ""
         self.node_started = self.started
@@ -80,35 +133,76 @@ class BuildProgress:
         self.item_started = self.started
         self.tokens = 0
         self.stage_name: str | None = None
+        self.stage_done = self.stage_total = 0
+        self.stage_started = self.started
         self._lock = threading.Lock()
         self._spinner = Spinner("dots")
         self._live: Live | None = None
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     # -- context ---------------------------------------------------------------
     def __enter__(self) -> BuildProgress:
         if self.live_mode:
             self._live = Live(self, console=self.console, refresh_per_second=8, transient=True)
             self._live.start()
+        elif self.enabled:
+            self._stop.clear()
+            self._ticker = threading.Thread(target=self._tick, name="textbook-progress", daemon=True)
+            self._ticker.start()
         return self
 
     def __exit__(self, *exc) -> None:
         if self._live is not None:
             self._live.stop()
             self._live = None
+        if self._ticker is not None:
+            self._stop.set()
+            self._ticker.join()
+            self._ticker = None
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._print(self.status_line())
+
+    def _counts(self) -> tuple[str, int, int, float]:
+        """(what is counted, done, total, when its counting began): the node's items when it reports them,
+        else the pipeline stage's (under the lock)."""
+        name = self.node or "starting"
+        if self.total or not self.stage_total:
+            return name, self.done, self.total, self.node_started
+        return f"{name} {self.stage_name}" if self.node else str(self.stage_name), self.stage_done, \
+            self.stage_total, self.stage_started
+
+    def status_line(self) -> str:
+        """The plain status line: ``[ elapsed] node: done/total done, eta 4m10s`` (``eta unknown`` before the
+        first item is done; ``node: running`` while the node has reported no count)."""
+        now = time.monotonic()
+        with self._lock:
+            name, done, total, since = self._counts()
+        if not total:
+            text = f"{name}: running"
+        else:
+            eta = _eta(done, total, now - since)
+            text = f"{name}: {done}/{total} done, eta {'unknown' if eta is None else _clock(eta)}"
+        return literal(f"[{now - self.started:7.1f}s] {text}")
 
     def __rich__(self) -> Table:
         with self._lock:
+            name, done, total, since = self._counts()
             line = Text()
             line.append(f"{_clock(time.monotonic() - self.started):>6} ", style="dim")
-            line.append(self.stage_name or self.node or "starting", style="bold")
-            if self.total:
-                line.append(f"  {self.done}/{self.total}")
+            line.append(name, style="bold")
+            if self.stage_name and self.total:
+                line.append(f" ({self.stage_name})", style="dim")
+            if total:
+                line.append(f"  {done}/{total}")
             if self.item:
                 line.append(f"  {literal(self.item)[:40]}", style="cyan")
             if self.tokens:
                 line.append(f"  {self.tokens} tokens")
-            eta = self.eta()
-            if eta is not None:
+            eta = _eta(done, total, time.monotonic() - since)
+            if eta is not None and done < total:
                 line.append(f"  ETA {_clock(eta)}", style="dim")
         grid = Table.grid(padding=(0, 1))
         grid.add_row(self._spinner, line)
@@ -116,10 +210,9 @@ class BuildProgress:
 
     def eta(self) -> float | None:
         """Seconds left in the current node, from the mean time per finished item (None: unknown)."""
-        if not self.total or not self.done or self.done >= self.total:
-            return None
-        per = (time.monotonic() - self.node_started) / self.done
-        return per * (self.total - self.done)
+        with self._lock:
+            _, done, total, since = self._counts()
+        return _eta(done, total, time.monotonic() - since)
 
     def _print(self, text: str) -> None:
         if self.enabled:
@@ -139,7 +232,7 @@ class BuildProgress:
         elif kind == "node_start":
             with self._lock:
                 self.node, self.node_started = e["node"], time.monotonic()
-                self.done = self.total = self.tokens = 0
+                self.done = self.total = self.tokens = self.stage_done = self.stage_total = 0
                 self.item, self.stage_name = None, None
             if not self.live_mode:
                 self._print(f"[{time.monotonic() - self.started:7.1f}s] {e['node']}")
@@ -169,9 +262,10 @@ class BuildProgress:
     # -- pipeline.runner.Reporter ---------------------------------------------
     def stage(self, name: str, total: int) -> None:
         with self._lock:
-            self.stage_name, self.done, self.total, self.item = name, 0, total, None
-            self.node_started = time.monotonic()
+            self.stage_name, self.stage_done, self.stage_total = name, 0, total
+            self.stage_started = time.monotonic()
 
     def advance(self, name: str) -> None:
         with self._lock:
-            self.done += 1
+            if name == self.stage_name:
+                self.stage_done += 1

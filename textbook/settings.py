@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agents.config import AgentConfig
@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TEXTBOOK_", env_nested_delimiter="__", extra="forbid")
     db: Path = Path("textbook.duckdb")
     out: Path = Path("out")
+    progress_every_s: float = Field(30.0, gt=0, description="without a terminal (a file, a pipe, CI, nohup): "
+                                    "`build` and `process` print a plain progress line (node or stage, "
+                                    "done/total, eta) at least this often, in seconds")
     pipeline: PipelineConfig = PipelineConfig()
     agent: AgentConfig = AgentConfig()
 

@@ -1,7 +1,10 @@
 """Video sources: find candidate lesson videos for a query.
 
-Every source has ``name``, ``units_used`` and one verb, ``search(query, max_results)``,
-which returns ``Candidate`` records (plain dataclasses, JSON-safe through ``to_dict``):
+Every source has ``name``, ``units_used``, ``closed`` and one verb, ``search(query, max_results)``,
+which returns ``Candidate`` records (plain dataclasses, JSON-safe through ``to_dict``).
+A source is open (``closed = False``: a search API, whose next phrasing may find videos no earlier
+query found) or closed (``closed = True``: a local folder or URL list, whose whole catalogue is known
+after one look; the agent does not ask it again with new phrasings, see ``is_closed``):
 
 - ``YouTubeSource``: the YouTube Data API v3 (search.list, videos.list, commentThreads.list),
   counting quota units and caching whole results so a repeated query costs nothing.
@@ -96,10 +99,13 @@ class Candidate:
 
 
 class Source(Protocol):
-    """What the agent needs from a video source."""
+    """What the agent needs from a video source. ``closed``: True when its whole catalogue is known after one
+    look (a local folder, a URL list), so a new phrasing cannot bring a video the first searches could not;
+    False for a search API (youtube, ytdlp)."""
 
     name: str
     units_used: int
+    closed: bool
 
     def search(self, query: str, max_results: int) -> list[Candidate]: ...
 
@@ -141,6 +147,12 @@ class QuotaExceeded(ToolError):
 
     def __reduce__(self):
         return (QuotaExceeded, (self.message, self.reset_in_s))
+
+
+def is_closed(source) -> bool:
+    """Whether ``source`` is a closed library (``closed = True``: local, urls); a source that does not say is
+    open (searched again with new phrasings, as a search API)."""
+    return bool(getattr(source, "closed", False))
 
 
 def cache_key(method: str, params: dict) -> str:
@@ -225,6 +237,7 @@ class YouTubeSource:
     """
 
     name = "youtube"
+    closed = False  # a search API: a new phrasing can find new videos
 
     def __init__(self, api_key: str | None = None, *, service=None, cache: SearchCache | None = None,
                  comments: int = 5, region: str | None = None, relevance_language: str | None = "en",
@@ -463,6 +476,7 @@ class YtDlpSearch:
     """YouTube search through yt-dlp (``ytsearchN:``): no key and no quota, but only flat metadata."""
 
     name = "ytdlp"
+    closed = False
 
     def __init__(self, ydl_opts: dict | None = None):
         self.ydl_opts = dict(ydl_opts or {})
@@ -547,6 +561,7 @@ class LocalSource:
     query (see the module docstring), best first. ``embed``: texts -> unit-length rows, or None (words only)."""
 
     name = "local"
+    closed = True  # every file is known after one look (and shown to the planner): not asked again
     _EXTRA_KEYS = ("subject", "course", "sub_course", "knowledge_point", "webpage_url")
 
     def __init__(self, folder: str | Path, min_relevance: float = RELEVANCE_THRESHOLD, embed=None):
@@ -640,6 +655,7 @@ class UrlListSource:
     first, then every URL without a title (nothing to match it by: the judges decide)."""
 
     name = "urls"
+    closed = True
 
     def __init__(self, file: str | Path, min_relevance: float = RELEVANCE_THRESHOLD, embed=None):
         self.file = Path(file)

@@ -93,6 +93,13 @@ def outcome(**kw) -> PointOutcome:
     (dict(hits=1, assigned=1, download_failed=1), None, "download failed"),
     (dict(hits=1, assigned=1, waiting=1), "videos", "budget"),
     (dict(queries=0), "llm_tokens", "budget"),
+    # every source a closed library (local, urls): a point that found too little is not searched again
+    (dict(hits=0, closed_library=True), None, "library exhausted"),
+    (dict(hits=2, assigned=0, closed_library=True), None, "assigned elsewhere"),
+    (dict(hits=1, assigned=1, closed_library=True), None, "library exhausted"),
+    (dict(hits=2, assigned=2, judged_out=2, closed_library=True), None, "all judged out"),
+    (dict(queries=2, failed_queries=2, closed_library=True), None, "search failed"),
+    (dict(hits=1, assigned=1), None, "not enough videos"),
 ])
 def test_shortfall_says_why(kw, stop, starts):
     why = shortfall(outcome(**kw), stop)
@@ -101,6 +108,8 @@ def test_shortfall_says_why(kw, stop, starts):
     else:
         assert why.startswith(starts + ":"), why
         assert "0 of 1 videos" in why
+        assert ("the library has no other" in why) == (starts == "assigned elsewhere" and kw.get("closed_library",
+                                                                                                   False))
 
 
 def test_a_local_library_gets_points_for_the_videos_no_point_covers():

@@ -118,8 +118,8 @@ PHOTO = "Photosynthesis in plants"
 @pytest.fixture(scope="module")
 def routed(store, tmp_path_factory):
     """Three points; the Newton and Atoms points both search "newton atoms", so each finds both lessons:
-    each lesson must end under the point it fits. Nothing in the folder is about photosynthesis: that
-    point is re-queried in round 2 with a new phrasing, still finds nothing, and says so."""
+    each lesson must end under the point it fits. Nothing in the folder is about photosynthesis: a local
+    folder is a closed library, so that point is not re-queried (max_rounds = 2 notwithstanding) and says so."""
     clip_calls: list[str] = []
 
     def queries(t):
@@ -185,28 +185,36 @@ def test_routing_each_video_ends_under_its_own_point(store, routed):
     assert "- Atoms and Molecules (structure of the atom)" in library
 
 
-def test_routing_a_point_with_nothing_relevant_says_nothing_found(store, routed):
+def test_routing_a_closed_library_is_not_searched_again(store, routed):
+    """Every source is a local folder (closed: its whole catalogue is known after one look): the point it
+    cannot fill is not re-queried although max_rounds = 2, no second-round queries are planned (no paid
+    call), and the point, the trace and the summary say why: library exhausted."""
     run, result = routed["run"], routed["result"]
     [short] = result["short_points"]
     assert short["point_id"] == P3 and short["point"] == PHOTO and short["accepted"] == 0
-    assert short["why"].startswith("nothing found: no relevant video in 2 searches")
+    assert short["why"].startswith("library exhausted: no video in the library is relevant to it (1 search;")
     said = [e for e in store.events(run, "assemble") if e["decision"] == f"{P3} short"]
-    assert said and json.loads(said[0]["reasons"])[0].startswith("nothing found")
+    assert said and json.loads(said[0]["reasons"])[0].startswith("library exhausted")
     rows = store.queries(run)
-    by_round = {r: {(q["point_id"], q["query"], q["results"]) for q in rows if q["round"] == r} for r in (1, 2)}
-    assert by_round[1] == {(P1, "newton atoms", 2), (P2, "atoms newton", 2), (P3, "photosynthesis plants", 0)}
-    assert by_round[2] == {(P3, "how plants make food", 0)}  # only the short point, a new phrasing
+    assert {(q["round"], q["point_id"], q["query"], q["results"]) for q in rows} == {
+        (1, P1, "newton atoms", 2), (1, P2, "atoms newton", 2), (1, P3, "photosynthesis plants", 0)}
     assert all(q["source"] == "local" and q["error"] is None and q["units"] == 0 for q in rows)
     asks = [dict(r["messages"])["human"] for r in routed["model"].requests if r["tool"] == "Queries"]
-    assert len(asks) == 4 and "earlier queries" in asks[3] and "- photosynthesis plants" in asks[3]
-    coverage = [e["decision"] for e in store.events(run, "coverage") if e["decision"]]
-    assert coverage == ["requery", "assemble"]
+    assert len(asks) == 3 and not any("earlier queries" in a for a in asks)  # round 1 only
+    paid = [c for c in store.llm_calls(run, node="plan_queries") if not c["cached"]]
+    assert len(paid) == 3
+    coverage = [(e["decision"], json.loads(e["reasons"])) for e in store.events(run, "coverage") if e["decision"]]
+    assert coverage == [("assemble", [result["coverage"]])]
+    assert result["coverage"] == ("library exhausted: every source is a closed library (local): new phrasings "
+                                  "find nothing new there; 1 points short are not searched again")
     nodes = [e["node"] for e in store.events(run) if e["decision"] is None]
     assert nodes[:3] == ["interpret_goal", "taxonomy", "plan_queries"]
-    assert nodes.count("plan_queries") == 2 and nodes[-1] == "assemble"
+    assert nodes.count("plan_queries") == 1 and nodes[-1] == "assemble"
     assert all(e["ended_at"] is not None and e["error"] is None for e in store.events(run))
     ticks = [e for e in routed["events"] if e["event"] == "progress" and e["node"] == "judge_metadata"]
     assert [(e["done"], e["total"]) for e in ticks] == [(1, 2), (2, 2)]  # each tick: one more judged
+    videos = [(e["done"], e["total"]) for e in routed["events"] if e["event"] == "progress" and e["node"] == "videos"]
+    assert videos[0] == (0, 2) and videos[-1] == (2, 2)  # the count is known before the first video is done
 
 
 def test_routing_clip_decisions_and_samples(store, routed):
@@ -469,6 +477,53 @@ def test_youtube_quota_switches_to_the_next_source(store, tmp_path, monkeypatch)
     cands = store.candidates(run)
     assert len(cands) == 1 and {c["source"] for c in cands} == {"local"}
     assert candidates(store, run)["physics_newton"]["query"] == "newton laws quota"
+
+
+def test_a_mixed_run_asks_only_the_open_source_again(store, tmp_path, monkeypatch):
+    """local + youtube: round 1 asks the folder (the first source that answers); the point it cannot fill is
+    re-queried in round 2 with a new phrasing, and only the open source (youtube) is asked it."""
+    source, http = youtube(store, NEWTON_FLOW)  # answers one search; a second would raise IndexError
+    use_sources(monkeypatch, LocalSource(LESSONS), source)
+
+    def queries(t):
+        return {"queries": ["how plants make food" if "earlier queries" in t else "photosynthesis plants"]}
+
+    model = ScriptedChatModel(script=physics_script(Taxonomy=one_point_taxonomy(PHOTO), Queries=queries,
+                                                    MetadataVerdict=reject_all))
+    spec = make_spec(tmp_path, "mixed", sources=[f"local:{LESSONS}", "youtube"], results_per_query=3,
+                     max_rounds=2, taxonomy=TaxonomySize(courses=1, subcourses=1, points=1))
+    result = run_build(store, spec, models=models_for(model))
+    run = result["run_id"]
+    rows = {(q["round"], q["source"], q["query"], q["results"]) for q in store.queries(run)}
+    assert rows == {(1, "local", "photosynthesis plants", 0), (2, "youtube", "how plants make food", 3)}
+    assert len(http.request_sequence) == 5  # youtube asked once, in round 2
+    assert len([r for r in model.requests if r["tool"] == "Queries"]) == 2
+    assert [e["decision"] for e in store.events(run, "coverage") if e["decision"]] == ["requery", "assemble"]
+    assert result["coverage"] == "2 rounds done; 1 points short"
+    [short] = result["short_points"]
+    assert not short["why"].startswith("library exhausted"), short["why"]
+
+
+def test_a_closed_library_not_yet_asked_is_still_the_fallback_in_later_rounds(store, tmp_path, monkeypatch):
+    """youtube + local: youtube answers round 1 (the folder is never reached); in round 2 its quota is spent,
+    and the folder, which has not answered this point yet, is asked the new phrasing."""
+    source, http = youtube(store, [*NEWTON_FLOW, _fail(403, "error_quota.json")])
+    use_sources(monkeypatch, source, LocalSource(LESSONS))
+
+    def queries(t):
+        return {"queries": ["leaves turn light into sugar" if "earlier queries" in t else "chlorophyll light"]}
+
+    model = ScriptedChatModel(script=physics_script(Taxonomy=one_point_taxonomy(PHOTO), Queries=queries,
+                                                    MetadataVerdict=reject_all))
+    spec = make_spec(tmp_path, "fallback-later", sources=["youtube", f"local:{LESSONS}"], results_per_query=3,
+                     max_rounds=2, taxonomy=TaxonomySize(courses=1, subcourses=1, points=1))
+    result = run_build(store, spec, models=models_for(model))
+    rows = {(q["round"], q["source"], q["query"], q["results"], (q["error"] or "").split(":")[0])
+            for q in store.queries(result["run_id"])}  # the queries are this test's own: no search cache hit
+    again = "leaves turn light into sugar"
+    assert rows == {(1, "youtube", "chlorophyll light", 3, ""), (2, "youtube", again, None, "quota"),
+                    (2, "local", again, 0, "")}
+    assert len(http.request_sequence) == 6
 
 
 def test_max_search_units_stops_the_run(store, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -431,3 +432,39 @@ def test_runs_and_trace_show_a_running_build(small_lessons, tmp_path):
     after = json.loads(run_cli("runs", "--db", str(db), "--json").stdout)
     assert [r["status"] for r in after if r["run_id"] == run_id] == ["finished"]
     assert not list(tmp_path.glob("*.reads.json"))  # the read server's endpoint file is gone
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_build_to_a_file_prints_progress_and_stops_at_a_closed_library(small_lessons, tmp_path):
+    """stderr to a file (CI, nohup): plain status lines (node, done/total, eta) keep coming while the
+    videos are worked on, never more than a few intervals apart; the folder is a closed library, so the
+    short points are not searched again (max_rounds 3 notwithstanding) and the summary says why."""
+    from agents.standin import StandIn
+
+    db = tmp_path / "db.duckdb"
+    with StandIn(latency_s=0.3) as srv:
+        args = [*TEXTBOOK, "build", GOAL, "--source", f"local:{small_lessons}", "--llm-url", srv.base_url,
+                "--llm", "standin", "--db", str(db), "--out", str(tmp_path / "out")]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TEXTBOOK_AGENT__LLM__STRUCTURED": "json_schema",
+               "TEXTBOOK_PROGRESS_EVERY_S": "1"}
+        env.pop("TEXTBOOK_DEBUG", None)
+        with (tmp_path / "stderr.log").open("w") as err, (tmp_path / "stdout.log").open("w") as out:
+            proc = subprocess.run(args, cwd=ROOT, env=env, stdout=out, stderr=err, timeout=600)
+    text = (tmp_path / "stderr.log").read_text()
+    assert proc.returncode == 0, text
+    assert "\x1b" not in text and "Traceback" not in text
+    stamped = [(float(m[1]), m[2]) for m in re.finditer(r"^\[ *(\d+\.\d)s\] (.*)$", text, re.M)]
+    status = re.compile(r"videos: \d+/\d+ done, eta (unknown|\d+s|\d+m\d\ds)")
+    assert [line for _, line in stamped if status.fullmatch(line)], text
+    gaps = [b - a for (a, _), (b, _) in zip(stamped, stamped[1:], strict=False)]
+    assert max(gaps) < 10, (max(gaps), text)  # a line each second; slack for a loaded machine
+    summary = (tmp_path / "stdout.log").read_text()
+    assert "short: " in summary and "coverage ended: library exhausted: every source is a closed library (local)" \
+        in summary, summary
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rounds = con.execute("SELECT DISTINCT round FROM queries").fetchall()
+    finally:
+        con.close()
+    assert rounds == [(1,)]

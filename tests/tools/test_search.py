@@ -25,6 +25,7 @@ from tools.search import (
     YouTubeSource,
     YtDlpSearch,
     candidates_from_search,
+    is_closed,
     make_source,
     parse_iso_duration,
 )
@@ -451,3 +452,21 @@ def test_make_source(tmp_path, lessons):
     with pytest.raises(ToolError) as err:
         make_source(f"local:{tmp_path / 'missing'}")
     assert err.value.kind == "input"
+
+
+def test_a_library_is_closed_a_search_api_open(tmp_path, lessons):
+    """A local folder or URL list is closed (its whole catalogue known after one look: the agent does not ask
+    it again with new phrasings); youtube and ytdlp are open; a source that does not say counts as open."""
+    listing = tmp_path / "u.txt"
+    listing.write_text("https://youtu.be/g550H4e5FCY Newton's laws\n")
+    closed = {spec: is_closed(make_source(spec, api_key=KEY))
+              for spec in (f"local:{lessons}", f"urls:{listing}", "youtube", "ytdlp")}
+    assert closed == {f"local:{lessons}": True, f"urls:{listing}": True, "youtube": False, "ytdlp": False}
+
+    class Bare:
+        name, units_used = "bare", 0
+
+        def search(self, query: str, max_results: int) -> list:
+            return []
+
+    assert is_closed(Bare()) is False
