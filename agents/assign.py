@@ -15,7 +15,8 @@ stages that call them:
   as a spare. A video is never sent back to a point whose metadata judge already rejected it,
   and never to a point it fits below ``min_fit``.
 - ``shortfall(...)``: why a point ended with fewer accepted videos than wanted: nothing found,
-  searches failed, its videos fit other points better, all judged out, downloads failed, budget.
+  searches failed, its videos fit other points better, failed (a fault of a step), all judged out,
+  downloads failed, budget.
 """
 
 from __future__ import annotations
@@ -139,23 +140,28 @@ class PointOutcome:
     judged_out: int           # its videos rejected by the metadata judge, the rules, the transcript judges or clips
     download_failed: int
     waiting: int              # its videos accepted by the metadata judge but never downloaded
+    failed: int = 0           # its videos whose step failed (status error: a fault, not a judgment)
 
 
 def shortfall(o: PointOutcome, stop: str | None) -> str | None:
     """Why ``o`` has fewer accepted videos than wanted (None when it has enough): a short sentence that
-    starts with a reason keyword: nothing found | search failed | assigned elsewhere | all judged out |
-    download failed | budget."""
+    starts with a reason keyword: nothing found | search failed | assigned elsewhere | failed |
+    all judged out | download failed | budget."""
     if o.accepted >= o.wanted:
         return None
     short = f"{o.accepted} of {o.wanted} videos"
     if o.queries and o.failed_queries == o.queries:
         return f"search failed: all {o.queries} searches failed ({short})"
-    if stop and (o.waiting or not o.queries or o.assigned > o.judged_out + o.download_failed + o.accepted):
+    if stop and (o.waiting or not o.queries or
+                 o.assigned > o.judged_out + o.download_failed + o.failed + o.accepted):
         return f"budget: the run stopped ({stop}) before this point was served ({short})"
     if o.hits == 0:
         return f"nothing found: no relevant video in {o.queries} searches ({short})"
     if o.assigned == 0:
         return f"assigned elsewhere: its {o.hits} videos fit other knowledge points better ({short})"
+    if o.failed:
+        return (f"failed: {o.failed} of {o.assigned} videos failed (a fault, not a judgment; the same command "
+                f"retries them) ({short})")
     if o.download_failed and o.download_failed + o.judged_out >= o.assigned:
         return (f"download failed: {o.download_failed} of {o.assigned} videos could not be downloaded"
                 f"{f', {o.judged_out} judged out' if o.judged_out else ''} ({short})")

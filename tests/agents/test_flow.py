@@ -84,3 +84,80 @@ def test_slots_go_in_rank_order_and_refill_when_a_video_drops(tmp_path, max_vide
         assert ids(set(first) - {"a"}) == ["b"]  # a dropped: its slot (and its share of the budget) goes to b
     finally:
         store.close()
+
+
+def _broken_display_matrix(frame):
+    raise TypeError("'Type' object is not subscriptable")  # PyAV 18.1.1 under the old tools/keyframes.py
+
+
+def test_a_crashing_heavy_step_fails_the_video_and_the_same_build_after_the_fix_completes_it(
+        two_lessons, tmp_path, monkeypatch, capsys):
+    """The keyframe detector raises (not a ToolError): the video is ``error`` with ``visuals: internal``, a
+    ``failed`` entry and a short point that says failed, never a rejection. The same build once the fault is
+    gone retries that video from where it failed, pays no LLM call for what was already judged, and leaves
+    the metadata judge's rejection as it was."""
+    import tools.keyframes
+    from agents.llm import BudgetExceeded, LLMUnavailable
+    from textbook.cli_agent import _print_build
+    from tests.agents.scripted import fenced
+    from tools.errors import RunStopped
+
+    assert issubclass(BudgetExceeded, RunStopped) and issubclass(LLMUnavailable, RunStopped)
+
+    def no_chemistry(t):  # the metadata judge rejects the chemistry lesson wherever it is placed
+        title = (fenced(t, "title") or "").lower()
+        if "atom" in title:
+            return {"verdict": "reject", "score": 2, "reasons": ["not physics"]}
+        return {"verdict": "accept", "score": 8, "reasons": ["a lesson"]}
+
+    store = open_store(tmp_path / "faults.duckdb")
+    agent = AgentConfig(llm=LLMConfig(model="scripted-faults"), sources=[f"local:{two_lessons}"],
+                        library_points=False, results_per_query=1, max_rounds=1)
+    spec = BuildSpec("build a physics textbook", agent, PipelineConfig(), tmp_path / "out")
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(tools.keyframes, "_display_matrix", _broken_display_matrix)
+            first_model = ScriptedChatModel(script=physics_script(MetadataVerdict=no_chemistry))
+            first = run_build(store, spec, models=models_for(first_model))
+        run = first["run_id"]
+        cands = {c["video_id"].split("-")[0]: c for c in store.candidates(run)}
+        newton = next(c for c in store.candidates(run) if "newton" in c["video_id"])
+        chem = next(c for c in store.candidates(run) if "atoms" in c["video_id"])
+        assert (newton["status"], newton["reason"]) == ("error", "visuals: internal"), cands
+        assert chem["status"] == "judged_out"
+        assert first["accepted_videos"] == 0 and first["candidates"].get("rejected") is None
+        [failed] = first["failed"]
+        assert (failed["video_id"], failed["node"], failed["kind"]) == (newton["video_id"], "visuals", "internal")
+        assert failed["message"] == "keyframes: TypeError: 'Type' object is not subscriptable"
+        why = {s["point"]: s["why"] for s in first["short_points"]}
+        assert why["Newton's laws of motion"].startswith("failed: 1 of 1 videos failed"), why
+        assert why["Atoms and molecules"].startswith("all judged out"), why
+        decisions = [e["decision"] for e in store.events(run, video_id=newton["video_id"]) if e["decision"]]
+        assert "failed" in decisions and "rejected" not in decisions
+        _print_build(first, None)
+        printed = capsys.readouterr().out
+        assert "failed: 1 video (visuals internal 1)" in printed and "retried" not in printed, printed
+        paid = {c["cache_key"] for c in store.llm_calls(run) if not c["cached"] and not c["error"]}
+
+        # the fault is gone (a fixed PyAV): the same command again
+        second_model = ScriptedChatModel(script=physics_script(MetadataVerdict=no_chemistry))
+        second = run_build(store, spec, models=models_for(second_model))
+        assert second["run_id"] == run and second["retried"] == {"visuals internal": 1}
+        assert second["failed"] == [] and second["accepted_videos"] == 1 and second["samples"] > 0
+        assert {c["video_id"]: c["status"] for c in store.candidates(run)} == {
+            newton["video_id"]: "accepted", chem["video_id"]: "judged_out"}
+        # the model is asked only what was never answered: the retried video's rewrites and clip judgments
+        assert {r["tool"] for r in second_model.requests} == {"Polished", "ClipDecision"}
+        again = [c["cache_key"] for c in store.llm_calls(run) if not c["cached"] and not c["error"]]
+        assert len(again) == len(set(again)) and paid <= set(again)  # nothing paid twice
+        assert {c["node"] for c in store.llm_calls(run) if not c["cached"] and c["cache_key"] not in paid} \
+            <= {"polish", "clips"}
+        _print_build(second, None)
+        assert f"{run}: retried 1 video that failed in the last run of this command (visuals internal 1)" in \
+            capsys.readouterr().out
+
+        third_model = ScriptedChatModel(script=physics_script(MetadataVerdict=no_chemistry))
+        third = run_build(store, spec, models=models_for(third_model))
+        assert third["retried"] == {} and third["accepted_videos"] == 1 and third_model.requests == []
+    finally:
+        store.close()
