@@ -416,14 +416,19 @@ class BuildAgent:
         return key
 
     def _download_one(self, run_id: str, c: dict) -> str:
-        """Fetch one metadata-accepted video; returns its new status (downloaded or download_failed)."""
-        from tools.download import DownloadError, download
+        """Fetch one metadata-accepted video; returns its new status (downloaded, or download_failed when
+        the video cannot be had: private, removed, geo, age, a missing or corrupt file, ...). A transient
+        fault that outlived the re-tries (tools.download.TRANSIENT_KINDS: network, timeout, http-5xx,
+        rate-limit) is raised: the flow records a failure, which the next run of the command retries."""
+        from tools.download import TRANSIENT_KINDS, DownloadError, download
 
         cfg, store = self.d.cfg, self.d.store
         try:
             got = download(c["url"], self.d.downloads, video_id=c["video_id"],
                            max_height=cfg.download_max_height, retries=cfg.download_retries)
         except DownloadError as exc:
+            if exc.kind in TRANSIENT_KINDS:
+                raise
             store.update_candidate(run_id, c["video_id"], status="download_failed", reason=exc.kind)
             store.record_error(c["video_id"], "download", "", exc.kind, exc.message, run_id)
             self._decision("download", c["video_id"], "failed", [f"{exc.kind}: {exc.message}"])

@@ -9,7 +9,7 @@ import pytest
 
 from agents.build import BuildSpec, run_build
 from agents.config import AgentConfig, LLMConfig
-from agents.flow import startable
+from agents.flow import retry_failed, startable
 from pipeline.config import PipelineConfig
 from pipeline.records import Status
 from pipeline.runner import Runner
@@ -82,6 +82,36 @@ def test_slots_go_in_rank_order_and_refill_when_a_video_drops(tmp_path, max_vide
         assert ids(set(first)) == []  # every slot is taken by a running video
         store.update_candidate(run, "a", status=str(Status.TRANSCRIPT_REJECTED))
         assert ids(set(first) - {"a"}) == ["b"]  # a dropped: its slot (and its share of the budget) goes to b
+    finally:
+        store.close()
+
+
+def test_a_rerun_puts_failed_videos_back_where_they_failed_and_leaves_judgments(tmp_path):
+    """retry_failed(): each failed candidate goes back to the status before its node (its point's slot
+    taken: accepted_meta, to wait for one); permanent kinds, rejections and judgments stay as they are."""
+    store = open_store(tmp_path / "retry.duckdb")
+    try:
+        run = "build-retry"
+        rows = [("a", "p1", "error", "visuals: internal"), ("b", "p1", "error", "judge_metadata: timeout"),
+                ("c", "p2", "error", "clips: server_error"), ("d", "p2", "accepted", None),
+                ("e", "p3", "error", "transcribe: corrupt"), ("f", "p3", "rejected", "silent"),
+                ("g", "p3", "judged_out", "off topic"), ("h", "p4", "error", "download: network"),
+                ("i", "p4", "transcript_rejected", "both transcript judges")]
+        for vid, point, status, reason in rows:
+            store.add_candidate(run, vid, point, "local", f"file:///{vid}", "q", 1, {"title": vid})
+            store.update_candidate(run, vid, status=status, reason=reason)
+        store.update_run_video(run, "a", status=Status.ERROR, reason="internal")
+        retried = retry_failed(store, run, AgentConfig(per_point=1))
+        assert retried == {"visuals internal": 1, "judge_metadata timeout": 1, "clips server_error": 1,
+                           "download network": 1}
+        assert {c["video_id"]: (c["status"], c["reason"]) for c in store.candidates(run)} == {
+            "a": ("judged", None), "b": ("found", None),
+            "c": ("accepted_meta", None),  # p2's one slot went to d meanwhile: c waits for a slot
+            "d": ("accepted", None), "e": ("error", "transcribe: corrupt"), "f": ("rejected", "silent"),
+            "g": ("judged_out", "off topic"), "h": ("accepted_meta", None),
+            "i": ("transcript_rejected", "both transcript judges")}
+        assert (store.run_video(run, "a")["status"], store.run_video(run, "a")["reason"]) == ("pending", None)
+        assert retry_failed(store, run, AgentConfig(per_point=1)) == {}  # nothing failed any more
     finally:
         store.close()
 
@@ -159,5 +189,40 @@ def test_a_crashing_heavy_step_fails_the_video_and_the_same_build_after_the_fix_
         third_model = ScriptedChatModel(script=physics_script(MetadataVerdict=no_chemistry))
         third = run_build(store, spec, models=models_for(third_model))
         assert third["retried"] == {} and third["accepted_videos"] == 1 and third_model.requests == []
+    finally:
+        store.close()
+
+
+def test_a_download_that_keeps_failing_on_the_network_is_a_failure_the_rerun_retries(tmp_path, monkeypatch):
+    """A transient download fault that outlived its re-tries (network) is ``error`` (``download: network``),
+    not ``download_failed`` (which says the video cannot be had: private, removed, ...); the same build
+    later downloads it and completes it."""
+    import tools.download
+    from tools.download import DownloadError
+
+    def offline(url, *args, **kwargs):
+        raise DownloadError("network", "Unable to download webpage: [Errno 101] Network is unreachable", 4)
+
+    lessons = tmp_path / "in"
+    lessons.mkdir()
+    for suffix in (".mp4", ".json"):
+        shutil.copy(LESSONS / f"physics_newton{suffix}", lessons / f"physics_newton{suffix}")
+    store = open_store(tmp_path / "offline.duckdb")
+    agent = AgentConfig(llm=LLMConfig(model="scripted-offline"), sources=[f"local:{lessons}"],
+                        library_points=False, results_per_query=1, max_rounds=1, polish=False, clip_judge="rules")
+    spec = BuildSpec("build a physics textbook", agent, PipelineConfig(), tmp_path / "out")
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(tools.download, "download", offline)
+            first = run_build(store, spec, models=models_for(ScriptedChatModel(script=physics_script())))
+        run = first["run_id"]
+        status = {c["video_id"].split("-")[0]: (c["status"], c["reason"]) for c in store.candidates(run)}
+        assert status == {"physics_newton": ("error", "download: network")}
+        assert [(f["node"], f["kind"]) for f in first["failed"]] == [("download", "network")]
+        assert first["short_points"][0]["why"].startswith("failed: 1 of 1 videos failed")
+        model = ScriptedChatModel(script=physics_script())
+        second = run_build(store, spec, models=models_for(model))
+        assert second["retried"] == {"download network": 1} and second["failed"] == []
+        assert second["accepted_videos"] == 1 and {r["tool"] for r in model.requests} == {"TranscriptVerdict"}
     finally:
         store.close()
