@@ -128,8 +128,8 @@ def test_a_crashing_heavy_step_fails_the_video_and_the_same_build_after_the_fix_
     the metadata judge's rejection as it was."""
     import tools.keyframes
     from agents.llm import BudgetExceeded, LLMUnavailable
-    from textbook.cli_agent import _print_build
     from tests.agents.scripted import fenced
+    from textbook.cli_agent import _print_build
     from tools.errors import RunStopped
 
     assert issubclass(BudgetExceeded, RunStopped) and issubclass(LLMUnavailable, RunStopped)
