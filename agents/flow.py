@@ -19,8 +19,9 @@ process pool or Ray); LLM requests by the gateway's per-endpoint limit. Writes g
 store connection under its lock (store/db.py): the build process stays DuckDB's single writer.
 
 Faults are items, not crashes: a step that raises (a request that kept failing through the gateway's
-re-sends: timeout, 429, 5xx; an answer that never validates under ``on_invalid: fail``; a tool error)
-marks that candidate ``failed`` with its kind (candidates.reason, an errors row, a trace event) and
+re-sends: timeout, 429, 5xx; an answer that never validates under ``on_invalid: fail``; a tool error; a
+stage's fault, which the step raises as graph.StageFailed; any other exception: ``internal``) marks
+that candidate ``error`` with its kind (candidates.reason, an errors row, a trace event) and
 the others go on. Two things stop the flow instead: a spent budget (``BudgetExceeded``: running chains
 stop at their next step, the graph assembles what the run has) and an endpoint that is down
 (``LLMUnavailable``: the build stops with one line and resumes later where each video stood).
@@ -29,7 +30,9 @@ Determinism: a point's slots are filled strictly in rank order and refilled only
 drops, so the videos a point ends with are the first ``per_point`` in rank order that pass, whatever
 the timing (with a global ``max_videos`` budget, which point gets the last slots can depend on timing).
 Resume: statuses are in the store and every step is idempotent (LLM answers from the response cache,
-stages from their stage status), so a killed build continues where each video stood.
+stages from their stage status), so a killed build continues where each video stood. A failure is not
+a result: the same command again puts each failed candidate back where it stood before the step that
+failed (``retry_failed``), so a fixed library or a restarted endpoint completes it.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from agents.flow import retry_failed, startable
 from pipeline.config import PipelineConfig
 from pipeline.records import Status
 from pipeline.runner import Runner
+from pipeline.stats import search_funnel
 from store import open_store
 from tests.agents.scripted import ScriptedChatModel, models_for, physics_script
 
@@ -162,6 +163,7 @@ def test_a_crashing_heavy_step_fails_the_video_and_the_same_build_after_the_fix_
         why = {s["point"]: s["why"] for s in first["short_points"]}
         assert why["Newton's laws of motion"].startswith("failed: 1 of 1 videos failed"), why
         assert why["Atoms and molecules"].startswith("all judged out"), why
+        assert search_funnel(store, run)["lost"] == {"failed:visuals: internal": 1, "judged_out": 1}
         decisions = [e["decision"] for e in store.events(run, video_id=newton["video_id"]) if e["decision"]]
         assert "failed" in decisions and "rejected" not in decisions
         _print_build(first, None)
