@@ -187,8 +187,6 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
             not json.loads(previous["summary"] or "{}").get("failed"):
         return {**json.loads(previous["summary"] or "{}"), "already_finished": True}
     store.start_run(run_id, "build", [goal], cfg_json, run_id.removeprefix("build-"))
-    # the same command again (or --resume) retries what failed last time; judgments and rejections stay
-    retried = retry_failed(store, run_id, spec.agent) if previous is not None else Counter()
 
     llm_cfg = spec.agent.llm
     if base_url:
@@ -220,6 +218,8 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     (media / "downloads").mkdir(parents=True, exist_ok=True)
     graph = BuildAgent(deps).compile(checkpointer=DuckDBSaver(store.con))
     config = {"configurable": {"thread_id": run_id}, "max_concurrency": 1, "recursion_limit": 1000}
+    # the same command again (or --resume) retries what failed last time; judgments and rejections stay
+    retried = retry_failed(store, run_id, spec.agent) if previous is not None else Counter()
     # An unfinished run with a checkpoint continues from it, whether asked with --resume or by
     # repeating the command; a finished run repeated starts over and is served by the caches.
     # (StateSnapshot.next is empty when the last step's writes were saved but not its successor
