@@ -16,7 +16,7 @@ stages that call them:
   and never to a point it fits below ``min_fit``.
 - ``shortfall(...)``: why a point ended with fewer accepted videos than wanted: nothing found (or, when
   every source is a closed library, library exhausted: it was not searched again), searches failed, its
-  videos fit other points better, all judged out, downloads failed, budget.
+  videos fit other points better, failed (a fault of a step), all judged out, downloads failed, budget.
 """
 
 from __future__ import annotations
@@ -141,13 +141,14 @@ class PointOutcome:
     download_failed: int
     waiting: int              # its videos accepted by the metadata judge but never downloaded
     closed_library: bool = False  # every source of the run is a closed library (local, urls): not re-queried
+    failed: int = 0           # its videos whose step failed (status error: a fault, not a judgment)
 
 
 def shortfall(o: PointOutcome, stop: str | None) -> str | None:
     """Why ``o`` has fewer accepted videos than wanted (None when it has enough): a short sentence that
     starts with a reason keyword: nothing found | library exhausted | search failed | assigned elsewhere |
-    all judged out | download failed | budget. With a closed library (``o.closed_library``) a point whose
-    searches found too little is ``library exhausted`` (its catalogue was scored against the point's
+    failed | all judged out | download failed | budget. With a closed library (``o.closed_library``) a point
+    whose searches found too little is ``library exhausted`` (its catalogue was scored against the point's
     searches; new phrasings would find nothing new), and one whose videos went to other points says the
     library has no other."""
     if o.accepted >= o.wanted:
@@ -155,7 +156,8 @@ def shortfall(o: PointOutcome, stop: str | None) -> str | None:
     short = f"{o.accepted} of {o.wanted} videos"
     if o.queries and o.failed_queries == o.queries:
         return f"search failed: all {o.queries} searches failed ({short})"
-    if stop and (o.waiting or not o.queries or o.assigned > o.judged_out + o.download_failed + o.accepted):
+    if stop and (o.waiting or not o.queries or
+                 o.assigned > o.judged_out + o.download_failed + o.failed + o.accepted):
         return f"budget: the run stopped ({stop}) before this point was served ({short})"
     searches = f"{o.queries} search{'' if o.queries == 1 else 'es'}"
     if o.hits == 0 and o.closed_library:
@@ -166,6 +168,9 @@ def shortfall(o: PointOutcome, stop: str | None) -> str | None:
     if o.assigned == 0:
         other = "; the library has no other relevant video" if o.closed_library else ""
         return f"assigned elsewhere: its {o.hits} videos fit other knowledge points better{other} ({short})"
+    if o.failed:
+        return (f"failed: {o.failed} of {o.assigned} videos failed (a fault, not a judgment; the same command "
+                f"retries them) ({short})")
     if o.download_failed and o.download_failed + o.judged_out >= o.assigned:
         return (f"download failed: {o.download_failed} of {o.assigned} videos could not be downloaded"
                 f"{f', {o.judged_out} judged out' if o.judged_out else ''} ({short})")

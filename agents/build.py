@@ -1,7 +1,8 @@
 """Run the build graph for one goal: set up the store, sources, gateway and checkpointer.
 
 A run's id is a hash of its goal and settings, so the same command twice is the same run:
-the second pays for nothing (response cache, search cache, stage status). ``resume``
+the second pays for nothing (response cache, search cache, stage status), and retries the videos
+that failed (agents.flow.retry_failed: a failure is not a result; judgments and rejections stay). ``resume``
 continues a killed run from its last LangGraph checkpoint in the same DuckDB file.
 """
 
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 from agents.budget import BudgetTracker
 from agents.config import AgentConfig, ReviewConfig
+from agents.flow import retry_failed
 from agents.graph import BuildAgent, Deps
 from agents.llm import Gateway, LLMUnavailable
 from pipeline.config import PipelineConfig
@@ -212,7 +215,8 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     cfg_json = {"agent": spec.agent.model_dump(mode="json"), "pipeline": spec.pipeline.model_dump(mode="json"),
                 "out": str(spec.out)}
     previous = store.run(run_id)
-    if resume and previous is not None and previous["status"] == "finished":
+    if resume and previous is not None and previous["status"] == "finished" and \
+            not json.loads(previous["summary"] or "{}").get("failed"):
         return {**json.loads(previous["summary"] or "{}"), "already_finished": True}
     store.start_run(run_id, "build", [goal], cfg_json, run_id.removeprefix("build-"))
 
@@ -246,15 +250,19 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     (media / "downloads").mkdir(parents=True, exist_ok=True)
     graph = BuildAgent(deps).compile(checkpointer=DuckDBSaver(store.con))
     config = {"configurable": {"thread_id": run_id}, "max_concurrency": 1, "recursion_limit": 1000}
+    # the same command again (or --resume) retries what failed last time; judgments and rejections stay
+    retried = retry_failed(store, run_id, spec.agent) if previous is not None else Counter()
     # An unfinished run with a checkpoint continues from it, whether asked with --resume or by
     # repeating the command; a finished run repeated starts over and is served by the caches.
     # (StateSnapshot.next is empty when the last step's writes were saved but not its successor
     # checkpoint, so the test is on the checkpoint itself.)
     continuing = (previous is not None and previous["status"] != "finished"
                   and graph.checkpointer.get_tuple(config) is not None)
+    if continuing and retried and set(graph.get_state(config).next) <= {"coverage", "assemble"}:
+        continuing = False  # stopped past the videos node: start over (served by the caches) to retry them
     deps.on_event({"event": "run_start", "run_id": run_id, "goal": goal, "resume": continuing,
                    "enforce_judges": all(enforce.values()), "judges": judges, "rewrite": deps.rewrite_use,
-                   "model": llm_cfg.model})
+                   "model": llm_cfg.model, "retried": dict(retried)})
     try:
         start = None if continuing else {"run_id": run_id, "goal": goal, "searched": [], "stop": None}
         final = review.drive(graph, start, config, store, run_id, wait_for_review, deps.on_event)
@@ -273,7 +281,7 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
         return {"run_id": run_id, "waiting_for_review": final["waiting_for_review"]["kind"],
                 "review_key": final["waiting_for_review"]["key"]}
     result = {**(final.get("result") or {}), "judges": _judges_word(judges), "judge_modes": judges,
-              "seconds": round(time.monotonic() - t0, 1)}
+              "retried": dict(retried), "seconds": round(time.monotonic() - t0, 1)}
     if result.get("error"):
         # every search failed: a rerun (network back, key fixed) must search again, not resume past it
         graph.checkpointer.delete_thread(run_id)

@@ -19,8 +19,9 @@ process pool or Ray); LLM requests by the gateway's per-endpoint limit. Writes g
 store connection under its lock (store/db.py): the build process stays DuckDB's single writer.
 
 Faults are items, not crashes: a step that raises (a request that kept failing through the gateway's
-re-sends: timeout, 429, 5xx; an answer that never validates under ``on_invalid: fail``; a tool error)
-marks that candidate ``failed`` with its kind (candidates.reason, an errors row, a trace event) and
+re-sends: timeout, 429, 5xx; an answer that never validates under ``on_invalid: fail``; a tool error; a
+stage's fault, which the step raises as graph.StageFailed; any other exception: ``internal``) marks
+that candidate ``error`` with its kind (candidates.reason, an errors row, a trace event) and
 the others go on. Two things stop the flow instead: a spent budget (``BudgetExceeded``: running chains
 stop at their next step, the graph assembles what the run has) and an endpoint that is down
 (``LLMUnavailable``: the build stops with one line and resumes later where each video stood).
@@ -29,7 +30,9 @@ Determinism: a point's slots are filled strictly in rank order and refilled only
 drops, so the videos a point ends with are the first ``per_point`` in rank order that pass, whatever
 the timing (with a global ``max_videos`` budget, which point gets the last slots can depend on timing).
 Resume: statuses are in the store and every step is idempotent (LLM answers from the response cache,
-stages from their stage status), so a killed build continues where each video stood.
+stages from their stage status), so a killed build continues where each video stood. A failure is not
+a result: the same command again puts each failed candidate back where it stood before the step that
+failed (``retry_failed``), so a fixed library or a restarted endpoint completes it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from typing import TYPE_CHECKING
 
 from agents.llm import BudgetExceeded, LLMUnavailable
 from pipeline.records import Status
+from tools.errors import PERMANENT_KINDS, ToolError, failure_kind, failure_message
 
 if TYPE_CHECKING:
     from agents.graph import BuildAgent
@@ -53,13 +57,6 @@ log = logging.getLogger(__name__)
 # statuses of a video on its way through the pipeline: each holds a slot of its knowledge point
 IN_FLIGHT = (Status.DOWNLOADED, Status.TRANSCRIBED, Status.TRANSCRIPT_ACCEPTED, Status.VISUALS)
 HOLDS_SLOT = (*IN_FLIGHT, Status.REVIEW_TRANSCRIPT, Status.ACCEPTED)
-
-
-def failure_kind(exc: BaseException) -> str:
-    """The kind recorded for a failed item: the exception's own ``kind`` (ToolError and the gateway's
-    LLMError carry one: timeout, rate_limited, invalid_output, corrupt, ...), else ``internal``."""
-    kind = getattr(exc, "kind", None)
-    return kind if isinstance(kind, str) and kind else "internal"
 
 
 class VideoFlow:
@@ -186,17 +183,53 @@ class VideoFlow:
 
     def _fail(self, node: str, c: dict, exc: BaseException) -> str:
         """Record one item's fault: candidate ``failed`` with its kind, an errors row, a trace event."""
-        kind = failure_kind(exc)
-        message = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).splitlines()[0][:300]
-        if kind == "internal":
+        kind, message = failure_kind(exc), failure_message(exc, 300)
+        if kind == "internal" and not isinstance(exc, ToolError):  # a bug: its traceback is worth a look
             log.exception("%s: %s failed", c["video_id"], node, exc_info=exc)
-            message = f"{type(exc).__name__}: {message}"
         store, vid = self.d.store, c["video_id"]
         store.update_candidate(self.run_id, vid, status=Status.ERROR, reason=f"{node}: {kind}")
         store.record_error(vid, node, "", kind, message, self.run_id)
         self.a._decision(node, vid, "failed", [f"{kind}: {message}"])
         self.d.on_event({"event": "item_failed", "node": node, "video_id": vid, "kind": kind, "message": message})
         return Status.ERROR
+
+
+# the status a candidate that failed in a node had before it: where a rerun picks it up again
+RESUME_AT = {"judge_metadata": Status.FOUND, "download": Status.METADATA_ACCEPTED, "transcribe": Status.DOWNLOADED,
+             "judge_transcripts": Status.TRANSCRIBED, "visuals": Status.TRANSCRIPT_ACCEPTED,
+             "clips": Status.VISUALS}
+
+
+def retry_failed(store, run_id: str, cfg) -> Counter[str]:
+    """Put the run's failed candidates (status ``error``, reason ``NODE: KIND``) back where they stood before
+    the node that failed, so the next call of the flow redoes that node and what follows (the steps before
+    it come from the store and the response cache: no LLM call is paid twice). A failure is not a result:
+    a fixed library, a restarted endpoint or a new version may well pass. Left as they are: failures of a
+    permanent kind (tools.errors.PERMANENT_KINDS: the input itself is corrupt, empty, ...; the stage cache
+    keeps those too), and every judgment and rejection. A candidate whose point (``cfg.per_point``) or run
+    (``cfg.budgets.max_videos``) has no free slot left goes back to ``accepted_meta`` and waits for one.
+    Returns how many were put back per ``"NODE KIND"``."""
+    cands = store.candidates(run_id)
+    held: Counter[str] = Counter(c["point_id"] for c in cands if c["status"] in HOLDS_SLOT)
+    budget = cfg.budgets.max_videos
+    retried: Counter[str] = Counter()
+    for c in cands:
+        if c["status"] != Status.ERROR:
+            continue
+        node, _, kind = (c["reason"] or "").partition(": ")
+        status = RESUME_AT.get(node)
+        if status is None or kind in PERMANENT_KINDS:
+            continue
+        if status in IN_FLIGHT:
+            if held[c["point_id"]] >= cfg.per_point or (budget is not None and sum(held.values()) >= budget):
+                status = Status.METADATA_ACCEPTED
+            else:
+                held[c["point_id"]] += 1
+        store.update_candidate(run_id, c["video_id"], status=status, reason=None)
+        if store.run_video(run_id, c["video_id"]) is not None:
+            store.update_run_video(run_id, c["video_id"], status=Status.PENDING, reason=None)
+        retried[f"{node} {kind or 'internal'}"] += 1
+    return retried
 
 
 def startable(store, run_id: str, cfg, rank=None, busy: set[str] | frozenset = frozenset()) -> list[dict]:

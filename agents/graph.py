@@ -445,14 +445,19 @@ class BuildAgent:
         return key
 
     def _download_one(self, run_id: str, c: dict) -> str:
-        """Fetch one metadata-accepted video; returns its new status (downloaded or download_failed)."""
-        from tools.download import DownloadError, download
+        """Fetch one metadata-accepted video; returns its new status (downloaded, or download_failed when
+        the video cannot be had: private, removed, geo, age, a missing or corrupt file, ...). A transient
+        fault that outlived the re-tries (tools.download.TRANSIENT_KINDS: network, timeout, http-5xx,
+        rate-limit) is raised: the flow records a failure, which the next run of the command retries."""
+        from tools.download import TRANSIENT_KINDS, DownloadError, download
 
         cfg, store = self.d.cfg, self.d.store
         try:
             got = download(c["url"], self.d.downloads, video_id=c["video_id"],
                            max_height=cfg.download_max_height, retries=cfg.download_retries)
         except DownloadError as exc:
+            if exc.kind in TRANSIENT_KINDS:
+                raise
             store.update_candidate(run_id, c["video_id"], status="download_failed", reason=exc.kind)
             store.record_error(c["video_id"], "download", "", exc.kind, exc.message, run_id)
             self._decision("download", c["video_id"], "failed", [f"{exc.kind}: {exc.message}"])
@@ -475,14 +480,23 @@ class BuildAgent:
                 "point_id": c["point_id"], "url": c["url"]}
         return {"candidate": c, "meta": meta, "path": Path(c["path"] or c["url"]), "video_id": c["video_id"]}
 
-    def _failed_stage(self, run_id: str, vid: str, node: str) -> str:
-        """Record why the pipeline dropped a video (its rule reason or its error kind); returns "rejected"."""
+    def _failed_stage(self, run_id: str, vid: str, node: str, default: str = "rejected") -> str:
+        """A video the pipeline dropped in ``node``: a rule's drop (the run's ``run_videos`` row says
+        ``rejected`` and why) is recorded as the candidate's rejection (reason: the rule's, else ``default``)
+        and returns "rejected"; a fault (the row says ``error``, its reason the kind) raises StageFailed, so
+        the flow records a failure with its kind, never a rejection. A drop with no status at all is a fault
+        too (``internal``)."""
         store = self.d.store
-        row = store.video(vid) or {}
-        err = store.rows("SELECT kind, message FROM errors WHERE video_id = ? ORDER BY occurred_at DESC", [vid])
-        reason = row.get("reason") or (err[0]["kind"] if err else "error")
+        rv = store.run_video(run_id, vid) or {}
+        if rv.get("status") not in (Status.REJECTED, Status.DUPLICATE):
+            kind = (rv.get("status") == Status.ERROR and rv.get("reason")) or "internal"
+            err = store.rows("SELECT stage, message FROM errors WHERE video_id = ? AND kind = ? "
+                             "ORDER BY occurred_at DESC LIMIT 1", [vid, kind])
+            raise StageFailed(kind, f"{err[0]['stage']}: {err[0]['message']}" if err else
+                              f"the pipeline dropped the video in {node} without a reason")
+        reason = rv.get("reason") or default
         store.update_candidate(run_id, vid, status="rejected", reason=reason)
-        self._decision(node, vid, "rejected", [reason] + ([err[0]["message"]] if err else []))
+        self._decision(node, vid, "rejected", [reason])
         return "rejected"
 
     def _transcribe_one(self, run_id: str, c: dict) -> str:
@@ -572,10 +586,11 @@ class BuildAgent:
         decide = functools.partial(self._decide_clips, run_id, {vid: point}, pool=pool)
         kept = self.d.runner.build_clips([store.video(vid) | {"video_id": vid}], decide, self._clip_policy_hash(),
                                          run_id=run_id)
-        status = "accepted" if kept else "rejected"
-        store.update_candidate(run_id, vid, status=status, reason=None if kept else "no_clips")
-        self._decision("clips", vid, status, ["clips kept" if kept else "no clip kept"])
-        return status
+        if not kept:
+            return self._failed_stage(run_id, vid, "clips", "no_clips")
+        store.update_candidate(run_id, vid, status="accepted", reason=None)
+        self._decision("clips", vid, "accepted", ["clips kept"])
+        return "accepted"
 
     def _clip_policy_hash(self) -> str:
         import prompts
@@ -669,7 +684,8 @@ class BuildAgent:
                 hits=len(hits.get(pid, ())), queries=len(qs), failed_queries=failed, assigned=len(cs),
                 judged_out=sum(c["status"] in ("judged_out", "transcript_rejected", "rejected") for c in cs),
                 download_failed=sum(c["status"] == "download_failed" for c in cs),
-                waiting=sum(c["status"] == "accepted_meta" for c in cs), closed_library=closed))
+                waiting=sum(c["status"] == "accepted_meta" for c in cs), closed_library=closed,
+                failed=sum(c["status"] == Status.ERROR for c in cs)))
         return out
 
     def _sources_failed(self, run_id: str) -> str | None:
@@ -840,6 +856,11 @@ def transcript_judge_values(chain: list[str], text: str, max_chars: int) -> dict
     """The transcript judge prompt's values: the point's path and the transcript's first ``max_chars``."""
     return {"point": chain[-1], "path": " > ".join(chain), "chars": min(len(text), max_chars),
             "total_chars": len(text), "transcript": text[:max_chars]}
+
+
+class StageFailed(ToolError):
+    """A pipeline stage recorded a fault of the video (``kind``: the stage's error kind, ``internal`` for an
+    exception without one); raised by a per-video step so the flow records a failure, not a rejection."""
 
 
 def _fail_if_policy(cfg: AgentConfig, exc: LLMOutputInvalid) -> None:

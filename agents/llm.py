@@ -56,6 +56,7 @@ from pydantic import BaseModel, ValidationError
 import prompts
 from agents.config import ROLES, LLMConfig
 from agents.interrupts import is_interrupt, protected
+from tools.errors import RunStopped
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class LLMError(Exception):
             self.kind = kind
 
 
-class LLMUnavailable(LLMError):
+class LLMUnavailable(LLMError, RunStopped):
     """The endpoint is down or refuses every request: stop the build (one line for the user; the run resumes).
 
     Kinds: ``connection`` (could not connect, after the re-sends), ``refused`` (HTTP 401, 403 or 404: a
@@ -126,7 +127,7 @@ class _Resend(Exception):
         self.retry_after = retry_after
 
 
-class BudgetExceeded(Exception):
+class BudgetExceeded(RunStopped):
     """A run budget is spent; ``name`` says which (tokens, usd, search_units, videos, wall_time)."""
 
     def __init__(self, name: str, detail: str):

@@ -7,7 +7,8 @@ local executor, ASR of the next video runs while keyframes and OCR of the previo
 Each output is stored under (video, stage, config hash), so a rerun with the same config skips it
 and a run with another config keeps its own beside it; each run records in ``run_videos`` the
 hashes it used and the status of each video. One bad video is an error row with a kind and the run
-goes on. Only this driver writes the store: executors return results.
+goes on; the same command again redoes what failed (``failed_before``), except the permanent kinds.
+Only this driver writes the store: executors return results.
 
 The agent (agents/graph.py) drives the same stages through ``Runner``'s public methods, possibly
 from several worker threads at once, each with its own videos.
@@ -34,7 +35,7 @@ from pipeline.stages import AsrStage, ClipsStage, KeyframesStage, OcrStage, Pack
 from pipeline.stages.ocr import plan as plan_clips
 from store import Store
 from store.paths import media_dir
-from tools.errors import ToolError
+from tools.errors import PERMANENT_KINDS, ToolError
 from tools.media import VIDEO_EXTENSIONS, file_sha256, read_sidecar
 from tools.media import local_video_id as make_video_id
 
@@ -52,10 +53,11 @@ class VideoSummary:
     video_id: str
     source: str
     status: str  # pipeline.records.Status: kept | rejected | error | duplicate
-    reason: str | None = None
+    reason: str | None = None  # the rule's drop reason, or the error kind (status error)
     clips: int = 0
     keyframes: int = 0
     samples: int = 0
+    failed_at: str | None = None  # status error: the stage that failed (probe, asr, keyframes, ...)
 
 
 @dataclass
@@ -68,11 +70,22 @@ class RunResult:
     stages_run: dict[str, int] = field(default_factory=dict)
     export: str | None = None  # the samples file written (samples.jsonl, or samples.RUN.jsonl beside another run's)
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> {reason or error kind: videos}
+    retried: dict[str, int] = field(default_factory=dict)  # "STAGE KIND" -> videos that failed last time, redone
+
+    @property
+    def failed(self) -> dict[str, int]:
+        """The videos that failed, counted by ``"STAGE KIND"`` (``keyframes internal``, ``probe corrupt``)."""
+        out: dict[str, int] = {}
+        for v in self.videos:
+            if v.status == "error":
+                key = f"{v.failed_at or 'register'} {v.reason or 'internal'}"
+                out[key] = out.get(key, 0) + 1
+        return out
 
     def to_json(self) -> dict:
         return {"run_id": self.run_id, "samples": self.samples, "out": self.out_dir, "export": self.export,
                 "seconds": self.seconds, "stages_run": self.stages_run, "dropped": self.dropped,
-                "videos": [v.__dict__ for v in self.videos]}
+                "failed": self.failed, "retried": self.retried, "videos": [v.__dict__ for v in self.videos]}
 
 
 # -- inputs ------------------------------------------------------------------
@@ -164,9 +177,11 @@ class Runner:
         inputs = [str(f) for f in files]
         cfg_json = self.cfg.model_dump(mode="json")
         run_id = "run-" + config_hash(self.command, inputs, cfg_json)[:12]
+        retried = self.failed_before(run_id)
         self.store.start_run(run_id, self.command, inputs, cfg_json, config_hash(cfg_json))
         try:
             result = self._run(run_id, files)
+            result.retried = retried
         except BaseException as exc:
             self.store.finish_run(run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
             raise
@@ -175,6 +190,26 @@ class Runner:
         result.seconds = round(time.perf_counter() - t0, 2)
         self.store.finish_run(run_id, "finished", result.to_json())
         return result
+
+    def failed_before(self, run_id: str) -> dict[str, int]:
+        """The videos that an earlier run with this id left failed and that this one redoes, counted by
+        ``"STAGE KIND"``: every error but those of a permanent kind (tools.errors.PERMANENT_KINDS: the
+        input itself is corrupt, empty, ...), whose stage status serves the error again. A failure is not
+        a result: the same command after a fix (a library, a model, a bug) redoes the stage that failed."""
+        out: dict[str, int] = {}
+        for r in self.store.rows("SELECT video_id, reason FROM run_videos WHERE run_id = ? AND status = ? "
+                                 "ORDER BY position", [run_id, Status.ERROR.value]):
+            kind = r["reason"] or "internal"
+            if kind in PERMANENT_KINDS:
+                continue
+            key = f"{self._failed_at(r['video_id'], kind) or 'register'} {kind}"
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def _failed_at(self, vid: str, kind: str) -> str | None:
+        """The stage of the video's latest error of this kind."""
+        return self.store.scalar("SELECT stage FROM errors WHERE video_id = ? AND kind = ? "
+                                 "ORDER BY occurred_at DESC LIMIT 1", [vid, kind])
 
     def _run(self, run_id: str, files: list[Path]) -> RunResult:
         """The ``process`` flow: the stages in order over all videos, then pack and export."""
@@ -376,7 +411,8 @@ class Runner:
             out.append(VideoSummary(
                 video_id=vid, source=v["source"], status=status, reason=reason,
                 clips=len(clips), keyframes=sum(len(c["keyframes"]) for c in clips if c["decision"] == "keep"),
-                samples=per_video_samples.get(vid, 0)))
+                samples=per_video_samples.get(vid, 0),
+                failed_at=self._failed_at(vid, reason or "internal") if status == Status.ERROR else None))
         exported = getattr(self, "exported", None)
         return RunResult(run_id=run_id, videos=out, samples=len(samples), out_dir=str(self.out_dir), seconds=0.0,
                          stages_run=self.stages_run, export=str(exported) if exported else None,

@@ -12,10 +12,11 @@ A stage implements only its own logic:
 
 The base (``Stage.run``) does the rest, the same for every stage: skip what is done (``stage_status``
 holds a done row, or a permanent error, for this hash), run the rest on the executor, record each
-error with its kind and go on, advance the progress display, count results per reason, and record in
-the run's ``run_videos`` row the hash it used and the status it ends in. Bumping a stage's version
-changes its hash and, through their inputs' hashes, those of the stages after it: they run again,
-nothing else does.
+error with its kind and go on (any exception of a video's compute or save is that video's error: a
+ToolError with its kind, anything else ``internal``; only ``RunStopped`` and interrupts end the run),
+advance the progress display, count results per reason, and record in the run's ``run_videos`` row
+the hash it used and the status it ends in. Bumping a stage's version changes its hash and, through
+their inputs' hashes, those of the stages after it: they run again, nothing else does.
 
 Thread-safety: stages of different videos may run at once on worker threads; the store serializes
 writes (one lock) and ``Context`` guards its own counters.
@@ -35,7 +36,7 @@ from typing import Any, ClassVar, Protocol
 from pipeline.config import PipelineConfig
 from pipeline.records import Status
 from store import Store
-from tools.errors import PERMANENT_KINDS, ToolError
+from tools.errors import PERMANENT_KINDS, RunStopped, failure_kind, failure_message
 
 log = logging.getLogger(__name__)
 
@@ -181,29 +182,43 @@ class Stage:
         started = time.perf_counter()
         for i, result in results:
             v = todo[i]
+            if isinstance(result, RunStopped):
+                raise result
             if isinstance(result, BaseException):
                 self.error(v["video_id"], hashes[v["video_id"]], result)
             else:
                 seconds = result[1] if self.on_driver else time.perf_counter() - started
-                self.save(v, hashes[v["video_id"]], result[0] if self.on_driver else result, seconds)
-                self.ctx.count(self.name)
+                try:
+                    self.save(v, hashes[v["video_id"]], result[0] if self.on_driver else result, seconds)
+                except RunStopped:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a result that cannot be stored fails its video
+                    self.error(v["video_id"], hashes[v["video_id"]], exc)
+                else:
+                    self.ctx.count(self.name)
             self.ctx.reporter.advance(self.name)
 
     @staticmethod
     def _call(fn, args):
-        """A driver-side compute: a ToolError (a fault of the video) is recorded against the video and the
-        run goes on; anything else (a bug, or the agent's LLM endpoint gone inside ``decide``) ends the
-        call, so a resumed run redoes the video."""
+        """A driver-side compute, as the executors run theirs: an exception is a fault of the video (a
+        ToolError with its kind, a bug ``internal``, an LLM call of the agent's ``decide`` that kept
+        failing with its kind), recorded against it while the run goes on. ``RunStopped`` (the agent's
+        budget spent, its endpoint down) and interrupts end the call, so a resumed run redoes the video."""
         t = time.perf_counter()
         try:
             return fn(*args), time.perf_counter() - t
-        except ToolError as exc:
+        except RunStopped:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded by ``error``
             return exc
 
     def error(self, vid: str, h: str, exc: BaseException) -> None:
-        kind = exc.kind if isinstance(exc, ToolError) else "internal"
-        msg = exc.message if isinstance(exc, ToolError) else f"{type(exc).__name__}: {exc}"
+        """Record the video's fault: a ``stage_status`` error row (retried by the next run unless its kind is
+        permanent, tools.errors.PERMANENT_KINDS), an ``errors`` row, the run's video ``error`` with the kind
+        as reason (``failure_kind``: the exception's kind, else ``internal``)."""
+        kind, msg = failure_kind(exc), failure_message(exc)
         log.warning("%s: %s failed (%s): %s", vid, self.name, kind, msg)
+        log.debug("%s: %s failed", vid, self.name, exc_info=exc)
         self.store.record_error(vid, self.name, h, kind, msg, self.ctx.run_id or None)
         self.ctx.count(self.name, kind)
         self._run_status(vid, Status.ERROR, kind)

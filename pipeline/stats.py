@@ -159,6 +159,8 @@ def search_funnel(store: Store, run_id: str) -> dict | None:
             key = r["status"]
         elif r["status"] in ("download_failed", "rejected"):
             key = f"{r['status']}:{r['reason']}"
+        elif r["status"] == "error":  # a fault, not a judgment: NODE: KIND (the same command retries it)
+            key = f"failed:{r['reason']}"
         else:
             continue
         lost[key] = lost.get(key, 0) + 1

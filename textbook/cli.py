@@ -105,8 +105,10 @@ def process(
         raise UserError(f"none of the {len(errors)} inputs could be processed: {Path(first.source).name}: "
                         f"{first.reason}")
     if errors:
-        err_console.print(f"{len(errors)} of {len(result.videos)} videos failed; see the table above "
-                          "(the others finished)", highlight=False)
+        err_console.print(f"failed: {len(errors)} of {len(result.videos)} videos failed ("
+                          + ", ".join(f"{k} {n}" for k, n in sorted(result.failed.items()))
+                          + "); the others finished. The same command retries them", highlight=False,
+                          markup=False)
         raise typer.Exit(1)
 
 
@@ -123,6 +125,10 @@ def _print_summary(result) -> None:
         table.add_row(v.video_id, Path(v.source).name, v.status, v.reason or "", str(v.clips), str(v.keyframes),
                       str(v.samples))
     console.print(table)
+    if result.retried:
+        from textbook.cli_agent import retried_line
+
+        console.print(f"{result.run_id}: {retried_line(result.retried)}", markup=False, highlight=False)
 
 
 def _run_id(store, run: str | None) -> str:

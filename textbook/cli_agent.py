@@ -477,6 +477,8 @@ def _print_build(result: dict, db) -> None:
 
     if result.get("already_finished"):
         say(f"{result['run_id']} had already finished; its result:")
+    if result.get("retried"):
+        say(f"{result['run_id']}: " + retried_line(result["retried"]))
     say(f"{result['run_id']}: {result['accepted_videos']} videos accepted, {result['samples']} samples in "
         f"{result['out_dir']}" + (f" (stopped: budget {result['stop']})" if result.get("stop") else ""))
     for point, videos in (result.get("videos_by_point") or {}).items():
@@ -498,10 +500,19 @@ def _print_build(result: dict, db) -> None:
         kinds: dict[str, int] = {}
         for f in failed:
             kinds[f"{f['node']} {f['kind']}"] = kinds.get(f"{f['node']} {f['kind']}", 0) + 1
-        say(f"  failed: {len(failed)} videos (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) +
+        say(f"  failed: {len(failed)} video{'s' * (len(failed) != 1)} ("
+            + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) +
             "); the others went on. Each is in the trace: textbook trace " + result["run_id"] + " --node "
             + failed[0]["node"])
     say(f"  inspect: textbook trace {result['run_id']}" + (f" --db {db}" if db else ""))
+
+
+def retried_line(retried: dict[str, int]) -> str:
+    """One line for the failed items a rerun retried (``{"NODE KIND": n}``, from agents.flow.retry_failed or
+    pipeline.runner.RunResult.retried)."""
+    n = sum(retried.values())
+    return (f"retried {n} video{'s' * (n != 1)} that failed in the last run of this command ("
+            + ", ".join(f"{k} {v}" for k, v in sorted(retried.items())) + ")")
 
 
 def _stdout():

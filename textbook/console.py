@@ -222,7 +222,9 @@ class BuildProgress:
     def __call__(self, e: dict) -> None:
         kind = e.get("event")
         if kind == "run_start":
-            self._print(f"run {e['run_id']}" + (" (resuming)" if e.get("resume") else ""))
+            retried = sum((e.get("retried") or {}).values())
+            self._print(f"run {e['run_id']}" + (" (resuming)" if e.get("resume") else "")
+                        + (f" (retrying {retried} failed video{'s' * (retried != 1)})" if retried else ""))
             judges = e.get("judges") or {}
             for name, mode in judges.items():
                 if mode.startswith("advisory"):

@@ -90,6 +90,8 @@ def outcome(**kw) -> PointOutcome:
     (dict(queries=2, failed_queries=2), None, "search failed"),
     (dict(hits=2, assigned=0), None, "assigned elsewhere"),
     (dict(hits=2, assigned=2, judged_out=2), None, "all judged out"),
+    (dict(hits=1, assigned=1, failed=1), None, "failed"),  # a fault is never reported as a judgment
+    (dict(hits=2, assigned=2, judged_out=1, failed=1), None, "failed"),
     (dict(hits=1, assigned=1, download_failed=1), None, "download failed"),
     (dict(hits=1, assigned=1, waiting=1), "videos", "budget"),
     (dict(queries=0), "llm_tokens", "budget"),

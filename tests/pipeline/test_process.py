@@ -34,7 +34,9 @@ def test_statuses_and_reasons(processed):
     assert videos["physics_newton"]["keyframes"] == len(truth("physics_newton")["slides"])
     assert videos["chemistry_atoms"]["keyframes"] == len(truth("chemistry_atoms")["slides"])
     assert processed["summary"]["samples"] == 2
-    assert "1 of 6 videos failed" in processed["stderr"]
+    [(where, n)] = processed["summary"]["failed"].items()  # counted by stage and kind
+    assert where.endswith(" corrupt") and n == 1
+    assert f"failed: 1 of 6 videos failed ({where} 1)" in processed["stderr"]
 
 
 def _samples(out) -> list[dict]:

@@ -1,14 +1,17 @@
 """Reruns after a code change, and model calls made inside the pipeline (the VLM OCR backend)."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import duckdb
 import pytest
 
-from tests.conftest import LESSONS, run_cli
+from tests.conftest import LESSONS, ROOT, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +99,82 @@ def test_vlm_ocr_calls_are_logged_like_every_model_call(one_lesson, tmp_path, mo
     assert b"sk-vlm-secret" not in (tmp_path / "db.duckdb").read_bytes()
     text = json.loads((tmp_path / "out" / "samples.jsonl").read_text())["text_ocr_list"]
     assert sum("H_2O" in t for t in text if t) == 1  # the same line from four frames, given once
+
+
+# the keyframe detector broken as PyAV 18.1.1 broke it (tools/keyframes.py read the display matrix by
+# iterating the side data, which now yields types), then the real `textbook process` CLI
+_BROKEN_PROCESS = """
+import sys
+import tools.keyframes
+
+def _display_matrix(frame):
+    raise TypeError("'Type' object is not subscriptable")
+
+tools.keyframes._display_matrix = _display_matrix
+from textbook.cli import main
+sys.argv = ["textbook", *sys.argv[1:]]
+main()
+"""
+
+
+def _process(*args: str, broken: bool) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("TEXTBOOK_DEBUG", None)
+    cmd = [sys.executable, "-c", _BROKEN_PROCESS] if broken else [sys.executable, "-m", "textbook.cli"]
+    return subprocess.run([*cmd, "process", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_a_crashing_stage_is_a_failure_and_the_same_command_after_the_fix_redoes_it(tmp_path):
+    """A heavy stage that raises (not a ToolError) fails its video with kind ``internal``: an error, a
+    ``failed:`` line counted by stage and kind, exit 1; never a rejection. The same command once the fault
+    is gone says it retries that video, redoes it from the stage that failed, and leaves the rejection."""
+    lessons = tmp_path / "in"
+    lessons.mkdir()
+    for name in ("chemistry_atoms", "math_quiet_tone"):
+        for suffix in (".mp4", ".json"):
+            shutil.copy(LESSONS / f"{name}{suffix}", lessons / f"{name}{suffix}")
+    db, out = tmp_path / "db.duckdb", tmp_path / "out"
+    args = (str(lessons), "--db", str(db), "--out", str(out), "--json")
+
+    first = _process(*args, broken=True)
+    assert first.returncode == 1, first.stderr
+    result = json.loads(first.stdout)
+    videos = {v["source"].rsplit("/", 1)[-1]: v for v in result["videos"]}
+    chem, quiet = videos["chemistry_atoms.mp4"], videos["math_quiet_tone.mp4"]
+    assert (chem["status"], chem["reason"], chem["failed_at"]) == ("error", "internal", "keyframes")
+    assert (quiet["status"], quiet["reason"]) == ("rejected", "silent")  # a judgment stays a judgment
+    assert result["failed"] == {"keyframes internal": 1} and result["retried"] == {}
+    assert result["samples"] == 0
+    assert "failed: 1 of 2 videos failed (keyframes internal 1)" in first.stderr
+    assert "Traceback" not in first.stderr
+    con = duckdb.connect(str(db), read_only=True)
+    [(kind, message)] = con.execute("SELECT kind, message FROM errors WHERE stage = 'keyframes'").fetchall()
+    con.close()
+    assert kind == "internal" and message == "TypeError: 'Type' object is not subscriptable"
+
+    asr_done = _finished(db, "asr")
+    assert asr_done
+
+    second = _process(*args[:-1], broken=False)  # the table, as a user sees it
+    assert second.returncode == 0, second.stderr
+    assert "retried 1 video that failed in the last run of this command (keyframes internal 1)" in second.stdout
+    assert _finished(db, "asr") == asr_done  # redone from the stage that failed: the transcripts are kept
+
+    third = _process(*args, broken=False)  # nothing failed last time: nothing retried, nothing redone
+    assert third.returncode == 0, third.stderr
+    result = json.loads(third.stdout)
+    videos = {v["source"].rsplit("/", 1)[-1]: v for v in result["videos"]}
+    assert result["retried"] == {} and result["failed"] == {}
+    assert videos["chemistry_atoms.mp4"]["status"] == "kept" and videos["chemistry_atoms.mp4"]["keyframes"] > 0
+    assert videos["math_quiet_tone.mp4"]["status"] == "rejected"
+    assert result["samples"] == 1 and (out / "samples.jsonl").read_text().strip()
+
+
+def _finished(db, stage: str) -> list:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT video_id, finished_at FROM stage_status WHERE stage = ? ORDER BY video_id",
+                           [stage]).fetchall()
+    finally:
+        con.close()

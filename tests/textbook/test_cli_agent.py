@@ -468,3 +468,43 @@ def test_build_to_a_file_prints_progress_and_stops_at_a_closed_library(small_les
     finally:
         con.close()
     assert rounds == [(1,)]
+
+
+# -- a heavy step that crashes, then the same command after the fix -----------------------------------
+_BROKEN_KEYFRAMES = """
+import sys
+import tools.keyframes
+
+def _display_matrix(frame):  # PyAV 18.1.1 under the old tools/keyframes.py
+    raise TypeError("'Type' object is not subscriptable")
+
+tools.keyframes._display_matrix = _display_matrix
+from textbook.cli import main
+sys.argv = ["textbook", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_crash_is_a_failure_under_strict_and_the_same_command_after_the_fix_retries_it(llm, small_lessons,
+                                                                                         tmp_path):
+    """`make demo` with a PyAV that broke the keyframe detector: the build says failed (not judged out),
+    exits 1 under --strict; the same command once PyAV is fixed retries both videos and writes them."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("TEXTBOOK_DEBUG", None)
+    args = [*_build_args(llm, small_lessons, tmp_path, "--strict")]
+    broken = subprocess.run([TEXTBOOK[0], "-c", _BROKEN_KEYFRAMES, *args], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert broken.returncode == 1, broken.stderr
+    assert "Traceback" not in broken.stderr
+    assert "failed: 2 videos (visuals internal 2)" in broken.stdout, broken.stdout
+    assert "judged out" not in broken.stdout and "short: " in broken.stdout
+    assert broken.stderr.count("failed: ") >= 2 and "(internal): keyframes: TypeError" in broken.stderr
+
+    fixed = run_cli(*args)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "(retrying 2 failed videos)" in fixed.stderr
+    assert "retried 2 videos that failed in the last run of this command (visuals internal 2)" in fixed.stdout
+    assert "failed: " not in fixed.stdout and ": 2 videos accepted" in fixed.stdout
+    assert _samples(tmp_path / "out")
