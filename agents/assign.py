@@ -144,6 +144,11 @@ class PointOutcome:
     failed: int = 0           # its videos whose step failed (status error: a fault, not a judgment)
 
 
+def _videos(n: int, owner: str = "") -> str:
+    """``its 1 video``, ``its 3 videos``: a count of videos in words, for the reasons below."""
+    return f"{owner + ' ' if owner else ''}{n} video{'' if n == 1 else 's'}"
+
+
 def shortfall(o: PointOutcome, stop: str | None) -> str | None:
     """Why ``o`` has fewer accepted videos than wanted (None when it has enough): a short sentence that
     starts with a reason keyword: nothing found | library exhausted | search failed | assigned elsewhere |
@@ -167,7 +172,8 @@ def shortfall(o: PointOutcome, stop: str | None) -> str | None:
         return f"nothing found: no relevant video in {searches} ({short})"
     if o.assigned == 0:
         other = "; the library has no other relevant video" if o.closed_library else ""
-        return f"assigned elsewhere: its {o.hits} videos fit other knowledge points better{other} ({short})"
+        return (f"assigned elsewhere: {_videos(o.hits, 'its')} fit{'s' if o.hits == 1 else ''} other knowledge "
+                f"points better{other} ({short})")
     if o.failed:
         return (f"failed: {o.failed} of {o.assigned} videos failed (a fault, not a judgment; the same command "
                 f"retries them) ({short})")

@@ -491,7 +491,8 @@ def _print_build(result: dict, db) -> None:
     if modes:
         say("  judges: " + ", ".join(f"{k} {v}" for k, v in modes.items()))
     llm_t = result["llm"]
-    say(f"  knowledge points {result['knowledge_points']}, candidates {result['candidates']}, search units "
+    statuses = ", ".join(f"{k} {n}" for k, n in sorted((result.get("candidates") or {}).items())) or "none"
+    say(f"  knowledge points {result['knowledge_points']}, candidates: {statuses}, search units "
         f"{result['search_units']}")
     say(f"  LLM calls: {llm_t['paid_calls']} paid ({llm_t['paid_tokens']} tokens, ${llm_t['cost_usd']:.4f}, "
         f"{llm_t.get('failed_calls', 0)} failed), {llm_t.get('cached_calls', 0)} answered from the cache")
