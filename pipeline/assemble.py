@@ -305,24 +305,43 @@ class Position:
     source_path: str | None = None  # where the keyframe file is now (copied at export)
 
 
+def on_screen(keyframes: list[dict], duration: float = 0.0) -> list[tuple[float, float]]:
+    """When each keyframe (store rows in time order: ``time_s``, ``end_s``; seconds) is on screen: [start, end).
+
+    ``end_s`` is when its picture left the screen (tools.keyframes.Keyframe.end: a wipe to a blank board or
+    writing that never settles ends it, though neither gives a keyframe). A row without one (stored before
+    migration 014) is taken to stay until the next keyframe, or ``duration`` for the last one. An end past
+    the next keyframe's start is cut there (two pictures are never on screen at once).
+    """
+    out = []
+    for n, kf in enumerate(keyframes):
+        t0 = float(kf["time_s"])
+        nxt = float(keyframes[n + 1]["time_s"]) if n + 1 < len(keyframes) else max(duration, t0)
+        end = kf.get("end_s")
+        if end is None or end <= t0:
+            t1 = nxt
+        else:
+            t1 = min(float(end), nxt) if n + 1 < len(keyframes) else float(end)
+        out.append((t0, t1))
+    return out
+
+
 def assign_keyframes(clip_spans: list[Span], keyframes: list[dict], duration: float | None = None) -> list[list[dict]]:
     """Keyframes of each clip: a keyframe goes with the narration it illustrates.
 
-    A keyframe at time t (``time_s``, seconds) stays on screen until the next keyframe (or the
-    video's end): its window. It goes to the clip for which it is on screen during the largest
-    share of the clip's narration (the earliest such clip on a tie); a keyframe shown only in
-    silence goes to the clip whose bounds hold t. So a slide that appears 0.2 s, or one closing
-    sentence, before a paragraph ends goes with the next paragraph, which talks about it, and
-    not before narration about the slide it replaces.
+    A keyframe is on screen from ``time_s`` until ``end_s`` (when its picture left the screen; see
+    ``on_screen``). It goes to the clip during whose narration it is on screen for the largest share of
+    that narration (the earliest such clip on a tie); a keyframe shown only in silence goes to the clip
+    whose bounds hold its start. So a finished board that is wiped before the next one is written goes
+    with the narration while it was up, not with the next board's, and a slide that appears 0.2 s, or one
+    closing sentence, before a paragraph ends goes with the next paragraph, which talks about it.
     """
     per: list[list[dict]] = [[] for _ in clip_spans]
     if not clip_spans:
         return per
     ordered = sorted(keyframes, key=lambda k: k["time_s"])
     end_of_video = max(duration or 0.0, clip_spans[-1].end)
-    for n, kf in enumerate(ordered):
-        t0 = kf["time_s"]
-        t1 = ordered[n + 1]["time_s"] if n + 1 < len(ordered) else max(end_of_video, t0)
+    for kf, (t0, t1) in zip(ordered, on_screen(ordered, end_of_video), strict=True):
         shares = []
         for c in clip_spans:
             start, end = c.speech
