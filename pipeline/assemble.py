@@ -520,7 +520,13 @@ def pack(videos: list[list[Position]], cfg: PackConfig, tokenizer: str = "whispe
             end-of-video marker between videos (as the paper packed its corpus).
     A clip is never cut; a single clip larger than the budget makes its own sample. A sample without an
     image is not written (the released LLaVA loader asserts at least one; a warning counts them).
-    ``token_num`` counts ``cfg.image_tokens`` per image, or 576 (LLaVA-1.5) when that is 0.
+
+    The budget is counted as the training reader (train/data.py) counts a sequence, so that a sample within
+    it is read whole: its BOS and EOS, ``cfg.image_tokens`` per image, and per clip text its tokens in
+    ``text_ocr_list`` (ASR + OCR: whichever field the trainer reads fits) plus one for the separator the
+    reader joins adjacent texts with. Counts use ``tokenizer``; pass the trainer's tokenizer.json where its
+    model tokenizes differently. ``token_num`` counts ``cfg.image_tokens`` per image, or 576 (LLaVA-1.5)
+    when that is 0.
     """
     per_image = cfg.image_tokens or LLAVA_IMAGE_TOKENS
     if cfg.mode == "video":
@@ -528,8 +534,11 @@ def pack(videos: list[list[Position]], cfg: PackConfig, tokenizer: str = "whispe
 
     def cost(group: list[Position]) -> tuple[int, int]:
         images = sum(p.image is not None for p in group)
-        text = sum(count_tokens(p.text_ocr or "", tokenizer) for p in group if p.text_ocr)
+        texts = [p.text_ocr for p in group if p.text_ocr]
+        text = sum(count_tokens(t, tokenizer) for t in texts) + len(texts)
         return text + images * cfg.image_tokens, images
+
+    budget = cfg.max_tokens - 2  # the reader's BOS and EOS
 
     samples: list[list[Position]] = []
     cur: list[Position] = []
@@ -554,7 +563,7 @@ def pack(videos: list[list[Position]], cfg: PackConfig, tokenizer: str = "whispe
             cur_tokens += marker_tokens
         for group in _clip_groups(v):
             tokens, images = cost(group)
-            over_tokens = cur_tokens + tokens > cfg.max_tokens
+            over_tokens = cur_tokens + tokens > budget
             over_images = cfg.max_images and cur_images + images > cfg.max_images
             if cur and any(not is_eov(p.meta) for p in cur) and (over_tokens or over_images):
                 flush()

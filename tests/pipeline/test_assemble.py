@@ -143,9 +143,10 @@ def test_pack_video_mode_one_sample_per_video_with_the_released_counts():
     s = samples[0]
     assert s["image_num"] == 3
     assert s["text_num"] == sum(count_tokens(t) for t in s["texts"] if t) > 3  # ASR tokens, not text positions
-    assert s["token_num"] == s["text_num"] + 3 * assemble.LLAVA_IMAGE_TOKENS  # their estimate: 576 per image
-    priced = assemble.pack([_video("a", 3)], PackConfig(mode="video", image_tokens=64))[0]
-    assert priced["token_num"] == priced["text_num"] + 3 * 64
+    # the estimated sequence length at the pack budget's price per image (64 by default: the trainer's image)
+    assert s["token_num"] == s["text_num"] + 3 * PackConfig().image_tokens == s["text_num"] + 3 * 64
+    llava = assemble.pack([_video("a", 3)], PackConfig(mode="video", image_tokens=0))[0]
+    assert llava["token_num"] == llava["text_num"] + 3 * assemble.LLAVA_IMAGE_TOKENS  # their estimate: 576 per image
 
 
 def test_pack_concat_puts_marker_between_videos():

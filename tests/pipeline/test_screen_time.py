@@ -57,7 +57,7 @@ def _frame(words: list[str]) -> Image.Image:
 def _blackboard(path: Path, wipe: float) -> float:
     """Write the fixture video (H.264, 4 fps); returns its duration in seconds."""
     frames: list[Image.Image] = []
-    for (start, done, wiped), text in zip(_board_times(wipe), WORDS, strict=True):
+    for (start, _, wiped), text in zip(_board_times(wipe), WORDS, strict=True):
         words = text.split()
         per_word = WRITE / len(words)
         for n in range(int(round((wiped + wipe - start) * FPS))):
