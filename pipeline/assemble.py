@@ -515,7 +515,7 @@ def pack(videos: list[list[Position]], cfg: PackConfig, tokenizer: str = "whispe
     """Positions of each video -> samples.
 
     video:  one sample per video.
-    split:  each video split at clip boundaries to fit max_tokens / max_images.
+    split:  each video split at clip boundaries to fit max_tokens / max_images (the default).
     concat: clips of consecutive videos fill samples up to max_tokens, with the
             end-of-video marker between videos (as the paper packed its corpus).
     A clip is never cut; a single clip larger than the budget makes its own sample. A sample without an

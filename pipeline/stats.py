@@ -123,7 +123,7 @@ def trainer_drops(samples: list[dict], tokenizer: str = "whisper", max_images: i
     budget = max_length - 2  # BOS and EOS
     for s in samples:
         metas = s.get("metadata") or [None] * len(s["texts"])
-        pieces: list[list] = []  # ["image", None] | ["text", str] | ["eov", None], adjacent texts joined
+        pieces: list[list] = []  # ["image", None] | ["text", str] | ["eov", marker], adjacent texts joined
         shown = 0
         for ref, text, meta in zip(s["images"], s["texts"], metas, strict=False):
             if ref is not None:
