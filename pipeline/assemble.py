@@ -305,24 +305,43 @@ class Position:
     source_path: str | None = None  # where the keyframe file is now (copied at export)
 
 
+def on_screen(keyframes: list[dict], duration: float = 0.0) -> list[tuple[float, float]]:
+    """When each keyframe (store rows in time order: ``time_s``, ``end_s``; seconds) is on screen: [start, end).
+
+    ``end_s`` is when its picture left the screen (tools.keyframes.Keyframe.end: a wipe to a blank board or
+    writing that never settles ends it, though neither gives a keyframe). A row without one (stored before
+    migration 014) is taken to stay until the next keyframe, or ``duration`` for the last one. An end past
+    the next keyframe's start is cut there (two pictures are never on screen at once).
+    """
+    out = []
+    for n, kf in enumerate(keyframes):
+        t0 = float(kf["time_s"])
+        nxt = float(keyframes[n + 1]["time_s"]) if n + 1 < len(keyframes) else max(duration, t0)
+        end = kf.get("end_s")
+        if end is None or end <= t0:
+            t1 = nxt
+        else:
+            t1 = min(float(end), nxt) if n + 1 < len(keyframes) else float(end)
+        out.append((t0, t1))
+    return out
+
+
 def assign_keyframes(clip_spans: list[Span], keyframes: list[dict], duration: float | None = None) -> list[list[dict]]:
     """Keyframes of each clip: a keyframe goes with the narration it illustrates.
 
-    A keyframe at time t (``time_s``, seconds) stays on screen until the next keyframe (or the
-    video's end): its window. It goes to the clip for which it is on screen during the largest
-    share of the clip's narration (the earliest such clip on a tie); a keyframe shown only in
-    silence goes to the clip whose bounds hold t. So a slide that appears 0.2 s, or one closing
-    sentence, before a paragraph ends goes with the next paragraph, which talks about it, and
-    not before narration about the slide it replaces.
+    A keyframe is on screen from ``time_s`` until ``end_s`` (when its picture left the screen; see
+    ``on_screen``). It goes to the clip during whose narration it is on screen for the largest share of
+    that narration (the earliest such clip on a tie); a keyframe shown only in silence goes to the clip
+    whose bounds hold its start. So a finished board that is wiped before the next one is written goes
+    with the narration while it was up, not with the next board's, and a slide that appears 0.2 s, or one
+    closing sentence, before a paragraph ends goes with the next paragraph, which talks about it.
     """
     per: list[list[dict]] = [[] for _ in clip_spans]
     if not clip_spans:
         return per
     ordered = sorted(keyframes, key=lambda k: k["time_s"])
     end_of_video = max(duration or 0.0, clip_spans[-1].end)
-    for n, kf in enumerate(ordered):
-        t0 = kf["time_s"]
-        t1 = ordered[n + 1]["time_s"] if n + 1 < len(ordered) else max(end_of_video, t0)
+    for kf, (t0, t1) in zip(ordered, on_screen(ordered, end_of_video), strict=True):
         shares = []
         for c in clip_spans:
             start, end = c.speech
@@ -496,21 +515,30 @@ def pack(videos: list[list[Position]], cfg: PackConfig, tokenizer: str = "whispe
     """Positions of each video -> samples.
 
     video:  one sample per video.
-    split:  each video split at clip boundaries to fit max_tokens / max_images.
+    split:  each video split at clip boundaries to fit max_tokens / max_images (the default).
     concat: clips of consecutive videos fill samples up to max_tokens, with the
             end-of-video marker between videos (as the paper packed its corpus).
     A clip is never cut; a single clip larger than the budget makes its own sample. A sample without an
     image is not written (the released LLaVA loader asserts at least one; a warning counts them).
-    ``token_num`` counts ``cfg.image_tokens`` per image, or 576 (LLaVA-1.5) when that is 0.
+
+    The budget is counted as the training reader (train/data.py) counts a sequence, so that a sample within
+    it is read whole: its BOS and EOS, ``cfg.image_tokens`` per image, and per clip text its tokens in
+    ``text_ocr_list`` (ASR + OCR: whichever field the trainer reads fits) plus one for the separator the
+    reader joins adjacent texts with. Counts use ``tokenizer``; pass the trainer's tokenizer.json where its
+    model tokenizes differently. ``token_num`` keeps the released corpus's meaning whatever the budget:
+    576 tokens per image (LLaVA-1.5), so a sample's figures compare with the paper's.
     """
-    per_image = cfg.image_tokens or LLAVA_IMAGE_TOKENS
+    per_image = LLAVA_IMAGE_TOKENS
     if cfg.mode == "video":
         return _with_images([_sample(v, tokenizer, per_image) for v in videos if v])
 
     def cost(group: list[Position]) -> tuple[int, int]:
         images = sum(p.image is not None for p in group)
-        text = sum(count_tokens(p.text_ocr or "", tokenizer) for p in group if p.text_ocr)
+        texts = [p.text_ocr for p in group if p.text_ocr]
+        text = sum(count_tokens(t, tokenizer) for t in texts) + len(texts)
         return text + images * cfg.image_tokens, images
+
+    budget = cfg.max_tokens - 2  # the reader's BOS and EOS
 
     samples: list[list[Position]] = []
     cur: list[Position] = []
@@ -535,7 +563,7 @@ def pack(videos: list[list[Position]], cfg: PackConfig, tokenizer: str = "whispe
             cur_tokens += marker_tokens
         for group in _clip_groups(v):
             tokens, images = cost(group)
-            over_tokens = cur_tokens + tokens > cfg.max_tokens
+            over_tokens = cur_tokens + tokens > budget
             over_images = cfg.max_images and cur_images + images > cfg.max_images
             if cur and any(not is_eov(p.meta) for p in cur) and (over_tokens or over_images):
                 flush()

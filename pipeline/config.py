@@ -68,15 +68,36 @@ class OcrFilterConfig(BaseModel):
     languages: tuple[str, ...] = Field(("en",), description="languages of the dictionary test (wordfreq codes)")
 
 
+# What the training reader (train/data.py ReaderConfig, `textbook train`) keeps of one sample, so that a
+# default sample is read whole: its images (12: ReaderConfig's default, the released training's
+# mmc4_max_num_images) and its sequence length (2048 tokens, `--max-length 2048`: LLaVA-1.5's model_max_length;
+# the reader's own default is the model's limit), counting each image as the processor expands it (64: one
+# 512 px crop of SmolVLM-256M/500M, image_seq_len 64; the offline tiny model takes 7). pipeline.stats reports
+# what a trainer at these settings would drop.
+TRAIN_MAX_IMAGES = 12
+TRAIN_MAX_LENGTH = 2048
+TRAIN_IMAGE_TOKENS = 64
+
+
 class PackConfig(BaseModel):
-    """How interleaved videos become samples (PAPER.md section 5)."""
+    """How interleaved videos become samples (PAPER.md section 5).
+
+    The default splits each video at clip boundaries into samples that the training reader reads whole at
+    its defaults (TRAIN_MAX_IMAGES images, TRAIN_MAX_LENGTH tokens with TRAIN_IMAGE_TOKENS per image):
+    a 16-minute lecture is several samples, not one of 45 images of which the reader keeps 12.
+    """
 
     model_config = ConfigDict(extra="forbid")
     mode: Literal["video", "split", "concat"] = Field(
-        "video", description="one sample per video; split videos to max_tokens; or concatenate up to max_tokens")
-    max_tokens: int = Field(4096, description="context budget of a sample (text tokens + image_tokens per image)")
-    image_tokens: int = Field(0, description="tokens one image costs in the budget (0: count text only)")
-    max_images: int = Field(0, description="at most this many images per sample (0: no limit)")
+        "split", description="one sample per video; split videos to max_tokens; or concatenate up to max_tokens")
+    max_tokens: int = Field(TRAIN_MAX_LENGTH, description=(
+        "a sample's sequence length as the training reader counts it: BOS and EOS, text tokens (ASR + OCR, "
+        "one separator per text) and image_tokens per image; set it to the trainer's --max-length"))
+    image_tokens: int = Field(TRAIN_IMAGE_TOKENS, ge=0, description=(
+        "tokens one image takes in the trainer's sequence (its processor's expansion; 0: count text only), "
+        "for the budget only: token_num always prices an image at 576 (LLaVA-1.5), as the released corpus does"))
+    max_images: int = Field(TRAIN_MAX_IMAGES, ge=0, description=(
+        "at most this many images per sample (0: no limit); set it to the trainer's --max-images"))
     eov_marker: str = Field("<|endofvideo|>", description="text placed between videos in concat mode")
 
 

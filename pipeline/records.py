@@ -103,7 +103,8 @@ class Video:
 class Keyframe:
     """A stored keyframe with its OCR (``keyframes`` joined with ``ocr``).
 
-    ``idx``: 0-based, in time order; ``time_s``: seconds; ``path``: the frame file; ``ssim``: mean SSIM to
+    ``idx``: 0-based, in time order; ``time_s``: seconds; ``end_s``: when its picture left the screen (seconds;
+    None for a keyframe stored before migration 014); ``path``: the frame file; ``ssim``: mean SSIM to
     the previous state (1.0 for the first); ``ocr_text``: the kept OCR lines ("\\n"-joined), ``ocr_kept``
     False with ``ocr_drop_reason`` (ocr_empty, ocr_noise, ocr_repeat, clip_cap) when it gives no text.
     """
@@ -114,6 +115,7 @@ class Keyframe:
     ssim: float | None = None
     min_tile_ssim: float | None = None
     sharpness: float | None = None
+    end_s: float | None = None
     ocr_text: str | None = None
     ocr_kept: bool | None = None
     ocr_drop_reason: str | None = None

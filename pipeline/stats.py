@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import re
 
+from pipeline.config import TRAIN_IMAGE_TOKENS, TRAIN_MAX_IMAGES, TRAIN_MAX_LENGTH
 from pipeline.figures import hours, sample_tokens, samples_tokens, topics_by_subject
 from pipeline.provenance import public_url
+from pipeline.tokens import count_tokens_many
 from store import Store
 
 
@@ -89,7 +91,8 @@ def corpus_stats(store: Store, run_id: str, tokenizer: str = "whisper") -> dict:
               "tokens_per_sample": _minmaxavg([t.text for t in tokens]),
               "asr_tokens_per_sample": _minmaxavg([t.asr for t in tokens]),
               "ocr_tokens_per_sample": _minmaxavg([t.ocr for t in tokens])}
-    out = {"run_id": run_id, "table7": table7, "table1": table1, "funnel": funnel(store, run_id, videos)}
+    out = {"run_id": run_id, "table7": table7, "table1": table1, "trainer_drops": trainer_drops(samples, tokenizer),
+           "funnel": funnel(store, run_id, videos)}
     found = search_funnel(store, run_id)
     if found:
         out["search_funnel"] = found
@@ -103,6 +106,63 @@ def text_tokens(sample: dict, tokenizer: str = "whisper") -> int:
     """Text tokens of a sample as Table 1 counts them: ASR + OCR (pipeline.figures.SampleTokens.text).
     Not ``token_num``, which also counts the tokens images take."""
     return sample_tokens(sample, tokenizer).text
+
+
+def trainer_drops(samples: list[dict], tokenizer: str = "whisper", max_images: int = TRAIN_MAX_IMAGES,
+                  max_length: int = TRAIN_MAX_LENGTH, image_tokens: int = TRAIN_IMAGE_TOKENS) -> dict:
+    """What the training reader (train/data.py ``SampleEncoder``) would leave out of ``samples`` at
+    ``--max-images max_images --max-length max_length`` (pipeline.config's TRAIN_* values by default).
+
+    The reader reads ``texts`` (ASR) and each sample as ``BOS body EOS`` within ``max_length`` tokens:
+    images past the ``max_images``-th are ignored (their text kept), adjacent texts are joined with one
+    space, an image takes ``image_tokens``, and the sequence is cut where the next piece no longer fits
+    (the rest of a text, and every later text and image, dropped). Text is counted with ``tokenizer``
+    (the trainer's model may count somewhat differently). Returns ``{max_images, max_length,
+    image_tokens, samples, samples_cut, images, images_over_cap, images_cut, text_tokens,
+    text_tokens_cut}``: samples not read whole, images and text tokens in all and dropped.
+    """
+    out = {"max_images": max_images, "max_length": max_length, "image_tokens": image_tokens,
+           "samples": len(samples), "samples_cut": 0, "images": 0, "images_over_cap": 0, "images_cut": 0,
+           "text_tokens": 0, "text_tokens_cut": 0}
+    budget = max_length - 2  # BOS and EOS
+    for s in samples:
+        metas = s.get("metadata") or [None] * len(s["texts"])
+        pieces: list[list] = []  # ["image", None] | ["text", str] | ["eov", marker], adjacent texts joined
+        shown = 0
+        for ref, text, meta in zip(s["images"], s["texts"], metas, strict=False):
+            if ref is not None:
+                out["images"] += 1
+                if shown >= max_images:
+                    out["images_over_cap"] += 1
+                else:
+                    shown += 1
+                    pieces.append(["image", None])
+            if text is None:
+                continue
+            if isinstance(meta, dict) and meta.get("type") == "eov":
+                pieces.append(["eov", text])
+            elif text.strip():
+                if pieces and pieces[-1][0] == "text":
+                    pieces[-1][1] = f"{pieces[-1][1]} {text}"
+                else:
+                    pieces.append(["text", text])
+        costs = count_tokens_many([text if kind != "image" else "" for kind, text in pieces], tokenizer)
+        used, cut = 0, False
+        for (kind, _), n in zip(pieces, costs, strict=True):
+            n = image_tokens if kind == "image" else n
+            if kind == "text":
+                out["text_tokens"] += n
+            if not cut and used + n <= budget:
+                used += n
+                continue
+            if kind == "image":  # the reader skips an image that does not fit whole, then stops
+                out["images_cut"] += 1
+            elif kind == "text":  # a text is cut where the budget ends
+                out["text_tokens_cut"] += n if cut else n - (budget - used)
+            cut = True
+        if cut or shown < sum(ref is not None for ref in s["images"]):
+            out["samples_cut"] += 1
+    return out
 
 
 def sources(store: Store, run_id: str) -> list[dict]:

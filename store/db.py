@@ -337,9 +337,10 @@ class Store:
         with self.transaction():
             self.con.execute("DELETE FROM keyframes WHERE video_id = ? AND config_hash = ?", [video_id, config_hash])
             for f in frames:
-                self.con.execute("INSERT INTO keyframes (video_id, config_hash, idx, time_s, path, ssim, "
-                                 "min_tile_ssim, sharpness) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                 [video_id, config_hash, f["index"], f["time"], record_path(self.path, f["path"]),
+                self.con.execute("INSERT INTO keyframes (video_id, config_hash, idx, time_s, end_s, path, ssim, "
+                                 "min_tile_ssim, sharpness) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                 [video_id, config_hash, f["index"], f["time"], f.get("end") or None,
+                                  record_path(self.path, f["path"]),
                                   f["ssim"], f["min_tile_ssim"], f["sharpness"]])
             self._mark(video_id, "keyframes", config_hash, "done", None, seconds)
 

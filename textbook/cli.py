@@ -58,7 +58,7 @@ def process(
     workers: Annotated[Optional[int], typer.Option(help="workers of the process or ray executor")] = None,
     asr_model: Annotated[Optional[str], typer.Option(help="whisper name or folder")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto")] = None,
-    pack: Annotated[Optional[str], typer.Option(help="video, split or concat")] = None,
+    pack: Annotated[Optional[str], typer.Option(help="split (default), video or concat")] = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="token budget of a sample (split/concat)")] = None,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
@@ -195,6 +195,13 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
     console.print(f"samples: {t1['samples']}   images/sample {spread('images_per_sample')}   text tokens/sample "
                   f"(ASR + OCR) {spread('tokens_per_sample')}   of which ASR (text_num) "
                   f"{spread('asr_tokens_per_sample')}", highlight=False)
+    td = data.get("trainer_drops")
+    if td:
+        console.print(f"trainer at --max-images {td['max_images']} --max-length {td['max_length']} "
+                      f"({td['image_tokens']} tokens/image): {td['samples_cut']} of {td['samples']} samples not read "
+                      f"whole; drops {td['images_over_cap'] + td['images_cut']} of {td['images']} images "
+                      f"({td['images_over_cap']} over the cap), {td['text_tokens_cut']} of {td['text_tokens']} "
+                      "text tokens", highlight=False)
     if data.get("search_funnel"):
         sf = data["search_funnel"]
         console.print("search funnel: " + " -> ".join(f"{s['step']} {s['videos']}" for s in sf["steps"]))

@@ -102,7 +102,10 @@ class Keyframe:
 
     ``time`` is when the state first showed (seconds from the start of the media);
     ``frame_time`` is the time of the frame written to ``path``; ``end`` is when the
-    next state (or the end of the video) came.
+    picture left the screen: the first sample that no longer showed it, when a change began
+    that never came back to it (writing that never settles, a wipe to a blank board that is
+    dropped, a dissolve), else when the next state or the end of the video came. So the
+    state is on screen during [time, end).
     """
 
     index: int
@@ -673,6 +676,7 @@ class _Tracker:
         self.picture: _Picture | None = None
         self.reformatter = None  # the pictures' RGB scaler (this thread's own)
         self.unsettled: tuple[float, _Sample, float] | None = None  # (since, sharpest sample, its sharpness)
+        self.leaving: float | None = None  # when the picture began to differ from the current state (no return)
 
     # buffering
     def _at(self, i: int) -> _Sample:
@@ -834,8 +838,11 @@ class _Tracker:
             changed, mean, tile = self._differs(m, self.ref.median, self._dynamic() | self.ref.mask)
             if changed:
                 self.cand, self.cand_scores = i, (m, self.ref.median, self._dynamic() | self.ref.mask)
+                if self.leaving is None:  # the state's picture leaves the screen here, unless it comes back
+                    self.leaving = self._at(i).time
             else:
                 self.unsettled = None  # the picture holds still again (as the last state)
+                self.leaving = None
                 if self.picture is not None:
                     self.picture.offer(self._at(i))
             return
@@ -956,12 +963,14 @@ class _Tracker:
         self._keep(state, start.time, best, picture, sharp, scores)
 
     def _close(self, end: float) -> None:
-        """The current state ended at ``end``: write its picture."""
+        """The current state ended at ``end`` (or earlier, when its picture began to leave the screen
+        then and never came back: ``Keyframe.end``): write its picture."""
         kf, picture = self.current, self.picture
+        leaving, self.leaving = self.leaving, None
         self.current = self.picture = None
         if kf is None:
             return
-        kf.end = round(end, 3)
+        kf.end = round(end if leaving is None else max(kf.time, min(end, leaving)), 3)
         best = picture.sample
         kf.frame_time = round(best.time, 3)
         if kf.path:

@@ -162,8 +162,15 @@ def test_stats_reports_tables_and_funnel(processed):
     assert funnel["dropped"] == {"language:es": 1, "no_audio": 1, "silent": 1}
     assert funnel["errors"] == {"corrupt": 1}
     assert [s["videos"] for s in funnel["steps"]] == [6, 5, 4, 2, 2, 2]
+    # the default packing fits the trainer's defaults: it would drop nothing
+    drops = stats["trainer_drops"]
+    assert (drops["max_images"], drops["max_length"], drops["images"]) == (12, 2048, 10)
+    assert (drops["samples_cut"], drops["images_over_cap"], drops["images_cut"], drops["text_tokens_cut"]) == \
+        (0, 0, 0, 0) and drops["text_tokens"] > 50
     human = run_cli("stats", "--db", str(processed["db"]))
     assert human.returncode == 0 and "physics" in human.stdout and "funnel" in human.stdout
+    assert "trainer at --max-images 12 --max-length 2048 (64 tokens/image): 0 of 2 samples not read whole; " \
+           "drops 0 of 10 images" in " ".join(human.stdout.split())
 
 
 def test_export_formats(processed, tmp_path):
