@@ -25,7 +25,11 @@ as lecture-video segmentation work does, we compare what *stays*:
    Blank states (fade to black) and blurred ones are dropped, and so is a state that
    repeats any earlier keyframe of the video (near-duplicates, by the same rule with
    its local tests relaxed to the video's own sample-to-sample noise, for camera
-   footage).
+   footage). A state that shows nothing but what stays on screen the whole video (a
+   channel logo or a copyright line over a fade to black) is blank too.
+4b. **Burned-in captions.** A strip at the bottom whose text is replaced again and again
+   while the rest of the frame holds (``caption_changes`` times) is a caption band: it is
+   left out of the rule, and states kept for its changes before it was known are merged.
 5. **A camera that never holds still.** A pan or a tracking shot over a board holds no
    picture for ``min_duration``, so the rule above finds nothing there. When such a
    stretch lasts ``max_unsettled`` seconds, its sharpest sample becomes a keyframe,
@@ -995,7 +999,11 @@ class _Tracker:
         levels at least), as a fade to black under a copyright line is; a slide showing only its title, which
         stays on while its lines are added one by one, is at its slides' background level, and is kept.
         """
-        shape = self.kept[0].median.shape if self.kept else None
+        # a cheap screen first: such a state is flat in 80% of its 8x8-pixel blocks at least
+        if not any(float(np.mean(np.abs(s.thumb - np.median(s.thumb)) > self.opts.blank_std)) <= 0.2
+                   for s in self.kept):
+            return
+        shape = self.kept[0].median.shape
         grays = [g for g in self.spread if g.shape == shape]
         if len(grays) < 4:
             return
