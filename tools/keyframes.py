@@ -1025,7 +1025,8 @@ class _Tracker:
         kept = []
         for k, (s, (level, spread)) in enumerate(zip(self.kept, rest, strict=True)):
             others = [lv for j, (lv, _) in enumerate(rest) if j != k and not math.isnan(lv)]
-            if spread < self.opts.blank_std and others and abs(level - float(np.median(others))) >= 2 * self.opts.blank_std:
+            apart = bool(others) and abs(level - float(np.median(others))) >= 2 * self.opts.blank_std
+            if spread < self.opts.blank_std and apart:
                 if s.keyframe.path:
                     Path(s.keyframe.path).unlink(missing_ok=True)
                 self._drop("blank")
