@@ -1,5 +1,6 @@
 """The OCR line filter on what real tesseract reads: photos, faces and paintings give no text; slides do."""
 
+import difflib
 import json
 from pathlib import Path
 
@@ -78,3 +79,49 @@ def test_spoken_share_is_in_order_and_forgives_misread_letters():
     assert spoken_share("Todav we look at how voltaqe", said) == (6, 1.0)
     assert spoken_share("voltage look today how", said)[1] <= 0.5  # the words, not the narration's order
     assert spoken_share("Kirchhoff's loop rule", said)[1] == 0.0
+
+
+@pytest.mark.e2e
+def test_a_captioned_narrated_lesson_gives_one_image_per_slide_and_no_caption_text(tmp_path):
+    """The captions fixture with its captions spoken (espeak-ng, each at its caption's time), through
+    `textbook process` (whisper ASR, keyframes, tesseract, the filter): one image per slide, and the
+    OCR part of the text holds the slides' lines, not the narration again."""
+    import subprocess
+    import wave
+
+    import numpy as np
+
+    from tests.conftest import run_cli
+
+    folder = Path(__file__).resolve().parent.parent / "data" / "conditions"
+    t = json.loads((folder / "captions.truth.json").read_text())
+    rate = 22050
+    audio = np.zeros(int(t["duration"] * rate), np.int16)
+    for i, c in enumerate(t["captions"]):
+        wav = tmp_path / f"c{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "175", "-w", str(wav), c["text"]], check=True)
+        with wave.open(str(wav)) as w:
+            assert w.getframerate() == rate
+            said = np.frombuffer(w.readframes(w.getnframes()), np.int16)[: int((c["end"] - c["start"]) * rate)]
+        audio[int(c["start"] * rate): int(c["start"] * rate) + len(said)] = said
+    with wave.open(str(tmp_path / "narration.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate)
+        w.writeframes(audio.tobytes())
+    video = tmp_path / "captioned_lesson.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(folder / "captions.mp4"), "-i",
+                    str(tmp_path / "narration.wav"), "-c:v", "copy", "-c:a", "aac", "-shortest", str(video)],
+                   check=True)
+    proc = run_cli("process", str(video), "--db", str(tmp_path / "db.duckdb"), "--out", str(tmp_path / "out"),
+                   "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert sum(1 for r in rows for image in r["images"] if image) == 4  # before: 8 (16 keyframes, 4 a clip)
+    ocr = []
+    for r in rows:
+        for with_ocr, text in zip(r["text_ocr_list"], r["texts"], strict=True):
+            if with_ocr and text and with_ocr != text:
+                ocr += with_ocr[: len(with_ocr) - len(text)].strip().lower().splitlines()
+    captions = {c["text"].lower() for c in t["captions"]}
+    said = [line for line in ocr if any(difflib.SequenceMatcher(None, line, c).ratio() >= 0.8 for c in captions)]
+    assert not said, ocr  # before: 11 of 13 OCR lines were captions
+    assert "charge per second" in ocr and "measured in ohms" in ocr, ocr
