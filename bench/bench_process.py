@@ -6,12 +6,17 @@ The lessons run twice more, with the stages one after another (config ``overlap 
 with the default ASR/visuals overlap (pipeline.runner.Runner.overlapped), in turn: the ratio is
 of the faster run of each, CPU seconds (all processes) beside wall seconds.
 Targets (issue 8): >= 8x faster than real time on the lessons, >= 3x on the lecture, under 2 GB.
+With ``--baseline DIR`` (another checkout of the project, e.g. ``git archive`` of the commit before a change)
+it only times the lessons with that code and with this code, in turn, and prints the ratio.
     python bench/bench_process.py [LECTURE]
+    python bench/bench_process.py --baseline /tmp/before [--repeats 3]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -40,13 +45,14 @@ def command(tmp: str, inputs: list[Path], overlap: bool = True) -> list[str]:
     return cmd
 
 
-def timed(inputs: list[Path], overlap: bool) -> tuple[float, float]:
-    """(wall, CPU) seconds of one fresh `textbook process` of ``inputs``."""
+def timed(inputs: list[Path], overlap: bool, code: Path = ROOT) -> tuple[float, float]:
+    """(wall, CPU) seconds of one fresh `textbook process` of ``inputs``, with the project's code at ``code``."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = command(tmp, inputs, overlap)
         c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True)
+        subprocess.run(cmd, capture_output=True, text=True, cwd=code, check=True,
+                       env={**os.environ, "PYTHONPATH": str(code)})
         wall = time.perf_counter() - t0
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         return wall, (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
@@ -85,10 +91,33 @@ def case(name: str, inputs: list[Path], target: float) -> None:
         print(f"  rerun (all stages cached) {time.perf_counter() - t0:.1f} s")
 
 
+def against(baseline: Path, repeats: int) -> None:
+    """The lessons with the baseline's code and with this code, in turn: the best wall and the best CPU seconds
+    of each (a shared machine only slows a run down), and their ratios."""
+    runs: dict[str, list[tuple[float, float]]] = {"baseline": [], "this": []}
+    for _ in range(repeats):
+        runs["baseline"].append(timed(INPUTS, True, baseline))
+        runs["this"].append(timed(INPUTS, True, ROOT))
+    best = {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in runs.items()}
+    (bw, bc), (tw, tc) = best["baseline"], best["this"]
+    print(f"lessons, baseline {baseline}: wall {bw:.1f} s, CPU {bc:.1f} s; this code: wall {tw:.1f} s, CPU {tc:.1f} s; "
+          f"this / baseline: wall {tw / bw:.2f}x, CPU {tc / bc:.2f}x (best of {repeats} each, in turn)")
+    for k, v in runs.items():
+        print(f"  {k}: wall {[round(w, 1) for w, _ in v]}, CPU {[round(c, 1) for _, c in v]}")
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("lecture", nargs="?", type=Path, default=LECTURE)
+    ap.add_argument("--baseline", type=Path, help="another checkout: time the lessons with it and with this code")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    if args.baseline:
+        against(args.baseline.resolve(), args.repeats)
+        return
     case("lessons", INPUTS, 8)
     overlap(INPUTS)
-    lecture = Path(sys.argv[1]) if len(sys.argv) > 1 else LECTURE
+    lecture = args.lecture
     if lecture.is_file():
         case(f"lecture ({lecture.name})", [lecture], 3)
     else:

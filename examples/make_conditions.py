@@ -67,6 +67,7 @@ class Condition:
     remux: list[str] = field(default_factory=list)  # a second, stream-copy pass (e.g. rotation)
     vfr: list[tuple[float, np.ndarray]] | None = None  # (duration, frame) pairs instead of `frame`
     match_ssim: float = 0.9
+    more_truth: dict = field(default_factory=dict)  # written into the truth file as well (e.g. captions)
 
 
 # -- drawing ------------------------------------------------------------------
@@ -361,7 +362,100 @@ def conditions() -> list[Condition]:
         20.0, 25, st, camera_frame, x264=["-crf", "28"])
     cam.match_ssim = 0.6
     out.append(cam)
+    out.append(captions_condition())
+    out.append(logo_fade_condition())
     return out
+
+
+# burned-in captions: the narration, a chunk at a time, in a band at the bottom of the picture
+CAPTION_SLIDES = [
+    ("Ohm's Law", ["V = I x R"], ["Today we look at how voltage", "current and resistance depend",
+                                  "on each other in a simple", "circuit with one resistor"]),
+    ("Current", ["Charge per second"], ["Current tells us how much", "charge passes every second",
+                                        "and we measure it in amperes", "with a meter placed in series"]),
+    ("Resistance", ["Measured in ohms"], ["Resistance slows the flow", "a thin long wire resists more",
+                                          "than a short thick one", "and heat is what it makes"]),
+    ("Power", ["P = V x I"], ["Power is voltage times current", "a kettle takes about two kilowatts",
+                              "which is why its cable is thick", "that is all for this lesson"]),
+]
+CAPTION_BOX = (0, 400, 854, 462)  # x0, y0, x1, y1: the band the captions are drawn in (bottom 17% of 480 px)
+
+
+def draw_caption(img: np.ndarray, text: str) -> np.ndarray:
+    """A burned-in caption: white text on a dark box, centred at the bottom, as a video editor renders it."""
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
+    font = _font(30)
+    w = d.textlength(text, font=font)
+    x0 = (CAPTION_BOX[2] - w) / 2
+    d.rectangle([x0 - 14, CAPTION_BOX[1] + 6, x0 + w + 14, CAPTION_BOX[3] - 6], fill=(16, 16, 16))
+    d.text((x0, CAPTION_BOX[1] + 12), text, font=font, fill=(255, 255, 255))
+    return np.asarray(pil)
+
+
+def captions_condition() -> Condition:
+    """4 slides of 10 s; the narration's caption changes every 2 or 3 s (2.5 on average), never in step
+    with the slides: a caption change is not a slide. The truth's ``captions`` give each chunk's time."""
+    st, chunks, t = [], [], 0.0
+    gaps = [2.5, 3.0, 2.0, 2.5]
+    for i, (title, lines, said) in enumerate(CAPTION_SLIDES):
+        st.append(state(10.0 * i, 10.0 * (i + 1), title, lines))
+        for k, text in enumerate(said):
+            chunks.append({"start": t, "end": t + gaps[(i + k) % 4], "text": text})
+            t += gaps[(i + k) % 4]
+    clean = {id(s): s.image for s in st}
+    cache: dict = {}
+
+    def frame(t: float, st=st) -> np.ndarray:
+        s = at(st, t)
+        chunk = next((c for c in chunks if c["start"] <= t < c["end"]), None)
+        key = (id(s), chunk["text"] if chunk else "")
+        if key not in cache:
+            cache[key] = draw_caption(clean[id(s)], chunk["text"]) if chunk else clean[id(s)]
+        return cache[key]
+
+    for s in st:  # the viewer sees a state with some caption: here the one shown at its middle
+        s.image = frame((s.start + s.end) / 2)
+    c = Condition("captions", "burned-in captions: a band at the bottom whose text changes every 2-3 s "
+                              "with the narration, over 4 slides of 10 s",
+                  "4 keyframes, one per slide, none per caption", 40.0, 25, st, frame,
+                  more_truth={"captions": chunks, "caption_box": list(CAPTION_BOX)})
+    c.match_ssim = 0.75  # the keyframe's caption is another chunk than the state image's
+    return c
+
+
+def draw_logo(img: np.ndarray) -> np.ndarray:
+    """A channel's copyright line, on screen the whole video (over black too), bottom right."""
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
+    d.rectangle([600, 444, 840, 470], fill=(60, 60, 60))
+    d.text((608, 446), "(c) 2026 Physics Channel", font=_font(18), fill=(235, 235, 235))
+    return np.asarray(pil)
+
+
+def logo_fade_condition() -> Condition:
+    st = [state(0.0, 5.0, "Fade Out", ["The slide fades to black"]),
+          state(8.0, 13.0, "Fade In", ["The next slide fades in"]),
+          state(16.0, 21.0, "The End", ["A logo on black is not a slide"])]
+    for s in st:
+        s.image = draw_logo(s.image)
+    black = draw_logo(np.zeros_like(st[0].image))
+
+    def fade(t: float, st=st) -> np.ndarray:
+        # each slide fully shown from start + 0.5 to end - 0.5; 1 s fades; 2 s of black (with the logo) between
+        for s in st:
+            a, b = (s.start + 0.5 if s.start else 0.0), (s.end - 0.5 if s is not st[-1] else s.end)
+            if a <= t < b:
+                return s.image
+            if b <= t < b + 1:
+                return draw_logo(blend(s.image, black, t - b))
+            if a - 1 <= t < a:
+                return draw_logo(blend(black, s.image, t - a + 1))
+        return black
+
+    return Condition("fade_logo", "slides separated by fades to 2 s of black, a copyright line on screen "
+                                  "all the time (over the black too)",
+                     "3 keyframes; no black frame with the logo", 21.0, 25, st, fade)
 
 
 # -- encoding -------------------------------------------------------------------
@@ -417,7 +511,8 @@ def write_truth(c: Condition, video: Path) -> None:
                        "image": name})
     h, w = c.states[0].image.shape[:2]
     truth = {"name": c.name, "video": video.name, "condition": c.condition, "expect": c.expect,
-             "duration": c.duration, "display": [w, h], "match_ssim": c.match_ssim, "states": states}
+             "duration": c.duration, "display": [w, h], "match_ssim": c.match_ssim, "states": states,
+             **c.more_truth}
     (video.parent / f"{c.name}.truth.json").write_text(json.dumps(truth, indent=2) + "\n")
 
 

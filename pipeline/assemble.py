@@ -207,16 +207,76 @@ class OcrVerdict:
         return "\n".join(self.kept_lines)
 
 
-def filter_ocr(frames: list[list], cfg: OcrFilterConfig) -> list[OcrVerdict]:
+_WORD = re.compile(r"[0-9a-z]+(?:'[a-z]+)?")
+
+
+def speech_words(segments: list[dict], start: float, end: float) -> list[str]:
+    """The ASR words (lowercase, in time order) spoken from ``start`` to ``end`` (seconds).
+
+    ``segments``: ASR segments as the store gives them (``start_s``, ``end_s``, ``text``, ``words``
+    as [start, end, word, probability]) or as tools.asr writes them (``start``, ``end``, ``words``
+    as dicts). A word counts when it starts in the span; a segment without word times counts whole
+    when it overlaps the span.
+    """
+    out: list[str] = []
+    for seg in segments:
+        s0, s1 = seg.get("start_s", seg.get("start", 0.0)), seg.get("end_s", seg.get("end", 0.0))
+        if s1 < start or s0 > end:
+            continue
+        words = seg.get("words") or []
+        if not words:
+            out += _WORD.findall(seg.get("text", "").lower())
+            continue
+        for w in words:
+            w0, text = (w[0], w[2]) if isinstance(w, list | tuple) else (w["start"], w["word"])
+            if start <= w0 <= end:
+                out += _WORD.findall(text.lower())
+    return out
+
+
+def spoken_share(line: str, spoken: list[str]) -> tuple[int, float]:
+    """(words of ``line``, the share of them found in ``spoken`` in the same order).
+
+    Each word of the line is first replaced by its closest spoken word at difflib ratio 0.8 or more
+    (OCR misreads a letter, ASR spells a number out differently), then the two word sequences are
+    matched (difflib's matching blocks): a caption is the narration's words in the narration's order.
+    """
+    words = _WORD.findall(line.lower())
+    if not words or not spoken:
+        return len(words), 0.0
+    vocab = set(spoken)
+    mapped = [w if w in vocab else next(iter(difflib.get_close_matches(w, vocab, 1, 0.8)), w) for w in words]
+    blocks = difflib.SequenceMatcher(None, mapped, spoken, autojunk=False).get_matching_blocks()
+    return len(words), sum(b.size for b in blocks) / len(words)
+
+
+def is_caption(line, height: int, spoken: list[str], cfg: OcrFilterConfig) -> bool:
+    """True when an OCR line (tools.ocr.OcrLine) is a burned-in caption: it lies in the bottom
+    ``cfg.caption_band`` of an image ``height`` px high as read (any position when 0: the engine gave
+    none) and at least ``cfg.spoken_overlap`` of its ``cfg.spoken_min_words``+ words are ``spoken``
+    (``spoken_share``) at that time. Slide text the narrator reads out sits higher on the slide."""
+    if cfg.spoken_overlap <= 0 or not spoken:
+        return False
+    if height > 0 and line.top < (1.0 - cfg.caption_band) * height:
+        return False
+    n, share = spoken_share(clean_ocr_line(line.text), spoken)
+    return n >= cfg.spoken_min_words and share >= cfg.spoken_overlap
+
+
+def filter_ocr(frames: list[list], cfg: OcrFilterConfig, speech: list[list[str]] | None = None,
+               heights: list[int] | None = None) -> list[OcrVerdict]:
     """Per keyframe in time order (each a list of tools.ocr.OcrLine): which lines become text.
 
     A line is kept when it reads like text (``ocr_line_verdict``) and was not already shown
-    on the previous keyframe (bullets revealed one by one give each line once). A keyframe
-    whose kept lines hold fewer than ``cfg.min_chars`` letters or digits gives no text.
+    on the previous keyframe (bullets revealed one by one give each line once), nor is a
+    burned-in caption (``is_caption`` against ``speech``: per keyframe, the ASR words spoken
+    around it, see ``speech_words``; ``heights``: per keyframe, the image height as read;
+    None: no caption test). A keyframe whose kept lines hold fewer than ``cfg.min_chars``
+    letters or digits gives no text.
     """
     out: list[OcrVerdict] = []
     prev: list[str] = []
-    for lines in frames:
+    for k, lines in enumerate(frames):
         verdicts: list[tuple[str, str | None]] = []
         shown: list[str] = []
         for line in lines:
@@ -231,6 +291,8 @@ def filter_ocr(frames: list[list], cfg: OcrFilterConfig) -> list[OcrVerdict]:
                     ok, why = False, "ocr_repeat"
                 elif any(v is None and _norm_line(t) == norm for t, v in verdicts):
                     ok, why = False, "ocr_repeat"  # the same line read twice on one frame
+                elif speech is not None and is_caption(line, heights[k] if heights else 0, speech[k], cfg):
+                    ok, why = False, "ocr_spoken"  # the narration, burned into the picture: the ASR text has it
             verdicts.append((text, None if ok else why))
         kept = [t for t, why in verdicts if why is None]
         shown_chars = sum(ch.isalnum() for t, why in verdicts if why in (None, "ocr_repeat") for ch in t)
@@ -238,6 +300,8 @@ def filter_ocr(frames: list[list], cfg: OcrFilterConfig) -> list[OcrVerdict]:
             reason = None
         elif not verdicts or sum(ch.isalnum() for t, _ in verdicts for ch in t) < cfg.min_chars:
             reason = "ocr_empty"
+        elif any(why == "ocr_spoken" for _, why in verdicts) and not kept:
+            reason = "ocr_spoken"
         elif any(why == "ocr_repeat" for _, why in verdicts) or kept:
             reason = "ocr_repeat" if not kept else "ocr_empty"
         else:

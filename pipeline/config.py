@@ -54,7 +54,9 @@ class OcrFilterConfig(BaseModel):
     ``min_line_confidence`` and at least ``min_word_share`` of its letters are in words of
     the ``languages`` (word frequencies from the wordfreq package); a formula line (an
     operator among short symbols) needs only ``min_formula_confidence``. A line shown on
-    the previous keyframe too is a repeat and kept once.
+    the previous keyframe too is a repeat and kept once. A line near the bottom of the frame
+    that repeats the words spoken at that time (``spoken_overlap``) is a burned-in caption: the
+    narration is already the clip's ASR text, so it is dropped (``ocr_spoken``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -66,6 +68,15 @@ class OcrFilterConfig(BaseModel):
     min_word_share: float = Field(0.6, description="share of a line's letters that must be in dictionary words")
     min_zipf: float = Field(1.5, description="a token of 3+ letters is a word at this wordfreq Zipf frequency")
     languages: tuple[str, ...] = Field(("en",), description="languages of the dictionary test (wordfreq codes)")
+    spoken_overlap: float = Field(0.7, ge=0.0, le=1.0, description=(
+        "a line in the bottom caption_band of the frame is a burned-in caption, not slide text, when this share of "
+        "its words (in order, each fuzzily) is among the ASR words spoken around the keyframe (0: off)"))
+    spoken_min_words: int = Field(3, ge=1, description="a line needs this many words to be taken for a caption")
+    caption_band: float = Field(0.35, ge=0.0, le=1.0, description="fraction of the frame's height, from the "
+                                                                   "bottom, where captions are looked for")
+    spoken_before: float = Field(3.0, ge=0.0, description="seconds before a keyframe's time its ASR words start")
+    spoken_after: float = Field(10.0, ge=0.0, description="seconds after a keyframe's time its ASR words end (its "
+                                                          "picture is taken in the state's first seconds)")
 
 
 # What the training reader (train/data.py ReaderConfig, `textbook train`) keeps of one sample, so that a

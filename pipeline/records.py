@@ -106,7 +106,7 @@ class Keyframe:
     ``idx``: 0-based, in time order; ``time_s``: seconds; ``end_s``: when its picture left the screen (seconds;
     None for a keyframe stored before migration 014); ``path``: the frame file; ``ssim``: mean SSIM to
     the previous state (1.0 for the first); ``ocr_text``: the kept OCR lines ("\\n"-joined), ``ocr_kept``
-    False with ``ocr_drop_reason`` (ocr_empty, ocr_noise, ocr_repeat, clip_cap) when it gives no text.
+    False with ``ocr_drop_reason`` (ocr_empty, ocr_noise, ocr_repeat, ocr_spoken, clip_cap) when it gives no text.
     """
 
     idx: int

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 # a stage's version is part of its config hash: bump it when its code changes what it stores, so a
 # rerun redoes that stage (and the stages after it) and nothing else
-STAGE_VERSIONS = {"probe": 2, "asr": 2, "keyframes": 4, "ocr": 3, "clips": 2, "pack": 4}
+STAGE_VERSIONS = {"probe": 2, "asr": 2, "keyframes": 5, "ocr": 4, "clips": 2, "pack": 4}
 
 
 class Reporter(Protocol):

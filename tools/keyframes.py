@@ -25,7 +25,11 @@ as lecture-video segmentation work does, we compare what *stays*:
    Blank states (fade to black) and blurred ones are dropped, and so is a state that
    repeats any earlier keyframe of the video (near-duplicates, by the same rule with
    its local tests relaxed to the video's own sample-to-sample noise, for camera
-   footage).
+   footage). A state that shows nothing but what stays on screen the whole video (a
+   channel logo or a copyright line over a fade to black) is blank too.
+4b. **Burned-in captions.** A strip at the bottom whose text is replaced again and again
+   while the rest of the frame holds (``caption_changes`` times) is a caption band: it is
+   left out of the rule, and states kept for its changes before it was known are merged.
 5. **A camera that never holds still.** A pan or a tracking shot over a board holds no
    picture for ``min_duration``, so the rule above finds nothing there. When such a
    stretch lasts ``max_unsettled`` seconds, its sharpest sample becomes a keyframe,
@@ -87,6 +91,16 @@ class KeyframeOptions:
     # seconds of a picture that never holds still (a pan, a tracking shot over a board) after which the
     # stretch's sharpest sample is a keyframe (checked as any state: blank, blurred, duplicate); 0: off
     max_unsettled: float = 10.0
+    # burned-in captions: a strip in the bottom ``caption_band`` of the frame (a fraction of its height) where
+    # ``caption_changes`` state changes within ``caption_window`` seconds each replace what the strip showed and
+    # leave the rest of the frame as it was is a caption band, left out of the rule from then on; at the end,
+    # states that differ from the one before only there are merged into it. 0 changes: off
+    caption_band: float = 0.35
+    caption_changes: int = 3
+    caption_window: float = 30.0
+    # a state is also blank when all it shows outside what stays on screen the whole video (a channel logo,
+    # a copyright line; found in samples spread over the video) is flat
+    persistent_blank: bool = True
     jpeg_quality: int = 90
 
     def __post_init__(self):
@@ -94,6 +108,8 @@ class KeyframeOptions:
             raise ValueError(f"keyframes decode must be 'auto' or 'all', not {self.decode!r}")
         if self.sample_rate <= 0 or self.min_duration <= 0 or self.analysis_width < 32:
             raise ValueError("keyframes sample_rate and min_duration must be > 0, analysis_width >= 32")
+        if not 0.0 <= self.caption_band <= 0.5 or self.caption_changes < 0:
+            raise ValueError("keyframes caption_band must be in [0, 0.5], caption_changes >= 0")
 
 
 @dataclass
@@ -677,6 +693,11 @@ class _Tracker:
         self.reformatter = None  # the pictures' RGB scaler (this thread's own)
         self.unsettled: tuple[float, _Sample, float] | None = None  # (since, sharpest sample, its sharpness)
         self.leaving: float | None = None  # when the picture began to differ from the current state (no return)
+        self.band = np.zeros(opts.tiles, bool)  # the caption band's tiles, once found (whole tile rows)
+        self.band_changes: list[tuple[float, np.ndarray]] = []  # (time, tile rows) of changes confined to the bottom
+        self.spread: list[np.ndarray] = []  # analysis images spread over the video (for what stays on screen)
+        self.spread_step = 1
+        self.pushed = 0
 
     # buffering
     def _at(self, i: int) -> _Sample:
@@ -686,6 +707,12 @@ class _Tracker:
         prev = self.buf[-1] if self.buf else None
         s.moved = self._moved(prev, s)
         self.buf.append(s)
+        self.pushed += 1
+        if self.opts.persistent_blank and (self.pushed - 1) % self.spread_step == 0:
+            self.spread.append(s.gray)
+            if len(self.spread) > 32:  # at most 32, evenly spaced: every other one, and half as often from now on
+                del self.spread[1::2]
+                self.spread_step *= 2
         while self.i + max(self.half, self.mask_half) < self.base + len(self.buf):
             self._step(self.i)
             self.i += 1
@@ -701,6 +728,8 @@ class _Tracker:
         if last is not None:
             self._settled(last.t + 1.0 / self.opts.sample_rate)
             self._close(last.t + 1.0 / self.opts.sample_rate)
+        self._merge_captions()
+        self._drop_persistent_blanks()
 
     def _trim(self) -> None:
         keep_from = self.i - max(self.half, self.mask_half) - 1
@@ -835,9 +864,10 @@ class _Tracker:
             if self.ref is None:
                 self.cand, self.cand_scores = i, None
                 return
-            changed, mean, tile = self._differs(m, self.ref.median, self._dynamic() | self.ref.mask)
+            held = self._dynamic() | self.ref.mask | self.band
+            changed, mean, tile = self._differs(m, self.ref.median, held)
             if changed:
-                self.cand, self.cand_scores = i, (m, self.ref.median, self._dynamic() | self.ref.mask)
+                self.cand, self.cand_scores = i, (m, self.ref.median, held)
                 if self.leaving is None:  # the state's picture leaves the screen here, unless it comes back
                     self.leaving = self._at(i).time
             else:
@@ -846,7 +876,7 @@ class _Tracker:
                 if self.picture is not None:
                     self.picture.offer(self._at(i))
             return
-        changed, _, _ = self._differs(m, self._median(self.cand), mask)
+        changed, _, _ = self._differs(m, self._median(self.cand), mask | self.band)
         if changed:
             self._drop("transient")
             self._unsettled(self._at(self.cand), self._at(i))
@@ -886,7 +916,7 @@ class _Tracker:
     def _settle(self, since: float, best: _Sample) -> None:
         """A keyframe for a stretch that never held a state, from its sharpest sample ``best``.
         Unlike a held state, a dropped one leaves the current state open (the stretch repeated it)."""
-        state = _State(None, best.gray, self._dynamic())
+        state = _State(None, best.gray, self._dynamic() | self.band)
         previous, sharp = self.ref, self._rejected(best.gray, best, state.mask, coarse=True)
         if sharp is None:
             return
@@ -897,6 +927,120 @@ class _Tracker:
         picture = _Picture(best.t)
         picture.offer(best)
         self._keep(state, since, best, picture, sharp, scores)
+
+    # burned-in captions
+    def _changed_tiles(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Tiles (bool, shape ``tiles``) where two analysis images differ by the motion test's levels."""
+        d = a - b
+        d = np.abs(d - float(d.mean()))
+        box = uniform_filter(d, self.opts.char_window, mode="constant")
+        changed = (_tile_means(d, self.opts.tiles) > self.opts.move_level) | (
+            _tile_max(box, self.opts.tiles) > self.opts.char_level)
+        full = np.zeros(self.opts.tiles, bool)
+        full[: changed.shape[0], : changed.shape[1]] = changed
+        return full
+
+    def _caption_change(self, time: float, settled: np.ndarray, mask: np.ndarray) -> None:
+        """A state showing ``settled`` begins at ``time`` after ``self.ref``: when it changed only a strip in
+        the bottom ``caption_band`` of the frame, replacing what the strip showed there (a caption, not a line
+        added to an empty part of a slide), count it; ``caption_changes`` such changes within ``caption_window``
+        seconds, on shared tile rows, make those rows the caption band (whole rows: a caption's width varies)."""
+        opts, prev = self.opts, self.ref
+        if opts.caption_changes <= 0 or opts.caption_band <= 0 or prev is None or prev.median.shape != settled.shape:
+            return
+        changed = self._changed_tiles(settled, prev.median) & ~(mask | prev.mask)
+        rows = changed.any(axis=1)
+        top = opts.tiles[0] - max(1, math.ceil(opts.caption_band * opts.tiles[0]))
+        if not rows.any() or rows[:top].any():
+            return
+        spread = _tiled(prev.median, opts.tiles).std(axis=(1, 3))
+        shown = np.zeros(opts.tiles, bool)
+        shown[: spread.shape[0], : spread.shape[1]] = spread > 2 * opts.blank_std
+        if (shown & changed).sum() < 0.5 * changed.sum():  # the strip was empty there: a line was added
+            return
+        self.band_changes.append((time, rows))
+        recent = [r for t, r in self.band_changes if t >= time - opts.caption_window]
+        common = np.sum(recent, axis=0) >= 2
+        hits = [r for r in recent if (r & common).any()]
+        if len(hits) >= opts.caption_changes:
+            band = np.logical_or.reduce(hits)
+            lo, hi = int(np.argmax(band)), len(band) - int(np.argmax(band[::-1]))
+            self.band[lo:hi, :] = True
+
+    def _merge_captions(self) -> None:
+        """Once a caption band is known, a kept state that differs from the kept state before it only inside
+        the band (it was kept for a caption change before the band was found) joins it: its picture is
+        removed, the earlier state lasts until it ends (counted as dropped, "caption")."""
+        if not self.band.any() or len(self.kept) < 2:
+            return
+        merged = [self.kept[0]]
+        for s in self.kept[1:]:
+            head = merged[-1]
+            if s.median.shape == head.median.shape and not self._differs(
+                    s.median.astype(np.float32), head.median.astype(np.float32), self.band | s.mask | head.mask,
+                    tolerant=True)[0]:
+                head.keyframe.end = s.keyframe.end
+                if s.keyframe.path:
+                    Path(s.keyframe.path).unlink(missing_ok=True)
+                self._drop("caption")
+            else:
+                merged.append(s)
+        self._renumber(merged)
+
+    def _renumber(self, kept: list[_State]) -> None:
+        for k, s in enumerate(kept):
+            s.keyframe.index = k
+        self.kept = kept
+
+    # what stays on screen
+    def _drop_persistent_blanks(self) -> None:
+        """Drop kept states that show nothing but what stays on screen the whole video (counted "blank").
+
+        What stays: pixels whose gray level varies by at most 24 over the samples spread over the video
+        (``spread``) and that hold a structure (5-pixel local deviation of 12 levels or more) in every one of
+        them (a logo, a watermark, a channel bug, a copyright line), grown by 3 pixels to take in their
+        inside, and only where the level stays. It counts only where it is small (10% of the frame at
+        most) and some sample shows more than it (a single slide held all video long stays on screen too,
+        and is no blank). A state is blank when its pixels outside it are flat (gray
+        level deviation below ``blank_std``) at a level other than the other kept states' (by ``2 * blank_std``
+        levels at least), as a fade to black under a copyright line is; a slide showing only its title, which
+        stays on while its lines are added one by one, is at its slides' background level, and is kept.
+        """
+        # a cheap screen first: such a state is flat in 80% of its 8x8-pixel blocks at least
+        if not any(float(np.mean(np.abs(s.thumb - np.median(s.thumb)) > self.opts.blank_std)) <= 0.2
+                   for s in self.kept):
+            return
+        shape = self.kept[0].median.shape
+        grays = [g for g in self.spread if g.shape == shape]
+        if len(grays) < 4:
+            return
+        stack = np.stack(grays)
+        steady = (stack.max(axis=0) - stack.min(axis=0)) <= 24.0
+        lasting = steady.copy()
+        for g in grays:
+            mean = uniform_filter(g, 5)
+            lasting &= (uniform_filter(g * g, 5) - mean * mean) >= 144.0
+        if not lasting.any():
+            return
+        import cv2
+
+        stays = cv2.dilate(lasting.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & steady
+        if float(stays.mean()) > 0.1 or not any(float(g[~stays].std()) >= self.opts.blank_std for g in grays):
+            return  # what stays is all the video shows: it is the content
+        rest = [(float(np.median(s.median[~stays])), float(s.median[~stays].std())) if s.median.shape == shape
+                else (math.nan, math.inf) for s in self.kept]
+        kept = []
+        for k, (s, (level, spread)) in enumerate(zip(self.kept, rest, strict=True)):
+            others = [lv for j, (lv, _) in enumerate(rest) if j != k and not math.isnan(lv)]
+            apart = bool(others) and abs(level - float(np.median(others))) >= 2 * self.opts.blank_std
+            if spread < self.opts.blank_std and apart:
+                if s.keyframe.path:
+                    Path(s.keyframe.path).unlink(missing_ok=True)
+                self._drop("blank")
+            else:
+                kept.append(s)
+        if len(kept) < len(self.kept):
+            self._renumber(kept)
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -944,7 +1088,7 @@ class _Tracker:
         """Samples c..i held one state: record it, write its settled picture unless dropped."""
         opts = self.opts
         settled = self._median(i)
-        dynamic = self._dynamic()
+        dynamic = self._dynamic() | self.band
         self._settled(self._at(c).time, settled, dynamic)
         pool = [self._at(j) for j in range(c, i + 1)]
         picture = _Picture(pool[0].t + opts.mask_window)
@@ -954,6 +1098,7 @@ class _Tracker:
         start = self._at(c)
         self.cand = None
         state = _State(None, settled, dynamic)
+        self._caption_change(start.time, settled, dynamic)
         self._close(start.time)
         self.ref = state
         sharp = self._rejected(settled, best, dynamic)

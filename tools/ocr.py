@@ -88,6 +88,7 @@ class OcrResult:
     options: dict = field(default_factory=dict)
     lines: list[OcrLine] = field(default_factory=list)
     llm_call: LlmCall | None = None  # the VLM backend's call, for the caller to log
+    height: int = 0  # pixels of the image as read (the scale of OcrLine.top; 0 when the engine gives no position)
 
 
 def _parse_tsv(tsv: str, min_conf: float) -> dict[int, list[tuple[int, str, list[float]]]]:
@@ -147,7 +148,7 @@ class TesseractOCR:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="textbook-ocr-") as tmp:
             listing = Path(tmp) / "images.txt"
-            prepared = []
+            prepared, heights = [], []
             for i, src in enumerate(images):
                 try:
                     with Image.open(src) as im:
@@ -157,6 +158,7 @@ class TesseractOCR:
                             im = im.resize((round(im.width * scale), opts.min_height), Image.BICUBIC)
                         dst = Path(tmp) / f"{i:06d}.png"
                         im.save(dst)
+                        heights.append(im.height)
                 except OSError as exc:
                     raise ToolError("corrupt", f"cannot read image {src}: {exc}") from exc
                 prepared.append(str(dst))
@@ -175,14 +177,14 @@ class TesseractOCR:
                             have.append(line)
         seconds = round((time.perf_counter() - t0) / len(images), 3)
         results = []
-        for lines in merged:
+        for lines, height in zip(merged, heights, strict=True):
             lines.sort(key=lambda item: item[0])
             confs = [c for _, _, cs in lines for c in cs]
             results.append(OcrResult(text="\n".join(text for _, text, _ in lines),
                                      confidence=round(sum(confs) / len(confs), 1) if confs else 0.0,
                                      engine=f"tesseract {self.version()}", seconds=seconds, options=asdict(opts),
                                      lines=[OcrLine(text, round(sum(cs) / len(cs), 1), [round(c, 1) for c in cs], top)
-                                            for top, text, cs in lines]))
+                                            for top, text, cs in lines], height=height))
         return results
 
     def _run(self, listing: Path, psm: int) -> dict[int, list]:

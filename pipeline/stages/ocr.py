@@ -1,5 +1,6 @@
 """ocr: the text on the keyframes the clips will show (the per-clip cap applied first), then the line
-filter (pipeline.assemble.filter_ocr). Its hash covers the OCR options, the filter, the clip policy
+filter (pipeline.assemble.filter_ocr: burned-in captions are told by the ASR words spoken around each
+keyframe). Its hash covers the OCR options, the filter, the clip policy
 (which frames are shown) and the keyframes and ASR hashes it read."""
 
 from __future__ import annotations
@@ -56,8 +57,12 @@ class OcrStage(Stage):
 
         vid = video["video_id"]
         frames = self._shown.pop(vid)
-        verdicts = assemble.filter_ocr([[OcrLine(**line) for line in r["lines"]] for r in results],
-                                       self.cfg.ocr_filter)
+        f = self.cfg.ocr_filter
+        segments = (self.store.transcript(vid, self.asr_h) or {}).get("segments", [])
+        speech = [assemble.speech_words(segments, k["time_s"] - f.spoken_before, k["time_s"] + f.spoken_after)
+                  for k in frames]
+        verdicts = assemble.filter_ocr([[OcrLine(**line) for line in r["lines"]] for r in results], f,
+                                       speech, [r.get("height", 0) for r in results])
         read = {f["idx"] for f in frames}
         rows = [{**r, "index": f["idx"], "raw": r["text"], "text": verdict.text, "lines": verdict.lines,
                  "kept": verdict.kept, "drop_reason": verdict.reason}

@@ -37,7 +37,7 @@ def detect_suite(tmp_path_factory):
 # -- the conditions suite (examples/make_conditions.py) -------------------------------------------
 def test_suite_is_complete():
     assert {"char_edit", "pointer", "webcam", "dissolve", "bullets", "rotated", "anamorphic", "fade_black", "vfr",
-            "long_gop", "start_offset", "start_offset_mp4", "camera_lecture"} <= set(SUITE)
+            "long_gop", "start_offset", "start_offset_mp4", "camera_lecture", "captions", "fade_logo"} <= set(SUITE)
     assert sum(f.stat().st_size for f in CONDITIONS.iterdir()) < 2_000_000
 
 
@@ -99,6 +99,25 @@ def test_long_gop_changes_found_with_b_frames_skipped(detect_suite):
 def test_fades_to_black_are_dropped_as_blank(detect_suite):
     result, _ = detect_suite("fade_black")
     assert result.dropped.get("blank", 0) >= 1 and len(result.keyframes) == 3
+
+
+def test_burned_in_captions_give_one_keyframe_per_slide(detect_suite):
+    """A caption band whose text changes every 2-3 s: one keyframe per slide, each lasting until the next
+    slide; without the caption rule every caption change is a keyframe."""
+    result, _ = detect_suite("captions")
+    assert [k.time for k in result.keyframes] == [0.0, 10.0, 20.0, 30.0]
+    assert [k.end for k in result.keyframes[:3]] == [10.0, 20.0, 30.0]
+    plain, scored = detect_suite("captions", caption_changes=0)
+    assert len(plain.keyframes) >= 12 and scored["precision"] < 0.5
+
+
+def test_a_logo_on_black_is_blank(detect_suite):
+    """Fades to black under a copyright line that stays on: the black is blank once what stays on screen
+    all video long is left out; without that the logo alone makes it a keyframe."""
+    result, _ = detect_suite("fade_logo")
+    assert len(result.keyframes) == 3 and result.dropped.get("blank", 0) >= 1
+    plain, scored = detect_suite("fade_logo", persistent_blank=False)
+    assert len(plain.keyframes) == 4 and scored["precision"] < 1.0
 
 
 def test_auto_decodes_a_fraction_and_agrees_with_all(detect_suite):
@@ -333,6 +352,63 @@ def test_mask_leaves_out_a_box_that_keeps_moving():
     assert [s.keyframe.time for s in tracker.kept] == [0.0, 12.0]
     assert tracker._mask(30)[9:, 12:].all()  # the box's tiles are masked
     assert not tracker._mask(30)[:8, :10].any()  # the slide's are not
+
+
+def _captioned(slide: np.ndarray, k: int) -> np.ndarray:
+    """``slide`` with caption ``k`` at the bottom: light strokes on a dark box, a different text for each k."""
+    img = slide.copy()
+    img[146:168, 30:290] = 20
+    rng = np.random.default_rng(k)
+    for x in range(40, 280, 8):
+        img[151:163, x: x + int(rng.integers(2, 6))] = 230 if rng.random() < 0.75 else 20
+    return img
+
+
+def test_a_caption_band_is_left_out_of_the_rule():
+    # two slides (11 s, 9 s), a caption changing every 2.5 s (5 samples) that does not follow the slides
+    frames = [_captioned(_slide([20, 60] if i < 22 else [20, 90]), i // 5) for i in range(40)]
+    tracker = _track(frames)
+    assert [s.keyframe.time for s in tracker.kept] == [0.0, 11.0]
+    rows = tracker.band.any(axis=1)
+    assert rows.any() and not rows[:9].any() and tracker.band[rows].all()  # bottom tile rows, whole
+    assert tracker.dropped.get("caption", 0) >= 1  # kept before the band was known, then merged
+    assert len(_track(frames, caption_changes=0).kept) >= 7
+
+
+def test_lines_added_at_the_bottom_are_still_states():
+    # a slide filled to its bottom one line at a time: each line is added where there was nothing (no caption)
+    rows = [20, 110, 125, 140, 155]
+    frames = [_slide(rows[: 1 + i // 6]) for i in range(30)]
+    tracker = _track(frames)
+    assert [s.keyframe.time for s in tracker.kept] == [0.0, 3.0, 6.0, 9.0, 12.0]
+    assert not tracker.band.any()
+
+
+def _logo(img: np.ndarray) -> np.ndarray:
+    img = img.copy()
+    img[160:172, 230:310] = 70
+    img[163:169, 234:306:3] = 230  # a copyright line
+    return img
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_black_under_a_logo_is_blank_and_slides_are_not(theme):
+    """Slides, fades to black, a logo that stays on. Dark slides (white text on black) share their black
+    with the blank frames: only a structure that stays in every sample counts as staying on screen."""
+    black = _logo(np.zeros((180, 320), np.uint8))
+    a, b = _slide([20, 60]), _slide([40, 100])
+    if theme == "dark":
+        a, b = 255 - a, 255 - b
+    frames = [_logo(a)] * 10 + [black] * 6 + [_logo(b)] * 10 + [black] * 6 + [_logo(a)] * 4
+    tracker = _track(frames)
+    assert [s.keyframe.time for s in tracker.kept] == [0.0, 8.0]
+    assert tracker.dropped["blank"] == 1  # the second black is a duplicate of the first
+    assert len(_track(frames, persistent_blank=False).kept) == 3
+
+
+def test_a_single_slide_held_all_video_is_not_blank():
+    frames = [_logo(_slide([20, 60]))] * 20
+    assert [s.keyframe.time for s in _track(frames).kept] == [0.0]
 
 
 def test_grid_samples_what_is_on_screen():
