@@ -761,13 +761,20 @@ class BuildAgent:
                   "knowledge_points": sum(1 for n in store.taxonomy(run_id) if n["level"] == "point"),
                   "videos_by_point": {f"{p} {names[p]}": v for p, v in sorted(points.items())},
                   "short_points": short, "coverage": state.get("coverage"), "human_reviewed_videos": reviewed,
-                  "failed": self._failed(run_id)}
+                  "failed": self._failed(run_id), "warnings": self._warnings(run_id)}
         checks = [c["rewrite"] for v in videos for c in store.clips(v["video_id"]) if c.get("rewrite")]
         if checks:
             result["rewrites"] = rewrite_counts(checks)
         if state.get("stop") == "sources_failed":
             result["error"] = self._sources_failed(run_id)
         return {"result": result}
+
+    def _warnings(self, run_id: str) -> list[dict]:
+        """The warnings the run's downloaded videos carry (a truncated file, ...): video, stage, kind,
+        message, and the candidate's status (accepted, or where it stopped)."""
+        return self.d.store.rows(
+            "SELECT w.video_id, w.stage, w.kind, w.message, c.status FROM warnings w JOIN candidates c "
+            "USING (video_id) WHERE c.run_id = ? ORDER BY w.video_id, w.stage, w.kind", [run_id])
 
     def _failed(self, run_id: str) -> list[dict]:
         """The run's faults, one per failed video: the node it failed in, the kind, the message."""

@@ -24,6 +24,10 @@ class FilterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     min_duration: float = Field(10.0, description="drop videos shorter than this many seconds")
+    truncated: Literal["keep", "drop"] = Field("keep", description=(
+        "a file that ends before its header's duration (a download cut short): keep what decodes, flagged with "
+        "a 'truncated' warning (its duration, clips and stats are the decodable part), or drop it (reason "
+        "'truncated')"))
     languages: tuple[str, ...] = Field(("en",), description=(
         "the wanted languages (ISO 639-1; empty: any). Speech in others is dropped, never translated "
         "(asr.foreign='keep' keeps it in its own language); the audio track tagged with one is preferred"))

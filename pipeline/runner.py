@@ -58,6 +58,7 @@ class VideoSummary:
     keyframes: int = 0
     samples: int = 0
     failed_at: str | None = None  # status error: the stage that failed (probe, asr, keyframes, ...)
+    warnings: list[str] = field(default_factory=list)  # "KIND: message" of each warning it survived (truncated, ...)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class RunResult:
     stages_run: dict[str, int] = field(default_factory=dict)
     export: str | None = None  # the samples file written (samples.jsonl, or samples.RUN.jsonl beside another run's)
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> {reason or error kind: videos}
+    warnings: dict[str, int] = field(default_factory=dict)  # warning kind -> videos of the run with one
     retried: dict[str, int] = field(default_factory=dict)  # "STAGE KIND" -> videos that failed last time, redone
 
     @property
@@ -85,7 +87,8 @@ class RunResult:
     def to_json(self) -> dict:
         return {"run_id": self.run_id, "samples": self.samples, "out": self.out_dir, "export": self.export,
                 "seconds": self.seconds, "stages_run": self.stages_run, "dropped": self.dropped,
-                "failed": self.failed, "retried": self.retried, "videos": [v.__dict__ for v in self.videos]}
+                "failed": self.failed, "retried": self.retried, "warnings": self.warnings,
+                "videos": [v.__dict__ for v in self.videos]}
 
 
 # -- inputs ------------------------------------------------------------------
@@ -399,8 +402,14 @@ class Runner:
             for vid in {m.get("video_id") for m in s["metadata"] if m.get("video_id")}:
                 per_video_samples[vid] = per_video_samples.get(vid, 0) + 1
         out = []
+        warned: dict[str, list[dict]] = {}
+        for w in self.store.warnings(run_id=run_id):
+            warned.setdefault(w["video_id"], []).append(w)
+        kinds: dict[str, int] = {}
         for v in videos:
             vid = v["video_id"]
+            for kind in {w["kind"] for w in warned.get(vid, [])}:
+                kinds[kind] = kinds.get(kind, 0) + 1
             row = self.store.video(vid)
             rv = self.store.run_video(run_id, vid) or {}
             status = rv.get("status") or row["status"]
@@ -412,11 +421,12 @@ class Runner:
                 video_id=vid, source=v["source"], status=status, reason=reason,
                 clips=len(clips), keyframes=sum(len(c["keyframes"]) for c in clips if c["decision"] == "keep"),
                 samples=per_video_samples.get(vid, 0),
-                failed_at=self._failed_at(vid, reason or "internal") if status == Status.ERROR else None))
+                failed_at=self._failed_at(vid, reason or "internal") if status == Status.ERROR else None,
+                warnings=[f"{w['kind']}: {w['message']}" for w in warned.get(vid, [])]))
         exported = getattr(self, "exported", None)
         return RunResult(run_id=run_id, videos=out, samples=len(samples), out_dir=str(self.out_dir), seconds=0.0,
                          stages_run=self.stages_run, export=str(exported) if exported else None,
-                         dropped={k: dict(v) for k, v in self.ctx.reasons.items()})
+                         dropped={k: dict(v) for k, v in self.ctx.reasons.items()}, warnings=dict(sorted(kinds.items())))
 
 def llm_call_row(call: dict, run_id: str, video_id: str, node: str = "ocr") -> dict:
     """An ``llm_calls`` row for a model call a tool made (tools.ocr.LlmCall as a dict): the

@@ -24,6 +24,7 @@ writes (one lock) and ``Context`` guards its own counters.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # a stage's version is part of its config hash: bump it when its code changes what it stores, so a
 # rerun redoes that stage (and the stages after it) and nothing else
-STAGE_VERSIONS = {"probe": 2, "asr": 2, "keyframes": 5, "ocr": 4, "clips": 2, "pack": 4}
+STAGE_VERSIONS = {"probe": 3, "asr": 2, "keyframes": 5, "ocr": 4, "clips": 2, "pack": 4}
 
 
 class Reporter(Protocol):
@@ -63,7 +64,8 @@ class NullReporter:
 class Context:
     """What every stage of one run shares: the store, the config, the media folder, the run, the
     executor (made on first use, one per run), the progress display, and the counters
-    (``ran``: stage -> videos computed; ``reasons``: stage -> {reason or error kind: videos})."""
+    (``ran``: stage -> videos computed; ``reasons``: stage -> {reason or error kind: videos};
+    ``warnings``: stage -> {warning kind: videos})."""
 
     store: Store
     cfg: PipelineConfig
@@ -73,7 +75,12 @@ class Context:
     reporter: Reporter = field(default_factory=NullReporter)
     ran: Counter = field(default_factory=Counter)
     reasons: dict[str, Counter] = field(default_factory=dict)
+    warnings: dict[str, Counter] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def warn(self, stage: str, kind: str) -> None:
+        with self.lock:
+            self.warnings.setdefault(stage, Counter())[kind] += 1
 
     def count(self, stage: str, reason: str | None = None) -> None:
         with self.lock:
@@ -222,6 +229,21 @@ class Stage:
         self.store.record_error(vid, self.name, h, kind, msg, self.ctx.run_id or None)
         self.ctx.count(self.name, kind)
         self._run_status(vid, Status.ERROR, kind)
+
+    def trace_warning(self, vid: str, kind: str, message: str, policy: str = "") -> None:
+        """A warning the video survives (stored in ``warnings``), as an event of the run's trace: node
+        this stage, decision "warning", reasons ``KIND: MESSAGE`` and what the policy made of it. Once
+        per run, video and kind."""
+        run_id = self.ctx.run_id
+        if not run_id:
+            return
+        first = f"{kind}: {message}"
+        with self.store.lock:
+            if any(e["decision"] == "warning" and (json.loads(e["reasons"] or "[]") or [""])[0] == first
+                   for e in self.store.events(run_id, self.name, vid)):
+                return
+            ev = self.store.event_start(run_id, self.name, vid, None)
+            self.store.event_end(ev, None, decision="warning", reasons=[first] + ([policy] if policy else []))
 
     def reject(self, vid: str, reason: str) -> None:
         self.store.update_video(vid, status=Status.REJECTED.value, reason=reason)

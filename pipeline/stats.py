@@ -232,7 +232,9 @@ def search_funnel(store: Store, run_id: str) -> dict | None:
 
 
 def funnel(store: Store, run_id: str, videos: list[dict]) -> dict:
-    """found -> probed -> passed rules -> transcribed -> kept, with drop reasons and error kinds."""
+    """found -> probed -> passed rules -> transcribed -> kept, with drop reasons, error kinds and the
+    kinds of warnings the run's videos carry (truncated: videos whose file ends before its header's
+    duration; their hours count what decodes)."""
     ids = [v["video_id"] for v in videos]
     probed = store.scalar("SELECT count(DISTINCT s.video_id) FROM stage_status s JOIN run_videos r USING (video_id) "
                           "WHERE r.run_id = ? AND s.stage = 'probe' AND s.status = 'done'", [run_id])
@@ -257,8 +259,12 @@ def funnel(store: Store, run_id: str, videos: list[dict]) -> dict:
     clip_decisions = store.rows(f"SELECT c.decision, count(*) AS n FROM ({_RUN_VIDEOS}) r JOIN clips c "
                                 "ON c.video_id = r.video_id AND c.config_hash = r.clips_hash GROUP BY 1 ORDER BY 1",
                                 [run_id])
+    warned = store.rows("SELECT w.kind, count(DISTINCT w.video_id) AS n FROM warnings w JOIN run_videos r "
+                        "USING (video_id) WHERE r.run_id = ? GROUP BY 1 ORDER BY 1", [run_id]) if store.scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'warnings'") else []  # read-only, pre-015
     out = {"steps": [{"step": s, "videos": n} for s, n in steps],
            "dropped": dict(sorted(dropped.items())), "errors": dict(sorted(errors.items())),
+           "warnings": {r["kind"]: r["n"] for r in warned},
            "ocr_dropped": {r["reason"]: r["n"] for r in ocr_drops},
            "clip_decisions": {r["decision"]: r["n"] for r in clip_decisions}}
     checks = store.rows(f"SELECT c.rewrite FROM ({_RUN_VIDEOS}) r JOIN clips c ON c.video_id = r.video_id "

@@ -280,13 +280,34 @@ class Store:
         with self.transaction():
             self.con.execute("UPDATE videos SET duration = ?, width = ?, height = ?, fps = ?, has_audio = ?, "
                              "start_time = ?, duration_source = ?, rotation = ?, sample_aspect_ratio = ?, "
-                             "display_width = ?, display_height = ?, audio_streams = ?, updated_at = ? "
-                             "WHERE video_id = ?",
+                             "display_width = ?, display_height = ?, audio_streams = ?, header_duration = ?, "
+                             "updated_at = ? WHERE video_id = ?",
                              [info["duration"], info["width"], info["height"], info["fps"], info["has_audio"],
                               info.get("start_time"), info.get("duration_source"), info.get("rotation"),
                               info.get("sample_aspect_ratio"), info.get("display_width"), info.get("display_height"),
-                              json.dumps(list(info.get("audio_streams") or [])), _now(), video_id])
+                              json.dumps(list(info.get("audio_streams") or [])),
+                              info.get("header_duration") or info["duration"], _now(), video_id])
+            self.con.execute("DELETE FROM warnings WHERE video_id = ? AND stage = 'probe'", [video_id])
+            if info.get("truncated"):
+                self._warn(video_id, "probe", config_hash, "truncated",
+                           f"the file ends early: {info['duration']:.1f}s decode of the {info['header_duration']:.1f}s "
+                           "its header claims")
             self._mark(video_id, "probe", config_hash, "done", None, seconds)
+
+    def _warn(self, video_id: str, stage: str, config_hash: str, kind: str, message: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO warnings (video_id, stage, kind, message, config_hash, occurred_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", [video_id, stage, kind, message[:2000], config_hash, _now()])
+
+    def warnings(self, video_id: str | None = None, run_id: str | None = None) -> list[dict]:
+        """Warnings (faults a video survives: ``kind`` truncated, ...) of one video, or of a run's videos
+        (in the run's order), or all; rows: video_id, stage, kind, message, config_hash, occurred_at."""
+        if run_id is not None:
+            return self.rows("SELECT w.* FROM warnings w JOIN run_videos r USING (video_id) WHERE r.run_id = ? "
+                             + ("AND w.video_id = ? " if video_id else "") + "ORDER BY r.position, w.stage, w.kind",
+                             [run_id, video_id] if video_id else [run_id])
+        if video_id is not None:
+            return self.rows("SELECT * FROM warnings WHERE video_id = ? ORDER BY stage, kind", [video_id])
+        return self.rows("SELECT * FROM warnings ORDER BY video_id, stage, kind")
 
     def save_transcript(self, video_id: str, config_hash: str, tr: dict, n_tokens: int) -> None:
         """A transcript (tools.asr.Transcript as a dict): its kept segments, the dropped ones with

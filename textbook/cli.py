@@ -22,6 +22,7 @@ from typing import Annotated, Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Only light modules here: `textbook --help` must not pay for LangChain, LangGraph, DuckDB, torch or the
@@ -119,16 +120,26 @@ def _console() -> Console:
 def _print_summary(result) -> None:
     console = _console()
     table = Table(title=f"{result.run_id}: {result.samples} samples in {result.out_dir} ({result.seconds}s)")
-    for col in ("video", "source", "status", "reason", "clips", "keyframes", "samples"):
+    warned = [v for v in result.videos if v.warnings]
+    cols = ("video", "source", "status", "reason", "clips", "keyframes", "samples") + (("warnings",) if warned else ())
+    for col in cols:
         table.add_column(col, overflow="fold")
     for v in result.videos:
-        table.add_row(v.video_id, Path(v.source).name, v.status, v.reason or "", str(v.clips), str(v.keyframes),
-                      str(v.samples))
+        row = [v.video_id, Path(v.source).name, v.status, v.reason or "", str(v.clips), str(v.keyframes),
+               str(v.samples)]
+        table.add_row(*map(escape, row + ([", ".join(w.split(":", 1)[0] for w in v.warnings)] if warned else [])))
     console.print(table)
     if result.retried:
         from textbook.cli_agent import retried_line
 
         console.print(f"{result.run_id}: {retried_line(result.retried)}", markup=False, highlight=False)
+    if warned:
+        kinds = ", ".join(f"{k} {n}" for k, n in (result.warnings or {}).items())
+        console.print(f"warnings: {len(warned)} of {len(result.videos)} videos ({kinds})", markup=False,
+                      highlight=False)
+        for v in warned:
+            for w in v.warnings:
+                console.print(f"  {v.video_id}: {w}", markup=False, highlight=False)
 
 
 def _run_id(store, run: str | None) -> str:
@@ -215,9 +226,9 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
                           "advisory)")
     f = data["funnel"]
     console.print("funnel: " + " -> ".join(f"{s['step']} {s['videos']}" for s in f["steps"]))
-    for title, key in (("dropped", "dropped"), ("errors", "errors"), ("OCR dropped", "ocr_dropped"),
-                       ("clip decisions", "clip_decisions")):
-        if f[key]:
+    for title, key in (("dropped", "dropped"), ("errors", "errors"), ("warnings", "warnings"),
+                       ("OCR dropped", "ocr_dropped"), ("clip decisions", "clip_decisions")):
+        if f.get(key):
             console.print(f"{title}: " + ", ".join(f"{k} {v}" for k, v in f[key].items()))
     if f.get("rewrites"):
         rw = f["rewrites"]

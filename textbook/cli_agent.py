@@ -505,6 +505,15 @@ def _print_build(result: dict, db) -> None:
             + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) +
             "); the others went on. Each is in the trace: textbook trace " + result["run_id"] + " --node "
             + failed[0]["node"])
+    warned = result.get("warnings") or []
+    if warned:
+        kinds: dict[str, int] = {}
+        for w in warned:
+            kinds[w["kind"]] = kinds.get(w["kind"], 0) + 1
+        say(f"  warnings: {len(warned)} (" + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) +
+            f"); in the trace: textbook trace {result['run_id']} --node {warned[0]['stage']}")
+        for w in warned:
+            say(f"    {literal(w['video_id'])} ({w['status']}): {w['kind']}: {literal(w['message'])}")
     say(f"  inspect: textbook trace {result['run_id']}" + (f" --db {db}" if db else ""))
 
 

@@ -192,8 +192,14 @@ def download(url: str, dest_dir: Path, *, video_id: str | None = None, max_heigh
                 log.warning("re-downloading unreadable %s", present)
                 _remove(present, video_id)
             else:
-                info = _info_subset({"ext": present.suffix.lstrip(".")}, media)
-                return Downloaded(video_id, present, url, info, media.size_bytes, 0)
+                if not media.truncated:
+                    info = _info_subset({"ext": present.suffix.lstrip(".")}, media)
+                    return Downloaded(video_id, present, url, info, media.size_bytes, 0)
+                # an earlier download cut short: fetch it again (a new download that is short too is
+                # returned as it is: the pipeline flags it and its policy decides)
+                log.warning("re-downloading %s: %.1fs of the %.1fs its header claims decode", present,
+                            media.duration, media.header_duration)
+                _remove(present, video_id)
 
     dest_dir.mkdir(parents=True, exist_ok=True)
     name = video_id.replace("%", "%%") if video_id else "%(id)s"

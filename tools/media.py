@@ -69,6 +69,12 @@ class MediaInfo:
     (media times count from it). ``duration_source`` says where ``duration`` came from:
     "format" (the header), "stream" (a stream's duration or DURATION tag), "measured" (the
     last demuxed packet's end; WebM from browsers has no duration in its header) or "none".
+
+    ``duration`` is what decodes: when the data ends before the header's duration by more than
+    ``truncation_tolerance`` (a download cut short, the header written first), ``truncated`` is
+    True, ``duration`` is the end of the last complete packet (``duration_source`` "measured")
+    and ``header_duration`` keeps what the header claimed; otherwise ``header_duration`` equals
+    ``duration``.
     """
 
     path: str
@@ -89,6 +95,15 @@ class MediaInfo:
     display_width: int = 0
     display_height: int = 0
     audio_streams: tuple[AudioStream, ...] = ()
+    header_duration: float = 0.0
+    truncated: bool = False
+
+
+def truncation_tolerance(duration: float) -> float:
+    """Seconds by which the decodable end may fall short of a header's ``duration`` (seconds)
+    before the file counts as truncated: max(1 s, 2%) (a last frame's or audio packet's length,
+    and edit lists, stay well inside it)."""
+    return max(1.0, 0.02 * duration)
 
 
 def _require(tool: str) -> str:
@@ -177,22 +192,77 @@ def measure_duration(path: str | Path) -> float:
     try:
         with av.open(str(path)) as container:
             for packet in container.demux():
-                if packet.pts is None or packet.stream.type not in ("video", "audio"):
+                t1 = _packet_end(packet)
+                if t1 is None:
                     continue
                 t0 = float(packet.pts * packet.time_base)
                 start = t0 if start is None else min(start, t0)
-                end = max(end, t0 + float((packet.duration or 0) * packet.time_base))
+                end = max(end, t1)
     except av.FFmpegError as exc:
         raise ToolError("corrupt", f"{Path(path).name}: {exc}") from exc
     return max(0.0, end - start) if start is not None else 0.0
+
+
+def _packet_end(packet) -> float | None:
+    """The end (seconds, media time) of a demuxed audio/video packet; None for others, or one
+    without a timestamp or flagged corrupt (cut by the end of the file)."""
+    if packet.pts is None or packet.stream.type not in ("video", "audio") or getattr(packet, "is_corrupt", False):
+        return None
+    return float((packet.pts + (packet.duration or 0)) * packet.time_base)
+
+
+def _last_end(container) -> float | None:
+    """The latest end (seconds, media clock) of the audio/video packets demuxed from where ``container``
+    stands to the end of the file; None when there are none."""
+    end = None
+    for packet in container.demux():
+        t = _packet_end(packet)
+        if t is not None and (end is None or t > end):
+            end = t
+    return end
+
+
+def decodable_duration(path: str | Path, header_duration: float) -> float:
+    """Seconds of ``path`` on the media clock that its packets reach, for a header that claims
+    ``header_duration`` seconds (demuxing only, no decoding; PyAV).
+
+    A complete file is confirmed cheaply: seek to a keyframe a few seconds before the header's end
+    and demux the rest; when the last packet ends within ``truncation_tolerance`` of the header's
+    duration, ``header_duration`` is returned. Otherwise (a download cut short: an MP4 whose index,
+    written first, lists samples the file no longer holds) the whole file is demuxed and the end
+    of its last complete packet returned (a packet cut by the end of the file does not count; 0.0
+    when none is left). The header's duration is taken as an end time, as MP4's is (it includes a
+    start offset): a file that starts late is not taken for a short one. Raises ToolError("corrupt")
+    when PyAV cannot open the file.
+    """
+    import av
+
+    tol = truncation_tolerance(header_duration)
+    try:
+        with av.open(str(path)) as container:
+            try:
+                if header_duration - tol - 5.0 > 0:
+                    container.seek(int((header_duration - tol - 5.0) * av.time_base), backward=True)
+                end = _last_end(container)
+            except av.FFmpegError:  # a seek into bytes the file does not have
+                end = None
+            if end is not None and end >= header_duration - tol:
+                return header_duration
+        with av.open(str(path)) as container:
+            return max(0.0, _last_end(container) or 0.0)
+    except av.FFmpegError as exc:
+        raise ToolError("corrupt", f"{Path(path).name}: {exc}") from exc
 
 
 def probe(path: str | Path, timeout: float = 60.0) -> MediaInfo:
     """Probe a media file with ffprobe.
 
     Raises ToolError: "missing" (no such file), "empty" (0 bytes), "corrupt" (unreadable, or
-    neither audio nor video), "timeout". A duration missing from the header is taken from the
-    streams, else measured by demuxing to the last packet (``measure_duration``).
+    neither audio nor video, or a header whose packets are all missing), "timeout". A duration
+    missing from the header is taken from the streams, else measured by demuxing to the last
+    packet (``measure_duration``). A header's duration is checked against the packets the file
+    holds (``decodable_duration``): a file that ends early gets the decodable duration and
+    ``truncated`` (the caller decides what to do with it).
     """
     path = Path(path)
     if not path.is_file():
@@ -225,6 +295,15 @@ def probe(path: str | Path, timeout: float = 60.0) -> MediaInfo:
     if not duration:
         duration, source = measure_duration(path), "measured"
         source = source if duration > 0 else "none"
+    header, truncated = duration, False
+    start_time = _float(fmt.get("start_time")) or 0.0
+    if source in ("format", "stream"):
+        decodable = decodable_duration(path, duration)
+        if decodable < duration - truncation_tolerance(duration):
+            if decodable <= 0:
+                raise ToolError("corrupt", f"{path.name}: no audio or video packet is in the file (its header "
+                                           f"claims {duration:.1f}s)")
+            duration, source, truncated = decodable, "measured", True
     width, height = int((video or {}).get("width") or 0), int((video or {}).get("height") or 0)
     sar = _rate((video or {}).get("sample_aspect_ratio")) or 1.0
     rotation = _rotation(video) if video else 0
@@ -243,13 +322,15 @@ def probe(path: str | Path, timeout: float = 60.0) -> MediaInfo:
         fps=_rate((video or {}).get("avg_frame_rate")) or _rate((video or {}).get("r_frame_rate")),
         video_codec=(video or {}).get("codec_name", ""),
         audio_codec=chosen.stream.codec if chosen else "",
-        start_time=_float(fmt.get("start_time")) or 0.0,
+        start_time=start_time,
         duration_source=source,
         rotation=rotation,
         sample_aspect_ratio=round(sar, 6),
         display_width=display[0],
         display_height=display[1],
         audio_streams=audios,
+        header_duration=round(header, 3),
+        truncated=truncated,
     )
 
 

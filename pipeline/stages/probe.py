@@ -34,6 +34,20 @@ class ProbeStage(Stage):
         self.store.save_probe(video["video_id"], h, result, seconds)
 
     def keep(self, video: dict, h: str) -> str | None:
-        row = self.store.video(video["video_id"])
-        info = {"duration": row["duration"], "has_audio": row["has_audio"], "has_video": (row["width"] or 0) > 0}
-        return probe_rules(info, self.cfg.filters)
+        """The probe rules on the stored probe; a ``truncated`` warning is also put in the run's trace
+        (an event of node "probe", decision "warning"), with what the policy made of it."""
+        vid = video["video_id"]
+        row = self.store.video(vid)
+        warned = [w for w in self.store.warnings(vid) if w["stage"] == "probe"]
+        truncated = any(w["kind"] == "truncated" for w in warned)
+        info = {"duration": row["duration"], "has_audio": row["has_audio"], "has_video": (row["width"] or 0) > 0,
+                "truncated": truncated}
+        reason = probe_rules(info, self.cfg.filters)
+        for w in warned:
+            self.ctx.warn(self.name, w["kind"])
+            policy = ""
+            if w["kind"] == "truncated":
+                policy = ("filters.truncated = drop: the video is dropped" if reason == "truncated" else
+                          "filters.truncated = keep: what decodes is used")
+            self.trace_warning(vid, w["kind"], w["message"], policy)
+        return reason

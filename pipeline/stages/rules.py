@@ -13,9 +13,13 @@ class Drop(str):
 
 
 def probe_rules(info: dict, cfg: FilterConfig) -> Drop | None:
-    """``info``: has_video, duration (seconds), has_audio. no_video | too_short | no_audio, or None."""
+    """``info``: has_video, duration (seconds, what decodes), has_audio, truncated (optional: the file
+    ends before its header's duration). no_video | truncated (with ``cfg.truncated`` "drop") |
+    too_short | no_audio, or None."""
     if not info["has_video"]:
         return Drop("no_video")
+    if info.get("truncated") and cfg.truncated == "drop":
+        return Drop("truncated")
     if info["duration"] < cfg.min_duration:
         return Drop("too_short")
     if not info["has_audio"]:

@@ -194,3 +194,64 @@ def test_extract_audio_takes_the_asked_stream():
     with pytest.raises(ToolError) as err:
         media.extract_audio(CONDITIONS / "two_tracks.mkv", stream=9)
     assert err.value.kind == "no-audio"
+
+
+def _faststart_lesson(path, seconds: float = 60.0):
+    """A generated lesson-sized MP4 with its index (moov) written first, as a streamed download has it:
+    320x240 test pattern at 10 fps (a keyframe every 2 s) and a 440 Hz tone."""
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=size=320x240:rate=10:duration={seconds}",
+                    "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=16000:duration={seconds}",
+                    "-c:v", "libx264", "-g", "20", "-pix_fmt", "yuv420p", "-c:a", "aac", "-movflags", "+faststart",
+                    str(path)], check=True)
+    return path
+
+
+def _cut(src, dst, share: float):
+    data = src.read_bytes()
+    dst.write_bytes(data[:int(len(data) * share)])
+    return dst
+
+
+def _last_whole_packet_end(full, size: int) -> float:
+    """Where the packets of ``full`` whose bytes all lie in its first ``size`` bytes end (seconds, media
+    clock): what a copy cut there holds whole (ffprobe, on the complete file's index)."""
+    out = subprocess.run(["ffprobe", "-v", "quiet", "-show_entries", "packet=pts_time,duration_time,pos,size",
+                          "-of", "csv=p=0", str(full)], capture_output=True, text=True).stdout
+    rows = [line.split(",") for line in out.splitlines()]
+    return max(float(t) + float(d) for t, d, n, pos in (r[:4] for r in rows if len(r) >= 4 and "N/A" not in r)
+               if int(pos) + int(n) <= size)
+
+
+def test_half_download_is_taken_at_what_decodes(tmp_path):
+    full = _faststart_lesson(tmp_path / "full.mp4")
+    whole = media.probe(full)
+    assert (whole.duration, whole.header_duration, whole.truncated, whole.duration_source) == (60.0, 60.0, False,
+                                                                                                 "format")
+    cut = media.probe(_cut(full, tmp_path / "cut.mp4", 0.55))
+    assert cut.truncated and cut.header_duration == 60.0 and cut.duration_source == "measured"
+    assert 25 < cut.duration < 40  # about 55% of the bytes: about 55% of the minute
+    assert abs(cut.duration - _last_whole_packet_end(full, cut.size_bytes)) < 0.001
+    # the audio and the frames that decode end there too
+    assert abs(len(media.extract_audio(tmp_path / "cut.mp4")) / 16000 - cut.duration) < 0.5
+    last = max(t for t, _ in media.read_frames(tmp_path / "cut.mp4", rate=1.0, width=64))
+    assert cut.duration - 1.5 < last <= cut.duration
+
+
+def test_a_file_short_by_less_than_the_tolerance_is_not_truncated(tmp_path):
+    full = _faststart_lesson(tmp_path / "full.mp4", 20.0)
+    nearly = media.probe(_cut(full, tmp_path / "nearly.mp4", 0.995))  # the last frames' bytes, well under 1 s
+    assert not nearly.truncated and nearly.duration == 20.0
+    assert media.truncation_tolerance(20.0) == 1.0 and media.truncation_tolerance(3600.0) == 72.0
+
+
+def test_a_header_without_its_media_data_is_corrupt(tmp_path):
+    """Cut before the first sample (the index is there, no packet is): nothing decodes, so corrupt, as a file
+    whose index never came (tests/data/lessons/physics_truncated.mp4, index last) is."""
+    full = _faststart_lesson(tmp_path / "full.mp4", 20.0)
+    data, pos = full.read_bytes(), 0
+    while data[pos + 4:pos + 8] != b"mdat":  # top-level boxes: 32-bit size, 4-byte type
+        pos += struct.unpack(">I", data[pos:pos + 4])[0]
+    (tmp_path / "index_only.mp4").write_bytes(data[:pos + 16])
+    with pytest.raises(ToolError) as err:
+        media.probe(tmp_path / "index_only.mp4")
+    assert err.value.kind == "corrupt" and "no audio or video packet" in err.value.message
