@@ -426,7 +426,8 @@ class Runner:
         exported = getattr(self, "exported", None)
         return RunResult(run_id=run_id, videos=out, samples=len(samples), out_dir=str(self.out_dir), seconds=0.0,
                          stages_run=self.stages_run, export=str(exported) if exported else None,
-                         dropped={k: dict(v) for k, v in self.ctx.reasons.items()}, warnings=dict(sorted(kinds.items())))
+                         dropped={k: dict(v) for k, v in self.ctx.reasons.items()},
+                         warnings=dict(sorted(kinds.items())))
 
 def llm_call_row(call: dict, run_id: str, video_id: str, node: str = "ocr") -> dict:
     """An ``llm_calls`` row for a model call a tool made (tools.ocr.LlmCall as a dict): the

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # a stage's version is part of its config hash: bump it when its code changes what it stores, so a
 # rerun redoes that stage (and the stages after it) and nothing else
-STAGE_VERSIONS = {"probe": 3, "asr": 2, "keyframes": 5, "ocr": 4, "clips": 2, "pack": 4}
+STAGE_VERSIONS = {"probe": 3, "asr": 2, "keyframes": 5, "ocr": 5, "clips": 2, "pack": 4}
 
 
 class Reporter(Protocol):
@@ -64,8 +64,7 @@ class NullReporter:
 class Context:
     """What every stage of one run shares: the store, the config, the media folder, the run, the
     executor (made on first use, one per run), the progress display, and the counters
-    (``ran``: stage -> videos computed; ``reasons``: stage -> {reason or error kind: videos};
-    ``warnings``: stage -> {warning kind: videos})."""
+    (``ran``: stage -> videos computed; ``reasons``: stage -> {reason or error kind: videos})."""
 
     store: Store
     cfg: PipelineConfig
@@ -75,12 +74,7 @@ class Context:
     reporter: Reporter = field(default_factory=NullReporter)
     ran: Counter = field(default_factory=Counter)
     reasons: dict[str, Counter] = field(default_factory=dict)
-    warnings: dict[str, Counter] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def warn(self, stage: str, kind: str) -> None:
-        with self.lock:
-            self.warnings.setdefault(stage, Counter())[kind] += 1
 
     def count(self, stage: str, reason: str | None = None) -> None:
         with self.lock:

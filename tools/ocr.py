@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from tools.errors import ToolError
 
 VLM_PROMPT = (
@@ -28,9 +30,16 @@ VLM_PROMPT = (
 
 @dataclass(frozen=True)
 class OcrOptions:
+    """How keyframes are read. ``psm``: tesseract's page-segmentation passes over the whole frame,
+    merged; ``title_psm``: the mode of one more pass over the frame's title region alone (a title
+    bar, else the first text line in the top third; ``title_band``): 7 reads it as one line, 8 as
+    one word, 0 turns the pass off. Page layout analysis drops a lone short word on a coloured
+    bar ("Gases"); read by itself it is found."""
+
     backend: str = "tesseract"  # tesseract | vlm
     language: str = "eng"  # tesseract language(s), e.g. eng+equ
     psm: tuple[int, ...] = (3, 6)  # tesseract page segmentation passes, merged
+    title_psm: int = 7  # the title region's pass (7: one line, 8: one word; 0: none)
     min_height: int = 960  # frames are upscaled to at least this height before tesseract
     min_confidence: float = 0.0  # tesseract words below this confidence are dropped (0: keep all; the
     # pipeline judges whole lines: a correct word can score 9 inside a line of 96s)
@@ -112,6 +121,76 @@ def _parse_tsv(tsv: str, min_conf: float) -> dict[int, list[tuple[int, str, list
     return pages
 
 
+def title_band(rgb: np.ndarray) -> tuple[int, int, bool] | None:
+    """The rows (top, bottom: pixels, bottom exclusive) of a slide's title region in an RGB frame
+    (H x W x 3, uint8), and whether its background is dark; None when it has none.
+
+    Each row's dominant colour (colours quantized to 3 bits a channel) and its share of the row
+    are taken on a frame subsampled to about 240 columns. A title bar is the first run of rows
+    from the top (starting in the top 15% of the frame) whose dominant colour covers at least half
+    of each row, differs from the slide's body colour (the colour dominating most rows) and spans
+    5% to 35% of the height. Without a bar, the first run of rows holding ink on the body colour
+    (under 98.5% body colour) that starts in the top third, spans 2% to 20% of the height and is
+    followed by a blank row is taken, widened by half its height each way.
+    """
+    h, w = rgb.shape[:2]
+    step = max(1, w // 240)
+    small = rgb[::step, ::step].astype(np.int32) >> 5
+    codes = (small[..., 0] << 6) | (small[..., 1] << 3) | small[..., 2]
+    rows, cols = codes.shape
+    if rows < 20:
+        return None
+    counts = np.bincount((codes + (np.arange(rows) * 512)[:, None]).ravel(), minlength=rows * 512).reshape(rows, 512)
+    mode, share = counts.argmax(axis=1), counts.max(axis=1) / cols
+    body = int(np.bincount(mode, minlength=512).argmax())
+
+    def lum(code: int) -> float:  # the luminance (0..255) of a quantized colour
+        return (((code >> 6) & 7) * 0.299 + ((code >> 3) & 7) * 0.587 + (code & 7) * 0.114) * 32
+
+    top = 0
+    while top < rows and mode[top] == body and share[top] > 0.985:  # a white margin above a bar
+        top += 1
+    if top <= 0.15 * rows and top < rows and mode[top] != body and share[top] >= 0.5:
+        end = top
+        while end < rows and mode[end] == mode[top] and share[end] >= 0.5:
+            end += 1
+        if 0.05 * rows <= end - top <= 0.35 * rows:
+            return top * step, min(h, end * step), bool(lum(int(mode[top])) < 128)
+    ink = (mode != body) | (share < 0.985)
+    start = int(np.argmax(ink)) if ink.any() else rows
+    if start > rows / 3:
+        return None
+    end = start
+    while end < rows and ink[end]:
+        end += 1
+    if end >= rows or not 0.02 * rows <= end - start <= 0.2 * rows:
+        return None
+    pad = (end - start) // 2 + 1
+    return max(0, start - pad) * step, min(h, (end + pad) * step), bool(lum(body) < 128)
+
+
+def _words(text: str) -> str:
+    return " ".join("".join(ch for ch in word if ch.isalnum()) for word in text.lower().split())
+
+
+def _merge_title(have: list[tuple[int, str, list[float]]], line: tuple[int, str, list[float]]) -> None:
+    """Merge a line read from the title region into a frame's lines (top, text, word confidences):
+    a line the page passes read alike (``_similar``) is kept, or replaced by the title pass's read
+    when that one is more confident; a title the page passes read inside a longer line is not
+    added again; anything else is added."""
+    words = _words(line[1])
+    if not words:
+        return
+    for k, old in enumerate(have):
+        if _similar(line[1], old[1]):
+            if sum(line[2]) / len(line[2]) > sum(old[2]) / max(1, len(old[2])):
+                have[k] = (old[0], line[1], line[2])
+            return
+        if f" {words} " in f" {_words(old[1])} ":
+            return
+    have.append(line)
+
+
 def _similar(a: str, b: str) -> bool:
     import difflib
 
@@ -125,7 +204,10 @@ class TesseractOCR:
     pixels, then read in one tesseract process per page-segmentation pass (no
     per-image start-up cost). Lines found by a later pass that no earlier pass
     found are merged in by position: automatic layout (psm 3) reads formulas in
-    boxes, single-block layout (psm 6) reads titles on coloured bands.
+    boxes, single-block layout (psm 6) reads titles on coloured bands. The
+    title region (``title_band``), cut out, made dark-on-light and read as one
+    line (``title_psm``) in one more process beside them, gives the short titles
+    both layouts drop (``_merge_title`` adds it without repeating a line).
     """
 
     def __init__(self, options: OcrOptions | None = None):
@@ -140,34 +222,45 @@ class TesseractOCR:
     def read_many(self, images: list[str | Path]) -> list[OcrResult]:
         import tempfile
 
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         opts = self.options
         if not images:
             return []
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="textbook-ocr-") as tmp:
-            listing = Path(tmp) / "images.txt"
-            prepared, heights = [], []
+            listing, titles_listing = Path(tmp) / "images.txt", Path(tmp) / "titles.txt"
+            prepared, heights, crops = [], [], []  # crops: (image index, top of the title region as read)
             for i, src in enumerate(images):
                 try:
                     with Image.open(src) as im:
-                        im = im.convert("L")
-                        if im.height < opts.min_height:
-                            scale = opts.min_height / im.height
-                            im = im.resize((round(im.width * scale), opts.min_height), Image.BICUBIC)
-                        dst = Path(tmp) / f"{i:06d}.png"
-                        im.save(dst)
-                        heights.append(im.height)
+                        rgb = im.convert("RGB")
                 except OSError as exc:
                     raise ToolError("corrupt", f"cannot read image {src}: {exc}") from exc
+                gray = rgb.convert("L")
+                scale = max(1.0, opts.min_height / gray.height)
+                if scale > 1.0:
+                    gray = gray.resize((round(gray.width * scale), opts.min_height), Image.BICUBIC)
+                dst = Path(tmp) / f"{i:06d}.png"
+                gray.save(dst)
+                heights.append(gray.height)
                 prepared.append(str(dst))
+                band = title_band(np.asarray(rgb)) if opts.title_psm else None
+                if band is not None:
+                    top, bottom, dark = round(band[0] * scale), round(band[1] * scale), band[2]
+                    crop = gray.crop((0, top, gray.width, bottom))
+                    crop = ImageOps.invert(crop) if dark else crop
+                    crop = ImageOps.expand(crop, border=16, fill=int(np.median(np.asarray(crop))))
+                    crop.save(Path(tmp) / f"title-{i:06d}.png")
+                    crops.append((i, top - 16))
             listing.write_text("\n".join(prepared) + "\n")
+            titles_listing.write_text("".join(f"{tmp}/title-{i:06d}.png\n" for i, _ in crops))
             merged: list[list[tuple[int, str, list[float]]]] = [[] for _ in images]
             # the layouts' passes are independent tesseract processes: run them side by side
-            with ThreadPoolExecutor(max_workers=len(opts.psm)) as pool:
-                passes = list(pool.map(lambda psm: self._run(listing, psm), opts.psm))
-            for pages in passes:
+            jobs = [(listing, psm) for psm in opts.psm] + ([(titles_listing, opts.title_psm)] if crops else [])
+            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+                passes = list(pool.map(lambda job: self._run(*job), jobs))
+            for pages in passes[:len(opts.psm)]:
                 for page, lines in pages.items():
                     if not 1 <= page <= len(images):
                         continue
@@ -175,6 +268,11 @@ class TesseractOCR:
                     for line in lines:
                         if not any(_similar(line[1], old[1]) for old in have):
                             have.append(line)
+            for page, lines in (passes[len(opts.psm)] if crops else {}).items():
+                if 1 <= page <= len(crops):
+                    i, offset = crops[page - 1]
+                    for top, text, confs in lines:
+                        _merge_title(merged[i], (top + offset, text, confs))
         seconds = round((time.perf_counter() - t0) / len(images), 3)
         results = []
         for lines, height in zip(merged, heights, strict=True):

@@ -44,7 +44,6 @@ class ProbeStage(Stage):
                 "truncated": truncated}
         reason = probe_rules(info, self.cfg.filters)
         for w in warned:
-            self.ctx.warn(self.name, w["kind"])
             policy = ""
             if w["kind"] == "truncated":
                 policy = ("filters.truncated = drop: the video is dropped" if reason == "truncated" else

@@ -60,3 +60,47 @@ def test_the_build_keeps_requests_in_flight_and_faults_are_items(clips, tmp_path
     reasons = {c["reason"] for c in others if c["status"] == "rejected"}
     assert reasons and reasons <= {"too_short", "no_audio"}
     assert not [c for c in calls if c["error"] and c["node"] != "judge_metadata"]
+
+
+def test_a_truncated_download_is_flagged_in_the_build(tmp_path, capsys):
+    """Issue 20: a half download (index first, cut at 55% of its bytes) found by a build is taken at what
+    decodes, and its `truncated` warning is in the build's result, its printed summary and its trace."""
+    import json
+    import subprocess
+
+    from textbook.cli_agent import _print_build
+
+    folder = tmp_path / "found"
+    folder.mkdir()
+    whole = tmp_path / "whole.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:duration=30",
+                    "-c:v", "libx264", "-g", "20", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(whole)],
+                   check=True)
+    data = whole.read_bytes()
+    (folder / "newton_half.mp4").write_bytes(data[:int(len(data) * 0.55)])
+    (folder / "newton_half.json").write_text(json.dumps({"title": "Newton's laws of motion", "subject": "physics"}))
+    with StandIn(latency_s=0.0) as srv:
+        llm = LLMConfig(base_url=srv.base_url, model="standin", structured="json_schema", timeout_s=5)
+        agent = AgentConfig(llm=llm, sources=[f"local:{folder}"], library_points=False, max_rounds=1,
+                            taxonomy=TaxonomySize(courses=1, subcourses=1, points=1), min_relevance=0.0,
+                            min_fit=0.0, enforce_judges="yes")
+        store = open_store(tmp_path / "build.duckdb")
+        try:
+            result = run_build(store, BuildSpec("build a physics textbook", agent, PipelineConfig(), tmp_path / "out"))
+            (cand,) = store.candidates(result["run_id"])
+            video = store.video(cand["video_id"])
+            events = [e for e in store.events(result["run_id"], "probe") if e["decision"] == "warning"]
+        finally:
+            store.close()
+    assert 14 < video["duration"] < 19 and video["header_duration"] == 30.0  # about 55% of the half minute
+    # it has no audio track: the probe rules drop it after the warning (the policy keeps what decodes)
+    assert (cand["status"], cand["reason"]) == ("rejected", "no_audio")
+    (warned,) = result["warnings"]
+    assert (warned["video_id"], warned["kind"], warned["status"]) == (cand["video_id"], "truncated", "rejected")
+    assert warned["message"] == f"the file ends early: {video['duration']:.1f}s decode of the 30.0s its header claims"
+    assert [json.loads(e["reasons"]) for e in events] == [[f"truncated: {warned['message']}",
+                                                           "filters.truncated = keep: what decodes is used"]]
+    _print_build(result, None)
+    shown = capsys.readouterr().out
+    assert f"warnings: 1 (truncated 1); in the trace: textbook trace {result['run_id']} --node probe" in shown
+    assert f"{cand['video_id']} (rejected): truncated: {warned['message']}" in shown

@@ -43,7 +43,8 @@ def test_duration_and_clips_are_what_decodes(half):
     try:
         duration, header, source = con.execute("SELECT duration, header_duration, duration_source FROM videos "
                                                "WHERE video_id = ?", [video["video_id"]]).fetchone()
-        last_clip_end = con.execute("SELECT max(end_s) FROM clips WHERE video_id = ?", [video["video_id"]]).fetchone()[0]
+        last_clip_end = con.execute("SELECT max(end_s) FROM clips WHERE video_id = ?",
+                                    [video["video_id"]]).fetchone()[0]
         warning = con.execute("SELECT stage, kind, message FROM warnings WHERE video_id = ?",
                               [video["video_id"]]).fetchall()
     finally:

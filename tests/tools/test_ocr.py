@@ -75,3 +75,43 @@ def test_vlm_backend_sends_image_to_openai_compatible_endpoint(lessons, tmp_path
 def test_unknown_backend():
     with pytest.raises(ToolError):
         ocr.make_reader(ocr.OcrOptions(backend="magic"))
+
+
+def _lines(text: str) -> list[str]:
+    return [_norm(line) for line in text.splitlines() if _norm(line)]
+
+
+@pytest.mark.slow
+def test_short_titles_on_a_title_bar_are_read(tmp_path):
+    """Issue 20: one-word titles on a coloured bar were lost by tesseract's page layout; the title
+    region read as one line gives them, and no line is read twice."""
+    from bench._slides import read_title, slides
+
+    one_word = ["Solids", "Gases", "Acids", "Bases"]
+    group = slides(tmp_path / "bar", one_word + ["States of Matter", "Chemical Bonds"])
+    group += slides(tmp_path / "plain", ["Metals", "Salts"], bar=False)
+    paths = [p for p, _ in group]
+    read = ocr.TesseractOCR().read_many(paths)
+    assert [t for r, (_, t) in zip(read, group, strict=True) if not read_title(r.text, t)] == []
+    for r in read:
+        assert len(_lines(r.text)) == len(set(_lines(r.text))) == 4, r.text  # the title and the three bullets
+        assert [line.top for line in r.lines] == sorted(line.top for line in r.lines)
+    pages_only = ocr.TesseractOCR(ocr.OcrOptions(title_psm=0)).read_many(paths[:4])
+    assert sum(read_title(r.text, t) for r, t in zip(pages_only, one_word, strict=True)) < 2  # what the pass adds
+
+
+def test_title_band_finds_the_bar_or_the_first_line(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from bench._slides import slide
+
+    def band(path):
+        return ocr.title_band(np.asarray(Image.open(path).convert("RGB")))
+
+    top, bottom, dark = band(slide("Gases", tmp_path / "dark.png", variant=0))  # a 82 px navy bar, white title
+    assert top == 0 and abs(bottom - 82) <= 3 and dark
+    assert band(slide("Gases", tmp_path / "light.png", variant=3))[2] is False  # a yellow bar, dark title
+    top, bottom, dark = band(slide("Gases", tmp_path / "plain.png", bar=False))  # no bar: the title line
+    assert 0 <= top < 25 and 45 < bottom < 90 and not dark
+    assert ocr.title_band(np.full((480, 854, 3), 255, np.uint8)) is None  # a blank frame has none
