@@ -92,6 +92,23 @@ def test_broken_file_in_place_is_downloaded_again(server, tmp_path):
     assert got.attempts == 1 and media.probe(got.path).has_video
 
 
+def test_a_truncated_file_in_place_is_downloaded_again(server, tmp_path, lessons):
+    """An earlier download cut short (index first, half the bytes) is fetched again, not reused."""
+    import subprocess
+
+    whole = tmp_path / "whole.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(lessons / "physics_newton.mp4"), "-c", "copy", "-movflags",
+                    "+faststart", str(whole)], check=True)
+    (tmp_path / "dl").mkdir()
+    (tmp_path / "dl" / "newton.mp4").write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    assert media.probe(tmp_path / "dl" / "newton.mp4").truncated
+    base, hits = server
+    got = download(f"{base}/physics_newton.mp4", tmp_path / "dl", video_id="newton")
+    assert got.attempts == 1 and count(hits, "/physics_newton.mp4") >= 1
+    fetched = media.probe(got.path)
+    assert not fetched.truncated and 50 < fetched.duration < 53
+
+
 def test_404_is_not_found_and_not_retried(server, tmp_path):
     base, hits = server
     with pytest.raises(DownloadError) as err:
