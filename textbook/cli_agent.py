@@ -507,10 +507,10 @@ def _print_build(result: dict, db) -> None:
             + failed[0]["node"])
     warned = result.get("warnings") or []
     if warned:
-        kinds: dict[str, int] = {}
+        by_kind: dict[str, int] = {}
         for w in warned:
-            kinds[w["kind"]] = kinds.get(w["kind"], 0) + 1
-        say(f"  warnings: {len(warned)} (" + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) +
+            by_kind[w["kind"]] = by_kind.get(w["kind"], 0) + 1
+        say(f"  warnings: {len(warned)} (" + ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())) +
             f"); in the trace: textbook trace {result['run_id']} --node {warned[0]['stage']}")
         for w in warned:
             say(f"    {literal(w['video_id'])} ({w['status']}): {w['kind']}: {literal(w['message'])}")
