@@ -169,6 +169,9 @@ def title_band(rgb: np.ndarray) -> tuple[int, int, bool] | None:
     return max(0, start - pad) * step, min(h, (end + pad) * step), bool(lum(body) < 128)
 
 
+_TITLE_READ_CONF = 60.0  # a line the layouts read in the title region at this mean confidence: it was read
+
+
 def _words(text: str) -> str:
     return " ".join("".join(ch for ch in word if ch.isalnum()) for word in text.lower().split())
 
@@ -205,9 +208,10 @@ class TesseractOCR:
     per-image start-up cost). Lines found by a later pass that no earlier pass
     found are merged in by position: automatic layout (psm 3) reads formulas in
     boxes, single-block layout (psm 6) reads titles on coloured bands. The
-    title region (``title_band``), cut out, made dark-on-light and read as one
-    line (``title_psm``) in one more process beside them, gives the short titles
-    both layouts drop (``_merge_title`` adds it without repeating a line).
+    title region (``title_band``) of each frame where neither layout read a line
+    in it (at mean confidence 60), cut out, made dark-on-light and read as one
+    line (``title_psm``) in one more process, gives the short titles both
+    layouts drop (``_merge_title`` adds it without repeating a line).
     """
 
     def __init__(self, options: OcrOptions | None = None):
@@ -230,7 +234,7 @@ class TesseractOCR:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="textbook-ocr-") as tmp:
             listing, titles_listing = Path(tmp) / "images.txt", Path(tmp) / "titles.txt"
-            prepared, heights, crops = [], [], []  # crops: (image index, top of the title region as read)
+            prepared, heights, crops = [], [], []  # crops: (image index, top, bottom of the title region as read)
             for i, src in enumerate(images):
                 try:
                     with Image.open(src) as im:
@@ -252,15 +256,13 @@ class TesseractOCR:
                     crop = ImageOps.invert(crop) if dark else crop
                     crop = ImageOps.expand(crop, border=16, fill=int(np.median(np.asarray(crop))))
                     crop.save(Path(tmp) / f"title-{i:06d}.png")
-                    crops.append((i, top - 16))
+                    crops.append((i, top, bottom))
             listing.write_text("\n".join(prepared) + "\n")
-            titles_listing.write_text("".join(f"{tmp}/title-{i:06d}.png\n" for i, _ in crops))
             merged: list[list[tuple[int, str, list[float]]]] = [[] for _ in images]
             # the layouts' passes are independent tesseract processes: run them side by side
-            jobs = [(listing, psm) for psm in opts.psm] + ([(titles_listing, opts.title_psm)] if crops else [])
-            with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-                passes = list(pool.map(lambda job: self._run(*job), jobs))
-            for pages in passes[:len(opts.psm)]:
+            with ThreadPoolExecutor(max_workers=len(opts.psm)) as pool:
+                passes = list(pool.map(lambda psm: self._run(listing, psm), opts.psm))
+            for pages in passes:
                 for page, lines in pages.items():
                     if not 1 <= page <= len(images):
                         continue
@@ -268,11 +270,17 @@ class TesseractOCR:
                     for line in lines:
                         if not any(_similar(line[1], old[1]) for old in have):
                             have.append(line)
-            for page, lines in (passes[len(opts.psm)] if crops else {}).items():
-                if 1 <= page <= len(crops):
-                    i, offset = crops[page - 1]
-                    for top, text, confs in lines:
-                        _merge_title(merged[i], (top + offset, text, confs))
+            # the title pass only for frames whose title region the layouts left unread (no confident
+            # line starts in it): most slides cost nothing more
+            unread = [(i, top) for i, top, bottom in crops if not any(
+                top <= line[0] < bottom and sum(line[2]) / len(line[2]) >= _TITLE_READ_CONF for line in merged[i])]
+            if unread:
+                titles_listing.write_text("".join(f"{tmp}/title-{i:06d}.png\n" for i, _ in unread))
+                for page, lines in self._run(titles_listing, opts.title_psm).items():
+                    if 1 <= page <= len(unread):
+                        i, top = unread[page - 1]
+                        for line_top, text, confs in lines:
+                            _merge_title(merged[i], (line_top + top - 16, text, confs))
         seconds = round((time.perf_counter() - t0) / len(images), 3)
         results = []
         for lines, height in zip(merged, heights, strict=True):
