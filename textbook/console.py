@@ -29,6 +29,31 @@ def literal(text) -> str:
     return _CTRL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(text))
 
 
+class _Ticker:
+    """Calls ``emit()`` every ``every_s`` seconds on a daemon thread between ``start()`` and ``stop()``:
+    the plain status lines of a run whose output is not a terminal."""
+
+    def __init__(self, every_s: float, emit):
+        self.every_s, self.emit = every_s, emit
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="textbook-progress", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.emit()
+
+
 class ProgressReporter:
     """Implements pipeline.runner.Reporter: one rich bar per stage in a terminal; otherwise (a file, a pipe,
     CI) a plain line per unfinished stage at least every ``every_s`` seconds
@@ -45,30 +70,23 @@ class ProgressReporter:
         self.counts: dict[str, list] = {}  # stage -> [done, total, started (monotonic)]
         self.started = time.monotonic()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._ticker: threading.Thread | None = None
+        self._ticker = _Ticker(every_s, self._tick)
 
     def __enter__(self):
         if self.progress:
             self.progress.start()
         elif self.plain:
-            self._stop.clear()
-            self._ticker = threading.Thread(target=self._tick, name="textbook-progress", daemon=True)
             self._ticker.start()
         return self
 
     def __exit__(self, *exc):
         if self.progress:
             self.progress.stop()
-        if self._ticker is not None:
-            self._stop.set()
-            self._ticker.join()
-            self._ticker = None
+        self._ticker.stop()
 
     def _tick(self) -> None:
-        while not self._stop.wait(self.every_s):
-            for line in self.status_lines():
-                self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        for line in self.status_lines():
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def status_lines(self) -> list[str]:
         """One plain line per stage begun and not finished: ``[ elapsed] stage: done/total done, eta ...``."""
@@ -138,8 +156,7 @@ class BuildProgress:
         self._lock = threading.Lock()
         self._spinner = Spinner("dots")
         self._live: Live | None = None
-        self._stop = threading.Event()
-        self._ticker: threading.Thread | None = None
+        self._ticker = _Ticker(every_s, lambda: self._print(self.status_line()))
 
     # -- context ---------------------------------------------------------------
     def __enter__(self) -> BuildProgress:
@@ -147,8 +164,6 @@ class BuildProgress:
             self._live = Live(self, console=self.console, refresh_per_second=8, transient=True)
             self._live.start()
         elif self.enabled:
-            self._stop.clear()
-            self._ticker = threading.Thread(target=self._tick, name="textbook-progress", daemon=True)
             self._ticker.start()
         return self
 
@@ -156,14 +171,7 @@ class BuildProgress:
         if self._live is not None:
             self._live.stop()
             self._live = None
-        if self._ticker is not None:
-            self._stop.set()
-            self._ticker.join()
-            self._ticker = None
-
-    def _tick(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self._print(self.status_line())
+        self._ticker.stop()
 
     def _counts(self) -> tuple[str, int, int, float]:
         """(what is counted, done, total, when its counting began): the node's items when it reports them,

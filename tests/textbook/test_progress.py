@@ -81,7 +81,7 @@ def test_the_interval_is_kept_while_nothing_else_happens(tmp_path):
 def test_a_terminal_gets_the_live_line_and_no_ticker(tmp_path):
     show = BuildProgress(True, Console(file=(tmp_path / "tty.log").open("w"), force_terminal=True), every_s=0.01)
     with show:
-        assert show.live_mode and show._ticker is None
+        assert show.live_mode and show._ticker._thread is None  # no ticker thread started
         show({"event": "progress", "node": "videos", "done": 1, "total": 2})
     names = [t.name for t in threading.enumerate()]
     assert "textbook-progress" not in names
