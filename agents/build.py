@@ -215,9 +215,10 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     cfg_json = {"agent": spec.agent.model_dump(mode="json"), "pipeline": spec.pipeline.model_dump(mode="json"),
                 "out": str(spec.out)}
     previous = store.run(run_id)
+    paid_before = store.llm_totals(run_id)["paid_calls"] if previous is not None else 0
     if resume and previous is not None and previous["status"] == "finished" and \
             not json.loads(previous["summary"] or "{}").get("failed"):
-        return {**json.loads(previous["summary"] or "{}"), "already_finished": True}
+        return {**json.loads(previous["summary"] or "{}"), "already_finished": True, "paid_now": 0}
     store.start_run(run_id, "build", [goal], cfg_json, run_id.removeprefix("build-"))
 
     llm_cfg = spec.agent.llm
@@ -281,7 +282,8 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
         return {"run_id": run_id, "waiting_for_review": final["waiting_for_review"]["kind"],
                 "review_key": final["waiting_for_review"]["key"]}
     result = {**(final.get("result") or {}), "judges": _judges_word(judges), "judge_modes": judges,
-              "retried": dict(retried), "seconds": round(time.monotonic() - t0, 1)}
+              "retried": dict(retried), "seconds": round(time.monotonic() - t0, 1),
+              "paid_now": store.llm_totals(run_id)["paid_calls"] - paid_before}
     if result.get("error"):
         # every search failed: a rerun (network back, key fixed) must search again, not resume past it
         graph.checkpointer.delete_thread(run_id)

@@ -106,10 +106,15 @@ def process(
         raise UserError(f"none of the {len(errors)} inputs could be processed: {Path(first.source).name}: "
                         f"{first.reason}")
     if errors:
+        from tools.errors import PERMANENT_KINDS
+
+        retryable = sum(v.reason not in PERMANENT_KINDS for v in errors)
+        then = ("the files themselves are at fault (a rerun gives the same): fix or remove them" if not retryable
+                else "the same command retries them" if retryable == len(errors)
+                else f"the same command retries {retryable} of them (the others' files are at fault)")
         err_console.print(f"failed: {len(errors)} of {len(result.videos)} videos failed ("
                           + ", ".join(f"{k} {n}" for k, n in sorted(result.failed.items()))
-                          + "); the others finished. The same command retries them", highlight=False,
-                          markup=False)
+                          + f"); the others finished; {then}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

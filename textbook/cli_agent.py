@@ -494,8 +494,10 @@ def _print_build(result: dict, db) -> None:
     statuses = ", ".join(f"{k} {n}" for k, n in sorted((result.get("candidates") or {}).items())) or "none"
     say(f"  knowledge points {result['knowledge_points']}, candidates: {statuses}, search units "
         f"{result['search_units']}")
+    now = result.get("paid_now")
+    again = "" if now is None or now == llm_t["paid_calls"] else f"; {now} of them paid by this command"
     say(f"  LLM calls: {llm_t['paid_calls']} paid ({llm_t['paid_tokens']} tokens, ${llm_t['cost_usd']:.4f}, "
-        f"{llm_t.get('failed_calls', 0)} failed), {llm_t.get('cached_calls', 0)} answered from the cache")
+        f"{llm_t.get('failed_calls', 0)} failed), {llm_t.get('cached_calls', 0)} answered from the cache{again}")
     failed = result.get("failed") or []
     if failed:
         kinds: dict[str, int] = {}

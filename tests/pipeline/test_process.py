@@ -37,6 +37,7 @@ def test_statuses_and_reasons(processed):
     [(where, n)] = processed["summary"]["failed"].items()  # counted by stage and kind
     assert where.endswith(" corrupt") and n == 1
     assert f"failed: 1 of 6 videos failed ({where} 1)" in processed["stderr"]
+    assert "the files themselves are at fault" in processed["stderr"]  # a corrupt file: a rerun cannot help
 
 
 def _samples(out) -> list[dict]:

@@ -146,7 +146,8 @@ def test_a_crashing_stage_is_a_failure_and_the_same_command_after_the_fix_redoes
     assert (quiet["status"], quiet["reason"]) == ("rejected", "silent")  # a judgment stays a judgment
     assert result["failed"] == {"keyframes internal": 1} and result["retried"] == {}
     assert result["samples"] == 0
-    assert "failed: 1 of 2 videos failed (keyframes internal 1)" in first.stderr
+    assert "failed: 1 of 2 videos failed (keyframes internal 1); the others finished; the same command " \
+        "retries them" in first.stderr
     assert "Traceback" not in first.stderr
     con = duckdb.connect(str(db), read_only=True)
     [(kind, message)] = con.execute("SELECT kind, message FROM errors WHERE stage = 'keyframes'").fetchall()

@@ -508,3 +508,10 @@ def test_a_crash_is_a_failure_under_strict_and_the_same_command_after_the_fix_re
     assert "retried 2 videos that failed in the last run of this command (visuals internal 2)" in fixed.stdout
     assert "failed: " not in fixed.stdout and ": 2 videos accepted" in fixed.stdout
     assert _samples(tmp_path / "out")
+    # the summary's LLM line counts the run's calls, and says how many this command paid (the retry asked
+    # only what was never answered; a replay of the finished run pays none)
+    paid = re.search(r"LLM calls: (\d+) paid .*; (\d+) of them paid by this command", fixed.stdout)
+    assert paid and 0 < int(paid[2]) < int(paid[1]), fixed.stdout
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert f"LLM calls: {paid[1]} paid" in again.stdout and "; 0 of them paid by this command" in again.stdout
