@@ -603,7 +603,8 @@ def test_rerun_pays_nothing_and_gives_identical_samples(store, tmp_path):
     assert len(store.llm_calls(run)) == n_calls  # a no-op rerun adds no LLM call rows: "LLM calls" stays
     assert second["llm"] == first["llm"] and second["llm"]["cached_calls"] == 0
     assert store.samples(run) == samples and (spec.out / "samples.jsonl").read_bytes() == samples_file
-    drop = ("llm", "seconds")
+    assert first["paid_now"] == first["llm"]["paid_calls"] > 0 and second["paid_now"] == 0  # this command's calls
+    drop = ("llm", "seconds", "paid_now")
     assert {k: v for k, v in second.items() if k not in drop} == {k: v for k, v in first.items() if k not in drop}
     assert store.run(run)["attempts"] == 2 and store.run(run)["status"] == "finished"
 
