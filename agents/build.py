@@ -84,6 +84,12 @@ def attach_store(sources: list, store) -> list:
     return sources
 
 
+def measured_accuracy() -> dict:
+    """``models`` of agents/judge_accuracy.json: per embedded model alias, per judge (and ``polish``) what
+    bench/bench_judges.py and bench/bench_grounding.py measured, with the prompt's sha256."""
+    return json.loads((Path(__file__).parent / "judge_accuracy.json").read_text()).get("models", {})
+
+
 def judge_enforcement(agent: AgentConfig, embedded_alias: str | None) -> dict[str, str]:
     """Per judge (metadata, transcript, clip): "enforced" or "advisory: WHY".
 
@@ -100,7 +106,7 @@ def judge_enforcement(agent: AgentConfig, embedded_alias: str | None) -> dict[st
         return dict.fromkeys(kinds, "advisory: agent.enforce_judges = no") | rules
     if not embedded_alias:
         return dict.fromkeys(kinds, "enforced") | rules
-    measured = json.loads((Path(__file__).parent / "judge_accuracy.json").read_text()).get("models", {})
+    measured = measured_accuracy()
     prompt_of = {"metadata": "metadata_judge", "transcript": "transcript_judge", "clip": "clip_judge"}
     out = {}
     for kind in kinds:
@@ -134,7 +140,7 @@ def rewrite_use(agent: AgentConfig, embedded_alias: str | None, measured: dict |
     if agent.use_rewrite == "no":
         return "advisory: agent.use_rewrite = no"
     if measured is None:
-        measured = json.loads((Path(__file__).parent / "judge_accuracy.json").read_text()).get("models", {})
+        measured = measured_accuracy()
     m = (measured.get(embedded_alias) or {}).get("polish")
     if not m:
         return f"advisory: the rewrite of {embedded_alias} is not measured against the raw ASR"
