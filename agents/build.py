@@ -21,9 +21,10 @@ from typing import Any
 
 from agents.budget import BudgetTracker
 from agents.config import AgentConfig, ReviewConfig
-from agents.flow import retry_failed
-from agents.graph import BuildAgent, Deps
+from agents.deps import Deps
+from agents.graph import BuildAgent
 from agents.llm import Gateway, LLMUnavailable
+from agents.slots import retry_failed
 from pipeline.config import PipelineConfig
 from pipeline.runner import Runner, check_writable, media_dir_for
 

@@ -23,28 +23,25 @@ the run has.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, Send
 
-from agents import assign, rewrite, schemas
-from agents.budget import BudgetTracker
-from agents.config import AgentConfig
-from agents.flow import HOLDS_SLOT, VideoFlow, has_work
-from agents.llm import BudgetExceeded, Gateway, LLMOutputInvalid
-from agents.review import ReviewNodes, mark_lineage, queue_borderline
-from pipeline.assemble import clip_ocr
+from agents import assign, schemas
+from agents.deps import Deps
+from agents.llm import BudgetExceeded, LLMOutputInvalid
+from agents.review import ReviewNodes, mark_lineage
+from agents.slots import HOLDS_SLOT, SlotAdmission, has_work
+from agents.stages import BuildLedger, MetadataJudgeStage, build_stages, candidate_video, failure_reason
+from pipeline.flow import Flow
 from pipeline.records import Status
-from pipeline.runner import Runner
 from pipeline.stats import rewrite_counts
 from tools.errors import ToolError
 
@@ -76,32 +73,6 @@ class BuildState(TypedDict, total=False):
     outcomes: dict             # the last videos node: how many chains ended in each status
     coverage: str              # why the coverage loop ended (for the summary)
     result: dict
-
-
-@dataclass
-class Deps:
-    """What the nodes use; not part of the checkpointed state."""
-
-    store: Any
-    gateway: Gateway
-    cfg: AgentConfig
-    runner: Runner
-    sources: list
-    budget: BudgetTracker
-    downloads: Path
-    # per judge (metadata, transcript, clip): True drops what it rejects; False records it as advisory
-    enforce: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(("metadata", "transcript", "clip"), True))
-    on_event: Callable[[dict], None] = lambda e: None
-    embed: Callable | None = field(default=assign.embed_texts, repr=False)  # texts -> unit rows (fit, relevance)
-    # "used": an accepted rewrite replaces the raw paragraph; "advisory: WHY": checked and stored, raw kept
-    rewrite_use: str = "used"
-
-    def embedder(self):
-        return assign.shared_embedder()
-
-    @property
-    def enforce_judges(self) -> bool:
-        return all(self.enforce.values())
 
 
 def _words(text: str) -> set[str]:
@@ -150,21 +121,7 @@ class BuildAgent:
             return out
         return node
 
-    def _decision(self, node: str, video_id: str | None, decision: str, reasons: list[str],
-                  detail: dict | None = None) -> None:
-        """One event per decision on one item, with its reasons: what `textbook trace` prints."""
-        ev = self.d.store.event_start(self.d.gateway.run_id, node, video_id, None)
-        self.d.store.event_end(ev, detail, decision=decision, reasons=reasons)
-
     # -- nodes ---------------------------------------------------------------
-    def _progress(self, node: str, done: int, total: int, item: str | None = None) -> None:
-        self.d.on_event({"event": "progress", "node": node, "done": done, "total": total, "item": item})
-
-    def _warn(self, node: str, message: str, detail: dict | None = None) -> None:
-        """A fault the run survives (a source failed, ...): an event in the trace and a line on screen."""
-        ev = self.d.store.event_start(self.d.gateway.run_id, node, None, None)
-        self.d.store.event_end(ev, detail, decision="warning", reasons=[message])
-        self.d.on_event({"event": "warning", "node": node, "message": message})
 
     def interpret_goal(self, state: BuildState) -> dict:
         goal = state["goal"]
@@ -178,8 +135,8 @@ class BuildAgent:
                 spec = spec.model_copy(update={"subjects": [s.title() for s in named]})
         except LLMOutputInvalid as exc:
             spec = self._fallback_spec(goal)
-            reasons = [f"policy: the goal was read without the model ({_failure(exc)})"]
-        self._decision("interpret_goal", None, "spec", reasons, spec.model_dump())
+            reasons = [f"policy: the goal was read without the model ({failure_reason(exc)})"]
+        self.d.decision("interpret_goal", None, "spec", reasons, spec.model_dump())
         return {"spec": spec.model_dump(), "round": 0}
 
     @staticmethod
@@ -209,35 +166,18 @@ class BuildAgent:
                 name=f"{s} fundamentals", subcourses=[schemas.SubCourse(name=f"Core ideas of {s}", points=[
                     schemas.KnowledgePoint(name=f"introduction to {s}", difficulty=1)])])])
                 for s in spec["subjects"]])
-            reasons = [f"policy: one introductory point per subject ({_failure(exc)})"]
+            reasons = [f"policy: one introductory point per subject ({failure_reason(exc)})"]
         nodes = tax.nodes()
         self.d.store.save_taxonomy(state["run_id"], nodes)
         points = [n["node_id"] for n in nodes if n["level"] == "point"]
-        self._decision("taxonomy", None, f"{len(points)} knowledge points", reasons,
+        self.d.decision("taxonomy", None, f"{len(points)} knowledge points", reasons,
                        {"subjects": len(tax.subjects), "points": len(points),
-                        "paths": [" > ".join(self._path(state["run_id"], p)[1]) for p in points][:50]})
+                        "paths": [" > ".join(self.d.path(state["run_id"], p)[1]) for p in points][:50]})
         return {"points": points, "round": 1}
 
-    def _path(self, run_id: str, point_id: str) -> tuple[str, list[str]]:
-        by_id = self._tax(run_id)
-        chain, node = [], by_id[point_id]
-        while node:
-            chain.append(node["name"])
-            node = by_id.get(node["parent_id"]) if node["parent_id"] else None
-        chain.reverse()
-        return chain[-1], chain
-
-    def _tax(self, run_id: str) -> dict[str, dict]:
-        return {n["node_id"]: n for n in self.d.store.taxonomy(run_id)}
-
-    def workers(self) -> int:
-        """Items worked on at once by a node (videos, points): ``agent.video_workers``, else the gateway's
-        request limit per endpoint (LLM requests stay bounded by the gateway either way)."""
-        return self.d.cfg.video_workers or self.d.gateway.cfg.concurrency
 
     def plan_queries(self, state: BuildState) -> dict:
         """Queries for each point of this round, all points asked at once; decisions recorded in point order."""
-        from concurrent.futures import ThreadPoolExecutor
 
         run_id, spec, rnd = state["run_id"], state["spec"], state["round"]
         n = self.d.cfg.queries_per_point
@@ -245,7 +185,7 @@ class BuildAgent:
         done = [0]
 
         def plan(pid: str) -> tuple[str, list[str], str]:
-            point, chain = self._path(run_id, pid)
+            point, chain = self.d.path(run_id, pid)
             # earlier rounds only: a rerun of this round must render the same prompt (a cache hit)
             previous = list(dict.fromkeys(q["query"] for q in self.d.store.queries(run_id, pid) if q["round"] < rnd))
             prev_text = ("Write new phrasings, different from these earlier queries:\n" +
@@ -257,21 +197,21 @@ class BuildAgent:
                                          schemas.sized_queries(n)).value.queries
                 why = "model"
             except LLMOutputInvalid as exc:
-                qs, why = [], f"policy: queries from the point's name ({_failure(exc)})"
+                qs, why = [], f"policy: queries from the point's name ({failure_reason(exc)})"
             fallback = [point, f"{point} {chain[0]}", f"{point} explained", f"{point} lesson for {spec['level']}",
                         f"what is {point}"]
             fresh = [q for q in [*qs, *fallback] if q.lower() not in {p.lower() for p in previous}]
             done[0] += 1
-            self._progress("plan_queries", done[0], len(pids), pid)
+            self.d.progress("plan_queries", done[0], len(pids), pid)
             return pid, list(dict.fromkeys(fresh))[:n], why
 
-        with ThreadPoolExecutor(max(1, min(self.workers(), len(pids) or 1)), thread_name_prefix="plan") as pool:
+        with ThreadPoolExecutor(max(1, min(self.d.workers(), len(pids) or 1)), thread_name_prefix="plan") as pool:
             planned = list(pool.map(plan, pids))
         plans = []
         for pid, fresh, why in planned:
             if fresh:
                 plans.append({"point_id": pid, "queries": fresh, "round": rnd})
-                self._decision("plan_queries", None, f"{pid}: {len(fresh)} queries", [why], {"queries": fresh})
+                self.d.decision("plan_queries", None, f"{pid}: {len(fresh)} queries", [why], {"queries": fresh})
         return {"plans": plans}
 
     def route_searches(self, state: BuildState) -> list[Send] | str:
@@ -287,7 +227,7 @@ class BuildAgent:
 
         run_id, pid, rnd = payload["run_id"], payload["point_id"], payload["round"]
         store, budget = self.d.store, self.d.budget
-        point, chain = self._path(run_id, pid)
+        point, chain = self.d.path(run_id, pid)
         sources = self._sources_for(run_id, pid, rnd)
         for query in payload["queries"]:
             if any(q["query"] == query and q["round"] == rnd and q["error"] is None
@@ -297,7 +237,7 @@ class BuildAgent:
                 estimate = _search_units(source, self.d.cfg.results_per_query)
                 if estimate and budget.daily_units_left() < estimate:
                     store.record_query(run_id, pid, rnd, query, source.name, None, 0, False, "daily quota spent")
-                    self._warn("search_point", f"{source.name}: the project's daily search quota is spent",
+                    self.d.warn("search_point", f"{source.name}: the project's daily search quota is spent",
                                {"point_id": pid, "query": query})
                     continue
                 budget.check_search(estimate)
@@ -308,7 +248,7 @@ class BuildAgent:
                     kind = "quota" if isinstance(exc, QuotaExceeded) else exc.kind
                     store.record_query(run_id, pid, rnd, query, source.name, None, source.units_used - before,
                                        False, f"{kind}: {exc.message}")
-                    self._warn("search_point", f"{source.name} failed ({kind}): {exc.message}",
+                    self.d.warn("search_point", f"{source.name} failed ({kind}): {exc.message}",
                                {"point_id": pid, "query": query})
                     continue  # the next source
                 units = source.units_used - before
@@ -320,7 +260,7 @@ class BuildAgent:
                     new += store.add_hit(run_id, c.video_id, pid, c.source, query, rnd, c.relevance, float(f))
                 store.record_query(run_id, pid, rnd, query, source.name, len(found), units,
                                    cached=(units == 0 and estimate > 0), error=None)
-                self._decision("search_point", None, f"{pid}: {len(found)} found, {new} new for this point",
+                self.d.decision("search_point", None, f"{pid}: {len(found)} found, {new} new for this point",
                                [f"{source.name}: {query!r}"], {"units": units})
                 break
         return {"searched": [pid]}
@@ -372,7 +312,7 @@ class BuildAgent:
                 if c["status"] == "found":
                     store.update_candidate(run_id, p.video_id, status="judged_out",
                                            reason=f"fits no knowledge point (fit < {self.d.cfg.min_fit})")
-                    self._decision("assign", p.video_id, "no point",
+                    self.d.decision("assign", p.video_id, "no point",
                                    [f"fit below {self.d.cfg.min_fit} for every point that found it"])
                 continue
             if c["status"] == "judged_out" and p.point_id == c["point_id"]:
@@ -383,38 +323,9 @@ class BuildAgent:
             if moved or c["status"] == "judged_out":
                 store.update_candidate(run_id, p.video_id, point_id=p.point_id, status="found", reason=None)
             if moved or c["status"] == "judged_out" or not store.events(run_id, "assign", p.video_id):
-                self._decision("assign", p.video_id, p.point_id,
+                self.d.decision("assign", p.video_id, p.point_id,
                                [f"fit {p.fit:.2f} to {names.get(p.point_id, p.point_id)!r} ({p.why})"]
                                + ([f"moved from {c['point_id']}"] if moved else []))
-
-    def _judge_metadata_one(self, run_id: str, spec: dict, cfg: AgentConfig, c: dict, enforce: bool) -> None:
-        store = self.d.store
-        point, chain = self._path(run_id, c["point_id"])
-        values = metadata_judge_values(chain, spec, c["metadata"], cfg.comments)
-        policy = False
-        try:
-            ans = self.d.gateway.call("metadata_judge", "judge_metadata", "metadata_judge", values,
-                                      schemas.MetadataVerdict, video_id=c["video_id"])
-            v: schemas.MetadataVerdict = ans.value
-            verdict, score, reasons, call_id = v.verdict, v.score, v.reasons, ans.call_id
-            if verdict == "accept" and score < cfg.min_metadata_score:
-                verdict, reasons = "reject", [*reasons, f"score {score} < {cfg.min_metadata_score}"]
-        except LLMOutputInvalid as exc:
-            _fail_if_policy(cfg, exc)
-            policy = True
-            verdict, score, call_id = cfg.on_invalid, None, exc.call_id
-            reasons = [f"{cfg.on_invalid} by policy: {_failure(exc)}"]
-        store.save_judgment(run_id, c["video_id"], "metadata", verdict, score, reasons,
-                            {"point_id": c["point_id"], "source": "policy" if policy else "model",
-                             "enforced": enforce}, call_id)
-        store.set_hit_verdict(run_id, c["video_id"], c["point_id"], verdict, score)
-        if queue_borderline(self, run_id, c["video_id"], "metadata", verdict, score):
-            return
-        keep = verdict == "accept" or not enforce
-        store.update_candidate(run_id, c["video_id"], status="accepted_meta" if keep else "judged_out",
-                               reason="; ".join(reasons)[:500])
-        self._decision("judge_metadata", c["video_id"], _shown(verdict, keep, policy),
-                       _model_reasons(reasons, policy), {"score": score, "point_id": c["point_id"]})
 
     def _accepted(self, run_id: str) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -423,10 +334,40 @@ class BuildAgent:
         return out
 
     def videos(self, state: BuildState) -> dict:
-        """Every candidate as far as it goes: judges and pipeline stages per video, concurrently
-        (agents/flow.py)."""
-        outcomes = VideoFlow(self, state["run_id"], state["spec"]).run()
-        return {"outcomes": outcomes} if outcomes else {}
+        """Every candidate as far as it goes, many at once, through the one flow (pipeline.flow): the metadata
+        judge over every unjudged candidate (placement between passes), then per point the best-ranked
+        accepted ones down download -> probe -> asr -> judge_transcripts -> keyframes -> ocr -> clips
+        (agents/stages.py), a slot refilled as soon as its video drops (agents/slots.py)."""
+        run_id, d = state["run_id"], self.d
+        d.runner.start(run_id)
+        ledger = BuildLedger(d)
+        with ThreadPoolExecutor(d.workers(), thread_name_prefix="llm") as calls:
+            self._judge_metadata(run_id, state["spec"], ledger, calls)
+            stages = build_stages(d.runner.ctx, d, state["spec"], calls)
+            admission = SlotAdmission(d.store, run_id, d.cfg, stages, candidate_video, self.rank(run_id))
+            flow = d.runner.flow(stages, workers=d.workers(), ledger=ledger, before_step=d.budget.check_wall,
+                                 on_done=lambda v, done, total: d.progress("videos", done, total, v.video_id))
+            outcomes = flow.admit(admission).outcomes
+        return {"outcomes": dict(outcomes)} if outcomes else {}
+
+    def _judge_metadata(self, run_id: str, spec: dict, ledger: BuildLedger, calls: ThreadPoolExecutor) -> None:
+        """Every unjudged candidate judged at once; placement between passes (it ends: each pass judges
+        videos for points they were not judged for)."""
+        d, done = self.d, [0]
+        judge = MetadataJudgeStage(d.runner.ctx, d, spec, calls)
+        for _ in range(50):
+            self._reassign(run_id)
+            todo = [candidate_video(c) for c in d.store.candidates(run_id, Status.FOUND)]
+            if not todo:
+                return
+            total = done[0] + len(todo)
+
+            def progress(v, n, _total, total=total):
+                done[0] += 1
+                d.progress("judge_metadata", done[0], total)
+
+            Flow([judge], workers=d.workers(), ledger=ledger, before_step=d.budget.check_wall,
+                 on_done=progress).run(todo)
 
     def after_videos(self, state: BuildState) -> Command[Literal["videos", "coverage"]]:
         """Back to ``videos`` when a human's review released work; else on to coverage."""
@@ -443,221 +384,6 @@ class BuildAgent:
         def key(c: dict) -> tuple:
             return -(scores.get(c["video_id"]) or 0), -(fits.get((c["video_id"], c["point_id"])) or 0), c["video_id"]
         return key
-
-    def _download_one(self, run_id: str, c: dict) -> str:
-        """Fetch one metadata-accepted video; returns its new status (downloaded, or download_failed when
-        the video cannot be had: private, removed, geo, age, a missing or corrupt file, ...). A transient
-        fault that outlived the re-tries (tools.download.TRANSIENT_KINDS: network, timeout, http-5xx,
-        rate-limit) is raised: the flow records a failure, which the next run of the command retries."""
-        from tools.download import TRANSIENT_KINDS, DownloadError, download
-
-        cfg, store = self.d.cfg, self.d.store
-        try:
-            got = download(c["url"], self.d.downloads, video_id=c["video_id"],
-                           max_height=cfg.download_max_height, retries=cfg.download_retries)
-        except DownloadError as exc:
-            if exc.kind in TRANSIENT_KINDS:
-                raise
-            store.update_candidate(run_id, c["video_id"], status="download_failed", reason=exc.kind)
-            store.record_error(c["video_id"], "download", "", exc.kind, exc.message, run_id)
-            self._decision("download", c["video_id"], "failed", [f"{exc.kind}: {exc.message}"])
-            return "download_failed"
-        store.update_candidate(run_id, c["video_id"], status="downloaded", path=str(got.path))
-        self._decision("download", c["video_id"], "downloaded", [got.path.name])
-        return "downloaded"
-
-    def _videos(self, run_id: str, status: str) -> list[dict]:
-        return [self._item(run_id, c) for c in self.d.store.candidates(run_id, status)]
-
-    def _item(self, run_id: str, c: dict) -> dict:
-        """A candidate as the pipeline registers it: its metadata under the taxonomy's names."""
-        point, chain = self._path(run_id, c["point_id"])
-        m = c["metadata"]
-        meta = {"id": c["video_id"], "title": m.get("title"), "subject": chain[0],
-                "course": chain[1] if len(chain) > 1 else None,
-                "subcourse": chain[2] if len(chain) > 3 else None, "knowledge_point": point,
-                "difficulty": self._tax(run_id)[c["point_id"]].get("difficulty"),
-                "point_id": c["point_id"], "url": c["url"]}
-        return {"candidate": c, "meta": meta, "path": Path(c["path"] or c["url"]), "video_id": c["video_id"]}
-
-    def _failed_stage(self, run_id: str, vid: str, node: str, default: str = "rejected") -> str:
-        """A video the pipeline dropped in ``node``: a rule's drop (the run's ``run_videos`` row says
-        ``rejected`` and why) is recorded as the candidate's rejection (reason: the rule's, else ``default``)
-        and returns "rejected"; a fault (the row says ``error``, its reason the kind) raises StageFailed, so
-        the flow records a failure with its kind, never a rejection. A drop with no status at all is a fault
-        too (``internal``)."""
-        store = self.d.store
-        rv = store.run_video(run_id, vid) or {}
-        if rv.get("status") not in (Status.REJECTED, Status.DUPLICATE):
-            kind = (rv.get("status") == Status.ERROR and rv.get("reason")) or "internal"
-            err = store.rows("SELECT stage, message FROM errors WHERE video_id = ? AND kind = ? "
-                             "ORDER BY occurred_at DESC LIMIT 1", [vid, kind])
-            raise StageFailed(kind, f"{err[0]['stage']}: {err[0]['message']}" if err else
-                              f"the pipeline dropped the video in {node} without a reason")
-        reason = rv.get("reason") or default
-        store.update_candidate(run_id, vid, status="rejected", reason=reason)
-        self._decision(node, vid, "rejected", [reason])
-        return "rejected"
-
-    def _transcribe_one(self, run_id: str, c: dict) -> str:
-        """Probe, rule filters, ASR and transcript rules of one downloaded video (pipeline.runner)."""
-        item, runner = self._item(run_id, c), self.d.runner
-        videos = runner.register(run_id, [(item["path"], item["meta"])])
-        if runner.transcribe(run_id, videos):
-            self.d.store.update_candidate(run_id, c["video_id"], status="transcribed")
-            tr = runner.transcript(c["video_id"]) or {}
-            self._decision("transcribe", c["video_id"], "transcribed",
-                           [f"{len(tr.get('segments') or [])} ASR segments, language {tr.get('language')}"])
-            return "transcribed"
-        return self._failed_stage(run_id, c["video_id"], "transcribe")
-
-    def _judge_transcript_one(self, run_id: str, c: dict, pool=None) -> str:
-        """Two judges, asked at once; a video is dropped only when both reject it (docs/method.md
-        section 2). Returns judged, transcript_rejected or the review queue's status."""
-        store, cfg = self.d.store, self.d.cfg
-        enforce = self.d.enforce["transcript"]
-        vid = c["video_id"]
-        tr = self.d.runner.transcript(vid)  # the transcript of this run's ASR config
-        text = tr["text"] or " ".join(s["text"] for s in tr["segments"])
-        point, chain = self._path(run_id, c["point_id"])
-        values = transcript_judge_values(chain, text, cfg.transcript_chars)
-        # one model for both judges (the embedded server): at temperature 0 the second would say the
-        # same again, so judge b repeats judge a's verdict instead of paying for it
-        twin = self.d.gateway.same_model("transcript_judge_a", "transcript_judge_b")
-
-        def ask(role: str) -> tuple:
-            try:
-                ans = self.d.gateway.call(role, "judge_transcripts", "transcript_judge", values,
-                                          schemas.TranscriptVerdict, video_id=vid)
-            except LLMOutputInvalid as exc:
-                _fail_if_policy(cfg, exc)
-                return (cfg.on_invalid, None, [f"{cfg.on_invalid} by policy: {_failure(exc)}"], None,
-                        exc.call_id, True)
-            v = ans.value
-            return (v.verdict, round((v.relevance + v.density + v.quality) / 3, 2), v.reasons,
-                    {"relevance": v.relevance, "density": v.density, "quality": v.quality}, ans.call_id, False)
-
-        roles = ["transcript_judge_a"] + ([] if twin else ["transcript_judge_b"])
-        answers = list(pool.map(ask, roles)) if pool is not None and len(roles) > 1 else [ask(r) for r in roles]
-        verdicts, shown, scores = [], [], []
-        for kind, (verdict, score, reasons, detail, call_id, policy) in zip(("transcript_a", "transcript_b"),
-                                                                             answers, strict=False):
-            store.save_judgment(run_id, vid, kind, verdict, score, reasons,
-                                {**(detail or {}), "source": "policy" if policy else "model", "enforced": enforce},
-                                call_id)
-            verdicts.append(verdict)
-            scores.append(score)
-            shown.append(f"{kind[-1]}: {verdict}" + (" (policy)" if policy else f" {score}"))
-        if twin:
-            verdict, score, reasons, detail, call_id, _ = answers[0]
-            store.save_judgment(run_id, vid, "transcript_b", verdict, score, reasons,
-                                {**(detail or {}), "source": "same model as judge a", "enforced": enforce}, call_id)
-            verdicts.append(verdict)
-            scores.append(score)
-            shown.append(f"b: same model as a ({verdict})")
-        both = verdicts.count("reject") == 2
-        mean = sum(scores) / 2 if None not in scores else None
-        if queue_borderline(self, run_id, vid, "transcript", "reject" if both else "accept", mean):
-            return "review_transcript"
-        if both and enforce:
-            store.update_candidate(run_id, vid, status="transcript_rejected", reason="both transcript judges")
-            store.update_video(vid, status="rejected", reason="transcript_judges")
-            store.update_run_video(run_id, vid, status=Status.TRANSCRIPT_REJECTED, reason="transcript_judges")
-            self._decision("judge_transcripts", vid, "reject", [f"both judges rejected ({'; '.join(shown)})"])
-            return "transcript_rejected"
-        store.update_candidate(run_id, vid, status="judged")
-        self._decision("judge_transcripts", vid, "keep (advisory: both rejected)" if both else "keep",
-                       [f"judges {'; '.join(shown)}"])
-        return "judged"
-
-    def _visuals_one(self, run_id: str, c: dict) -> str:
-        """Keyframes and OCR of one judged video (pipeline.runner)."""
-        vid, store = c["video_id"], self.d.store
-        if self.d.runner.visuals(run_id, [store.video(vid) | {"video_id": vid}]):
-            store.update_candidate(run_id, vid, status="visuals")
-            self._decision("visuals", vid, "done", [f"{len(store.keyframes(vid))} keyframes"])
-            return "visuals"
-        return self._failed_stage(run_id, vid, "visuals")
-
-    def _clips_one(self, run_id: str, c: dict, pool=None) -> str:
-        """Clips of one video with their rewrites and clip judgments; accepted when a clip is kept."""
-        vid, store = c["video_id"], self.d.store
-        point = self._path(run_id, c["point_id"])[0]
-        decide = functools.partial(self._decide_clips, run_id, {vid: point}, pool=pool)
-        kept = self.d.runner.build_clips([store.video(vid) | {"video_id": vid}], decide, self._clip_policy_hash(),
-                                         run_id=run_id)
-        if not kept:
-            return self._failed_stage(run_id, vid, "clips", "no_clips")
-        store.update_candidate(run_id, vid, status="accepted", reason=None)
-        self._decision("clips", vid, "accepted", ["clips kept"])
-        return "accepted"
-
-    def _clip_policy_hash(self) -> str:
-        import prompts
-
-        cfg = self.d.cfg
-        parts = [*rewrite.policy(cfg, self.d.rewrite_use), cfg.clip_judge, cfg.clip_min_similarity,
-                 self.d.enforce["clip"], prompts.load("clip_judge").sha256,
-                 self.d.gateway.cfg.model_dump(mode="json")]
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-    def _decide_clips(self, run_id: str, points: dict[str, str], vid: str, rows: list[dict],
-                      frames: dict[int, dict], pool=None) -> list[dict]:
-        """Polish each paragraph, measure its signals, and let the clip judge decide; the clips of a
-        video are decided at once on ``pool`` (each clip's rewrite comes before its judgment)."""
-        point = points.get(vid, "")
-        done = [0]
-
-        def one(r: dict) -> dict:
-            out = self._decide_clip(run_id, point, vid, r, frames)
-            done[0] += 1
-            self._progress("clips", done[0], len(rows), vid)
-            return out
-
-        return list(pool.map(one, rows)) if pool is not None and len(rows) > 1 else [one(r) for r in rows]
-
-    def _decide_clip(self, run_id: str, point: str, vid: str, r: dict, frames: dict[int, dict]) -> dict:
-        cfg, gw, store = self.d.cfg, self.d.gateway, self.d.store
-        kfs = [frames[i] for i in r["keyframes"]]
-        ocr = clip_ocr(kfs)
-        if cfg.polish and r["text"].strip():
-            try:
-                slide = rewrite.slide_text_near(frames, r["keyframes"], r["start"], r["end"])
-                done = rewrite.polish(gw, rewrite.RewriteRequest(point, r["text"], slide, vid), rewrite.limits(cfg),
-                                      grounded=cfg.polish_terms, use=self.d.rewrite_use)
-                r["polished"], r["rewrite"] = done.polished, done.record()
-                if done.check.refused:
-                    self._decision("polish", vid, "refused", [f"clip {r['index']}: {'; '.join(done.check.reasons)}"])
-            except LLMOutputInvalid as exc:
-                _fail_if_policy(cfg, exc)
-                self._decision("polish", vid, "raw", [f"clip {r['index']}: kept the raw text ({_failure(exc)})"])
-        sim = round(float(self.d.embedder().similarity(r["text"], ocr)), 4) if ocr and r["text"] else 0.0
-        signals = {"asr_ocr_similarity": sim, "keyframes": len(kfs),
-                   "ocr_chars_per_keyframe": round(len(ocr) / len(kfs), 1) if kfs else 0.0}
-        r["signals"] = signals
-        if not kfs:
-            decision, reasons, call_id = "drop_frames", ["no keyframes in the clip"], None
-        else:
-            rule = "drop_frames" if sim < cfg.clip_min_similarity and len(ocr) < 20 else "keep"
-            decision, reasons, call_id = rule, [f"rules: similarity {sim:.2f}, {len(ocr)} OCR chars"], None
-            if cfg.clip_judge == "llm":
-                values = {"point": point, "keyframes": len(kfs),
-                          "ocr_density": signals["ocr_chars_per_keyframe"], "similarity": f"{sim:.2f}",
-                          "paragraph": r["text"], "ocr": ocr or "(none)"}
-                try:
-                    ans = gw.call("clip_judge", "clips", "clip_judge", values, schemas.ClipDecision, video_id=vid)
-                    if self.d.enforce["clip"]:
-                        decision, reasons, call_id = ans.value.decision, ans.value.reasons, ans.call_id
-                    else:
-                        call_id = ans.call_id
-                        reasons = [*reasons, f"advisory judge said {ans.value.decision}: "
-                                             f"{'; '.join(ans.value.reasons)}"]
-                except LLMOutputInvalid as exc:
-                    _fail_if_policy(cfg, exc)
-                    reasons = [*reasons, f"rules decided: the clip judge gave no answer ({_failure(exc)})"]
-        r["decision"], r["reason"] = decision, "; ".join(reasons)[:500]
-        store.save_judgment(run_id, vid, f"clip:{r['index']}", decision, sim, reasons, signals, call_id)
-        return r
 
     def _outcomes(self, run_id: str) -> list[assign.PointOutcome]:
         store, per_point = self.d.store, self.d.cfg.per_point
@@ -712,12 +438,12 @@ class BuildAgent:
         if state.get("stop"):
             why = f"stopped by budget {state['stop']}"
         elif failed:
-            self._decision("coverage", None, "stop", [failed])
+            self.d.decision("coverage", None, "stop", [failed])
             return Command(goto="assemble", update={"points": [], "stop": "sources_failed", "coverage": failed})
         elif self.d.budget.videos_reached(total):
             why = f"budget videos spent: video target reached ({total})"
             self.d.on_event({"event": "budget", "node": "coverage", "budget": "videos", "detail": why})
-            self._decision("coverage", None, "stop", [why], {"accepted": total, "short": len(short)})
+            self.d.decision("coverage", None, "stop", [why], {"accepted": total, "short": len(short)})
             return Command(goto="assemble", update={"points": [], "stop": "videos", "coverage": why})
         elif not short:
             why = "every knowledge point has its videos"
@@ -728,16 +454,16 @@ class BuildAgent:
         elif rnd >= cfg.max_rounds:
             why = f"{cfg.max_rounds} rounds done; {len(short)} points short"
         else:
-            self._decision("coverage", None, "requery", [f"{len(short)} points short after round {rnd}"],
+            self.d.decision("coverage", None, "requery", [f"{len(short)} points short after round {rnd}"],
                            {"short": short})
             return Command(goto="plan_queries", update={"points": short, "round": rnd + 1})
-        self._decision("coverage", None, "assemble", [why], {"accepted": total, "short": len(short)})
+        self.d.decision("coverage", None, "assemble", [why], {"accepted": total, "short": len(short)})
         return Command(goto="assemble", update={"points": [], "coverage": why})
 
     def assemble(self, state: BuildState) -> dict:
         run_id, store, runner = state["run_id"], self.d.store, self.d.runner
-        items = self._videos(run_id, "accepted")
-        videos = [store.video(i["video_id"]) | {"video_id": i["video_id"]} for i in items]
+        accepted = store.candidates(run_id, Status.ACCEPTED)
+        videos = [store.video(c["video_id"]) | {"video_id": c["video_id"]} for c in accepted]
         store.set_run_videos(run_id, [v["video_id"] for v in videos])
         samples = runner.pack(run_id, videos, videos) if videos else []
         reviewed = mark_lineage(store, run_id, runner.out_dir, runner.media, runner.export_samples) if videos else 0
@@ -751,10 +477,10 @@ class BuildAgent:
             if why:
                 short.append({"point_id": o.point_id, "point": names[o.point_id], "accepted": o.accepted,
                               "wanted": o.wanted, "why": why})
-                self._decision("assemble", None, f"{o.point_id} short", [why], {"point": names[o.point_id]})
-        points = {}
-        for i in items:
-            points.setdefault(i["meta"]["point_id"], []).append(i["video_id"])
+                self.d.decision("assemble", None, f"{o.point_id} short", [why], {"point": names[o.point_id]})
+        points: dict[str, list[str]] = {}
+        for c in accepted:
+            points.setdefault(c["point_id"], []).append(c["video_id"])
         result = {"run_id": run_id, "accepted_videos": len(videos), "samples": len(samples),
                   "out_dir": str(runner.out_dir), "stop": state.get("stop"), "candidates": funnel,
                   "search_units": store.search_units(run_id), "llm": store.llm_totals(run_id),
@@ -772,19 +498,16 @@ class BuildAgent:
     def _warnings(self, run_id: str) -> list[dict]:
         """The warnings the run's downloaded videos carry (a truncated file, ...): video, stage, kind,
         message, and the candidate's status (accepted, or where it stopped)."""
-        return self.d.store.rows(
-            "SELECT w.video_id, w.stage, w.kind, w.message, c.status FROM warnings w JOIN candidates c "
-            "USING (video_id) WHERE c.run_id = ? ORDER BY w.video_id, w.stage, w.kind", [run_id])
+        return self.d.store.run_warnings(run_id)
 
     def _failed(self, run_id: str) -> list[dict]:
         """The run's faults, one per failed video: the node it failed in, the kind, the message."""
         out = []
         for c in self.d.store.candidates(run_id, Status.ERROR):
             node, _, kind = (c["reason"] or "").partition(": ")
-            err = self.d.store.rows("SELECT message FROM errors WHERE video_id = ? AND stage = ?",
-                                    [c["video_id"], node])
+            err = self.d.store.last_error(c["video_id"], stage=node)
             out.append({"video_id": c["video_id"], "node": node, "kind": kind,
-                        "message": err[0]["message"] if err else ""})
+                        "message": err["message"] if err else ""})
         return out
 
     # -- assembly ------------------------------------------------------------
@@ -845,57 +568,6 @@ def library_values(sources: list, limit: int = 40) -> dict:
             "library_rule": "Build the taxonomy around the videos at hand: for every video whose topic belongs "
                             "to one of the subjects, one sub-course of that subject is the video's topic and one "
                             "of its knowledge points is exactly what the video teaches."}
-
-
-def metadata_judge_values(chain: list[str], spec: dict, m: dict, comments: int) -> dict:
-    """The metadata judge prompt's values for a video's metadata ``m`` (a Candidate dict) and a point's path."""
-    return {"point": chain[-1], "path": " > ".join(chain), "level": spec["level"], "language": spec["language"],
-            "duration": f"{m['duration_s']:.0f} s" if m.get("duration_s") else "unknown",
-            "views": m.get("view_count") if m.get("view_count") is not None else "unknown",
-            "likes": m.get("like_count") if m.get("like_count") is not None else "unknown",
-            "license": m.get("license") or "unknown", "title": m.get("title") or "",
-            "description": (m.get("description") or "")[:2000], "tags": ", ".join(m.get("tags") or []),
-            "channel": m.get("channel") or "",
-            "comments": "\n".join(f"- {x[:300]}" for x in (m.get("comments") or [])[:comments])}
-
-
-def transcript_judge_values(chain: list[str], text: str, max_chars: int) -> dict:
-    """The transcript judge prompt's values: the point's path and the transcript's first ``max_chars``."""
-    return {"point": chain[-1], "path": " > ".join(chain), "chars": min(len(text), max_chars),
-            "total_chars": len(text), "transcript": text[:max_chars]}
-
-
-class StageFailed(ToolError):
-    """A pipeline stage recorded a fault of the video (``kind``: the stage's error kind, ``internal`` for an
-    exception without one); raised by a per-video step so the flow records a failure, not a rejection."""
-
-
-def _fail_if_policy(cfg: AgentConfig, exc: LLMOutputInvalid) -> None:
-    """Re-raise a call's failure when the item must fail rather than take the policy default: a request
-    that kept failing through the re-sends (kinds timeout, rate_limited, server_error, bad_request), or
-    an answer that never validated under ``on_invalid: fail``. The policy default (accept or reject)
-    is for a model that answered but never validly (kind invalid_output)."""
-    if exc.kind != "invalid_output" or cfg.on_invalid == "fail":
-        raise exc
-
-
-def _failure(exc: LLMOutputInvalid) -> str:
-    """Why a call gave no usable answer, for a policy reason: its kind (timeout, rate_limited, server_error,
-    bad_request) or no valid answer."""
-    return f"no valid answer: {exc}" if exc.kind == "invalid_output" else f"{exc.kind}: {exc}"
-
-
-def _shown(verdict: str, kept: bool, policy: bool) -> str:
-    """A judge's decision as the trace shows it: policy defaults and advisory verdicts say so."""
-    text = verdict + (" (policy)" if policy else "")
-    if kept and verdict == "reject":
-        text += " (advisory: kept)"
-    return text
-
-
-def _model_reasons(reasons: list[str], policy: bool) -> list[str]:
-    """The model's own reasons, quoted so a reason such as "error" is not read as a system error."""
-    return list(reasons) if policy else [f"model: {json.dumps(r, ensure_ascii=False)}" for r in reasons]
 
 
 def _video_text(m: dict) -> str:

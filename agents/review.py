@@ -30,7 +30,10 @@ from typing import Any
 from langgraph.errors import GraphInterrupt
 from langgraph.types import Command, interrupt
 
-STATUS = {"metadata": "review_meta", "transcript": "review_transcript"}
+from pipeline.records import Status
+from pipeline.stage import Drop
+
+STATUS = {"metadata": Status.REVIEW_METADATA, "transcript": Status.REVIEW_TRANSCRIPT}
 NODE = {"metadata": "review_metadata", "transcript": "review_transcripts"}
 _BAD_NAME = re.compile(r"[{}\[\]<>&\"\n]")
 
@@ -268,17 +271,17 @@ def in_band(cfg, score: float | None) -> bool:
     return bool(cfg.review.borderline) and score is not None and lo <= float(score) <= hi
 
 
-def queue_borderline(agent, run_id: str, video_id: str, stage: str, verdict: str, score: float | None) -> bool:
-    """Queue a judgment scored in the review band instead of acting on it (True: queued)."""
-    cfg = agent.d.cfg
+def borderline(deps, run_id: str, video_id: str, stage: str, verdict: str, score: float | None) -> Drop | None:
+    """A judgment scored in the review band waits for a human instead of being acted on: its trace event and
+    the Drop that parks the candidate (status ``review_meta`` or ``review_transcript``); None outside the band.
+    ``deps``: agents.deps.Deps; ``stage``: metadata or transcript; ``score``: 0-10."""
+    cfg = deps.cfg
     if not in_band(cfg, score):
-        return False
+        return None
     lo, hi = cfg.review.band
-    agent.d.store.update_candidate(run_id, video_id, status=STATUS[stage],
-                                   reason=f"borderline: model {verdict} with score {score}; waits for review")
-    agent._decision(f"judge_{'metadata' if stage == 'metadata' else 'transcripts'}", video_id, "queued for review",
-                    [f"model {verdict}, score {score} in the review band {lo:g}-{hi:g}"], {"score": score})
-    return True
+    deps.decision(f"judge_{'metadata' if stage == 'metadata' else 'transcripts'}", video_id, "queued for review",
+                  [f"model {verdict}, score {score} in the review band {lo:g}-{hi:g}"], {"score": score})
+    return Drop(STATUS[stage], f"borderline: model {verdict} with score {score}; waits for review", traced=True)
 
 
 class ReviewNodes:
@@ -342,7 +345,7 @@ class ReviewNodes:
         if changes:
             store.save_taxonomy(run_id, nodes)
         points = [n["node_id"] for n in nodes if n["level"] == "point"]
-        self.a._decision("review_taxonomy", None, "edited by a human" if changes else "approved by a human",
+        self.a.d.decision("review_taxonomy", None, "edited by a human" if changes else "approved by a human",
                          changes or ["the proposed taxonomy, unchanged"], {"points": len(points), "by": "human"})
         return {"points": points}
 
@@ -364,7 +367,7 @@ class ReviewNodes:
                    else f"a human {human}ed it, as the model did ({model})")
             store.save_judgment(run_id, vid, f"human:{stage}", human, None, [why],
                                 {"by": "human", "model_verdict": item["verdict"], "model_score": item["score"]})
-            self.a._decision(NODE[stage], vid, f"human {human}", [why],
+            self.a.d.decision(NODE[stage], vid, f"human {human}", [why],
                              {"by": "human", "overrides": human != item["verdict"]})
         return {}
 
@@ -391,14 +394,14 @@ class ReviewNodes:
     def _apply(self, run_id: str, stage: str, vid: str, human: str) -> None:
         store = self.a.d.store
         if stage == "metadata":
-            store.update_candidate(run_id, vid, status="accepted_meta" if human == "accept" else "judged_out",
-                                   reason=f"human review: {human}")
+            store.update_candidate(run_id, vid, reason=f"human review: {human}",
+                                   status=Status.METADATA_ACCEPTED if human == "accept" else Status.METADATA_REJECTED)
         elif human == "accept":
-            store.update_candidate(run_id, vid, status="judged", reason="human review: accept")
+            store.update_candidate(run_id, vid, status=Status.TRANSCRIPT_ACCEPTED, reason="human review: accept")
         else:
-            store.update_candidate(run_id, vid, status="transcript_rejected", reason="human review: reject")
-            store.update_video(vid, status="rejected", reason="human_review")
-            store.update_run_video(run_id, vid, status="transcript_rejected", reason="human_review")
+            store.update_candidate(run_id, vid, status=Status.TRANSCRIPT_REJECTED, reason="human review: reject")
+            store.update_video(vid, status=Status.REJECTED, reason="human_review")
+            store.update_run_video(run_id, vid, status=Status.TRANSCRIPT_REJECTED, reason="human_review")
 
 
 # -- driving the graph through its pauses -----------------------------------------------------------------

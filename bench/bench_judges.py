@@ -36,9 +36,10 @@ import prompts  # noqa: E402
 from agents import schemas  # noqa: E402
 from agents.assign import embed_texts, fit, point_text  # noqa: E402
 from agents.config import AgentConfig, LLMConfig, RoleConfig  # noqa: E402
-from agents.graph import library_values, metadata_judge_values, transcript_judge_values  # noqa: E402
+from agents.graph import library_values  # noqa: E402
 from agents.llm import Gateway, LLMOutputInvalid  # noqa: E402
 from agents.local_llm import MODELS, embedded_server  # noqa: E402
+from agents.stages import metadata_judge_values, transcript_judge_values  # noqa: E402
 from store import open_store  # noqa: E402
 from tools.search import lexical_relevance, words  # noqa: E402
 

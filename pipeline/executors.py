@@ -1,7 +1,9 @@
 """Executors run the heavy stages (ASR, keyframes, OCR): pure functions over files.
 
-An executor maps a function over tasks and yields (index, result or exception) as
-each finishes; only the driver writes the store. ``LocalExecutor`` runs in this
+The flow (pipeline.flow) hands an executor one task at a time, ``submit(stage, fn, args)``, and gets a
+``concurrent.futures.Future`` of its result (or of the task's own exception); ``map_unordered`` maps a
+function over many tasks and yields (index, result or exception) as each finishes. Only the driver
+writes the store. ``LocalExecutor`` runs in this
 process; ``ProcessExecutor`` uses a process pool (models load once per worker);
 ``RayExecutor`` runs tasks on a local Ray instance or a Ray cluster. A task's
 exception comes back as the original exception (a ``ToolError`` keeps its kind).
@@ -14,7 +16,7 @@ import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,13 +27,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Executor(Protocol):
+    """Runs pure tasks; see the module docstring."""
+
+    def submit(self, stage: str, fn: Callable[..., Any], args: tuple) -> Future: ...
+
     def map_unordered(self, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[tuple[int, Any]]: ...
 
     def close(self) -> None: ...
 
 
 class LocalExecutor:
-    """Runs tasks one after another in this process."""
+    """Runs tasks in this process, in the calling thread (the flow's threads give the parallelism)."""
+
+    def submit(self, stage, fn, args):
+        """Run ``fn(*args)`` now; a Future holding its result or its exception."""
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except Exception as exc:  # noqa: BLE001 - the caller's .result() raises it
+            fut.set_exception(exc)
+        return fut
 
     def map_unordered(self, fn, tasks):
         for i, args in enumerate(tasks):
@@ -56,6 +71,10 @@ class ProcessExecutor:
             ctx = multiprocessing.get_context("forkserver")
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
         return self._pool
+
+    def submit(self, stage, fn, args):
+        """``fn(*args)`` in a worker process (models load once per worker)."""
+        return self._get().submit(fn, *args)
 
     def map_unordered(self, fn, tasks):
         pool = self._get()
@@ -112,6 +131,23 @@ class RayExecutor:
             ray.init(self.address, **options)
             self._started = True
         return ray
+
+    def submit(self, stage, fn, args):
+        """``fn(*args)`` as a Ray task; the Future's exception is the task's own (not Ray's wrapper)."""
+        ray = self._init()
+        ref = ray.remote(fn).remote(*args)
+        out: Future = Future()
+
+        def done(f: Future) -> None:
+            try:
+                out.set_result(f.result())
+            except ray.exceptions.RayTaskError as exc:
+                out.set_exception(_cause(exc))
+            except Exception as exc:  # noqa: BLE001 - worker died, task cancelled, out of memory
+                out.set_exception(exc)
+
+        ref.future().add_done_callback(done)
+        return out
 
     def map_unordered(self, fn, tasks):
         ray = self._init()

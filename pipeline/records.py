@@ -24,8 +24,9 @@ class Status(StrEnum):
     order. The values are the strings the store has always held, so stored rows stay valid.
 
     A ``process`` run moves a video PENDING -> KEPT (or REJECTED / ERROR / DUPLICATE); a build moves a
-    candidate FOUND -> METADATA_ACCEPTED -> DOWNLOADED -> TRANSCRIBED -> TRANSCRIPT_ACCEPTED -> VISUALS ->
-    ACCEPTED, leaving at the first drop with a reason.
+    candidate FOUND -> METADATA_ACCEPTED -> DOWNLOADED -> PROBED -> TRANSCRIBED -> TRANSCRIPT_ACCEPTED ->
+    KEYFRAMES -> VISUALS -> ACCEPTED (each the status a stage's ``passed`` names: where a video stands is the
+    last stage it passed), leaving at the first drop with a reason.
     """
 
     PENDING = "pending"  # registered, nothing decided yet
@@ -35,11 +36,13 @@ class Status(StrEnum):
     METADATA_ACCEPTED = "accepted_meta"  # the metadata judge accepted it; waits for download
     DOWNLOAD_FAILED = "download_failed"
     DOWNLOADED = "downloaded"
-    TRANSCRIBED = "transcribed"  # probe, ASR and the transcript rules passed
+    PROBED = "probed"  # probe and the probe rules passed
+    TRANSCRIBED = "transcribed"  # ASR and the transcript rules passed
     REVIEW_TRANSCRIPT = "review_transcript"  # waits for a human's transcript verdict
     TRANSCRIPT_REJECTED = "transcript_rejected"  # both transcript judges rejected it
     TRANSCRIPT_ACCEPTED = "judged"  # the transcript judges kept it
-    VISUALS = "visuals"  # keyframes and OCR done
+    KEYFRAMES = "keyframes"  # keyframes stored
+    VISUALS = "visuals"  # OCR done
     CLIPS = "clips"  # clips made and decided
     KEPT = "kept"  # process: it gives clips to the corpus
     ACCEPTED = "accepted"  # build: it gives clips to the corpus
@@ -81,6 +84,8 @@ class Video:
     knowledge_point: str | None = None
     difficulty: float | None = None
     public_source: str | None = None
+    point_id: str | None = None  # build: the knowledge point it is gathered for in this run
+    url: str | None = None  # build: where it was found (``source`` is the downloaded file once fetched)
     metadata: dict = field(default_factory=dict)
     duplicate_of: str | None = None
     duration: float | None = None
@@ -90,12 +95,14 @@ class Video:
 
     @classmethod
     def from_row(cls, row: dict) -> Video:
+        """A Video from a ``videos`` row (or any dict with its keys; others are ignored)."""
         meta = row.get("metadata")
         if isinstance(meta, str):
             meta = json.loads(meta or "{}")
         return cls(**{k: row.get(k) for k in cls.__dataclass_fields__ if k != "metadata"}, metadata=meta or {})
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (a ``videos`` row's keys)."""
         return dict(self.__dict__)
 
 

@@ -1,24 +1,23 @@
 """The driver of ``textbook process``: video files in, samples out, every step in the store.
 
-``process`` is a list of stages (pipeline.stages, on the contract of pipeline.stage): per video
-probe -> rules -> ASR -> rules -> keyframes -> OCR -> clips; then, for the run, pack -> export. On the
-local executor, ASR of the next video runs while keyframes and OCR of the previous one do
-(``Runner.overlapped``, config ``overlap``).
+``process`` is a list of stages (``PROCESS_STAGES``, on the contract of pipeline.stage) that one
+scheduler (pipeline.flow.Flow, the same as ``build``'s) moves each video through:
+probe -> asr -> keyframes -> ocr -> clips; then, for the run, pack -> export. ASR of one video runs
+while keyframes and OCR of another do (the ``asr`` and ``visual`` lanes).
 Each output is stored under (video, stage, config hash), so a rerun with the same config skips it
 and a run with another config keeps its own beside it; each run records in ``run_videos`` the
 hashes it used and the status of each video. One bad video is an error row with a kind and the run
 goes on; the same command again redoes what failed (``failed_before``), except the permanent kinds.
-Only this driver writes the store: executors return results.
+Only the driver process writes the store: executors return results.
 
-The agent (agents/graph.py) drives the same stages through ``Runner``'s public methods, possibly
-from several worker threads at once, each with its own videos.
+The build (agents/graph.py) uses ``register``, ``pack`` and the same stages, in its own longer list
+(agents/stages.py), through the same Flow.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,11 +27,11 @@ from pipeline.config import PipelineConfig, config_hash
 from pipeline.curriculum import parse_difficulty
 from pipeline.executors import make_executor
 from pipeline.export import ExportOptions, export
+from pipeline.flow import Flow
 from pipeline.provenance import public_source
-from pipeline.records import Status
-from pipeline.stage import STAGE_VERSIONS, Context, NullReporter, Reporter
+from pipeline.records import Status, Video
+from pipeline.stage import STAGE_VERSIONS, Context, NullReporter, Reporter, Stage
 from pipeline.stages import AsrStage, ClipsStage, KeyframesStage, OcrStage, PackStage, ProbeStage
-from pipeline.stages.ocr import plan as plan_clips
 from store import Store
 from store.paths import media_dir
 from tools.errors import PERMANENT_KINDS, ToolError
@@ -41,7 +40,10 @@ from tools.media import local_video_id as make_video_id
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STAGE_VERSIONS", "InputError", "Runner", "RunResult", "VideoSummary", "discover"]
+__all__ = ["PROCESS_STAGES", "STAGE_VERSIONS", "InputError", "Runner", "RunResult", "VideoSummary", "discover"]
+
+# the stages of ``process``, in flow order (the build adds its judges and download around them: agents/stages.py)
+PROCESS_STAGES: tuple[type[Stage], ...] = (ProbeStage, AsrStage, KeyframesStage, OcrStage, ClipsStage)
 
 
 class InputError(Exception):
@@ -136,11 +138,10 @@ def media_dir_for(db_path: Path) -> Path:
 
 # -- the driver ----------------------------------------------------------------
 class Runner:
-    """``process``'s stages over video files, and the steps the agent drives one by one.
-
-    The public steps (``register``, ``originals``, ``transcribe``, ``visuals``, ``build_clips``, ``pack``,
-    ``summary``) take and return video dicts (``videos`` rows, at least ``video_id`` and ``source``); they
-    may be called from several threads at once for different videos of the same run.
+    """``process``'s stages over video files (``run``), and what the build shares with it: ``register``
+    (a file as a video), ``flow`` (the scheduler over a list of stages, with this run's lanes), ``pack``
+    and ``export_samples``. ``start(run_id)`` binds the runner to a run (the one place ``ctx.run_id`` is
+    set). ``register`` may be called from several threads at once for different videos of the same run.
     """
 
     def __init__(self, store: Store, cfg: PipelineConfig, out_dir: Path, reporter: Reporter | None = None,
@@ -154,22 +155,28 @@ class Runner:
         self._exec = None
         self._exec_lock = threading.Lock()
         self.ctx = Context(store, cfg, self.media, executor=self._executor, reporter=self.reporter)
-        ocr = OcrStage(self.ctx)
-        self.h = {"probe": ProbeStage(self.ctx).config_hash({}), "asr": ocr.asr_h, "keyframes": ocr.kf_h,
-                  "ocr": ocr.config_hash({})}
+        self.asr_h = AsrStage(self.ctx).config_hash(None)
 
     @property
     def stages_run(self) -> dict[str, int]:
         """Videos (runs, for pack) each stage computed in this runner's life."""
         return dict(self.ctx.ran)
 
-    @property
-    def _run_id(self) -> str:
-        return self.ctx.run_id
-
-    @_run_id.setter
-    def _run_id(self, run_id: str) -> None:
+    def start(self, run_id: str) -> None:
+        """Bind this runner's stages to ``run_id`` (their ``run_videos`` rows, errors and events)."""
         self.ctx.run_id = run_id
+
+    def flow(self, stages: list[Stage], workers: int | None = None, **kw) -> Flow:
+        """The scheduler over ``stages`` with this run's lanes (pipeline.flow): on the local executor one
+        video in ASR and one in keyframes/OCR at a time (``overlap`` false: one video at a time through
+        every stage); on a process pool or Ray, ``workers`` videos per lane. ``workers``: videos in flight
+        (default: enough to fill the lanes); ``kw``: Flow's ledger, reporter, on_done, before_step."""
+        cfg = self.cfg
+        per_lane = 1 if cfg.executor == "local" else max(1, cfg.workers)
+        if cfg.executor == "local" and not cfg.overlap:
+            workers = 1
+        kw.setdefault("reporter", self.reporter)
+        return Flow(stages, limits={"asr": per_lane, "visual": per_lane}, workers=workers or 2 * per_lane + 1, **kw)
 
     def run(self, paths: list[str | Path]) -> RunResult:
         t0 = time.perf_counter()
@@ -211,73 +218,21 @@ class Runner:
 
     def _failed_at(self, vid: str, kind: str) -> str | None:
         """The stage of the video's latest error of this kind."""
-        return self.store.scalar("SELECT stage FROM errors WHERE video_id = ? AND kind = ? "
-                                 "ORDER BY occurred_at DESC LIMIT 1", [vid, kind])
+        err = self.store.last_error(vid, kind)
+        return err["stage"] if err else None
 
     def _run(self, run_id: str, files: list[Path]) -> RunResult:
-        """The ``process`` flow: the stages in order over all videos, then pack and export."""
+        """The ``process`` flow: every video through PROCESS_STAGES, then pack and export."""
+        self.start(run_id)
         videos = self.register(run_id, [(f, {}) for f in files])
         work = self.originals(videos)
         self.store.set_run_videos(run_id, list(dict.fromkeys(v["video_id"] for v in [*work, *videos])))
-        active = ProbeStage(self.ctx).run(work)
-        if self.cfg.executor == "local" and self.cfg.overlap and len(active) > 1:
-            active = self.overlapped(active)
-        else:
-            for stage in (AsrStage(self.ctx), KeyframesStage(self.ctx), OcrStage(self.ctx)):
-                active = stage.run(active)
-        active = ClipsStage(self.ctx).run(active)
-        samples = self.pack(run_id, work, active)
+        stages = [stage(self.ctx) for stage in PROCESS_STAGES]
+        passed = self.flow(stages).run([Video.from_row(v) for v in work]).passed
+        samples = self.pack(run_id, work, [v.as_dict() for v in passed])
         return self._summary(run_id, videos, samples)
 
-    def overlapped(self, videos: list[dict]) -> list[dict]:
-        """ASR, keyframes and OCR over ``videos`` as a two-lane pipeline in this process: a worker thread
-        transcribes the videos one after another while this thread runs keyframes then OCR on each video
-        as soon as its transcript is done, so decoding and tesseract fill the cores CTranslate2 leaves
-        idle. The same work as running the stages one after another (no keyframes for a video the
-        transcript rules drop; OCR reads the transcript's clips), and the same stored results. Returns the
-        videos that pass all three, in the order given.
-
-        An exception that ends the run (not a video's fault; those are error rows) stops the ASR lane
-        after the video in progress, so nothing is half written."""
-        ctx = self.ctx
-        asr, keyframes, ocr = AsrStage(ctx), KeyframesStage(ctx), OcrStage(ctx)
-        for stage in (asr, keyframes, ocr):
-            ctx.reporter.stage(stage.name, len(videos))
-        done: queue.Queue = queue.Queue()
-        stop = threading.Event()
-
-        def transcribe() -> None:
-            try:
-                for v in videos:
-                    if stop.is_set():
-                        break
-                    done.put((v, bool(asr.run([v], announce=False)), None))
-            except BaseException as exc:  # handed to the driver thread, which raises it
-                done.put((None, False, exc))
-            finally:
-                done.put(None)
-
-        lane = threading.Thread(target=transcribe, name="textbook-asr", daemon=True)
-        lane.start()
-        passed: set[str] = set()
-        try:
-            while (item := done.get()) is not None:
-                v, transcribed, exc = item
-                if exc is not None:
-                    raise exc
-                if not transcribed:  # dropped or failed at ASR: no visual work, counted as done
-                    ctx.reporter.advance(keyframes.name)
-                    ctx.reporter.advance(ocr.name)
-                elif not keyframes.run([v], announce=False):
-                    ctx.reporter.advance(ocr.name)
-                elif ocr.run([v], announce=False):
-                    passed.add(v["video_id"])
-        finally:
-            stop.set()
-            lane.join()
-        return [v for v in videos if v["video_id"] in passed]
-
-    # -- steps, public so the agent can put its judges between them ----------------
+    # -- what the build shares ------------------------------------------------------------------------
     def register(self, run_id: str, items: list[tuple[Path, dict]]) -> list[dict]:
         """Record each file as a video (sidecar metadata, overridden by ``extra``); dedup by video id.
 
@@ -290,7 +245,6 @@ class Runner:
         duplicate or error). Returns every registered video, duplicates included.
         """
         store = self.store
-        self._run_id = run_id
         videos: list[dict] = []
         self.reporter.stage("register", len(items))
         for f, extra in items:
@@ -305,7 +259,8 @@ class Runner:
             store.upsert_video(row)
             status, reason = Status.PENDING, None
             if f.stat().st_size == 0:
-                ProbeStage(self.ctx).error(vid, self.h["probe"], ToolError("empty", f"{f.name} is empty (0 bytes)"))
+                probe = ProbeStage(self.ctx)
+                probe.error(vid, probe.config_hash(None), ToolError("empty", f"{f.name} is empty (0 bytes)"))
                 status, reason = Status.ERROR, "empty"
             elif (kept := store.video_by_sha256(sha, exclude=vid)) is not None:
                 store.update_video(vid, status=Status.DUPLICATE.value, reason="duplicate",
@@ -330,29 +285,9 @@ class Runner:
                 out.setdefault(v["video_id"], v)
         return list(out.values())
 
-    def transcribe(self, run_id: str, videos: list[dict]) -> list[dict]:
-        """Probe, rule filters, ASR, transcript rules: the videos still active."""
-        self._run_id = run_id
-        return AsrStage(self.ctx).run(ProbeStage(self.ctx).run(videos))
-
-    def visuals(self, run_id: str, videos: list[dict]) -> list[dict]:
-        """Keyframes and OCR: the videos whose both stages are done."""
-        self._run_id = run_id
-        return OcrStage(self.ctx).run(KeyframesStage(self.ctx).run(videos))
-
-    def build_clips(self, videos: list[dict], decide=None, decide_hash: str = "",
-                    run_id: str | None = None) -> list[dict]:
-        """Clips per video; ``decide(video_id, rows, frames) -> rows`` may set decision, reason, polished,
-        signals. ``decide_hash`` is the hash of the policy behind ``decide`` (part of the clips hash, so
-        two policies keep their own clips); the clips hash used is recorded in the run's ``run_videos``."""
-        if run_id:
-            self._run_id = run_id
-        return ClipsStage(self.ctx, decide, decide_hash).run(videos)
-
     def pack(self, run_id: str, videos: list[dict], kept: list[dict]) -> list[dict]:
         """Interleave and pack the run's ``kept`` videos (in the order of ``videos``), store the samples under
         the run and write them to ``out_dir`` (``export_samples``), cached or not."""
-        self._run_id = run_id
         samples = PackStage(self.ctx).run(run_id, videos, kept)
         self.export_samples(run_id, samples)
         return samples
@@ -366,19 +301,9 @@ class Runner:
         self.exported = result.target
         return result.target
 
-    def summary(self, run_id: str, videos: list[dict], samples: list[dict]) -> RunResult:
-        return self._summary(run_id, videos, samples)
-
     def transcript(self, vid: str) -> dict | None:
         """The transcript this runner's ASR config made for the video (Store.transcript at its hash)."""
-        return self.store.transcript(vid, self.h["asr"])
-
-    def _frames_dir(self, vid: str) -> Path:
-        return KeyframesStage(self.ctx).frames_dir(vid, self.h["keyframes"])
-
-    def _plan(self, vid: str):
-        """The clips of a video from its transcript and keyframes at this runner's hashes."""
-        return plan_clips(OcrStage(self.ctx), vid, self.h["asr"], self.h["keyframes"])
+        return self.store.transcript(vid, self.asr_h)
 
     def _executor(self):
         """One executor for the runner's life (a Ray or process pool starts once, not per stage)."""
@@ -391,6 +316,7 @@ class Runner:
             return self._exec
 
     def close(self) -> None:
+        """Stop the executor (a process pool, a Ray instance this runner started)."""
         with self._exec_lock:
             if self._exec is not None:
                 self._exec.close()
@@ -428,20 +354,3 @@ class Runner:
                          stages_run=self.stages_run, export=str(exported) if exported else None,
                          dropped={k: dict(v) for k, v in self.ctx.reasons.items()},
                          warnings=dict(sorted(kinds.items())))
-
-def llm_call_row(call: dict, run_id: str, video_id: str, node: str = "ocr") -> dict:
-    """An ``llm_calls`` row for a model call a tool made (tools.ocr.LlmCall as a dict): the
-    VLM OCR backend's calls are logged like the gateway's."""
-    import hashlib
-    import json
-    import uuid
-
-    key = hashlib.sha256(json.dumps([call["model"], call["prompt_sha256"], call["messages"]],
-                                    sort_keys=True).encode()).hexdigest()
-    return {"call_id": uuid.uuid4().hex, "run_id": run_id, "node": node, "role": node, "video_id": video_id,
-            "prompt_name": call["prompt_name"], "prompt_sha256": call["prompt_sha256"], "model": call["model"],
-            "cache_key": key, "cached": False, "messages": call["messages"], "response": call["response"],
-            "input_tokens": call["input_tokens"], "output_tokens": call["output_tokens"],
-            "tokens_estimated": call["tokens_estimated"], "cost_usd": 0.0, "latency_s": call["latency_s"],
-            "attempts": 1, "error": call["error"]}
-

@@ -1,25 +1,30 @@
-"""The stage contract: one per-video step of the pipeline, with its name, version and config hash.
+"""The stage contract: one per-video step of ``process`` and ``build``, with its name, version and needs.
 
-A stage implements only its own logic:
+A stage takes a :class:`~pipeline.records.Video` and returns it (passed) or a :class:`Drop` (a rule's or
+a judge's rejection, or a failure with its kind): datatrove's shape. A stage implements only its own
+logic:
 
 - ``config_hash(video)``: the hash of everything its output depends on (its version, its config, the
   hashes of the outputs it reads); outputs are stored under (video, stage, config hash), so runs with
   other policies keep theirs side by side;
-- ``task(video, h)``: the work, as a pure function and its arguments (an executor may run it in another
-  process or on a Ray cluster), or ``compute(video, h)`` for work that runs in the driver;
+- ``task(video, h)``: the work as a pure function and its arguments (an executor may run it in another
+  process, on a Ray actor, on another node), or ``compute(video, h)`` for work that runs in the driver
+  (``needs.lane`` None or an LLM stage);
 - ``save(video, h, result, seconds)``: store the result (one transaction);
 - ``keep(video, h)``: None to pass the video on, or a drop reason read from the stored output.
 
-The base (``Stage.run``) does the rest, the same for every stage: skip what is done (``stage_status``
-holds a done row, or a permanent error, for this hash), run the rest on the executor, record each
-error with its kind and go on (any exception of a video's compute or save is that video's error: a
-ToolError with its kind, anything else ``internal``; only ``RunStopped`` and interrupts end the run),
-advance the progress display, count results per reason, and record in the run's ``run_videos`` row
-the hash it used and the status it ends in. Bumping a stage's version changes its hash and, through
-their inputs' hashes, those of the stages after it: they run again, nothing else does.
+The base (:meth:`Stage.step`) does the rest, the same for every stage: skip what is done
+(``stage_status`` holds a done row, or a permanent error, for this hash), run the rest (on the
+executor for a stage with a ``task``), record each error with its kind and go on (any exception of a
+video's compute or save is that video's error: a ToolError with its kind, anything else ``internal``;
+only ``RunStopped`` and interrupts end the run), count results per reason, and record in the run's
+``run_videos`` row the hash it used and the status it ends in. Bumping a stage's version changes its
+hash and, through their inputs' hashes, those of the stages after it: they run again, nothing else does.
 
-Thread-safety: stages of different videos may run at once on worker threads; the store serializes
-writes (one lock) and ``Context`` guards its own counters.
+``needs`` says what a stage needs to run (:class:`Needs`: the lane that bounds it in the flow, CPU
+threads, GPUs, a model), so a scheduler (pipeline.flow.Flow) and an executor (pipeline.executors) can
+place it. Thread-safety: stages of different videos run at once on the flow's threads; the store
+serializes writes and ``Context`` guards its own counters.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from pipeline.config import PipelineConfig
-from pipeline.records import Status
+from pipeline.records import Status, Video
 from store import Store
 from tools.errors import PERMANENT_KINDS, RunStopped, failure_kind, failure_message
 
@@ -47,17 +52,54 @@ STAGE_VERSIONS = {"probe": 3, "asr": 2, "keyframes": 5, "ocr": 5, "clips": 2, "p
 
 
 class Reporter(Protocol):
+    """A progress display: ``stage(name, total)`` announces how many videos a stage will see,
+    ``advance(name)`` counts one done (passed, dropped, failed or skipped)."""
+
     def stage(self, name: str, total: int) -> None: ...
 
     def advance(self, name: str) -> None: ...
 
 
 class NullReporter:
+    """A progress display that shows nothing (tests, ``--quiet``)."""
+
     def stage(self, name: str, total: int) -> None:
-        pass
+        """Ignore the announcement."""
 
     def advance(self, name: str) -> None:
-        pass
+        """Ignore the step."""
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a stage needs to run, for the flow and the executor that place it.
+
+    ``lane``: the flow bounds the videos inside all stages of one lane (``Flow(limits={lane: n})``); None:
+    unbounded (quick driver work, LLM stages: the gateway bounds requests per endpoint). ``cpus``: CPU
+    threads one task uses; ``gpus``: GPUs (fractional allowed: a Ray actor may share one); ``model``: the
+    model the task loads once per worker (an actor pool keeps it), or None."""
+
+    lane: str | None = None
+    cpus: float = 1.0
+    gpus: float = 0.0
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A video leaving the flow at a stage: ``status`` REJECTED (a rule), a judge's status
+    (METADATA_REJECTED, TRANSCRIPT_REJECTED, DOWNLOAD_FAILED, ...), DUPLICATE, or ERROR (``reason`` is then
+    the failure kind: corrupt, timeout, internal, ...); ``message``: what failed or why, for the trace."""
+
+    status: Status
+    reason: str
+    message: str = ""
+    traced: bool = False  # the stage put its decision in the run's trace already
+
+    @property
+    def failed(self) -> bool:
+        """True for a failure (never a judgment): the video may pass when the command runs again."""
+        return self.status == Status.ERROR
 
 
 @dataclass
@@ -77,6 +119,7 @@ class Context:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, stage: str, reason: str | None = None) -> None:
+        """Count one video computed by ``stage`` (``reason`` None) or dropped by it for ``reason``."""
         with self.lock:
             if reason is None:
                 self.ran[stage] += 1
@@ -85,10 +128,16 @@ class Context:
 
 
 class Stage:
-    """The base of every per-video stage (see the module docstring for the contract)."""
+    """The base of every per-video stage (see the module docstring for the contract).
+
+    Class attributes: ``name`` (the stage_status name and the trace's node), ``needs``, ``passed`` (the
+    status of a build's candidate that passed it: where a video stands in a run is the last stage it
+    passed), ``hash_field`` (the run_videos column that records the hash a run used)."""
 
     name: ClassVar[str]
-    hash_field: ClassVar[str | None] = None  # the run_videos column that records the hash a run used
+    needs: ClassVar[Needs] = Needs()
+    passed: ClassVar[Status | None] = None
+    hash_field: ClassVar[str | None] = None
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -97,121 +146,94 @@ class Stage:
 
     @property
     def version(self) -> int:
+        """The stage's version (STAGE_VERSIONS), part of its config hash."""
         return STAGE_VERSIONS[self.name]
 
     # -- what a stage implements --------------------------------------------------------------------------
-    def config_hash(self, video: dict) -> str:
+    def config_hash(self, video: Video) -> str:
+        """The hash the stage's output for ``video`` is stored under."""
         raise NotImplementedError
 
-    def applies(self, video: dict) -> bool:
-        """False: the video skips this stage and leaves the flow silently (a duplicate)."""
+    def applies(self, video: Video) -> bool:
+        """False: the video is a duplicate and leaves the flow here (no status change)."""
         return True
 
-    def cached(self, video: dict, h: str) -> bool:
+    def cached(self, video: Video, h: str) -> bool:
         """Whether the output for ``h`` is stored (or failed for good); a stage may also check its files."""
-        row = self.store.stage(video["video_id"], self.name, h)
+        row = self.store.stage(video.video_id, self.name, h)
         if row is None:
             return False
         return row["status"] != "error" or row["detail"] in PERMANENT_KINDS
 
-    def task(self, video: dict, h: str) -> tuple[Callable, tuple]:
-        """The pure work as (function, arguments) for the executor; default: ``compute`` in the driver."""
-        return self.compute, (video, h)
-
-    def compute(self, video: dict, h: str) -> Any:
-        raise NotImplementedError
-
-    def save(self, video: dict, h: str, result: Any, seconds: float) -> None:
-        raise NotImplementedError
-
-    def keep(self, video: dict, h: str) -> str | None:
-        """A drop reason, or None to pass the video on."""
+    def task(self, video: Video, h: str) -> tuple[Callable, tuple] | None:
+        """The pure work as (function, arguments) for the executor; None (the default): ``compute`` runs
+        in the driver."""
         return None
 
-    on_driver: ClassVar[bool] = False  # True: compute runs in this process, never on the executor
+    def compute(self, video: Video, h: str) -> Any:
+        """The work, in the driver (a stage without ``task``)."""
+        raise NotImplementedError
+
+    def save(self, video: Video, h: str, result: Any, seconds: float) -> None:
+        """Store ``result`` (one transaction); ``seconds``: how long the work took."""
+        raise NotImplementedError
+
+    def keep(self, video: Video, h: str) -> str | Drop | None:
+        """None to pass the video on; a drop reason (a rule's: ``status`` REJECTED), or a :class:`Drop`."""
+        return None
 
     # -- the base -------------------------------------------------------------------------------------------
-    def run(self, videos: list[dict], announce: bool = True) -> list[dict]:
-        """Run the stage over ``videos``; the videos that pass, in the order given. ``announce=False``:
-        the caller has already told the progress display how many videos this stage will see (a
-        pipeline that feeds the stage one video at a time)."""
-        ctx, store = self.ctx, self.store
-        if announce:
-            ctx.reporter.stage(self.name, len(videos))
-        hashes: dict[str, str] = {}
-        todo: list[dict] = []
-        for v in videos:
-            if not self.applies(v):
-                continue
-            h = hashes[v["video_id"]] = self.config_hash(v)
-            if not self.cached(v, h):
-                todo.append(v)
-        for _ in range(len(videos) - len(todo)):
-            ctx.reporter.advance(self.name)
-        self._compute(todo, hashes)
-        active = []
-        for v in videos:
-            vid = v["video_id"]
-            if vid not in hashes:
-                continue
-            h = hashes[vid]
-            row = store.stage(vid, self.name, h)
-            if row is None:
-                continue
-            if row["status"] == "error":
-                self._run_status(vid, Status.ERROR, row["detail"])
-                continue
-            if self.hash_field and ctx.run_id:
-                store.update_run_video(ctx.run_id, vid, **{self.hash_field: h})
-            reason = self.keep(v, h)
-            if reason:
-                ctx.count(self.name, str(reason))
-                self.reject(vid, str(reason))
-            else:
-                active.append(v)
-        return active
+    def step(self, video: Video) -> Video | Drop:
+        """Run the stage on one video: the video (passed) or a :class:`Drop` (DUPLICATE when the stage does
+        not apply). Raises only RunStopped and interrupts; a fault of the video is recorded (:meth:`error`)
+        and returned as a Drop with status ERROR."""
+        if not self.applies(video):
+            return Drop(Status.DUPLICATE, "duplicate")
+        h = self.config_hash(video)
+        if not self.cached(video, h):
+            self._compute(video, h)
+        return self._outcome(video, h)
 
-    def _compute(self, todo: list[dict], hashes: dict[str, str]) -> None:
-        if not todo:
-            return
-        if self.on_driver:
-            results = ((i, self._call(self.compute, (v, hashes[v["video_id"]]))) for i, v in enumerate(todo))
-        else:
-            calls = [self.task(v, hashes[v["video_id"]]) for v in todo]
-            fn = calls[0][0]
-            results = self.ctx.executor().map_unordered(fn, [args for _, args in calls])
+    def _compute(self, video: Video, h: str) -> None:
         started = time.perf_counter()
-        for i, result in results:
-            v = todo[i]
-            if isinstance(result, RunStopped):
-                raise result
-            if isinstance(result, BaseException):
-                self.error(v["video_id"], hashes[v["video_id"]], result)
-            else:
-                seconds = result[1] if self.on_driver else time.perf_counter() - started
-                try:
-                    self.save(v, hashes[v["video_id"]], result[0] if self.on_driver else result, seconds)
-                except RunStopped:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - a result that cannot be stored fails its video
-                    self.error(v["video_id"], hashes[v["video_id"]], exc)
-                else:
-                    self.ctx.count(self.name)
-            self.ctx.reporter.advance(self.name)
-
-    @staticmethod
-    def _call(fn, args):
-        """A driver-side compute, as the executors run theirs: an exception is a fault of the video (a
-        ToolError with its kind, a bug ``internal``, an LLM call of the agent's ``decide`` that kept
-        failing with its kind), recorded against it while the run goes on. ``RunStopped`` (the agent's
-        budget spent, its endpoint down) and interrupts end the call, so a resumed run redoes the video."""
-        t = time.perf_counter()
         try:
-            return fn(*args), time.perf_counter() - t
+            call = self.task(video, h)
+            if call is None:
+                result = self.compute(video, h)
+            else:
+                fn, args = call
+                result = self.ctx.executor().submit(self.name, fn, args).result()
+            self.save(video, h, result, time.perf_counter() - started)
         except RunStopped:
             raise
-        except Exception as exc:  # noqa: BLE001 - recorded by ``error``
-            return exc
+        except Exception as exc:  # noqa: BLE001 - a fault of this video: recorded, the run goes on
+            self.error(video.video_id, h, exc)
+        else:
+            self.ctx.count(self.name)
+
+    def _outcome(self, video: Video, h: str) -> Video | Drop:
+        vid = video.video_id
+        row = self.store.stage(vid, self.name, h)
+        if row is None:
+            return Drop(Status.ERROR, "internal", f"{self.name} stored no result")
+        if row["status"] == "error":
+            self._run_status(vid, Status.ERROR, row["detail"])
+            return Drop(Status.ERROR, row["detail"] or "internal", self._error_message(vid, row["detail"]))
+        if self.hash_field and self.ctx.run_id:
+            self.store.update_run_video(self.ctx.run_id, vid, **{self.hash_field: h})
+        drop = self.keep(video, h)
+        if drop is None:
+            return video
+        if not isinstance(drop, Drop):
+            drop = Drop(Status.REJECTED, str(drop))
+        self.ctx.count(self.name, drop.reason)
+        if drop.status == Status.REJECTED:
+            self.reject(vid, drop.reason)
+        return drop
+
+    def _error_message(self, vid: str, kind: str | None) -> str:
+        err = self.store.last_error(vid, kind or "internal")
+        return f"{err['stage']}: {err['message']}" if err else f"{self.name} failed"
 
     def error(self, vid: str, h: str, exc: BaseException) -> None:
         """Record the video's fault: a ``stage_status`` error row (retried by the next run unless its kind is
@@ -240,6 +262,7 @@ class Stage:
             self.store.event_end(ev, None, decision="warning", reasons=[first] + ([policy] if policy else []))
 
     def reject(self, vid: str, reason: str) -> None:
+        """A rule dropped the video: ``videos`` and the run's row say ``rejected`` with the reason."""
         self.store.update_video(vid, status=Status.REJECTED.value, reason=reason)
         self._run_status(vid, Status.REJECTED, reason)
 

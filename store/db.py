@@ -275,6 +275,24 @@ class Store:
             self.con.execute("UPDATE videos SET status = 'error', reason = ?, updated_at = ? WHERE video_id = ?",
                              [kind, _now(), video_id])
 
+    def last_error(self, video_id: str, kind: str | None = None, stage: str | None = None) -> dict | None:
+        """The video's latest ``errors`` row (of ``kind``, of ``stage`` when given): stage, kind, message,
+        run_id; None if none."""
+        sql = "SELECT stage, kind, message, run_id FROM errors WHERE video_id = ?"
+        args: list = [video_id]
+        for col, value in (("kind", kind), ("stage", stage)):
+            if value is not None:
+                sql += f" AND {col} = ?"
+                args.append(value)
+        rows = self.rows(sql + " ORDER BY occurred_at DESC LIMIT 1", args)
+        return rows[0] if rows else None
+
+    def run_warnings(self, run_id: str) -> list[dict]:
+        """The warnings a build's candidates carry (a truncated file, ...): video_id, stage, kind, message, and
+        the candidate's status, ordered by video, stage and kind."""
+        return self.rows("SELECT w.video_id, w.stage, w.kind, w.message, c.status FROM warnings w JOIN candidates c "
+                         "USING (video_id) WHERE c.run_id = ? ORDER BY w.video_id, w.stage, w.kind", [run_id])
+
     def save_probe(self, video_id: str, config_hash: str, info: dict, seconds: float) -> None:
         """A probe (tools.media.MediaInfo as a dict) onto the video's row."""
         with self.transaction():

@@ -7,7 +7,8 @@ from dataclasses import asdict
 from functools import lru_cache
 
 from pipeline.config import config_hash
-from pipeline.stage import Stage
+from pipeline.records import Status, Video
+from pipeline.stage import Needs, Stage
 from pipeline.stages.rules import transcript_rules
 from pipeline.tokens import count_tokens
 from tools import media
@@ -31,21 +32,30 @@ def asr_task(path: str, options: AsrOptions, languages: tuple[str, ...], min_spe
     return asdict(tr)
 
 class AsrStage(Stage):
+    """faster-whisper on the chosen audio track (the ``asr`` lane, one model per worker), then the
+    transcript rules."""
+
     name = "asr"
     hash_field = "asr_hash"
+    needs = Needs(lane="asr", cpus=2, model="whisper")
+    passed = Status.TRANSCRIBED
 
-    def config_hash(self, video: dict) -> str:
+    def config_hash(self, video: Video | None) -> str:
+        """ASR options, the wanted languages and the minimum speech."""
         c = self.cfg
         return config_hash("asr", self.version, c.asr, c.filters.languages, c.filters.min_speech_seconds)
 
-    def task(self, video: dict, h: str):
+    def task(self, video: Video, h: str):
+        """asr_task over the video file."""
         c = self.cfg
-        return asr_task, (video["source"], c.asr, tuple(c.filters.languages), c.filters.min_speech_seconds)
+        return asr_task, (video.source, c.asr, tuple(c.filters.languages), c.filters.min_speech_seconds)
 
-    def save(self, video: dict, h: str, tr: dict, seconds: float) -> None:
+    def save(self, video: Video, h: str, tr: dict, seconds: float) -> None:
+        """The transcript with its token count."""
         text = " ".join(s["text"] for s in tr["segments"])
-        self.store.save_transcript(video["video_id"], h, tr, count_tokens(text, self.cfg.tokenizer))
+        self.store.save_transcript(video.video_id, h, tr, count_tokens(text, self.cfg.tokenizer))
 
-    def keep(self, video: dict, h: str) -> str | None:
-        tr = self.store.transcript(video["video_id"], h)
+    def keep(self, video: Video, h: str) -> str | None:
+        """The transcript rules (pipeline.stages.rules.transcript_rules)."""
+        tr = self.store.transcript(video.video_id, h)
         return transcript_rules(tr, tr["n_tokens"], self.cfg.filters)

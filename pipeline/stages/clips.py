@@ -1,6 +1,6 @@
 """clips: transcript paragraphs as clips with their keyframes, a decision per clip (keep, drop_frames,
-drop; the agent's clip judge may decide), and the kept keyframes named by the export rule under
-media/images/VID/HASH/. Its hash covers the clip policy, the judge's policy (``decide_hash``) and the
+drop; the build's clip judge may decide), and the kept keyframes named by the export rule under
+media/images/VID/HASH/. Its hash covers the clip policy, the judging policy (``ClipsStage.policy_hash``) and the
 ASR and OCR hashes, so runs with other clip policies keep their own clips and images."""
 
 from __future__ import annotations
@@ -8,18 +8,14 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import assemble
 from pipeline.config import config_hash
-from pipeline.records import Clip, Status
+from pipeline.records import Clip, Status, Video
 from pipeline.stage import Stage
 from pipeline.stages.ocr import OcrStage, plan
 from pipeline.tokens import count_tokens
-
-# decide(video_id, clip rows, keyframes by idx) -> clip rows: may set decision, reason, polished, signals
-Decide = Callable[[str, list[dict], dict[int, dict]], list[dict]]
 
 
 def images_dir(media: Path, vid: str, h: str) -> Path:
@@ -52,42 +48,65 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 class ClipsStage(Stage):
+    """Transcript paragraphs as clips with their keyframes, a decision per clip, and the kept keyframes
+    named by the export rule. ``judge`` decides the clips: here the rules only (a clip without keyframes
+    is ``drop_frames``); the build's stage (agents/stages.py) overrides it with the rewrite and the clip
+    judge, and ``policy_hash`` with the hash of that policy (part of the clips hash)."""
+
     name = "clips"
     hash_field = "clips_hash"
-    on_driver = True  # ``decide`` calls the agent's gateway; the store rows it reads are here
+    passed = Status.ACCEPTED
 
-    def __init__(self, ctx, decide: Decide | None = None, decide_hash: str = ""):
+    def __init__(self, ctx):
         super().__init__(ctx)
         ocr = OcrStage(ctx)
-        self.asr_h, self.kf_h, self.ocr_h = ocr.asr_h, ocr.kf_h, ocr.config_hash({})
-        self.decide, self.decide_hash = decide, decide_hash
+        self.asr_h, self.kf_h, self.ocr_h = ocr.asr_h, ocr.kf_h, ocr.config_hash(None)
 
-    def config_hash(self, video: dict) -> str:
-        return config_hash("clips", self.version, self.cfg.clips, self.asr_h, self.ocr_h, self.decide_hash)
+    def policy_hash(self) -> str:
+        """The hash of the clip-judging policy (``judge``); '' for the rules alone."""
+        return ""
 
-    def cached(self, video: dict, h: str) -> bool:
-        return super().cached(video, h) and images_dir(self.ctx.media, video["video_id"], h).is_dir()
+    def config_hash(self, video: Video | None) -> str:
+        """The clip policy, the judging policy, and the ASR and OCR hashes."""
+        return config_hash("clips", self.version, self.cfg.clips, self.asr_h, self.ocr_h, self.policy_hash())
 
-    def compute(self, video: dict, h: str) -> list[dict]:
-        vid = video["video_id"]
-        frames = {f["idx"]: f for f in self.store.keyframes(vid, self.kf_h, self.ocr_h)}
-        rows = []
-        for i, p in enumerate(plan(self, vid, self.asr_h, self.kf_h)):
+    def cached(self, video: Video, h: str) -> bool:
+        """Stored, and the clip images' folder there."""
+        return super().cached(video, h) and images_dir(self.ctx.media, video.video_id, h).is_dir()
+
+    def plan(self, video: Video) -> list[Clip]:
+        """The video's clips from its transcript and keyframes (pipeline.assemble.plan_clips), decided by
+        the rules: ``keep``, or ``drop_frames`` (reason no_keyframes) for a clip without keyframes."""
+        clips = []
+        for i, p in enumerate(plan(self, video.video_id, self.asr_h, self.kf_h)):
             decision, reason = ("keep", None) if p.keyframes else ("drop_frames", "no_keyframes")
-            rows.append(Clip(index=i, start=p.span.start, end=p.span.end, text=p.span.text,
-                             n_tokens=count_tokens(p.span.text, self.cfg.tokenizer),
-                             keyframes=[k["idx"] for k in p.keyframes], capped=[k["idx"] for k in p.capped],
-                             decision=decision, reason=reason).as_dict())
-        if self.decide is not None:
-            rows = self.decide(vid, rows, frames)
+            clips.append(Clip(index=i, start=p.span.start, end=p.span.end, text=p.span.text,
+                              n_tokens=count_tokens(p.span.text, self.cfg.tokenizer),
+                              keyframes=[k["idx"] for k in p.keyframes], capped=[k["idx"] for k in p.capped],
+                              decision=decision, reason=reason))
+        return clips
+
+    def judge(self, video: Video, clips: list[Clip], frames: dict[int, dict]) -> list[Clip]:
+        """Decide each clip (``decision``, ``reason``; a build also sets ``polished``, ``rewrite``,
+        ``signals``); ``frames``: the video's keyframes with OCR by idx. Here: the rules' decisions."""
+        return clips
+
+    def compute(self, video: Video, h: str) -> list[Clip]:
+        """Plan, judge, and name the kept clips' images."""
+        vid = video.video_id
+        frames = {f["idx"]: f for f in self.store.keyframes(vid, self.kf_h, self.ocr_h)}
+        clips = self.judge(video, self.plan(video), frames)
+        rows = [c.as_dict() for c in clips]
         link_images(self.ctx.media, vid, h, rows, frames)
-        return rows
+        return clips
 
-    def save(self, video: dict, h: str, rows: list[dict], seconds: float) -> None:
-        self.store.save_clips(video["video_id"], h, rows)
+    def save(self, video: Video, h: str, clips: list[Clip], seconds: float) -> None:
+        """The clips' rows."""
+        self.store.save_clips(video.video_id, h, [c.as_dict() for c in clips])
 
-    def keep(self, video: dict, h: str) -> str | None:
-        vid = video["video_id"]
+    def keep(self, video: Video, h: str) -> str | None:
+        """``no_clips`` when the video has no clip; else the video is ``kept``."""
+        vid = video.video_id
         if not self.store.clips(vid, h):
             return "no_clips"
         self.store.update_video(vid, status=Status.KEPT.value, reason=None)

@@ -5,11 +5,15 @@ keyframe). Its hash covers the OCR options, the filter, the clip policy
 
 from __future__ import annotations
 
+import hashlib
+import json
+import uuid
 from dataclasses import asdict
 
 from pipeline import assemble
 from pipeline.config import config_hash
-from pipeline.stage import Stage
+from pipeline.records import Status, Video
+from pipeline.stage import Needs, Stage
 from pipeline.stages.asr import AsrStage
 from pipeline.stages.keyframes import KeyframesStage
 from tools.ocr import OcrLine, OcrOptions, make_reader
@@ -28,17 +32,35 @@ def plan(stage: Stage, vid: str, asr_h: str, kf_h: str) -> list[assemble.ClipPla
                                stage.store.keyframes(vid, kf_h), stage.cfg.clips)
 
 
+def llm_call_row(call: dict, run_id: str, video_id: str, node: str = "ocr") -> dict:
+    """An ``llm_calls`` row for a model call a tool made (tools.ocr.LlmCall as a dict): the
+    VLM OCR backend's calls are logged like the gateway's."""
+    key = hashlib.sha256(json.dumps([call["model"], call["prompt_sha256"], call["messages"]],
+                                    sort_keys=True).encode()).hexdigest()
+    return {"call_id": uuid.uuid4().hex, "run_id": run_id, "node": node, "role": node, "video_id": video_id,
+            "prompt_name": call["prompt_name"], "prompt_sha256": call["prompt_sha256"], "model": call["model"],
+            "cache_key": key, "cached": False, "messages": call["messages"], "response": call["response"],
+            "input_tokens": call["input_tokens"], "output_tokens": call["output_tokens"],
+            "tokens_estimated": call["tokens_estimated"], "cost_usd": 0.0, "latency_s": call["latency_s"],
+            "attempts": 1, "error": call["error"]}
+
+
 class OcrStage(Stage):
+    """OCR of the keyframes the clips show (the ``visual`` lane), then the line filter."""
+
     name = "ocr"
     hash_field = "ocr_hash"
+    needs = Needs(lane="visual", cpus=1, model="ocr")
+    passed = Status.VISUALS
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.asr_h = AsrStage(ctx).config_hash({})
-        self.kf_h = KeyframesStage(ctx).config_hash({})
+        self.asr_h = AsrStage(ctx).config_hash(None)
+        self.kf_h = KeyframesStage(ctx).config_hash(None)
         self._shown: dict[str, list[dict]] = {}
 
-    def config_hash(self, video: dict) -> str:
+    def config_hash(self, video: Video | None) -> str:
+        """OCR options, the line filter, the clip policy, and the keyframes and ASR hashes it reads."""
         c = self.cfg
         return config_hash("ocr", self.version, c.ocr, c.ocr_filter, c.clips, self.kf_h, self.asr_h)
 
@@ -49,13 +71,13 @@ class OcrStage(Stage):
                                       key=lambda k: k["time_s"])
         return self._shown[vid]
 
-    def task(self, video: dict, h: str):
-        return ocr_task, ([k["path"] for k in self.shown(video["video_id"])], self.cfg.ocr)
+    def task(self, video: Video, h: str):
+        """ocr_task over the shown keyframes' files."""
+        return ocr_task, ([k["path"] for k in self.shown(video.video_id)], self.cfg.ocr)
 
-    def save(self, video: dict, h: str, results: list[dict], seconds: float) -> None:
-        from pipeline.runner import llm_call_row
-
-        vid = video["video_id"]
+    def save(self, video: Video, h: str, results: list[dict], seconds: float) -> None:
+        """Each shown keyframe's OCR after the line filter; the others as ``clip_cap``."""
+        vid = video.video_id
         frames = self._shown.pop(vid)
         f = self.cfg.ocr_filter
         segments = (self.store.transcript(vid, self.asr_h) or {}).get("segments", [])

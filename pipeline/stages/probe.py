@@ -6,7 +6,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.config import config_hash
-from pipeline.records import Status
+from pipeline.records import Status, Video
 from pipeline.stage import Stage
 from pipeline.stages.rules import probe_rules
 from tools import media
@@ -18,25 +18,30 @@ def probe_task(path: str) -> dict:
 
 
 class ProbeStage(Stage):
-    name = "probe"
-    on_driver = True  # ffprobe is quick; no executor round trip
+    """Container facts (ffprobe, in the driver: quick, no executor round trip), then the probe rules."""
 
-    def config_hash(self, video: dict) -> str:
+    name = "probe"
+
+    def config_hash(self, video: Video | None) -> str:
+        """Version only: ffprobe has no options."""
         return config_hash("probe", self.version)
 
-    def applies(self, video: dict) -> bool:
-        return (self.store.video(video["video_id"]) or {}).get("status") != Status.DUPLICATE
+    def applies(self, video: Video) -> bool:
+        """Not for a duplicate (its original is processed instead)."""
+        return (self.store.video(video.video_id) or {}).get("status") != Status.DUPLICATE
 
-    def compute(self, video: dict, h: str) -> dict:
-        return probe_task(video["source"])
+    def compute(self, video: Video, h: str) -> dict:
+        """ffprobe of the file (probe_task)."""
+        return probe_task(video.source)
 
-    def save(self, video: dict, h: str, result: dict, seconds: float) -> None:
-        self.store.save_probe(video["video_id"], h, result, seconds)
+    def save(self, video: Video, h: str, result: dict, seconds: float) -> None:
+        """The probe onto the video's row."""
+        self.store.save_probe(video.video_id, h, result, seconds)
 
-    def keep(self, video: dict, h: str) -> str | None:
+    def keep(self, video: Video, h: str) -> str | None:
         """The probe rules on the stored probe; a ``truncated`` warning is also put in the run's trace
         (an event of node "probe", decision "warning"), with what the policy made of it."""
-        vid = video["video_id"]
+        vid = video.video_id
         row = self.store.video(vid)
         warned = [w for w in self.store.warnings(vid) if w["stage"] == "probe"]
         truncated = any(w["kind"] == "truncated" for w in warned)

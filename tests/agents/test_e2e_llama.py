@@ -21,8 +21,8 @@ from tests.conftest import LESSONS, run_cli
 # the real llama.cpp server under `textbook build` (a minute and more on 2 cores)
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-NODES = {"interpret_goal", "taxonomy", "plan_queries", "search_point", "judge_metadata", "download", "transcribe",
-         "judge_transcripts", "visuals", "clips", "coverage", "assemble"}
+NODES = {"interpret_goal", "taxonomy", "plan_queries", "search_point", "judge_metadata", "download", "asr",
+         "judge_transcripts", "ocr", "clips", "coverage", "assemble"}
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from agents.build import BuildSpec, run_build
 from agents.config import AgentConfig, LLMConfig
-from agents.flow import retry_failed, startable
+from agents.slots import retry_failed, startable
 from pipeline.config import PipelineConfig
 from pipeline.records import Status
 from pipeline.runner import Runner
@@ -123,7 +123,7 @@ def _broken_display_matrix(frame):
 
 def test_a_crashing_heavy_step_fails_the_video_and_the_same_build_after_the_fix_completes_it(
         two_lessons, tmp_path, monkeypatch, capsys):
-    """The keyframe detector raises (not a ToolError): the video is ``error`` with ``visuals: internal``, a
+    """The keyframe detector raises (not a ToolError): the video is ``error`` with ``keyframes: internal``, a
     ``failed`` entry and a short point that says failed, never a rejection. The same build once the fault is
     gone retries that video from where it failed, pays no LLM call for what was already judged, and leaves
     the metadata judge's rejection as it was."""
@@ -154,27 +154,27 @@ def test_a_crashing_heavy_step_fails_the_video_and_the_same_build_after_the_fix_
         cands = {c["video_id"].split("-")[0]: c for c in store.candidates(run)}
         newton = next(c for c in store.candidates(run) if "newton" in c["video_id"])
         chem = next(c for c in store.candidates(run) if "atoms" in c["video_id"])
-        assert (newton["status"], newton["reason"]) == ("error", "visuals: internal"), cands
+        assert (newton["status"], newton["reason"]) == ("error", "keyframes: internal"), cands
         assert chem["status"] == "judged_out"
         assert first["accepted_videos"] == 0 and first["candidates"].get("rejected") is None
         [failed] = first["failed"]
-        assert (failed["video_id"], failed["node"], failed["kind"]) == (newton["video_id"], "visuals", "internal")
-        assert failed["message"] == "keyframes: TypeError: 'Type' object is not subscriptable"
+        assert (failed["video_id"], failed["node"], failed["kind"]) == (newton["video_id"], "keyframes", "internal")
+        assert failed["message"] == "TypeError: 'Type' object is not subscriptable"
         why = {s["point"]: s["why"] for s in first["short_points"]}
         assert why["Newton's laws of motion"].startswith("failed: 1 of 1 videos failed"), why
         assert why["Atoms and molecules"].startswith("all judged out"), why
-        assert search_funnel(store, run)["lost"] == {"failed:visuals: internal": 1, "judged_out": 1}
+        assert search_funnel(store, run)["lost"] == {"failed:keyframes: internal": 1, "judged_out": 1}
         decisions = [e["decision"] for e in store.events(run, video_id=newton["video_id"]) if e["decision"]]
         assert "failed" in decisions and "rejected" not in decisions
         _print_build(first, None)
         printed = capsys.readouterr().out
-        assert "failed: 1 video (visuals internal 1)" in printed and "retried" not in printed, printed
+        assert "failed: 1 video (keyframes internal 1)" in printed and "retried" not in printed, printed
         paid = {c["cache_key"] for c in store.llm_calls(run) if not c["cached"] and not c["error"]}
 
         # the fault is gone (a fixed PyAV): the same command again
         second_model = ScriptedChatModel(script=physics_script(MetadataVerdict=no_chemistry))
         second = run_build(store, spec, models=models_for(second_model))
-        assert second["run_id"] == run and second["retried"] == {"visuals internal": 1}
+        assert second["run_id"] == run and second["retried"] == {"keyframes internal": 1}
         assert second["failed"] == [] and second["accepted_videos"] == 1 and second["samples"] > 0
         assert {c["video_id"]: c["status"] for c in store.candidates(run)} == {
             newton["video_id"]: "accepted", chem["video_id"]: "judged_out"}
@@ -185,7 +185,7 @@ def test_a_crashing_heavy_step_fails_the_video_and_the_same_build_after_the_fix_
         assert {c["node"] for c in store.llm_calls(run) if not c["cached"] and c["cache_key"] not in paid} \
             <= {"polish", "clips"}
         _print_build(second, None)
-        assert f"{run}: retried 1 video that failed in the last run of this command (visuals internal 1)" in \
+        assert f"{run}: retried 1 video that failed in the last run of this command (keyframes internal 1)" in \
             capsys.readouterr().out
 
         third_model = ScriptedChatModel(script=physics_script(MetadataVerdict=no_chemistry))

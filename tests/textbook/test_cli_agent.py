@@ -240,7 +240,7 @@ def test_build_result_and_trace(reference):
     data = json.loads(trace.stdout)
     nodes = {e["node"] for e in data["events"]}
     assert {"interpret_goal", "taxonomy", "plan_queries", "search_point", "judge_metadata", "download",
-            "transcribe", "judge_transcripts", "visuals", "clips", "coverage", "assemble"} <= nodes
+            "asr", "judge_transcripts", "ocr", "clips", "coverage", "assemble"} <= nodes
     assert all(c["input_tokens"] > 0 and c["prompt_sha256"] for c in data["llm_calls"])
     text = run_cli("trace", r["run_id"], "--db", str(reference["db"]), "--node", "judge_metadata")
     assert text.returncode == 0 and "-> accept" in text.stdout and "llm metadata_judge" in text.stdout
@@ -498,14 +498,14 @@ def test_a_crash_is_a_failure_under_strict_and_the_same_command_after_the_fix_re
                             env=env, timeout=600)
     assert broken.returncode == 1, broken.stderr
     assert "Traceback" not in broken.stderr
-    assert "failed: 2 videos (visuals internal 2)" in broken.stdout, broken.stdout
+    assert "failed: 2 videos (keyframes internal 2)" in broken.stdout, broken.stdout
     assert "judged out" not in broken.stdout and "short: " in broken.stdout
     assert broken.stderr.count("failed: ") >= 2 and "(internal): keyframes: TypeError" in broken.stderr
 
     fixed = run_cli(*args)
     assert fixed.returncode == 0, fixed.stderr
     assert "(retrying 2 failed videos)" in fixed.stderr
-    assert "retried 2 videos that failed in the last run of this command (visuals internal 2)" in fixed.stdout
+    assert "retried 2 videos that failed in the last run of this command (keyframes internal 2)" in fixed.stdout
     assert "failed: " not in fixed.stdout and ": 2 videos accepted" in fixed.stdout
     assert _samples(tmp_path / "out")
     # the summary's LLM line counts the run's calls, and says how many this command paid (the retry asked

@@ -58,7 +58,7 @@ def build_run(store) -> dict:
         ev = store.event_start(BUILD_RUN, "judge_metadata", vid, None)
         store.event_end(ev, {"score": score}, decision=verdict, reasons=[f"reason for {title}"])
     for node in ("interpret_goal", "taxonomy", "plan_queries", "search_point", "judge_metadata", "download",
-                 "transcribe", "judge_transcripts", "visuals", "clips", "coverage", "assemble"):
+                 "asr", "judge_transcripts", "ocr", "clips", "coverage", "assemble"):
         ev = store.event_start(BUILD_RUN, node, None, {"round": 1})
         store.event_end(ev, {"ok": True})
     store.record_query(BUILD_RUN, "s1.c1.u1.p1", 1, "newton laws", "local", 3, 0, False)

@@ -44,10 +44,11 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 LOOPBACK = ["127.0.0.1", "localhost", "::1", "[::1]"]
 VIDEO_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".mkv": "video/x-matroska", ".mov": "video/quicktime",
                ".m4v": "video/mp4", ".avi": "video/x-msvideo", ".ogv": "video/ogg"}
-# the graph's nodes (agents/graph.py) in order; the steps of the videos node (agents/flow.py) follow it,
-# each counted by its decisions
+# the graph's nodes (agents/graph.py) in order; the stages of the videos node (agents/stages.py) follow it,
+# each counted by its decisions ("transcribe" and "visuals": the stages' names in builds before the one flow)
 GRAPH_NODES = ["interpret_goal", "taxonomy", "review_taxonomy", "plan_queries", "search_point", "videos",
-               "judge_metadata", "download", "transcribe", "judge_transcripts", "visuals", "clips",
+               "judge_metadata", "download", "probe", "asr", "transcribe", "judge_transcripts", "keyframes", "ocr",
+               "visuals", "clips",
                "review_metadata", "review_transcripts", "after_videos", "coverage", "assemble"]
 
 

@@ -1,0 +1,87 @@
+"""What the build's nodes and stages share (:class:`Deps`): the store, the gateway, the runner, the
+config, and the three ways a build speaks: a decision in the trace, a progress line, a warning."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents import assign
+from agents.budget import BudgetTracker
+from agents.config import AgentConfig
+from agents.llm import Gateway
+from pipeline.runner import Runner
+
+
+@dataclass
+class Deps:
+    """What the nodes use; not part of the checkpointed state.
+
+    ``enforce``: per judge (metadata, transcript, clip), True drops what it rejects, False records it as
+    advisory; ``embed``: texts -> unit rows (fit, relevance); ``rewrite_use``: "used" (an accepted rewrite
+    replaces the raw paragraph) or "advisory: WHY" (checked and stored, the raw text kept)."""
+
+    store: Any
+    gateway: Gateway
+    cfg: AgentConfig
+    runner: Runner
+    sources: list
+    budget: BudgetTracker
+    downloads: Path
+    enforce: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(("metadata", "transcript", "clip"), True))
+    on_event: Callable[[dict], None] = lambda e: None
+    embed: Callable | None = field(default=assign.embed_texts, repr=False)
+    rewrite_use: str = "used"
+
+    def embedder(self):
+        """The shared sentence embedder (agents.assign.shared_embedder)."""
+        return assign.shared_embedder()
+
+    @property
+    def enforce_judges(self) -> bool:
+        """True when every judge is enforced."""
+        return all(self.enforce.values())
+
+    @property
+    def run_id(self) -> str:
+        """The build's run id."""
+        return self.gateway.run_id
+
+    def workers(self) -> int:
+        """Items worked on at once by a node (videos, points): ``agent.video_workers``, else the gateway's
+        request limit per endpoint (LLM requests stay bounded by the gateway either way)."""
+        return self.cfg.video_workers or self.gateway.cfg.concurrency
+
+    # -- how a build speaks ---------------------------------------------------------------------------------
+    def decision(self, node: str, video_id: str | None, decision: str, reasons: list[str],
+                 detail: dict | None = None) -> None:
+        """One event per decision on one item, with its reasons: what `textbook trace` prints."""
+        ev = self.store.event_start(self.run_id, node, video_id, None)
+        self.store.event_end(ev, detail, decision=decision, reasons=reasons)
+
+    def progress(self, node: str, done: int, total: int, item: str | None = None) -> None:
+        """A progress event (the console shows ``node done/total``)."""
+        self.on_event({"event": "progress", "node": node, "done": done, "total": total, "item": item})
+
+    def warn(self, node: str, message: str, detail: dict | None = None) -> None:
+        """A fault the run survives (a source failed, ...): an event in the trace and a line on screen."""
+        ev = self.store.event_start(self.run_id, node, None, None)
+        self.store.event_end(ev, detail, decision="warning", reasons=[message])
+        self.on_event({"event": "warning", "node": node, "message": message})
+
+    # -- the taxonomy ---------------------------------------------------------------------------------------
+    def taxonomy(self, run_id: str) -> dict[str, dict]:
+        """The run's taxonomy nodes by id."""
+        return {n["node_id"]: n for n in self.store.taxonomy(run_id)}
+
+    def path(self, run_id: str, point_id: str) -> tuple[str, list[str]]:
+        """A knowledge point's name and its chain of names from the subject down (subject, course, ...)."""
+        by_id = self.taxonomy(run_id)
+        chain, node = [], by_id[point_id]
+        while node:
+            chain.append(node["name"])
+            node = by_id.get(node["parent_id"]) if node["parent_id"] else None
+        chain.reverse()
+        return chain[-1], chain
