@@ -115,7 +115,7 @@ class TrainConfig:
             raise TrainError("max-steps must be at least 1")
 
     def reader_config(self, max_length: int | None) -> ReaderConfig:
-        """The reader's config for this run, with ``max_length`` tokens per sequence (the model's limit when None here)."""
+        """The reader's config for this run, with ``max_length`` tokens per sequence (None: no cut)."""
         return ReaderConfig(
             max_images=self.max_images, max_length=max_length, text_field=self.text_field, pack=self.pack,
             shuffle=self.shuffle, curriculum=self.curriculum, seed=self.seed, skip_bad_lines=self.skip_bad_lines,

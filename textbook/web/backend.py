@@ -37,7 +37,9 @@ class Backend(Protocol):
         """A context manager giving a ``Rows`` reader for one request; closed when the request is done."""
 
     def answer(self, run_id: str, key: str, answer: dict) -> str:
-        """Hand a review answer to the run waiting on ``key``; returns the line the form shows. Raises ReviewRejected."""
+        """Hand a review answer to the run waiting on ``key``; returns the line the form shows.
+
+        Raises ReviewRejected (one line) when it cannot be taken."""
 
 
 class FileBackend:
