@@ -43,9 +43,11 @@ class StoreSearchCache:
         self.store = store
 
     def get(self, key: str) -> dict | None:
+        """The search answer cached in the store under ``key``, or None."""
         return self.store.search_cache_get(key)
 
     def put(self, key: str, value: dict, units: int) -> None:
+        """Cache a search answer in the store; ``units`` is the API quota it cost (what a later hit saves)."""
         self.store.search_cache_put(key, value, units)
 
 
@@ -152,6 +154,9 @@ def rewrite_use(agent: AgentConfig, embedded_alias: str | None, measured: dict |
 
 
 def run_id_for(goal: str, agent: AgentConfig, pipeline: PipelineConfig) -> str:
+    """The id of a build: ``build-`` and 12 hex digits of the sha256 of its goal (whitespace folded) and agent and
+    pipeline configs, so the same build resumes under the same id. Settings added later are left out at their
+    defaults, so older runs keep their ids."""
     agent_json = agent.model_dump(mode="json")
     if agent.review == ReviewConfig():  # runs without review keep the ids they had before it existed
         agent_json.pop("review")
@@ -164,6 +169,8 @@ def run_id_for(goal: str, agent: AgentConfig, pipeline: PipelineConfig) -> str:
 
 @dataclass
 class BuildSpec:
+    """What a build was asked to do: the goal, the agent and pipeline configs and the export folder."""
+
     goal: str
     agent: AgentConfig
     pipeline: PipelineConfig
@@ -171,6 +178,7 @@ class BuildSpec:
 
 
 def spec_from_run(store, run_id: str) -> BuildSpec:
+    """The spec a stored build ran with (for ``--resume``). Raises BuildError when the run is unknown or not a build."""
     row = store.run(run_id)
     if row is None:
         raise BuildError(f"no run {run_id} in {store.path}")
