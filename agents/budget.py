@@ -29,9 +29,11 @@ class BudgetTracker:
         self.started = time.monotonic()
 
     def elapsed(self) -> float:
+        """Seconds since the run started (this process's monotonic clock)."""
         return time.monotonic() - self.started
 
     def check_wall(self) -> None:
+        """Raise BudgetExceeded("wall_time") once the run's wall seconds reach ``max_wall_s``."""
         if self.b.max_wall_s is not None and self.elapsed() >= self.b.max_wall_s:
             raise BudgetExceeded("wall_time", f"{self.elapsed():.0f} s of {self.b.max_wall_s:.0f} s")
 
@@ -61,4 +63,5 @@ class BudgetTracker:
         return self.b.daily_search_units - self.store.search_units(since=midnight)
 
     def videos_reached(self, accepted: int) -> bool:
+        """Whether ``accepted`` videos reach ``max_videos`` (False without that budget): the build stops searching."""
         return self.b.max_videos is not None and accepted >= self.b.max_videos

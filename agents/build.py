@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.budget import BudgetTracker
-from agents.config import AgentConfig, ReviewConfig
+from agents.config import AgentConfig, LLMConfig, ReviewConfig
 from agents.deps import Deps
 from agents.graph import BuildAgent
 from agents.llm import Gateway, LLMUnavailable
@@ -44,9 +44,11 @@ class StoreSearchCache:
         self.store = store
 
     def get(self, key: str) -> dict | None:
+        """The search answer cached in the store under ``key``, or None."""
         return self.store.search_cache_get(key)
 
     def put(self, key: str, value: dict, units: int) -> None:
+        """Cache a search answer in the store; ``units`` is the API quota it cost (what a later hit saves)."""
         self.store.search_cache_put(key, value, units)
 
 
@@ -153,6 +155,9 @@ def rewrite_use(agent: AgentConfig, embedded_alias: str | None, measured: dict |
 
 
 def run_id_for(goal: str, agent: AgentConfig, pipeline: PipelineConfig) -> str:
+    """The id of a build: ``build-`` and 12 hex digits of the sha256 of its goal (whitespace folded) and agent and
+    pipeline configs, so the same build resumes under the same id. Settings added later are left out at their
+    defaults, so older runs keep their ids."""
     agent_json = agent.model_dump(mode="json")
     if agent.review == ReviewConfig():  # runs without review keep the ids they had before it existed
         agent_json.pop("review")
@@ -165,6 +170,8 @@ def run_id_for(goal: str, agent: AgentConfig, pipeline: PipelineConfig) -> str:
 
 @dataclass
 class BuildSpec:
+    """What a build was asked to do: the goal, the agent and pipeline configs and the export folder."""
+
     goal: str
     agent: AgentConfig
     pipeline: PipelineConfig
@@ -172,6 +179,7 @@ class BuildSpec:
 
 
 def spec_from_run(store, run_id: str) -> BuildSpec:
+    """The spec a stored build ran with (for ``--resume``). Raises BuildError when the run is unknown or not a build."""
     row = store.run(run_id)
     if row is None:
         raise BuildError(f"no run {run_id} in {store.path}")
@@ -202,9 +210,7 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     and BuildInterrupted (SIGINT/SIGTERM: the run is marked interrupted). A build that pauses for a
     review nobody has answered returns ``{"run_id", "waiting_for_review"}`` (run status ``waiting``);
     ``wait_for_review(run_id, payload) -> answer`` blocks for the answer instead."""
-    from agents import review
     from agents.assign import embed_texts
-    from agents.interrupts import is_interrupt
     from store.checkpoint import DuckDBSaver
 
     t0 = time.monotonic()
@@ -228,26 +234,9 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
         return {**json.loads(previous["summary"] or "{}"), "already_finished": True, "paid_now": 0}
     store.start_run(run_id, "build", [goal], cfg_json, run_id.removeprefix("build-"))
 
-    llm_cfg = spec.agent.llm
-    if base_url:
-        update: dict[str, Any] = {"base_url": base_url, "model": model_name or llm_cfg.model}
-        if model_name:  # the embedded llama.cpp server: max_tokens spelled the old way, one request at a
-            # time (no HTTP re-sends: a re-sent request would queue behind the abandoned one), answers
-            # under a schema grammar, streamed (a cut request stops the server's generation)
-            update |= {"legacy_max_tokens": True, "http_retries": 0, "concurrency": 1}
-            if llm_cfg.structured == "auto":
-                update["structured"] = "llamacpp"
-            if llm_cfg.stream is None:
-                update["stream"] = True
-        llm_cfg = llm_cfg.model_copy(update=update)
+    llm_cfg = _endpoint_config(spec.agent.llm, base_url, model_name)
     budget = BudgetTracker(store, run_id, spec.agent.budgets)
-    gateway = Gateway(store, run_id, llm_cfg, models=models, budget=budget, on_progress=on_progress)
-    if models is None:
-        try:
-            gateway.preflight()  # an endpoint down from the start fails fast, with one line
-        except LLMUnavailable as exc:
-            store.finish_run(run_id, "failed", {"error": str(exc)[:500]})
-            raise BuildError(str(exc)) from exc
+    gateway = _gateway(store, run_id, llm_cfg, models, budget, on_progress)
     runner = Runner(store, spec.pipeline, spec.out, reporter, command="build")
     embedded = model_name if base_url and model_name else None
     judges = judge_enforcement(spec.agent, embedded)
@@ -260,31 +249,12 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     config = {"configurable": {"thread_id": run_id}, "max_concurrency": 1, "recursion_limit": 1000}
     # the same command again (or --resume) retries what failed last time; judgments and rejections stay
     retried = retry_failed(store, run_id, spec.agent) if previous is not None else Counter()
-    # An unfinished run with a checkpoint continues from it, whether asked with --resume or by
-    # repeating the command; a finished run repeated starts over and is served by the caches.
-    # (StateSnapshot.next is empty when the last step's writes were saved but not its successor
-    # checkpoint, so the test is on the checkpoint itself.)
-    continuing = (previous is not None and previous["status"] != "finished"
-                  and graph.checkpointer.get_tuple(config) is not None)
-    if continuing and retried and set(graph.get_state(config).next) <= {"coverage", "assemble"}:
-        continuing = False  # stopped past the videos node: start over (served by the caches) to retry them
+    continuing = _continues(graph, config, previous, retried)
     deps.on_event({"event": "run_start", "run_id": run_id, "goal": goal, "resume": continuing,
                    "enforce_judges": all(enforce.values()), "judges": judges, "rewrite": deps.rewrite_use,
                    "model": llm_cfg.model, "retried": dict(retried)})
-    try:
-        start = None if continuing else {"run_id": run_id, "goal": goal, "searched": [], "stop": None}
-        final = review.drive(graph, start, config, store, run_id, wait_for_review, deps.on_event)
-    except BaseException as exc:
-        if is_interrupt(exc):
-            store.finish_run(run_id, "interrupted", {"error": f"interrupted ({type(exc).__name__})"})
-            raise BuildInterrupted(run_id, exc) from exc
-        if isinstance(exc, LLMUnavailable):
-            store.finish_run(run_id, "failed", {"error": str(exc)[:500]})
-            raise BuildError(f"{exc} (the run is saved: resume with textbook build --resume {run_id})") from exc
-        store.finish_run(run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
-        raise
-    finally:
-        runner.close()
+    start = None if continuing else {"run_id": run_id, "goal": goal, "searched": [], "stop": None}
+    final = _drive(graph, start, config, store, run_id, runner, wait_for_review, deps.on_event)
     if "waiting_for_review" in final:
         return {"run_id": run_id, "waiting_for_review": final["waiting_for_review"]["kind"],
                 "review_key": final["waiting_for_review"]["key"]}
@@ -298,6 +268,76 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
         raise BuildError(result["error"])
     store.finish_run(run_id, "finished", result)
     return result
+
+
+def _endpoint_config(llm_cfg: LLMConfig, base_url: str | None, model_name: str | None) -> LLMConfig:
+    """The LLM config with ``base_url`` (this process's endpoint) in place; ``model_name`` with it means the
+    embedded llama.cpp server, which gets its own request settings."""
+    if not base_url:
+        return llm_cfg
+    update: dict[str, Any] = {"base_url": base_url, "model": model_name or llm_cfg.model}
+    if model_name:  # the embedded llama.cpp server: max_tokens spelled the old way, one request at a
+        # time (no HTTP re-sends: a re-sent request would queue behind the abandoned one), answers
+        # under a schema grammar, streamed (a cut request stops the server's generation)
+        update |= {"legacy_max_tokens": True, "http_retries": 0, "concurrency": 1}
+        if llm_cfg.structured == "auto":
+            update["structured"] = "llamacpp"
+        if llm_cfg.stream is None:
+            update["stream"] = True
+    return llm_cfg.model_copy(update=update)
+
+
+def _gateway(store, run_id: str, llm_cfg: LLMConfig, models: dict | None, budget: BudgetTracker,
+             on_progress: Callable[[str, int], None] | None) -> Gateway:
+    """The run's LLM gateway; a real endpoint (no scripted ``models``) is checked first, so one that is down
+    fails the run at once: the run is marked failed and BuildError says why (one line)."""
+    gateway = Gateway(store, run_id, llm_cfg, models=models, budget=budget, on_progress=on_progress)
+    if models is None:
+        try:
+            gateway.preflight()
+        except LLMUnavailable as exc:
+            store.finish_run(run_id, "failed", {"error": str(exc)[:500]})
+            raise BuildError(str(exc)) from exc
+    return gateway
+
+
+def _continues(graph, config: dict, previous: dict | None, retried: Counter) -> bool:
+    """Whether this call continues the run from its checkpoint rather than starting the graph over.
+
+    An unfinished run with a checkpoint continues from it, whether asked with --resume or by repeating the
+    command; a finished run repeated starts over and is served by the caches. (StateSnapshot.next is empty
+    when the last step's writes were saved but not its successor checkpoint, so the test is on the checkpoint
+    itself.) A run stopped past the videos node with videos to retry starts over too, so they are retried."""
+    continuing = (previous is not None and previous["status"] != "finished"
+                  and graph.checkpointer.get_tuple(config) is not None)
+    if continuing and retried and set(graph.get_state(config).next) <= {"coverage", "assemble"}:
+        continuing = False
+    return continuing
+
+
+def _drive(graph, start: dict | None, config: dict, store, run_id: str, runner: Runner,
+           wait_for_review: Callable[[str, dict], dict] | None, on_event: Callable[[dict], None]) -> dict:
+    """Run the graph from ``start`` (None: from its checkpoint) through any reviews; the final state.
+
+    On the way out the runner is closed, and a run that did not end is marked: ``interrupted`` (raises
+    BuildInterrupted), ``failed`` with the endpoint down (raises BuildError, one line) or ``failed`` with any
+    other error (re-raised)."""
+    from agents import review
+    from agents.interrupts import is_interrupt
+
+    try:
+        return review.drive(graph, start, config, store, run_id, wait_for_review, on_event)
+    except BaseException as exc:
+        if is_interrupt(exc):
+            store.finish_run(run_id, "interrupted", {"error": f"interrupted ({type(exc).__name__})"})
+            raise BuildInterrupted(run_id, exc) from exc
+        if isinstance(exc, LLMUnavailable):
+            store.finish_run(run_id, "failed", {"error": str(exc)[:500]})
+            raise BuildError(f"{exc} (the run is saved: resume with textbook build --resume {run_id})") from exc
+        store.finish_run(run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"[:500]})
+        raise
+    finally:
+        runner.close()
 
 
 def _judges_word(judges: dict[str, str]) -> str:

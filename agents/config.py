@@ -71,6 +71,9 @@ class LLMConfig(BaseModel):
 
 
 class TaxonomySize(BaseModel):
+    """How big a taxonomy the LLM is asked for: courses per subject, sub-courses per course, points per sub-course
+    (``schemas.sized_taxonomy`` bounds its answer to these)."""
+
     model_config = ConfigDict(extra="forbid")
     courses: int = Field(2, ge=1, description="courses per subject (paper: 55 over 6 subjects)")
     subcourses: int = Field(2, ge=1, description="sub-courses per course")
@@ -99,6 +102,9 @@ class ReviewConfig(BaseModel):
 
 
 class AgentConfig(BaseModel):
+    """Every setting of `textbook build`: the LLM endpoints, the taxonomy's size, budgets, video sources, how many
+    videos per knowledge point, search rounds, the judges and the rewrite. Unknown keys are an error."""
+
     model_config = ConfigDict(extra="forbid")
     llm: LLMConfig = LLMConfig()
     taxonomy: TaxonomySize = TaxonomySize()

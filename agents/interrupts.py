@@ -74,4 +74,5 @@ def protected() -> Iterator[None]:
 
 
 def is_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is a user's interrupt (SIGINT's KeyboardInterrupt or SIGTERM's Interrupted), not a failure."""
     return isinstance(exc, KeyboardInterrupt | Interrupted)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 
 def cpu_reports_amx() -> bool:
+    """Whether /proc/cpuinfo lists the ``amx_tile`` flag (False where it cannot be read: not Linux)."""
     try:
         return " amx_tile" in Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -23,6 +24,7 @@ def cpu_reports_amx() -> bool:
 
 
 def main() -> None:
+    """Run ``llama_cpp.server`` with this process's arguments, extra buffers off when the CPU reports AMX."""
     import llama_cpp.llama_cpp as lib
 
     if cpu_reports_amx() and os.environ.get("TEXTBOOK_LLAMA_EXTRA_BUFFERS") != "1":

@@ -69,6 +69,7 @@ MODEL_ALIAS = SMOLLM2.alias
 
 
 def model_spec(key: str) -> EmbeddedModel:
+    """The embedded model registered under ``key``. Raises LocalLLMError (one line) naming the known keys."""
     try:
         return MODELS[key]
     except KeyError:
@@ -160,6 +161,7 @@ def gguf_path(key: str = SMOLLM2.key) -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the OS picks it; another process may still take it before use)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -182,6 +184,9 @@ def server_command(port: int, host: str = "127.0.0.1", n_ctx: int = 4096, key: s
 
 
 def wait_ready(base_url: str, timeout_s: float = 180.0, proc: subprocess.Popen | None = None) -> None:
+    """Wait until the server at ``base_url`` answers ``/models`` with 200, polling every 0.3 s.
+
+    Raises LocalLLMError when ``proc`` exits first or no answer comes within ``timeout_s`` seconds."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:

@@ -95,6 +95,8 @@ class KnowledgePoint(BaseModel):
 
 
 class SubCourse(BaseModel):
+    """A sub-course of the taxonomy: a name and 1-10 distinct knowledge points."""
+
     name: str = Field(max_length=NAME_CHARS, description="sub-course name")
     points: list[KnowledgePoint] = Field(min_length=1, max_length=10, description="knowledge points")
 
@@ -114,6 +116,8 @@ class SubCourse(BaseModel):
 
 
 class Course(BaseModel):
+    """A course of the taxonomy: a name and 1-10 distinct sub-courses."""
+
     name: str = Field(max_length=NAME_CHARS, description="course name")
     subcourses: list[SubCourse] = Field(min_length=1, max_length=10)
 
@@ -129,6 +133,8 @@ class Course(BaseModel):
 
 
 class Subject(BaseModel):
+    """A subject of the taxonomy (physics, chemistry, ...): a name and 1-12 distinct courses."""
+
     name: str = Field(max_length=NAME_CHARS, description="subject name")
     courses: list[Course] = Field(min_length=1, max_length=12)
 
@@ -190,6 +196,9 @@ def sized_taxonomy(subjects: int, courses: int, subcourses: int, points: int) ->
 
 
 class Queries(BaseModel):
+    """The queries prompt's answer: 1-8 search queries for one knowledge point, whitespace folded, distinct, each at
+    most 200 characters; an empty one is a validation error."""
+
     queries: list[str] = Field(min_length=1, max_length=8, description="what a student would type into video search",
                                json_schema_extra={"items": {"type": "string", "maxLength": NAME_CHARS}})
 
@@ -210,12 +219,19 @@ def sized_queries(n: int) -> type[Queries]:
 
 
 class MetadataVerdict(BaseModel):
+    """The metadata judge's answer on one candidate (title, description, channel, length): accept or reject, a
+    0-10 score and at most two short reasons (PAPER.md section 1, the metadata filter)."""
+
     reasons: Reasons = _reasons_field("short reasons, first: what the video is about")
     verdict: Literal["accept", "reject"]
     score: int = Field(ge=0, le=10, description="0 useless .. 10 an ideal lesson for the knowledge point")
 
 
 class TranscriptVerdict(BaseModel):
+    """The transcript judge's answer on one ASR transcript: relevance, knowledge density and transcript quality
+    (0-10 each), a verdict and at most two short reasons (PAPER.md section 2, the LLM filter on the raw
+    transcript)."""
+
     reasons: Reasons = _reasons_field("short reasons, first: what the transcript teaches")
     relevance: int = Field(ge=0, le=10, description="0 another topic .. 10 teaches the knowledge point")
     density: int = Field(ge=0, le=10, description="0 filler only .. 10 dense teaching")
@@ -224,11 +240,16 @@ class TranscriptVerdict(BaseModel):
 
 
 class Polished(BaseModel):
+    """The polisher's answer: one rewritten paragraph of ASR text (bounded by the call's max_tokens, not the schema)."""
+
     # no maxLength: llama.cpp expands {0,N} into N nested rules, and a few thousand crash its grammar
     # compiler (segfault); the answer is bounded by max_tokens instead
     text: str = Field(min_length=1, description="the rewritten paragraph")
 
 
 class ClipDecision(BaseModel):
+    """The clip judge's answer on one clip's paragraph and keyframes' OCR: keep it, keep its text without the
+    keyframes (``drop_frames``), or drop it; with at most two short reasons."""
+
     reasons: Reasons = _reasons_field("short reasons")
     decision: Literal["keep", "drop_frames", "drop"]

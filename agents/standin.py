@@ -69,6 +69,8 @@ class Fault:
             raise ValueError(f"unknown fault {self.kind!r} (one of {', '.join(FAULT_KINDS)})")
 
     def applies(self, number: int, text: str) -> bool:
+        """Whether the fault fires on request ``number`` (1-based) whose prompt is ``text``: any of its triggers holds
+        (no trigger: every request), until it has fired ``times`` times."""
         if self.times is not None and self.fired >= self.times:
             return False
         triggers = [number in self.requests if self.requests else None,
@@ -260,12 +262,15 @@ class StandIn:
             self.peak = self.current
 
     def stats(self) -> dict:
+        """Requests served, in flight now and at most at once (the peak), and faults fired per kind."""
         with self._lock:
             return {"requests": self.requests, "current": self.current, "peak": self.peak, "faults": dict(self.fired)}
 
     # -- the ASGI app --
 
     def app(self):
+        """The Starlette app: ``/v1/models`` and ``/v1/chat/completions`` (also without ``/v1``: answers that fit
+        the request's JSON schema, after ``latency_s``, faults injected) and ``/stats`` (GET; POST resets the peak)."""
         from starlette.applications import Starlette
         from starlette.responses import JSONResponse
         from starlette.routing import Route
@@ -456,6 +461,8 @@ def parse_fault(spec: str) -> Fault:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m agents.standin``: serve the stand-in on ``--host``/``--port`` until interrupted; returns the exit
+    code."""
     ap = argparse.ArgumentParser(prog="python -m agents.standin", description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=8099, help="port on 127.0.0.1 (0: a free one)")
     ap.add_argument("--host", default="127.0.0.1")

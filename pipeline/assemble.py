@@ -200,10 +200,12 @@ class OcrVerdict:
 
     @property
     def kept(self) -> bool:
+        """Whether the keyframe gives some OCR text to the corpus."""
         return self.reason is None
 
     @property
     def text(self) -> str:
+        """The kept lines joined by newlines (empty when the keyframe gives none)."""
         return "\n".join(self.kept_lines)
 
 
@@ -362,6 +364,9 @@ def released_image_name(video_id: str, start: float, end: float, k: int) -> str:
 
 @dataclass
 class Position:
+    """One position of an interleaved sample: an image (``image`` set) or a clip's text (``text`` and ``text_ocr``),
+    with its metadata (video, clip, times in seconds)."""
+
     image: str | None  # path relative to the media / export folder: images/VID/VID_0-12500_1.jpg
     text: str | None  # ASR paragraph (escaped)
     text_ocr: str | None  # OCR of the clip's kept frames, then the ASR paragraph (escaped)

@@ -117,6 +117,9 @@ class PackConfig(BaseModel):
 
 
 class PipelineConfig(BaseModel):
+    """Every setting of the deterministic pipeline (the paper's defaults), one section per stage; ``config_hash`` keys
+    each stage's outputs by the sections it reads. Unknown keys are an error."""
+
     model_config = ConfigDict(extra="forbid")
     filters: FilterConfig = FilterConfig()
     asr: AsrOptions = Field(AsrOptions(), description=(

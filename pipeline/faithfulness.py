@@ -70,6 +70,7 @@ class RewriteCheck:
 
     @property
     def refused(self) -> bool:
+        """Whether the rewrite was refused (the raw paragraph stands)."""
         return self.status == "refused"
 
     def as_dict(self) -> dict:

@@ -48,6 +48,7 @@ class SampleTokens:
 
     @property
     def text(self) -> int:
+        """Text tokens of the sample: ASR plus OCR."""
         return self.asr + self.ocr
 
 

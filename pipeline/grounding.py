@@ -188,6 +188,7 @@ class Correction:
     distance: float
 
     def as_dict(self) -> dict:
+        """The correction as a plain dict of its fields."""
         return asdict(self)
 
 

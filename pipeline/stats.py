@@ -288,7 +288,3 @@ def rewrite_counts(checks) -> dict:
         out["reverted"] += len(c.get("reverted") or [])
     out["refused_by"] = dict(sorted(out["refused_by"].items()))
     return out
-
-
-def dumps(stats: dict) -> str:
-    return json.dumps(stats, indent=2, default=str)

@@ -20,6 +20,8 @@ def _tokenizer(name: str):
 
 
 def count_tokens(text: str, tokenizer: str = "whisper") -> int:
+    """Tokens of ``text`` without special tokens, by ``tokenizer``: ``whisper`` (the offline whisper tokenizer) or a
+    tokenizer.json path; 0 for empty text."""
     if not text:
         return 0
     return len(_tokenizer(tokenizer).encode(text, add_special_tokens=False).ids)

@@ -293,6 +293,7 @@ class DuckDBSaver(BaseCheckpointSaver[str]):
     # -- async: the same calls (short local-file operations) ----------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """``get_tuple`` for LangGraph's async API (runs synchronously: the store serialises every statement)."""
         return self.get_tuple(config)
 
     async def alist(
@@ -303,6 +304,7 @@ class DuckDBSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
+        """``list`` for LangGraph's async API (runs synchronously)."""
         for item in self.list(config, filter=filter, before=before, limit=limit):
             yield item
 
@@ -313,6 +315,7 @@ class DuckDBSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
+        """``put`` for LangGraph's async API (runs synchronously)."""
         return self.put(config, checkpoint, metadata, new_versions)
 
     async def aput_writes(
@@ -322,9 +325,11 @@ class DuckDBSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
+        """``put_writes`` for LangGraph's async API (runs synchronously)."""
         self.put_writes(config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str) -> None:
+        """``delete_thread`` for LangGraph's async API (runs synchronously)."""
         self.delete_thread(thread_id)
 
 

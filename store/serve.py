@@ -86,6 +86,7 @@ class Endpoint:
 
     @property
     def url(self) -> str:
+        """The server's base URL, ``http://127.0.0.1:<port>``."""
         return f"http://{self.host}:{self.port}"
 
 
@@ -215,6 +216,9 @@ def encode_request(sql: str, params: list | None) -> bytes:
 
 
 def decode_request(body: bytes) -> tuple[str, list]:
+    """The SQL and its positional parameters from a request body (the inverse of ``encode_request``).
+
+    Raises ``pyarrow.ArrowInvalid`` for a body that is not an Arrow IPC stream, KeyError when it carries no SQL."""
     import pyarrow as pa
 
     table = pa.ipc.open_stream(body).read_all()
@@ -336,6 +340,10 @@ class ReadServer:
             self._cursors.put(cur)
 
     def start(self, timeout: float = 10.0) -> ReadServer:
+        """Make the cursors, start uvicorn in a daemon thread on a free port of 127.0.0.1 and write the endpoint
+        file.
+
+        Returns self. Raises StoreError when the server does not start within ``timeout`` seconds."""
         import uvicorn
 
         with self.store.lock:  # cursors are made once, from the writer's connection, between its statements
@@ -368,6 +376,7 @@ class ReadServer:
         return self
 
     def stop(self) -> None:
+        """Remove the endpoint file (if still ours), stop the server and close the cursors; safe to call twice."""
         if self.endpoint is not None:
             with contextlib.suppress(OSError):
                 ours = read_endpoint(self.store.path)
@@ -434,9 +443,11 @@ class RemoteStore(Store):
 
     @property
     def con(self):  # every write of Store goes through self.con
+        """There is no connection here: any write of ``Store`` through it raises StoreError (one line)."""
         raise StoreError(self.write_refused())
 
     def write_refused(self) -> str:
+        """The one line a write gets: which running command (and pid) writes the file."""
         return (f"{self.path} is being written by a running `textbook {self.endpoint.command}` "
                 f"(pid {self.endpoint.pid}); this command only reads while it runs")
 
@@ -451,13 +462,16 @@ class RemoteStore(Store):
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
+        """Refused: a transaction is a write. Raises StoreError."""
         raise StoreError(self.write_refused())
         yield  # pragma: no cover
 
     def migrate(self) -> list[int]:
+        """Refused: the writer migrated the file when it opened it. Raises StoreError."""
         raise StoreError(self.write_refused())
 
     def close(self) -> None:
+        """Close the HTTP client, the decoding connection and the file, when reads went local."""
         self._http.close()
         if self._decoder_con is not None:
             self._decoder_con.close()
@@ -519,11 +533,15 @@ class RemoteStore(Store):
             return
 
     def rows(self, sql: str, params: list | None = None) -> list[dict[str, Any]]:
+        """The rows of ``sql`` as dicts, as ``Store.rows``, read through the writer (or the file once it has let go).
+
+        Raises StoreError (refused, no answer within ``timeout_s``), the ``duckdb.Error`` subclass of a bad query."""
         with self.lock:
             cols, rows = self._query(sql, params)
         return [dict(zip(cols, row, strict=True)) for row in rows]
 
     def scalar(self, sql: str, params: list | None = None) -> Any:
+        """The first column of the first row of ``sql``, or None when there is no row (as ``Store.scalar``)."""
         with self.lock:
             _, rows = self._query(sql, params)
         return rows[0][0] if rows else None

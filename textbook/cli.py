@@ -41,6 +41,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON on stdout")]
 
 
 class UserError(Exception):
+    """A mistake of the user's (a bad path, option or value): printed as one ``error:`` line, exit status 2."""
+
     pass
 
 
@@ -335,6 +337,8 @@ def _is_bad_input(exc: Exception) -> bool:
 
 
 def main() -> None:
+    """The ``textbook`` command: runs the typer app and turns every failure into one line and an exit status (130 on
+    Ctrl-C, 143 on SIGTERM); a traceback only with TEXTBOOK_DEBUG=1."""
     debug = os.environ.get("TEXTBOOK_DEBUG") == "1"
     # SIGTERM unwinds like Ctrl-C, so the embedded LLM server and the store are closed on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

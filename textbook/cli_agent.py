@@ -118,6 +118,8 @@ class Endpoint:
 
 
 def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> None:  # noqa: C901
+    """Add the agent's commands to ``app``: build, runs, trace, batch, ``llm serve`` and doctor. ``user_error``: the
+    CLI's one-line error class; ``setup_logging(quiet)`` sets the log handlers."""
     @app.command()
     def build(
         goal: Annotated[Optional[str], typer.Argument(help='what to build, e.g. "build a chemistry textbook"')] = None,

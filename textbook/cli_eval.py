@@ -49,6 +49,7 @@ def _device(device: str) -> str:
 
 
 def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> None:
+    """Add ``eval`` (few-shot accuracy of a model on the paper's benchmarks, train.eval) to ``app``."""
     @app.command("eval")
     def eval_cmd(model: ModelOpt, bench: BenchOpt, shots: ShotsOpt = "0,1,2,4", demos: DemosOpt = "random",
                  cheat: CheatOpt = False, limit: LimitOpt = None, layout: LayoutOpt = None, seed: SeedOpt = 0,

@@ -23,6 +23,7 @@ IntOpt = Optional[int]
 
 
 def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> None:
+    """Add ``train`` (continual pretraining on an export, train.loop) to ``app``."""
     @app.command()
     def train(
         data: DataOpt,

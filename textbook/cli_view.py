@@ -18,6 +18,7 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="settings fi
 
 
 def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> None:
+    """Add ``view`` (the browser viewer of a store) and ``review`` (answer a build's pending review) to ``app``."""
     @app.command()
     def view(db: DbOpt = None, config: ConfigOpt = None,
              port: Annotated[int, typer.Option(help="port (0: a free one)")] = 8765,

@@ -101,12 +101,14 @@ class ProgressReporter:
         return out
 
     def stage(self, name: str, total: int) -> None:
+        """Start counting stage ``name`` of ``total`` items (a progress bar when the terminal shows one)."""
         with self._lock:
             self.counts[name] = [0, total, time.monotonic()]
         if self.progress:
             self.tasks[name] = self.progress.add_task(name, total=total)
 
     def advance(self, name: str) -> None:
+        """Count one more item of stage ``name`` done (no-op for a stage not started)."""
         with self._lock:
             if name in self.counts:
                 self.counts[name][0] += 1
@@ -266,16 +268,19 @@ class BuildProgress:
 
     # -- the gateway's on_progress (a worker thread) ---------------------------
     def on_tokens(self, role: str, n: int) -> None:
+        """The gateway's streaming count: ``n`` tokens received so far by the current request of ``role``."""
         with self._lock:
             self.tokens = n
 
     # -- pipeline.runner.Reporter ---------------------------------------------
     def stage(self, name: str, total: int) -> None:
+        """A pipeline stage of ``total`` items started inside the current node (shown beside the node's line)."""
         with self._lock:
             self.stage_name, self.stage_done, self.stage_total = name, 0, total
             self.stage_started = time.monotonic()
 
     def advance(self, name: str) -> None:
+        """One more item of the current pipeline stage done."""
         with self._lock:
             if name == self.stage_name:
                 self.stage_done += 1

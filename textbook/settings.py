@@ -24,6 +24,9 @@ from pipeline.config import PipelineConfig
 
 
 class Settings(BaseSettings):
+    """Everything a command can be told: the store file, the output folder, the progress interval, and the pipeline and
+    agent configs (``load_settings`` merges them; unknown keys are an error)."""
+
     model_config = SettingsConfigDict(env_prefix="TEXTBOOK_", env_nested_delimiter="__", extra="forbid")
     db: Path = Path("textbook.duckdb")
     out: Path = Path("out")
@@ -35,6 +38,8 @@ class Settings(BaseSettings):
 
 
 class SettingsError(Exception):
+    """A config file that cannot be read or does not validate; its message is one line (exit status 2)."""
+
     pass
 
 

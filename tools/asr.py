@@ -50,6 +50,7 @@ def _package_dir(name: str) -> Path:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """The sha256 hex digest of a file, read ``chunk`` bytes (4 MiB) at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -152,6 +153,9 @@ class AsrOptions:
 
 @dataclass
 class Word:
+    """One recognised word: ``start``/``end`` in seconds from the start of the audio, its text (with faster-whisper's
+    leading space) and its probability (0-1)."""
+
     start: float
     end: float
     word: str
@@ -214,6 +218,7 @@ class Transcript:
 
     @property
     def text(self) -> str:
+        """The kept segments' text joined by spaces, in time order."""
         return " ".join(s.text.strip() for s in self.segments if s.text.strip())
 
     def language_seconds(self) -> dict[str, float]:

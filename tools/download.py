@@ -102,15 +102,19 @@ class YtDlpLogger:
         self.messages: list[str] = []
 
     def debug(self, msg: str) -> None:
+        """Dropped: yt-dlp's debug lines (progress, extractor steps)."""
         pass
 
     def info(self, msg: str) -> None:
+        """Dropped: yt-dlp's info lines."""
         pass
 
     def warning(self, msg: str) -> None:
+        """Kept in ``messages`` (a failure's one line may need it)."""
         self.messages.append(msg)
 
     def error(self, msg: str) -> None:
+        """Kept in ``messages``."""
         self.messages.append(msg)
 
 
@@ -136,6 +140,8 @@ def _existing(dest_dir: Path, video_id: str) -> Path | None:
 
 
 def glob_escape(text: str) -> str:
+    """``text`` with the glob metacharacters ``*``, ``?`` and ``[`` bracketed, so a video id matches only itself in
+    ``Path.glob``."""
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 

@@ -136,6 +136,9 @@ class Keyframe:
 
 @dataclass
 class KeyframeResult:
+    """What ``detect`` found in one video: the keyframes in time order, frames dropped per reason, how many frames were
+    decoded and compared (of ``frames_total``), seconds taken and the options used."""
+
     video: str
     keyframes: list[Keyframe]
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> count

@@ -54,6 +54,7 @@ class AudioStream:
 
     @property
     def default(self) -> bool:
+        """Whether the file marks this audio stream as its default (the ``default`` disposition)."""
         return "default" in self.dispositions
 
 

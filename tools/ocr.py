@@ -221,9 +221,15 @@ class TesseractOCR:
             raise ToolError("missing-tool", "tesseract is not installed (apt-get install tesseract-ocr)")
 
     def read(self, image: str | Path) -> OcrResult:
+        """The OCR of one image file (``read_many`` of one)."""
         return self.read_many([image])[0]
 
     def read_many(self, images: list[str | Path]) -> list[OcrResult]:
+        """The OCR of each image file, in order: one ``OcrResult`` per image (lines top to bottom, mean confidence).
+
+        All images go through one tesseract process per pass (automatic and single-block layout, then the title
+        bands). Raises ToolError: ``corrupt`` (an image that cannot be read), ``timeout`` (a pass over
+        ``options.timeout`` seconds), ``ocr-failed`` (tesseract exited with an error)."""
         import tempfile
 
         from PIL import Image, ImageOps
@@ -308,6 +314,7 @@ class TesseractOCR:
     _version: str | None = None
 
     def version(self) -> str:
+        """The installed tesseract's version string (asked once per process; each result's ``engine`` names it)."""
         if TesseractOCR._version is None:
             out = subprocess.run([self.binary, "--version"], capture_output=True, text=True)
             TesseractOCR._version = (out.stdout or out.stderr).split("\n", 1)[0].split()[-1]
@@ -337,6 +344,8 @@ class VlmOCR:
         self.client = OpenAI(base_url=options.vlm_base_url, api_key=key, timeout=options.timeout, max_retries=2)
 
     def read_many(self, images: list[str | Path]) -> list[OcrResult]:
+        """The OCR of each image, in order, one chat call each. Raises ToolError("ocr-failed") only when every call
+        failed."""
         results = [self.read(image) for image in images]
         failed = [r.llm_call.error for r in results if r.llm_call and r.llm_call.error]
         if results and len(failed) == len(results):
@@ -344,6 +353,9 @@ class VlmOCR:
         return results
 
     def read(self, image: str | Path) -> OcrResult:
+        """The OCR of one image by the VLM (the JPEG sent inline as a data URL, with ``VLM_PROMPT``).
+
+        A failed call gives an empty result whose ``llm_call.error`` says why; it does not raise."""
         opts = self.options
         t0 = time.perf_counter()
         data = base64.b64encode(Path(image).read_bytes()).decode()
@@ -377,6 +389,8 @@ class VlmOCR:
 
 
 def make_reader(options: OcrOptions | None = None) -> TesseractOCR | VlmOCR:
+    """The OCR engine ``options.backend`` names: ``TesseractOCR`` or ``VlmOCR``. Raises ToolError("config") for another
+    name, or ("missing-tool") when tesseract is not installed."""
     options = options or OcrOptions()
     if options.backend == "tesseract":
         return TesseractOCR(options)

@@ -90,10 +90,12 @@ class Candidate:
     relevance: float | None = None  # local and URL sources: relevance of ``query`` to it (0..1)
 
     def to_dict(self) -> dict:
+        """The candidate as a plain dict of its fields (as stored with the run's candidates and in the search cache)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> Candidate:
+        """The candidate from ``to_dict``'s dict; keys it does not know (written by another version) are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -107,15 +109,18 @@ class Source(Protocol):
     units_used: int
     closed: bool
 
-    def search(self, query: str, max_results: int) -> list[Candidate]: ...
+    def search(self, query: str, max_results: int) -> list[Candidate]:
+        """At most ``max_results`` candidates for ``query``, best first. Raises ToolError (with a kind) on failure."""
 
 
 class SearchCache(Protocol):
     """Where YouTube results are kept between runs (the store implements it over DuckDB)."""
 
-    def get(self, key: str) -> dict | None: ...
+    def get(self, key: str) -> dict | None:
+        """The cached answer for ``key``, or None."""
 
-    def put(self, key: str, value: dict, units: int) -> None: ...
+    def put(self, key: str, value: dict, units: int) -> None:
+        """Keep ``value`` under ``key``; ``units`` is the quota the search cost (what a later hit saves)."""
 
 
 class MemoryCache:
@@ -127,6 +132,7 @@ class MemoryCache:
         self.units_saved = 0
 
     def get(self, key: str) -> dict | None:
+        """A copy of the cached answer for ``key`` (a hit counts its units as saved), or None."""
         found = self.entries.get(key)
         if found is None:
             return None
@@ -135,6 +141,7 @@ class MemoryCache:
         return json.loads(json.dumps(found[0]))  # a copy: callers may mutate what they get
 
     def put(self, key: str, value: dict, units: int) -> None:
+        """Keep a copy of ``value`` under ``key`` with the quota ``units`` it cost."""
         self.entries[key] = (json.loads(json.dumps(value)), units)
 
 
@@ -484,6 +491,8 @@ class YtDlpSearch:
         self.units_by_method: dict[str, int] = {}
 
     def search(self, query: str, max_results: int = 10) -> list[Candidate]:
+        """The first ``max_results`` results of yt-dlp's ``ytsearch`` for ``query`` (flat extraction: no video page is
+        fetched, no API key, no quota). Raises ToolError: kind ``network`` or the kind yt-dlp's error maps to."""
         import yt_dlp
 
         logger = YtDlpLogger()

@@ -66,6 +66,9 @@ _LAYOUT_ALIASES = {"vqa": "okvqa", "scienceqa": "scienceqa-img", "sqa": "science
 
 @dataclass(frozen=True)
 class HubSpec:
+    """Where a benchmark lives on the HF hub: the dataset repo, its config, the split evaluated and the split the
+    demonstrations come from."""
+
     repo: str
     config: str | None
     split: str  # the items asked
@@ -114,6 +117,7 @@ class BenchItem:
     meta: dict = field(default_factory=dict)
 
     def load_image(self) -> Image.Image | None:
+        """The item's image in RGB, or None when it has none. Raises BenchmarkError when the file cannot be read."""
         if self.image is None:
             return None
         if isinstance(self.image, Image.Image):
@@ -142,6 +146,9 @@ class BenchItem:
 
 @dataclass
 class Benchmark:
+    """One loaded benchmark: its items, the pool demonstrations are drawn from, and where both came from
+    (``source``)."""
+
     name: str
     layout: str
     items: list[BenchItem]
@@ -151,6 +158,7 @@ class Benchmark:
 
     @property
     def kind(self) -> str:
+        """How answers are scored: ``vqa`` (10-answer accuracy), ``choice`` (the option letter) or ``math``."""
         return KIND[self.layout]
 
 

@@ -37,6 +37,8 @@ class ImageEncoder:
         self.batch_size = batch_size
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The images' features, L2-normalised: float32 array (n, dim), computed ``batch_size`` images at a time in RGB;
+        (0, 0) for no image."""
         import torch
 
         out = []
@@ -109,5 +111,6 @@ def tiny_clip(seed: int = 0, image_size: int = 32):
 
 
 def tiny_clip_encoder(seed: int = 0) -> ImageEncoder:
+    """An encoder over a tiny randomly initialised CLIP (offline, seeded): for tests, not for real neighbours."""
     model, processor = tiny_clip(seed)
     return ImageEncoder(model, processor, name="tiny-random-clip")

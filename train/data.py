@@ -84,6 +84,9 @@ def parse_prefixes(specs: list[str] | tuple[str, ...]) -> tuple[tuple[str, str],
 
 @dataclass
 class ReaderConfig:
+    """How ``InterleavedDataset`` turns samples into model inputs; the defaults follow the released training code
+    (``max_images`` 12, texts joined by a space, no loss before a sample's first image)."""
+
     max_images: int = 12  # images per sample (the released training's mmc4_max_num_images)
     max_length: int | None = None  # tokens per sequence, BOS/EOS and image tokens included; None: no cut
     text_field: str = "texts"  # texts (ASR, as released) | text_ocr_list (ASR + OCR) | auto (the OCR when present)
@@ -148,11 +151,13 @@ class ReaderStats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
+        """Add ``counts`` to the named counters (under a lock, so threads may count at once)."""
         with self._lock:
             for k, v in counts.items():
                 setattr(self, k, getattr(self, k) + v)
 
     def as_dict(self) -> dict:
+        """The public counters as a dict (what ``train`` writes in its result and logs)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
 
     @property
@@ -182,6 +187,7 @@ class Example:
 
     @property
     def num_images(self) -> int:
+        """The number of images of this input (one pixel dict each)."""
         return len(self.pixels)
 
 
@@ -195,6 +201,8 @@ class _Piece:
 
 
 def missing_message(failed: int, tried: int, share: float, first: str | None) -> str:
+    """The one-line error when ``failed`` of ``tried`` images did not load, over the ``share`` allowed; names the first
+    missing path when known and the flags that point the reader at the images."""
     where = f"; first: {first}" if first else ""
     return (f"{failed} of {tried} images could not be loaded ({failed / tried:.0%}, more than the {share:.0%} "
             f"--max-missing-images allows){where}; rewrite a path prefix with --image-prefix OLD=NEW or set "
@@ -677,6 +685,8 @@ class SampleEncoder:
         return Example(ids, labels, pixels, position=pieces[-1].position, epoch=epoch, samples=len(pieces))
 
     def packed_length(self, pieces: list[_Piece]) -> int:
+        """Tokens of ``pieces`` packed into one sequence: BOS, each piece, an end-of-video marker between pieces and EOS
+        unless the last piece was cut at max_length."""
         return (len(self.bos) + sum(len(p.ids) for p in pieces) + len(self.eov) * (len(pieces) - 1)
                 + (0 if pieces[-1].truncated else len(self.eos)))
 
@@ -702,13 +712,17 @@ class InterleavedDataset(IterableDataset):
 
     @property
     def pad_id(self) -> int:
+        """The tokenizer's padding id (what ``collate`` pads ``input_ids`` with)."""
         return self.encoder.pad_id
 
     @property
     def layout(self) -> str:
+        """How the processor returns pixels: ``stacked`` (B, N, C, H, W: Idefics) or ``flat`` (N, C, H, W: LLaVA);
+        stacked until the first image is encoded."""
         return self.encoder.layout or "stacked"
 
     def set_position(self, epoch: int, consumed: int) -> None:
+        """Start the next pass in ``epoch`` after its first ``consumed`` records (resume from a checkpoint)."""
         self.epoch, self.start = epoch, consumed
 
     def count_records(self) -> int:

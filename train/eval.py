@@ -61,6 +61,7 @@ class Prompt:
 
     @property
     def shots(self) -> int:
+        """The number of demonstrations before the item."""
         return len(self.demos)
 
     def messages(self) -> tuple[list[dict], list]:
@@ -118,6 +119,9 @@ class Rices:
         return self.encoder.encode(images)
 
     def demos(self, item: BenchItem, k: int) -> list[BenchItem]:
+        """The ``k`` pool items whose image features are most similar (cosine) to the item's, the nearest last (just
+        before the item); the item itself is left out when the benchmark says ``leave_one_out``. Raises EvalError
+        when the pool has fewer than ``k`` (RICES, PAPER.md section 7)."""
         if k == 0:
             return []
         if self._pool_feats is None:
@@ -161,7 +165,8 @@ def build_prompts(bench: Benchmark, k: int, demos: str = "random", seed: int = 0
 class Predictor(Protocol):
     """Anything that answers prompts: ``predict(prompts) -> one generated answer per prompt``."""
 
-    def predict(self, prompts: Sequence[Prompt]) -> list[str]: ...
+    def predict(self, prompts: Sequence[Prompt]) -> list[str]:
+        """One generated answer per prompt, in order."""
 
 
 class FixedPredictor:
@@ -173,6 +178,8 @@ class FixedPredictor:
         self.seen: list[Prompt] = []
 
     def predict(self, prompts: Sequence[Prompt]) -> list[str]:
+        """The table's answer for each prompt's item (``default`` when absent), or the function's; remembers the
+        prompts."""
         self.seen.extend(prompts)
         if callable(self.answers):
             return [self.answers(p) for p in prompts]
@@ -191,11 +198,13 @@ class VLMPredictor:
         self.device = device or str(next(model.parameters()).device)
 
     def render(self, prompt: Prompt) -> tuple[str, list]:
+        """The chat-templated text of the prompt (generation prompt added) and its images in order."""
         messages, images = prompt.messages()
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
         return text, images
 
     def predict(self, prompts: Sequence[Prompt]) -> list[str]:
+        """Greedy answers of at most ``max_new_tokens`` tokens, one prompt at a time, decoded without special tokens."""
         import torch
 
         tok = getattr(self.processor, "tokenizer", self.processor)
@@ -248,6 +257,7 @@ class EvalResult:
     seconds: float = 0.0
 
     def to_json(self, records: bool = False) -> dict:
+        """The result as JSON-ready values (shot counts as string keys); the per-item records only when ``records``."""
         out = {"options": self.options, "items": self.items,
                "table": {b: {str(k): v for k, v in row.items()} for b, row in self.table.items()},
                "cheat": {b: {str(k): v for k, v in row.items()} for b, row in self.cheat.items()},

@@ -62,6 +62,9 @@ class TrainError(Exception):
 
 @dataclass
 class TrainConfig:
+    """One training run: the data, the output folder, the model and the optimisation (the released training's defaults
+    where it has one). Raises TrainError (one line) for a value out of range."""
+
     data: Path
     out: Path
     model: str = "tiny"  # "tiny", a folder, or a hub id
@@ -112,6 +115,7 @@ class TrainConfig:
             raise TrainError("max-steps must be at least 1")
 
     def reader_config(self, max_length: int | None) -> ReaderConfig:
+        """The reader's config for this run, with ``max_length`` tokens per sequence (None: no cut)."""
         return ReaderConfig(
             max_images=self.max_images, max_length=max_length, text_field=self.text_field, pack=self.pack,
             shuffle=self.shuffle, curriculum=self.curriculum, seed=self.seed, skip_bad_lines=self.skip_bad_lines,
@@ -120,11 +124,15 @@ class TrainConfig:
             separator=self.separator)
 
     def to_json(self) -> dict:
+        """The config as JSON-ready values (paths as strings), as saved in ``train_config.json`` and each checkpoint."""
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
 @dataclass
 class TrainResult:
+    """What a run did: optimizer steps (this call's losses), epochs finished, the step it resumed from, seconds, and the
+    reader's counters (``ReaderStats.as_dict``)."""
+
     out: Path
     steps: int
     total_steps: int
@@ -135,6 +143,7 @@ class TrainResult:
     reader: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
+        """The result as JSON-ready values (what ``train_summary.json`` holds)."""
         return {**asdict(self), "out": str(self.out)}
 
 
@@ -151,6 +160,8 @@ def lr_factor(step: int, total: int, warmup_steps: int, schedule: str) -> float:
 
 
 def pick_device(name: str) -> torch.device:
+    """The torch device ``name`` asks for; ``auto``: CUDA when torch sees a GPU, else the CPU. Raises TrainError for an
+    unknown name or CUDA asked for without a GPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -296,6 +307,8 @@ class Trainer:
             log_path.write_text("".join(line + "\n" for line in kept))
 
     def save_checkpoint(self) -> Path:
+        """Write ``checkpoint-<step>`` in the output folder (model, processor, optimizer, scheduler, position, RNG)
+        through a temporary folder renamed at the end, then delete all but the newest ``keep``. Returns its path."""
         final = self.cfg.out / f"checkpoint-{self.step}"
         tmp = self.cfg.out / f".tmp-checkpoint-{self.step}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -366,6 +379,10 @@ class Trainer:
                 prefetch.close()
 
     def run(self) -> TrainResult:
+        """Train until ``total`` optimizer steps (or the epochs run out), logging each step to ``LOG_FILE`` and saving
+        every ``save_every`` steps; then save the model and ``train_summary.json``.
+
+        Raises TrainError when no sample was trainable, ReaderError when too many images failed to load."""
         cfg = self.cfg
         (cfg.out / "train_config.json").write_text(json.dumps(
             {**cfg.to_json(), "max_length": self.max_length, "total_steps": self.total,

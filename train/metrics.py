@@ -173,6 +173,8 @@ class Table1:
         self.token_num: list[int] = []
 
     def add(self, sample: dict) -> dict:
+        """Count one sample (images, text tokens, its stated ``token_num``); returns it unchanged, so ``add`` can sit in
+        a stream."""
         from pipeline.stats import text_tokens
 
         self.images.append(sum(p is not None for p in sample.get("images") or []))
@@ -183,6 +185,8 @@ class Table1:
         return sample
 
     def result(self) -> dict:
+        """The counts so far: ``samples`` and min / max / avg of images and text tokens per sample (and of ``token_num``
+        where the samples state it)."""
         out = {"samples": len(self.images), "images_per_sample": _minmaxavg(self.images),
                "tokens_per_sample": _minmaxavg(self.tokens)}
         if self.token_num:

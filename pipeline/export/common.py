@@ -92,6 +92,7 @@ class ExportResult:
     files: list[str] = field(default_factory=list)  # data files written, relative to the folder
 
     def to_json(self) -> dict:
+        """The result as JSON-ready values (the target path as a string), as printed by ``export --json``."""
         return {**self.__dict__, "target": str(self.target)}
 
 
@@ -152,6 +153,7 @@ def strip_eov(sample: dict) -> dict:
 
 # -- files -----------------------------------------------------------------------------------------------------
 def sha256_file(path: Path) -> str:
+    """The sha256 hex digest of a file, read 1 MiB at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -168,6 +170,7 @@ class ImagePlacer:
         self._done: dict[tuple[str, str], str] = {}
 
     def source(self, src_rel: str) -> Path:
+        """The keyframe file ``src_rel`` in the store's media folder. Raises ExportError when it is missing."""
         src = self.media_dir / src_rel
         if not src.is_file():
             raise ExportError(f"keyframe file missing from the store's media folder: {src} "
@@ -240,10 +243,12 @@ class JsonListWriter:
         fh.write("[")
 
     def add(self, item) -> None:
+        """Write one item (JSON, non-ASCII kept) as the list's next element."""
         self.fh.write(("\n" if not self.n else ",\n") + json.dumps(item, ensure_ascii=False))
         self.n += 1
 
     def close(self) -> None:
+        """Close the list (the file itself stays open: its owner closes it)."""
         self.fh.write("\n]\n")
 
 

@@ -45,6 +45,7 @@ _ABS = re.compile(r"^(?:/|~|[A-Za-z]:[\\/]|\\\\)")
 
 
 def features():
+    """The ``datasets.Features`` of the hf layout: images embedded, texts and counts, metadata as JSON text."""
     import datasets
 
     strings = datasets.List(datasets.Value("string"))
@@ -72,6 +73,9 @@ def hf_row(sample: dict, placer: ImagePlacer) -> dict:
 
 def write(samples: Iterable[dict], out_dir: Path, placer: ImagePlacer, opts: ExportOptions,
           result: ExportResult) -> None:
+    """Write the samples that have an image as Parquet shards of ``opts.shard_size`` samples (``ROW_GROUP`` per row
+    group, so memory holds at most that many samples' images), then the dataset card. Raises ExportError when the
+    folder holds files an earlier export did not write."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

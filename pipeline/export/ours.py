@@ -52,6 +52,9 @@ def target_name(fmt: str, suffix: str | None = None) -> str:
 
 def write(fmt: str, samples: Iterable[dict], out_dir: Path, placer: ImagePlacer, result: ExportResult,
           suffix: str | None = None) -> None:
+    """Write ``samples`` in our layout as ``fmt`` (jsonl, json, parquet or obelics) to one file (``target_name``),
+    replaced atomically, their keyframes placed in the export folder; counts go into ``result``. Raises ExportError
+    when a keyframe file is missing."""
     name = target_name(fmt, suffix)
     target = out_dir / name
     result.target, result.files = target, [name]

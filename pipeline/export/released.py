@@ -94,6 +94,8 @@ def asr_tokens(sample: dict, tokenizer: str) -> int:
 
 def write_released(samples: Iterable[dict], out_dir: Path, placer: ImagePlacer, opts: ExportOptions,
                    result: ExportResult) -> None:
+    """Write ``multimodal_textbook.json``: the samples that have an image, end-of-video markers stripped, as the
+    released LLaVA loader reads them (absolute image paths under ``opts.image_root``, else this export's images)."""
     target = out_dir / TARGETS["released"]
     result.target, result.files = target, [TARGETS["released"]]
     root = _root(out_dir, opts)
@@ -147,6 +149,8 @@ def idefics2_entry(sample: dict, images: list[str | None], opts: ExportOptions) 
 
 def write_idefics2(samples: Iterable[dict], out_dir: Path, placer: ImagePlacer, opts: ExportOptions,
                    result: ExportResult) -> None:
+    """Write ``textbook_video_clip_format.json``: the samples that have an image as the released Idefics2 loader's
+    video-clip conversations."""
     target = out_dir / TARGETS["idefics2"]
     result.target, result.files = target, [TARGETS["idefics2"]]
     root = _root(out_dir, opts)

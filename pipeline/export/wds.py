@@ -45,6 +45,8 @@ def wds_record(index: int, sample: dict, placer: ImagePlacer) -> dict:
 
 def write(samples: Iterable[dict], out_dir: Path, placer: ImagePlacer, opts: ExportOptions,
           result: ExportResult) -> None:
+    """Write the samples that have an image as webdataset tar shards (``opts.shard_size`` samples, ``shard_max_bytes``
+    at most), in a temporary folder renamed into place; samples without an image are counted as skipped."""
     import webdataset as wds
 
     folder = out_dir / FOLDER

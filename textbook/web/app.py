@@ -53,6 +53,8 @@ GRAPH_NODES = ["interpret_goal", "taxonomy", "review_taxonomy", "plan_queries", 
 
 
 class NotFound(Exception):
+    """No such run or video in the store: the page answers 404 with the message."""
+
     pass
 
 
@@ -297,6 +299,7 @@ def media_url(media_dir: Path, path: str | None) -> str | None:
 
 
 def fmt_seconds(s: Any) -> str:
+    """Seconds for a page: ``12.3s`` under a minute, ``4m05s`` under an hour, else ``1h02m``; "" for a non-number."""
     try:
         s = float(s)
     except (TypeError, ValueError, jinja2.UndefinedError):
@@ -308,6 +311,8 @@ def fmt_seconds(s: Any) -> str:
 
 
 def fmt_number(x: Any) -> str:
+    """A number for a page: thousands separated, floats under 10 to at most 4 decimals (trailing zeros cut), larger ones
+    to 1; anything else as ``str``."""
     if isinstance(x, float):
         return f"{x:,.4f}".rstrip("0").rstrip(".") if x < 10 else f"{x:,.1f}"
     return f"{x:,}" if isinstance(x, int) else str(x)

@@ -27,13 +27,19 @@ class ReviewRejected(Exception):
 
 
 class Backend(Protocol):
+    """Where the viewer reads and where a review answer goes: ``FileBackend`` or ``BuildBackend``."""
+
     db_path: Path  # the store file: recorded paths resolve against its folder (store.paths.resolve_path)
     media_dir: Path
     live: bool
 
-    def reader(self) -> Iterator[Rows]: ...
+    def reader(self) -> Iterator[Rows]:
+        """A context manager giving a ``Rows`` reader for one request; closed when the request is done."""
 
-    def answer(self, run_id: str, key: str, answer: dict) -> str: ...
+    def answer(self, run_id: str, key: str, answer: dict) -> str:
+        """Hand a review answer to the run waiting on ``key``; returns the line the form shows.
+
+        Raises ReviewRejected (one line) when it cannot be taken."""
 
 
 class FileBackend:
@@ -48,6 +54,7 @@ class FileBackend:
 
     @contextmanager
     def reader(self) -> Iterator[Rows]:
+        """The store file opened read-only for one request (through the serving writer while one holds it)."""
         from store import open_store
 
         store = open_store(self.db, read_only=True)
@@ -91,6 +98,7 @@ class BuildBackend:
 
     @contextmanager
     def reader(self) -> Iterator[Rows]:
+        """A ``Store`` over a fresh cursor of the build's connection for one request (it reads committed data)."""
         from store import Store
 
         cur = self.store.con.cursor()
@@ -100,6 +108,8 @@ class BuildBackend:
             cur.close()
 
     def answer(self, run_id: str, key: str, answer: dict) -> str:
+        """Check the answer against the review the build waits on and put it in the build's inbox; returns the line the
+        form shows. Raises ReviewRejected when nothing waits on ``key`` or the answer is invalid."""
         from agents import review
 
         payload = self.inbox.waiting(run_id, key)

@@ -26,7 +26,10 @@ _NOT_DOWNLOADED = ("found", "judged_out", "accepted_meta", "download_failed", "r
 
 
 class Rows(Protocol):
-    def rows(self, sql: str, params: list | None = None) -> list[dict[str, Any]]: ...
+    """What every read here needs: ``store.db.Store``, ``store.serve.RemoteStore`` and ``StatsReader`` all have it."""
+
+    def rows(self, sql: str, params: list | None = None) -> list[dict[str, Any]]:
+        """The result of ``sql`` (``?`` or ``$n`` placeholders bound from ``params``) as one dict per row."""
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Page(Generic[T]):
 
     @property
     def pages(self) -> int:
+        """The number of pages, at least 1 (an empty list is one empty page)."""
         return max(1, math.ceil(self.total / self.per_page))
 
 
@@ -101,10 +105,13 @@ def runs(db: Rows, page: int = 1) -> Page[dict]:
 
 
 def any_running(db: Rows) -> bool:
+    """Whether some run in the store is still ``running`` (the runs page then reloads itself)."""
     return db.rows("SELECT count(*) AS n FROM runs WHERE status = 'running'")[0]["n"] > 0
 
 
 def run(db: Rows, run_id: str) -> dict | None:
+    """One run's row with ``inputs``, ``config`` and ``summary`` decoded and its length in ``seconds``; None if
+    unknown."""
     found = db.rows("SELECT *, date_diff('millisecond', created_at, updated_at) / 1000.0 AS seconds "
                     "FROM runs WHERE run_id = ?", [run_id])
     if not found:
@@ -273,6 +280,9 @@ def pending_reviews(db: Rows, run_id: str) -> list[dict]:
 
 # -- a video -------------------------------------------------------------------------------------------
 def video(db: Rows, video_id: str, run_id: str | None) -> dict | None:
+    """A video's ``videos`` row (its ``metadata`` decoded), with the run's candidate row under ``candidate`` and its
+    knowledge point's name under ``point_name`` when ``run_id`` names a build that found it; None if neither
+    exists."""
     rows = db.rows("SELECT * FROM videos WHERE video_id = ?", [video_id])
     cand = db.rows("SELECT * FROM candidates WHERE run_id = ? AND video_id = ?", [run_id, video_id]) if run_id else []
     if not rows and not cand:
@@ -291,6 +301,7 @@ def video(db: Rows, video_id: str, run_id: str | None) -> dict | None:
 
 
 def video_runs(db: Rows, video_id: str) -> list[str]:
+    """The ids of the runs that saw the video (as a build's candidate or a process input), newest first."""
     return [r["run_id"] for r in db.rows(
         "SELECT run_id FROM (SELECT run_id FROM candidates WHERE video_id = $1 "
         "UNION SELECT run_id FROM run_videos WHERE video_id = $1) JOIN runs USING (run_id) "
@@ -298,6 +309,7 @@ def video_runs(db: Rows, video_id: str) -> list[str]:
 
 
 def decisions(db: Rows, run_id: str, video_id: str) -> list[dict]:
+    """The run's trace events about one video in order (node, decision, decoded ``reasons`` and ``output``, error)."""
     rows = db.rows("SELECT event_id, node, decision, reasons, output, error, started_at FROM events "
                    "WHERE run_id = ? AND video_id = ? ORDER BY event_id", [run_id, video_id])
     for r in rows:
@@ -307,6 +319,8 @@ def decisions(db: Rows, run_id: str, video_id: str) -> list[dict]:
 
 
 def judgments(db: Rows, run_id: str, video_id: str) -> list[dict]:
+    """The run's LLM judgments of one video (metadata, transcript, clips) in order, ``reasons`` and ``detail``
+    decoded."""
     rows = db.rows("SELECT * FROM judgments WHERE run_id = ? AND video_id = ? ORDER BY created_at, kind",
                    [run_id, video_id])
     for r in rows:
@@ -316,6 +330,7 @@ def judgments(db: Rows, run_id: str, video_id: str) -> list[dict]:
 
 
 def llm_calls(db: Rows, run_id: str, video_id: str) -> list[dict]:
+    """The run's LLM calls about one video in order, with the ``messages`` sent and the ``response`` decoded."""
     rows = db.rows("SELECT * FROM llm_calls WHERE run_id = ? AND video_id = ? ORDER BY created_at",
                    [run_id, video_id])
     for r in rows:
@@ -333,6 +348,8 @@ def _latest(db: Rows, table: str, stage: str, video_id: str) -> str | None:
 
 
 def transcript(db: Rows, video_id: str) -> dict | None:
+    """The video's latest transcript row (by config hash) with its ASR ``segments`` (idx, start_s, end_s, text); None
+    if it has none."""
     h = _latest(db, "transcripts", "asr", video_id)
     rows = db.rows("SELECT * FROM transcripts WHERE video_id = ? AND config_hash = ?", [video_id, h])
     if not rows:
@@ -344,6 +361,9 @@ def transcript(db: Rows, video_id: str) -> dict | None:
 
 
 def keyframes(db: Rows, video_id: str) -> list[dict]:
+    """The video's latest keyframes in order, each with the OCR text of its latest OCR run (``ocr_text``,
+    ``ocr_kept``,
+    ``ocr_drop_reason``; None where OCR did not run)."""
     return db.rows("SELECT k.*, o.text AS ocr_text, o.kept AS ocr_kept, o.drop_reason AS ocr_drop_reason "
                    "FROM keyframes k LEFT JOIN ocr o ON o.video_id = k.video_id AND o.idx = k.idx "
                    "AND o.config_hash = ? WHERE k.video_id = ? AND k.config_hash = ? ORDER BY k.idx",
@@ -351,6 +371,7 @@ def keyframes(db: Rows, video_id: str) -> list[dict]:
 
 
 def clips(db: Rows, video_id: str) -> list[dict]:
+    """The video's latest clips in order, ``keyframes``, ``signals`` and ``rewrite`` decoded."""
     rows = db.rows("SELECT * FROM clips WHERE video_id = ? AND config_hash = ? ORDER BY idx",
                    [video_id, _latest(db, "clips", "clips", video_id)])
     for r in rows:
@@ -361,6 +382,7 @@ def clips(db: Rows, video_id: str) -> list[dict]:
 
 
 def errors(db: Rows, video_id: str) -> list[dict]:
+    """The errors stored for a video (stage, kind, message), oldest first."""
     return db.rows("SELECT * FROM errors WHERE video_id = ? ORDER BY occurred_at", [video_id])
 
 
@@ -426,23 +448,29 @@ class StatsReader:
         self.db = db
 
     def rows(self, sql: str, params: list | None = None) -> list[dict]:
+        """The rows of ``sql``, as ``Store.rows``."""
         return self.db.rows(sql, params)
 
     def scalar(self, sql: str, params: list | None = None) -> Any:
+        """The first column of the first row of ``sql``, or None when it returns no row (as ``Store.scalar``)."""
         found = self.db.rows(sql, params)
         return next(iter(found[0].values())) if found else None
 
     def samples(self, run_id: str) -> list[dict]:
+        """The run's packed samples in order, decoded from their stored JSON."""
         return [json.loads(r["sample"]) for r in self.db.rows(
             "SELECT sample FROM samples WHERE run_id = ? ORDER BY idx", [run_id])]
 
     def clips(self, video_id: str) -> list[dict]:
+        """The video's latest clips (``clips``)."""
         return clips(self.db, video_id)
 
     def keyframes(self, video_id: str) -> list[dict]:
+        """The video's latest keyframes with their OCR (``keyframes``)."""
         return keyframes(self.db, video_id)
 
     def stage(self, video_id: str, stage: str) -> dict | None:
+        """The ``stage_status`` row of one video and stage, or None if the stage never ran on it."""
         found = self.db.rows("SELECT * FROM stage_status WHERE video_id = ? AND stage = ?", [video_id, stage])
         return found[0] if found else None
 

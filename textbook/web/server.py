@@ -16,6 +16,7 @@ class ServeError(Exception):
 
 
 def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only: ``localhost`` or a loopback IPv4/IPv6 address (brackets allowed)."""
     if host == "localhost":
         return True
     try:
@@ -54,13 +55,17 @@ class Viewer:
 
     @property
     def url(self) -> str:
+        """The address to open in a browser, ``http://HOST:PORT/`` (an IPv6 host in brackets)."""
         host = f"[{self.host.strip('[]')}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
     def run(self) -> None:
+        """Serve in this thread until stopped (`textbook view`)."""
         self.server.run(sockets=[self.sock])
 
     def start(self, timeout: float = 10.0) -> Viewer:
+        """Serve in a daemon thread; returns self once it answers. Raises ServeError when it does not start within
+        ``timeout`` seconds."""
         self._thread = threading.Thread(target=self.run, name="textbook-view", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
@@ -71,6 +76,7 @@ class Viewer:
         return self
 
     def stop(self) -> None:
+        """Ask the server to exit, wait for its thread (at most 10 s) and close the socket."""
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
