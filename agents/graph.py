@@ -62,6 +62,8 @@ def _last(old: str | None, new: str | None) -> str | None:
 
 
 class BuildState(TypedDict, total=False):
+    """The graph's checkpointed state: ids and counters only; everything else lives in the store."""
+
     run_id: str
     goal: str
     spec: dict
@@ -124,6 +126,7 @@ class BuildAgent:
     # -- nodes ---------------------------------------------------------------
 
     def interpret_goal(self, state: BuildState) -> dict:
+        """The goal as a spec (title, subjects, level, language); subjects held to those the goal names."""
         goal = state["goal"]
         try:
             spec = self.d.gateway.call("planner", "interpret_goal", "goal", {"goal": goal}, schemas.GoalSpec).value
@@ -148,6 +151,8 @@ class BuildAgent:
         return schemas.GoalSpec(title=goal.strip()[:80], subjects=[s.title() for s in subjects], level=level)
 
     def taxonomy(self, state: BuildState) -> dict:
+        """The knowledge taxonomy (subject > course > sub-course > knowledge point; paper section 3.1), held to
+        the configured size and grounded in a local library's catalogue; the points of round 1."""
         spec, size = state["spec"], self.d.cfg.taxonomy
         values = {"level": spec["level"], "title": spec["title"], "subjects": ", ".join(spec["subjects"]),
                   "courses": size.courses, "subcourses": size.subcourses, "points": size.points,
@@ -215,6 +220,7 @@ class BuildAgent:
         return {"plans": plans}
 
     def route_searches(self, state: BuildState) -> list[Send] | str:
+        """One ``search_point`` per planned point (LangGraph Send), or straight to ``videos``."""
         plans = state.get("plans") or []
         if state.get("stop") or not plans:
             return "videos"
@@ -461,6 +467,8 @@ class BuildAgent:
         return Command(goto="assemble", update={"points": [], "coverage": why})
 
     def assemble(self, state: BuildState) -> dict:
+        """Pack the accepted videos into samples, export them, and summarize the run (funnel, short points,
+        LLM totals, failures, warnings)."""
         run_id, store, runner = state["run_id"], self.d.store, self.d.runner
         accepted = store.candidates(run_id, Status.ACCEPTED)
         videos = [store.video(c["video_id"]) | {"video_id": c["video_id"]} for c in accepted]
@@ -512,6 +520,8 @@ class BuildAgent:
 
     # -- assembly ------------------------------------------------------------
     def compile(self, checkpointer=None):
+        """The LangGraph graph of these nodes (review nodes where ``agent.review`` asks), compiled with
+        ``checkpointer`` (store.checkpoint.DuckDBSaver: a killed build resumes)."""
         g = StateGraph(BuildState)
         t = self._traced
         review = ReviewNodes(self)  # the human review nodes asked for by agent.review (agents/review.py)

@@ -68,10 +68,12 @@ class ReviewInbox:
                 self._waiting.pop(key, None)
 
     def waiting(self, run_id: str, key: str) -> dict | None:
+        """The payload run ``run_id`` waits on for review ``key``, or None."""
         with self._cond:
             return self._waiting.get((run_id, key))
 
     def put(self, run_id: str, key: str, answer: dict) -> None:
+        """Hand a human's answer to the waiting build; ValueError when nothing waits on that key."""
         with self._cond:
             if (run_id, key) not in self._waiting:
                 raise ValueError(f"{run_id} is not waiting for the review {key!r}")
@@ -93,6 +95,7 @@ def pending_all(store, run_id: str) -> list[dict]:
 
 
 def pending(store, run_id: str, key: str) -> dict | None:
+    """The payload of review ``key`` if it still waits for an answer, else None."""
     return next((p for p in pending_all(store, run_id) if p["key"] == key), None)
 
 
@@ -267,6 +270,7 @@ def _decisions(payload: dict, answer: dict) -> dict[str, str]:
 
 # -- the graph side ------------------------------------------------------------------------------------
 def in_band(cfg, score: float | None) -> bool:
+    """True when borderline review is on and ``score`` (0-10) falls in ``agent.review.band`` (ends included)."""
     lo, hi = cfg.review.band
     return bool(cfg.review.borderline) and score is not None and lo <= float(score) <= hi
 
@@ -335,6 +339,7 @@ class ReviewNodes:
         return interrupt(payload)
 
     def taxonomy(self, state: dict) -> dict:
+        """The review_taxonomy node: wait for the human's edit of the proposed taxonomy, apply it, trace it."""
         run_id, store = state["run_id"], self.a.d.store
         # the snapshot shown to the human, not the store's current rows: re-running after a crash
         # applies the same edit to the same tree
@@ -350,6 +355,8 @@ class ReviewNodes:
         return {"points": points}
 
     def borderline(self, state: dict, stage: str) -> dict:
+        """A review node for ``stage`` (metadata or transcript): wait for the human's verdicts on the queued
+        candidates, apply each (agents/review.py ``_apply``), trace them."""
         run_id, store = state["run_id"], self.a.d.store
         queued = store.candidates(run_id, STATUS[stage])
         if not queued:

@@ -29,11 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 class Executor(Protocol):
     """Runs pure tasks; see the module docstring."""
 
-    def submit(self, stage: str, fn: Callable[..., Any], args: tuple) -> Future: ...
+    def submit(self, stage: str, fn: Callable[..., Any], args: tuple) -> Future:
+        """``fn(*args)`` for a video's ``stage``; the Future's result, or the task's own exception."""
 
-    def map_unordered(self, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[tuple[int, Any]]: ...
+    def map_unordered(self, fn: Callable[..., Any], tasks: list[tuple]) -> Iterator[tuple[int, Any]]:
+        """``fn`` over ``tasks``: (index, result or the task's exception) as each finishes."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the workers (idempotent)."""
 
 
 class LocalExecutor:
@@ -49,6 +52,7 @@ class LocalExecutor:
         return fut
 
     def map_unordered(self, fn, tasks):
+        """Each task in turn, in order."""
         for i, args in enumerate(tasks):
             try:
                 yield i, fn(*args)
@@ -56,7 +60,7 @@ class LocalExecutor:
                 yield i, exc
 
     def close(self) -> None:
-        pass
+        """Nothing to release."""
 
 
 class ProcessExecutor:
@@ -77,6 +81,7 @@ class ProcessExecutor:
         return self._get().submit(fn, *args)
 
     def map_unordered(self, fn, tasks):
+        """The tasks on the pool, yielded as each finishes."""
         pool = self._get()
         pending = {pool.submit(fn, *args): i for i, args in enumerate(tasks)}
         while pending:
@@ -87,6 +92,7 @@ class ProcessExecutor:
                 yield i, exc if exc is not None else fut.result()
 
     def close(self) -> None:
+        """Shut the pool down, cancelling what has not started."""
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
@@ -150,6 +156,7 @@ class RayExecutor:
         return out
 
     def map_unordered(self, fn, tasks):
+        """The tasks as Ray tasks, yielded as each finishes; those left are cancelled if the caller stops."""
         ray = self._init()
         remote = ray.remote(fn)
         pending = {remote.remote(*args): i for i, args in enumerate(tasks)}
@@ -170,6 +177,7 @@ class RayExecutor:
                     ray.cancel(ref)
 
     def close(self) -> None:
+        """Shut Ray down if this executor started it."""
         if self._started:
             import ray
 

@@ -129,6 +129,7 @@ class Keyframe:
 
     @classmethod
     def from_row(cls, row: dict) -> Keyframe:
+        """A Keyframe from a ``keyframes`` row joined with ``ocr`` (other keys ignored)."""
         return cls(**{k: row.get(k) for k in cls.__dataclass_fields__})
 
 
@@ -158,10 +159,12 @@ class Clip:
     rewrite: dict | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what Store.save_clips takes)."""
         return dict(self.__dict__)
 
     @classmethod
     def from_dict(cls, d: dict) -> Clip:
+        """A Clip from a dict with its field names (missing optional fields take their defaults)."""
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -181,7 +184,9 @@ class Sample:
 
     @classmethod
     def from_dict(cls, d: dict) -> Sample:
+        """A Sample from a samples.jsonl line's dict; KeyError when a field is missing."""
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (one samples.jsonl line)."""
         return dict(self.__dict__)

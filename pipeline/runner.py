@@ -52,6 +52,8 @@ class InputError(Exception):
 
 @dataclass
 class VideoSummary:
+    """One video of a ``process`` run as the summary shows it (status, counts, the stage it failed in)."""
+
     video_id: str
     source: str
     status: str  # pipeline.records.Status: kept | rejected | error | duplicate
@@ -65,6 +67,9 @@ class VideoSummary:
 
 @dataclass
 class RunResult:
+    """What ``process`` did: the run, per-video summaries, samples written, stages computed, drops by reason,
+    warnings, retried failures."""
+
     run_id: str
     videos: list[VideoSummary]
     samples: int
@@ -87,6 +92,7 @@ class RunResult:
         return out
 
     def to_json(self) -> dict:
+        """The result as JSON-safe dicts (``--json`` and the run's stored result)."""
         return {"run_id": self.run_id, "samples": self.samples, "out": self.out_dir, "export": self.export,
                 "seconds": self.seconds, "stages_run": self.stages_run, "dropped": self.dropped,
                 "failed": self.failed, "retried": self.retried, "warnings": self.warnings,
@@ -121,6 +127,7 @@ sidecar = read_sidecar  # NAME.json / NAME.info.json beside a video (never a *.t
 
 
 def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and prove it writable; InputError (one line) when it is not."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".textbook-write-test-{os.getpid()}"
@@ -179,6 +186,8 @@ class Runner:
         return Flow(stages, limits={"asr": per_lane, "visual": per_lane}, workers=workers or 2 * per_lane + 1, **kw)
 
     def run(self, paths: list[str | Path]) -> RunResult:
+        """``process`` over ``paths`` (files or folders): register, the flow, pack, export. InputError for bad
+        input; the run's row records ``finished`` with the result, or ``failed`` with the error."""
         t0 = time.perf_counter()
         files = discover(paths)
         self._input_roots = [Path(p).expanduser().resolve() for p in paths]  # public_source: paths relative to these

@@ -55,9 +55,11 @@ class Reporter(Protocol):
     """A progress display: ``stage(name, total)`` announces how many videos a stage will see,
     ``advance(name)`` counts one done (passed, dropped, failed or skipped)."""
 
-    def stage(self, name: str, total: int) -> None: ...
+    def stage(self, name: str, total: int) -> None:
+        """``total`` videos will pass through stage ``name``."""
 
-    def advance(self, name: str) -> None: ...
+    def advance(self, name: str) -> None:
+        """One video is done with stage ``name``."""
 
 
 class NullReporter:

@@ -11,6 +11,8 @@ from pipeline.stages.clips import images_dir, link_images
 
 
 class PackStage:
+    """The run-level stage: the kept videos' clips interleaved and packed into samples (pipeline.assemble)."""
+
     name = "pack"
 
     def __init__(self, ctx: Context):
@@ -18,6 +20,7 @@ class PackStage:
 
     @property
     def version(self) -> int:
+        """STAGE_VERSIONS["pack"]."""
         from pipeline.stage import STAGE_VERSIONS
 
         return STAGE_VERSIONS[self.name]
