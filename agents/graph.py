@@ -302,40 +302,40 @@ class BuildAgent:
         """Place every video not yet judged (and every judged-out one that another point found) at the
         point it fits best, filling empty points first (agents/assign.py)."""
         store = self.d.store
-        movable = {c["video_id"]: c for c in store.candidates(run_id, ["found", "judged_out"])}
+        movable = {c["video_id"]: c for c in store.candidates(run_id, [Status.FOUND, Status.METADATA_REJECTED])}
         if not movable:
             return
         hits = [assign.Hit(h["video_id"], h["point_id"], h["fit"], h["verdict"]) for h in store.hits(run_id)
                 if h["video_id"] in movable]
         # a point counts what it has plus the videos waiting for its download
         need, _ = self._need(run_id)
-        for c in store.candidates(run_id, "accepted_meta"):
+        for c in store.candidates(run_id, Status.METADATA_ACCEPTED):
             need[c["point_id"]] = max(0, need.get(c["point_id"], 0) - 1)
         names = {n["node_id"]: n["name"] for n in store.taxonomy(run_id)}
         for p in assign.assign(hits, need, self.d.cfg.min_fit):
             c = movable[p.video_id]
             if p.point_id is None:
-                if c["status"] == "found":
-                    store.update_candidate(run_id, p.video_id, status="judged_out",
+                if c["status"] == Status.FOUND:
+                    store.update_candidate(run_id, p.video_id, status=Status.METADATA_REJECTED,
                                            reason=f"fits no knowledge point (fit < {self.d.cfg.min_fit})")
                     self.d.decision("assign", p.video_id, "no point",
                                    [f"fit below {self.d.cfg.min_fit} for every point that found it"])
                 continue
-            if c["status"] == "judged_out" and p.point_id == c["point_id"]:
+            if c["status"] == Status.METADATA_REJECTED and p.point_id == c["point_id"]:
                 continue
-            if c["status"] == "judged_out" and p.why != "needed":
+            if c["status"] == Status.METADATA_REJECTED and p.why != "needed":
                 continue  # judged out for its point; moved again only to serve a point that has nothing
             moved = p.point_id != c["point_id"]
-            if moved or c["status"] == "judged_out":
-                store.update_candidate(run_id, p.video_id, point_id=p.point_id, status="found", reason=None)
-            if moved or c["status"] == "judged_out" or not store.events(run_id, "assign", p.video_id):
+            if moved or c["status"] == Status.METADATA_REJECTED:
+                store.update_candidate(run_id, p.video_id, point_id=p.point_id, status=Status.FOUND, reason=None)
+            if moved or c["status"] == Status.METADATA_REJECTED or not store.events(run_id, "assign", p.video_id):
                 self.d.decision("assign", p.video_id, p.point_id,
                                [f"fit {p.fit:.2f} to {names.get(p.point_id, p.point_id)!r} ({p.why})"]
                                + ([f"moved from {c['point_id']}"] if moved else []))
 
     def _accepted(self, run_id: str) -> dict[str, int]:
         out: dict[str, int] = {}
-        for c in self.d.store.candidates(run_id, "accepted"):
+        for c in self.d.store.candidates(run_id, Status.ACCEPTED):
             out[c["point_id"]] = out.get(c["point_id"], 0) + 1
         return out
 
@@ -412,11 +412,12 @@ class BuildAgent:
             failed = sum(1 for key in qs if all(q["error"] for q in queries[pid]
                                                 if (q["query"], q["round"]) == key))
             out.append(assign.PointOutcome(
-                point_id=pid, wanted=per_point, accepted=sum(c["status"] == "accepted" for c in cs),
+                point_id=pid, wanted=per_point, accepted=sum(c["status"] == Status.ACCEPTED for c in cs),
                 hits=len(hits.get(pid, ())), queries=len(qs), failed_queries=failed, assigned=len(cs),
-                judged_out=sum(c["status"] in ("judged_out", "transcript_rejected", "rejected") for c in cs),
-                download_failed=sum(c["status"] == "download_failed" for c in cs),
-                waiting=sum(c["status"] == "accepted_meta" for c in cs), closed_library=closed,
+                judged_out=sum(c["status"] in (Status.METADATA_REJECTED, Status.TRANSCRIPT_REJECTED, Status.REJECTED)
+                               for c in cs),
+                download_failed=sum(c["status"] == Status.DOWNLOAD_FAILED for c in cs),
+                waiting=sum(c["status"] == Status.METADATA_ACCEPTED for c in cs), closed_library=closed,
                 failed=sum(c["status"] == Status.ERROR for c in cs)))
         return out
 

@@ -407,7 +407,6 @@ class ReviewNodes:
             store.update_candidate(run_id, vid, status=Status.TRANSCRIPT_ACCEPTED, reason="human review: accept")
         else:
             store.update_candidate(run_id, vid, status=Status.TRANSCRIPT_REJECTED, reason="human review: reject")
-            store.update_video(vid, status=Status.REJECTED, reason="human_review")
             store.update_run_video(run_id, vid, status=Status.TRANSCRIPT_REJECTED, reason="human_review")
 
 

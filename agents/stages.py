@@ -220,7 +220,6 @@ class TranscriptJudgeStage(BuildStage):
         if queued is not None:
             return queued
         if both and enforce:
-            d.store.update_video(vid, status=Status.REJECTED.value, reason="transcript_judges")
             d.store.update_run_video(self.run_id, vid, status=Status.TRANSCRIPT_REJECTED, reason="transcript_judges")
             d.decision(self.name, vid, "reject", [f"both judges rejected ({'; '.join(said)})"])
             return Drop(Status.TRANSCRIPT_REJECTED, "both transcript judges", traced=True)
