@@ -3,10 +3,10 @@
 build       ``run_build(store, BuildSpec(...))``: the entry point (the CLI's build and batch call it); sets up the
             store, sources, LLM gateway and DuckDB checkpointer, and resumes a killed run by its id
 graph       ``BuildAgent``: the LangGraph graph (goal -> taxonomy -> queries -> search per point -> videos ->
-            coverage -> assemble) and the per-video steps (metadata judge, download, transcribe, transcript
-            judges, visuals, clips with rewrite and clip judge)
-flow        ``VideoFlow``: the videos node; every candidate moves to its next step as soon as its previous one
-            is done, many at once (heavy stages bounded by pipeline.workers, LLM requests by the gateway)
+            coverage -> assemble); nodes only, no per-video work
+stages      the build's stages on the pipeline's contract (metadata judge, download, transcript judges,
+            clips with rewrite and clip judge) and ``BuildLedger``; run by pipeline.flow.Flow, as ``process``
+slots       the per-point slot rule (which candidates start), ``retry_failed``; deps: ``Deps``
 llm         ``Gateway``: the one place a model is called (prompt files, response cache, validated answers,
             requests in flight per endpoint, re-sends honouring Retry-After, failures with a kind)
 standin     an OpenAI-compatible stand-in server (fixed latency, injected faults) for tests and benchmarks

@@ -2,7 +2,7 @@
 
 A run's id is a hash of its goal and settings, so the same command twice is the same run:
 the second pays for nothing (response cache, search cache, stage status), and retries the videos
-that failed (agents.flow.retry_failed: a failure is not a result; judgments and rejections stay). ``resume``
+that failed (agents.slots.retry_failed: a failure is not a result; judgments and rejections stay). ``resume``
 continues a killed run from its last LangGraph checkpoint in the same DuckDB file.
 """
 

@@ -9,9 +9,10 @@ urls:FILE) that answered a point once is not asked it again, since its whole cat
 one look. When every source of the run is closed, coverage ends the loop after round 1 (``library
 exhausted``).
 
-``videos`` (agents/flow.py) moves every candidate through metadata judge, download, ASR, transcript
-judges, keyframes and OCR, clip rewrites and clip judge, many videos at once; the per-candidate steps
-are the ``_*_one`` methods below. Review nodes exist only when ``agent.review`` asks for them.
+``videos`` moves every candidate through the build's stages (agents/stages.py: metadata judge, download,
+probe, asr, transcript judges, keyframes, ocr, clips with rewrites and clip judge) on the one scheduler
+(pipeline/flow.py), many videos at once, slots per point (agents/slots.py). Review nodes exist only
+when ``agent.review`` asks for them.
 
 State stays small (ids, counters, the stop reason); everything else lives in the store.
 Nodes are idempotent: a resumed run re-enters the node it was killed in, LLM answers come

@@ -300,15 +300,15 @@ class JudgedClipsStage(ClipsStage):
         if not (cfg.polish and c.text.strip()):
             return
         try:
-            slide = rewrite.slide_text_near(frames, c.keyframes, c.start, c.end)
+            slide = rewrite.slide_text_near(frames, c.keyframes, c.start_s, c.end_s)
             done = rewrite.polish(self.d.gateway, rewrite.RewriteRequest(point, c.text, slide, vid),
                                   rewrite.limits(cfg), grounded=cfg.polish_terms, use=self.d.rewrite_use)
             c.polished, c.rewrite = done.polished, done.record()
             if done.check.refused:
-                self.d.decision("polish", vid, "refused", [f"clip {c.index}: {'; '.join(done.check.reasons)}"])
+                self.d.decision("polish", vid, "refused", [f"clip {c.idx}: {'; '.join(done.check.reasons)}"])
         except LLMOutputInvalid as exc:
             fail_if_policy(cfg, exc)
-            self.d.decision("polish", vid, "raw", [f"clip {c.index}: kept the raw text ({failure_reason(exc)})"])
+            self.d.decision("polish", vid, "raw", [f"clip {c.idx}: kept the raw text ({failure_reason(exc)})"])
 
     def _decide(self, point: str, vid: str, c: Clip, frames: dict[int, dict]) -> None:
         cfg = self.d.cfg
@@ -326,7 +326,7 @@ class JudgedClipsStage(ClipsStage):
             if cfg.clip_judge == "llm":
                 decision, reasons, call_id = self._ask(point, vid, c, ocr, decision, reasons)
         c.decision, c.reason = decision, "; ".join(reasons)[:500]
-        self.d.store.save_judgment(self.run_id, vid, f"clip:{c.index}", decision, sim, reasons, c.signals, call_id)
+        self.d.store.save_judgment(self.run_id, vid, f"clip:{c.idx}", decision, sim, reasons, c.signals, call_id)
 
     def _ask(self, point: str, vid: str, c: Clip, ocr: str, decision: str, reasons: list[str]) -> tuple:
         values = {"point": point, "keyframes": c.signals["keyframes"],

@@ -2,8 +2,8 @@
 the process and its children), in a fresh database, on the narrated lessons, and on a recorded
 lecture when one is given (or found at ../shared/cases/media/lecture_hall_60s.webm beside the project).
 Each case runs in its own `textbook process` command; a rerun with everything cached follows.
-The lessons run twice more, with the stages one after another (config ``overlap = false``) and
-with the default ASR/visuals overlap (pipeline.runner.Runner.overlapped), in turn: the ratio is
+The lessons run twice more, one video at a time through every stage (config ``overlap = false``) and
+with the default ASR/visuals overlap (pipeline/flow.py's asr and visual lanes), in turn: the ratio is
 of the faster run of each, CPU seconds (all processes) beside wall seconds.
 Targets (issue 8): >= 8x faster than real time on the lessons, >= 3x on the lecture, under 2 GB.
 With ``--baseline DIR`` (another checkout of the project, e.g. ``git archive`` of the commit before a change)
@@ -64,7 +64,7 @@ def overlap(inputs: list[Path], repeats: int = 2) -> None:
         for mode in (False, True):
             runs[mode].append(timed(inputs, mode))
     (sw, sc), (ow, oc) = min(runs[False]), min(runs[True])
-    print(f"  stages one after another: wall {sw:.1f} s, CPU {sc:.1f} s; overlapped (default): wall {ow:.1f} s, "
+    print(f"  one video at a time: wall {sw:.1f} s, CPU {sc:.1f} s; overlapped lanes (default): wall {ow:.1f} s, "
           f"CPU {oc:.1f} s; wall ratio {sw / ow:.2f}x (best of {repeats} each, in turn). "
           f"CPU / 2 cores = {oc / 2:.1f} s: the wall floor on this machine")
 

@@ -133,8 +133,8 @@ class PipelineConfig(BaseModel):
     tokenizer: str = Field("whisper", description="'whisper' (offline, shipped) or a tokenizer.json path")
     executor: Literal["local", "process", "ray"] = "local"
     overlap: bool = Field(True, description=(
-        "local executor: transcribe the next video while keyframes and OCR run on the previous one "
-        "(Runner.overlapped); false: each stage over all videos, one after another"))
+        "local executor: transcribe one video while keyframes and OCR run on another (the flow's asr and "
+        "visual lanes, pipeline/flow.py); false: one video at a time through every stage"))
     workers: int = Field(2, description="workers of the process or ray executor")
     ray_address: str | None = Field(None, description="Ray cluster address (none: a local Ray)")
 

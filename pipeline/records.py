@@ -137,7 +137,8 @@ class Keyframe:
 class Clip:
     """A paragraph clip of a video and its decision (a ``clips`` row).
 
-    ``start``/``end``: contiguous bounds in seconds; ``text``: the ASR paragraph; ``n_tokens``: its tokens;
+    ``idx``: 0-based, in time order; ``start_s``/``end_s``: contiguous bounds in seconds (the names of the
+    ``clips`` columns); ``text``: the ASR paragraph; ``n_tokens``: its tokens;
     ``keyframes``: idx of the keyframes it shows, ``capped``: those the per-clip cap left out; ``decision``:
     keep | drop_frames | drop, with ``reason``; ``polished``: the agent's rewrite (None: the raw text);
     ``signals``: what the clip judge measured (asr_ocr_similarity, keyframes, ocr_chars_per_keyframe);
@@ -145,9 +146,9 @@ class Clip:
     plus its call id; None: no rewrite asked), refused ones included.
     """
 
-    index: int
-    start: float
-    end: float
+    idx: int
+    start_s: float
+    end_s: float
     text: str
     n_tokens: int
     keyframes: list[int]
@@ -164,8 +165,9 @@ class Clip:
 
     @classmethod
     def from_dict(cls, d: dict) -> Clip:
-        """A Clip from a dict with its field names (missing optional fields take their defaults)."""
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+        """A Clip from a ``clips`` row or a dict with its field names (other keys ignored; missing optional
+        fields take their defaults)."""
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 @dataclass

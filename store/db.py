@@ -423,7 +423,7 @@ class Store:
                 self.con.execute("INSERT INTO clips (video_id, config_hash, idx, start_s, end_s, text, n_tokens, "
                                  "keyframes, decision, reason, polished, signals, capped, rewrite) "
                                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                 [video_id, config_hash, c["index"], c["start"], c["end"], c["text"], c["n_tokens"],
+                                 [video_id, config_hash, c["idx"], c["start_s"], c["end_s"], c["text"], c["n_tokens"],
                                   json.dumps(c["keyframes"]), c["decision"], c.get("reason"), c.get("polished"),
                                   json.dumps(signals) if signals is not None else None,
                                   json.dumps(c.get("capped") or []),

@@ -522,7 +522,7 @@ def _print_build(result: dict, db) -> None:
 
 
 def retried_line(retried: dict[str, int]) -> str:
-    """One line for the failed items a rerun retried (``{"NODE KIND": n}``, from agents.flow.retry_failed or
+    """One line for the failed items a rerun retried (``{"NODE KIND": n}``, from agents.slots.retry_failed or
     pipeline.runner.RunResult.retried)."""
     n = sum(retried.values())
     return (f"retried {n} video{'s' * (n != 1)} that failed in the last run of this command ("

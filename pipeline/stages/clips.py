@@ -34,7 +34,7 @@ def link_images(media: Path, vid: str, h: str, clip_rows: list[dict], frames: di
         if c["decision"] != "keep":
             continue
         for k, idx in enumerate(c["keyframes"]):
-            name = Path(assemble.image_name(vid, c["start"], c["end"], k)).name
+            name = Path(assemble.image_name(vid, c["start_s"], c["end_s"], k)).name
             _link_or_copy(Path(frames[idx]["path"]), tmp / name)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
@@ -80,7 +80,7 @@ class ClipsStage(Stage):
         clips = []
         for i, p in enumerate(plan(self, video.video_id, self.asr_h, self.kf_h)):
             decision, reason = ("keep", None) if p.keyframes else ("drop_frames", "no_keyframes")
-            clips.append(Clip(index=i, start=p.span.start, end=p.span.end, text=p.span.text,
+            clips.append(Clip(idx=i, start_s=p.span.start, end_s=p.span.end, text=p.span.text,
                               n_tokens=count_tokens(p.span.text, self.cfg.tokenizer),
                               keyframes=[k["idx"] for k in p.keyframes], capped=[k["idx"] for k in p.capped],
                               decision=decision, reason=reason))

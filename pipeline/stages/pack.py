@@ -54,8 +54,7 @@ class PackStage:
             video_positions = assemble.interleave(store.video(vid), clip_rows, frames, image_dir=folder)
             if any(p.image and not (media / p.image).is_file() for p in video_positions):
                 # media lost, or named by an earlier rule: name the clips' keyframes again
-                link_images(media, vid, clips_h, [{**c, "start": c["start_s"], "end": c["end_s"]}
-                                                  for c in clip_rows], frames)
+                link_images(media, vid, clips_h, clip_rows, frames)
             positions.append(video_positions)
         samples = assemble.pack(positions, cfg.pack, cfg.tokenizer)
         store.save_samples(run_id, h, samples)

@@ -1,4 +1,5 @@
-"""The build's per-video flow (agents/flow.py): same samples as `process`, slots filled in rank order."""
+"""The build's per-video flow (pipeline/flow.py with agents/stages.py and agents/slots.py): same samples as
+`process`, slots filled in rank order, faults as items."""
 
 from __future__ import annotations
 

@@ -432,7 +432,7 @@ def test_pack_names_keyframes_again_for_a_store_from_the_old_naming(tmp_path):
         store.save_keyframes("v1", "h", frames, 0.1)
         store.save_ocr("v1", "h", [{"index": i, "text": "", "confidence": 0.0, "engine": "t", "kept": False,
                                     "drop_reason": "ocr_empty"} for i in range(2)], 0.1)
-        store.save_clips("v1", "h", [{"index": 0, "start": 0.0, "end": 10.0, "text": "Two slides.", "n_tokens": 3,
+        store.save_clips("v1", "h", [{"idx": 0, "start_s": 0.0, "end_s": 10.0, "text": "Two slides.", "n_tokens": 3,
                                       "keyframes": [0, 1], "decision": "keep"}])
         old = media_dir_for(store.path) / "images" / "v1"
         old.mkdir(parents=True)

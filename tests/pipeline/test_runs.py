@@ -232,7 +232,7 @@ def test_a_store_from_the_previous_schema_migrates_and_stays_readable(tmp_path):
         assert (physics["clips"], physics["keyframes"], physics["samples"]) == (1, 2, 1)
         assert physics["ocr_tokens"] > 0 and stats["funnel"]["ocr_dropped"] == {"ocr_empty": 1}
         # a new output under another hash sits beside the migrated one
-        store.save_clips("v1", "hc2", [{"index": 0, "start": 0.0, "end": 20.0, "text": "x", "n_tokens": 1,
+        store.save_clips("v1", "hc2", [{"idx": 0, "start_s": 0.0, "end_s": 20.0, "text": "x", "n_tokens": 1,
                                         "keyframes": [0], "decision": "keep"}])
         assert [c["keyframes"] for c in store.clips("v1", "hc")] == [[0, 1]]
         assert [c["keyframes"] for c in store.clips("v1")] == [[0]]  # the latest

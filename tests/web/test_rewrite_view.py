@@ -13,7 +13,7 @@ RUN, VID = "run-rewrite-view", "vid-rewrite-0001"
 
 
 def _clip(idx: int, text: str, polished: str | None, check: dict | None) -> dict:
-    return {"index": idx, "start": idx * 5.0, "end": idx * 5.0 + 5, "text": text, "n_tokens": 5, "keyframes": [],
+    return {"idx": idx, "start_s": idx * 5.0, "end_s": idx * 5.0 + 5, "text": text, "n_tokens": 5, "keyframes": [],
             "decision": "drop_frames", "reason": "no_keyframes", "polished": polished, "rewrite": check}
 
 
