@@ -83,9 +83,8 @@ class ReviewInbox:
 
 # -- the store side: waiting, answered, pending ---------------------------------------------------------
 def _review_events(store, run_id: str, decision: str) -> list[dict]:
-    rows = store.rows("SELECT event_id, output FROM events WHERE run_id = ? AND node = 'review' AND decision = ? "
-                      "ORDER BY event_id", [run_id, decision])
-    return [json.loads(r["output"]) for r in rows if r["output"]]
+    return [json.loads(r["output"]) for r in store.events(run_id, "review")
+            if r["decision"] == decision and r["output"]]
 
 
 def pending_all(store, run_id: str) -> list[dict]:
@@ -455,9 +454,8 @@ def mark_lineage(store, run_id: str, out_dir, media_dir, export=None) -> int:
     from pipeline.export import export_samples
 
     marks: dict[str, list[dict]] = {}
-    for j in store.rows("SELECT video_id, kind, verdict, detail FROM judgments WHERE run_id = ? "
-                        "AND kind LIKE 'human:%' ORDER BY kind", [run_id]):
-        d = json.loads(j["detail"] or "{}")
+    for j in sorted((j for j in store.judgments(run_id) if j["kind"].startswith("human:")), key=lambda j: j["kind"]):
+        d = j["detail"] if isinstance(j["detail"], dict) else json.loads(j["detail"] or "{}")
         marks.setdefault(j["video_id"], []).append(
             {"stage": j["kind"].split(":", 1)[1], "by": "human", "decision": j["verdict"],
              "model_verdict": d.get("model_verdict"), "model_score": d.get("model_score")})
@@ -472,10 +470,7 @@ def mark_lineage(store, run_id: str, out_dir, media_dir, export=None) -> int:
                 m["review"] = mark
                 changed = True
     if changed:
-        with store.transaction():
-            for i, s in enumerate(samples):
-                store.con.execute("UPDATE samples SET sample = ? WHERE run_id = ? AND idx = ?",
-                                  [json.dumps(s, ensure_ascii=False), run_id, i])
+        store.update_samples(run_id, samples)
         if export is not None:
             export(run_id, samples)
         else:

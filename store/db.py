@@ -287,6 +287,13 @@ class Store:
         rows = self.rows(sql + " ORDER BY occurred_at DESC LIMIT 1", args)
         return rows[0] if rows else None
 
+    def update_samples(self, run_id: str, samples: list[dict]) -> None:
+        """Rewrite the run's stored samples in place (same count and order; e.g. review marks added)."""
+        with self.transaction():
+            for i, s in enumerate(samples):
+                self.con.execute("UPDATE samples SET sample = ? WHERE run_id = ? AND idx = ?",
+                                 [json.dumps(s, ensure_ascii=False), run_id, i])
+
     def run_warnings(self, run_id: str) -> list[dict]:
         """The warnings a build's candidates carry (a truncated file, ...): video_id, stage, kind, message, and
         the candidate's status, ordered by video, stage and kind."""
