@@ -353,7 +353,8 @@ class BuildAgent:
             stages = build_stages(d.runner.ctx, d, state["spec"], calls)
             admission = SlotAdmission(d.store, run_id, d.cfg, stages, candidate_video, self.rank(run_id))
             flow = d.runner.flow(stages, workers=d.workers(), ledger=ledger, before_step=d.budget.check_wall,
-                                 on_done=lambda v, done, total: d.progress("videos", done, total, v.video_id))
+                                 on_progress=lambda v, done, total: d.progress("videos", done, total,
+                                                                               v.video_id if v else None))
             outcomes = flow.admit(admission).outcomes
         return {"outcomes": dict(outcomes)} if outcomes else {}
 
@@ -370,11 +371,12 @@ class BuildAgent:
             total = done[0] + len(todo)
 
             def progress(v, n, _total, total=total):
-                done[0] += 1
-                d.progress("judge_metadata", done[0], total)
+                if v is not None:
+                    done[0] += 1
+                    d.progress("judge_metadata", done[0], total)
 
             Flow([judge], workers=d.workers(), ledger=ledger, before_step=d.budget.check_wall,
-                 on_done=progress).run(todo)
+                 on_progress=progress).run(todo)
 
     def after_videos(self, state: BuildState) -> Command[Literal["videos", "coverage"]]:
         """Back to ``videos`` when a human's review released work; else on to coverage."""

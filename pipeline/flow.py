@@ -95,20 +95,21 @@ class Flow:
 
     ``limits``: lane -> videos at once inside that lane's stages; ``workers``: videos in flight;
     ``ledger``: where outcomes are recorded (default: :class:`PipelineLedger`); ``reporter``: per-stage
-    progress (a list input announces each stage's total); ``on_done(video, done, total)``: called as each
-    video leaves; ``before_step()``: called before each stage of each video, may raise RunStopped (the
+    progress (a list input announces each stage's total); ``on_progress(video, done, total)``: called as
+    each video leaves, and with ``video`` None when videos start (the count is known before the first is
+    done); ``before_step()``: called before each stage of each video, may raise RunStopped (the
     build's wall-clock budget). Thread-safe to run once at a time per instance."""
 
     def __init__(self, stages: Sequence[Stage], *, limits: dict[str, int] | None = None, workers: int = 2,
                  ledger: Ledger | None = None, reporter: Reporter | None = None,
-                 on_done: Callable[[Video, int, int], None] | None = None,
+                 on_progress: Callable[[Video | None, int, int], None] | None = None,
                  before_step: Callable[[], None] | None = None):
         self.stages = list(stages)
         self.lanes = {lane: threading.BoundedSemaphore(max(1, n)) for lane, n in (limits or {}).items()}
         self.workers = max(1, workers)
         self.ledger = ledger or PipelineLedger()
         self.reporter = reporter or NullReporter()
-        self.on_done = on_done
+        self.on_progress = on_progress
         self.before_step = before_step
         self.stopped: RunStopped | None = None
         self._lock = threading.Lock()
@@ -146,8 +147,11 @@ class Flow:
         done = 0
         while True:
             if self.stopped is None:
-                for video, at in start({v.video_id for v in running.values()}):
+                started = start({v.video_id for v in running.values()})
+                for video, at in started:
                     running[pool.submit(self._chain, video, at, result)] = video
+                if started and self.on_progress:
+                    self.on_progress(None, done, done + len(running))
             if not running:
                 return
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -155,8 +159,8 @@ class Flow:
                 video = running.pop(f)
                 f.result()  # _chain records its own faults; anything here is a bug worth seeing
                 done += 1
-                if self.on_done:
-                    self.on_done(video, done, done + len(running))
+                if self.on_progress:
+                    self.on_progress(video, done, done + len(running))
 
     def _stop(self, exc: RunStopped) -> None:
         with self._lock:

@@ -177,7 +177,7 @@ class Runner:
         """The scheduler over ``stages`` with this run's lanes (pipeline.flow): on the local executor one
         video in ASR and one in keyframes/OCR at a time (``overlap`` false: one video at a time through
         every stage); on a process pool or Ray, ``workers`` videos per lane. ``workers``: videos in flight
-        (default: enough to fill the lanes); ``kw``: Flow's ledger, reporter, on_done, before_step."""
+        (default: enough to fill the lanes); ``kw``: Flow's ledger, reporter, on_progress, before_step."""
         cfg = self.cfg
         per_lane = 1 if cfg.executor == "local" else max(1, cfg.workers)
         if cfg.executor == "local" and not cfg.overlap:

@@ -235,7 +235,7 @@ class Stage:
 
     def _error_message(self, vid: str, kind: str | None) -> str:
         err = self.store.last_error(vid, kind or "internal")
-        return f"{err['stage']}: {err['message']}" if err else f"{self.name} failed"
+        return err["message"] if err else f"{self.name} failed"
 
     def error(self, vid: str, h: str, exc: BaseException) -> None:
         """Record the video's fault: a ``stage_status`` error row (retried by the next run unless its kind is
