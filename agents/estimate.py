@@ -677,7 +677,8 @@ def _n(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.2f}".rstrip("0").rstrip(".") if x else "0"
 
 
-def _dur(hours: float) -> str:
+def hours_text(hours: float) -> str:
+    """``hours`` as minutes, hours or days, whichever reads best."""
     if hours >= 48:
         return f"{hours / 24:,.1f} days"
     if hours >= 1:
@@ -712,8 +713,8 @@ def render(est: Estimate, rates: Rates) -> list[str]:
                  f"({c.llm_calls_per_s.source}):")
     for k, v in est.bounds.items():
         mark = "  <- bottleneck" if k == est.bottleneck else ""
-        lines.append(f"  {k:<7} {_dur(v):>14}{mark}")
-    lines.append(f"  at least {_dur(est.wall_hours)} (stages overlap), at most {_dur(est.serial_hours)} (one after "
-                 "another); downloads not counted")
+        lines.append(f"  {k:<7} {hours_text(v):>14}{mark}")
+    lines.append(f"  at least {hours_text(est.wall_hours)} (stages overlap), at most {hours_text(est.serial_hours)} "
+                 "(one after another); downloads not counted")
     lines += [f"note: {n}" for n in est.notes]
     return lines
