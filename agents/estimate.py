@@ -488,10 +488,11 @@ def default_rates(points: int = 0, queries_per_point: int = 1) -> Rates:
 
 def rates_from_run(store, run_id: str, base: Rates, label: str | None = None) -> Rates:
     """``base`` with what run ``run_id`` of ``store`` (a store.Store) measured put in: each heavy stage's
-    seconds per media hour (probe, ASR, keyframes; ``stage_status.seconds`` of the run's videos at the
-    config hashes the run used, over ``videos.duration``) and per keyframe (OCR); clips and keyframes per
-    kept hour; the transcript judges' keep share (a build); each role's mean paid tokens (``llm_calls``
-    not served from the cache); the endpoint's calls/s (its concurrency over the mean latency).
+    seconds (``stage_status.seconds`` of the run's videos at the config hashes the run used) per video
+    (probe), per media hour (ASR, keyframes; over ``videos.duration``) and per keyframe (OCR); clips,
+    keyframes and minutes per kept video; the metadata judge's accept share and the transcript judges'
+    keep share (a build); each role's mean paid tokens (``llm_calls`` not served from the cache); the
+    endpoint's calls/s (its concurrency over the mean latency, at most the gateway's ceiling).
 
     Raises EstimateError when the run does not exist or recorded no stage timings."""
     if not store.scalar("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]):
@@ -560,6 +561,11 @@ def rates_from_run(store, run_id: str, base: Rates, label: str | None = None) ->
     if judged["kept"]:  # a share of 0 would size nothing: keep the base's
         out.transcript_keep = Figure(judged["kept"] / judged["judged"],
                                      f"{label}: {judged['kept']} of {judged['judged']} transcripts kept")
+    meta = store.rows("SELECT count(*) FILTER (WHERE verdict = 'accept') AS accepted, count(*) AS judged "
+                      "FROM judgments WHERE run_id = ? AND kind = 'metadata'", [run_id])[0]
+    if meta["accepted"]:
+        out.metadata_keep = Figure(meta["accepted"] / meta["judged"],
+                                   f"{label}: {meta['accepted']} of {meta['judged']} metadata verdicts accept")
     calls = store.rows("SELECT role, count(*) AS n, avg(input_tokens) AS tin, avg(output_tokens) AS tout, "
                        "avg(latency_s) AS latency FROM llm_calls WHERE run_id = ? AND NOT cached AND error IS NULL "
                        "GROUP BY role", [run_id])

@@ -212,3 +212,48 @@ def test_bad_input_is_one_line(tmp_path):
 def test_unknown_run_is_one_line(processed_run):
     line = _one_line(run_cli("estimate", "--paper", "--from-run", "run-nope", "--db", str(processed_run["db"])))
     assert "no run run-nope" in line
+
+
+def test_from_run_of_a_build_reads_keep_shares_tokens_and_endpoint_rate(processed_run, tmp_path):
+    """A build's run (rows written through the store's own methods, as tests/web/seed.py does) over the
+    processed video: the judges' shares, the paid calls' mean tokens, concurrency / mean latency."""
+    import shutil
+
+    from store import open_store
+
+    db = tmp_path / "b.duckdb"
+    shutil.copy(processed_run["db"], db)
+    store = open_store(db)
+    run = "build-estimate0001"
+    video = store.rows("SELECT video_id FROM videos")[0]["video_id"]
+    store.start_run(run, "build", ["build a physics textbook"], {"agent": {"llm": {"concurrency": 8}},
+                                                                 "pipeline": {}}, "estimate")
+    store.set_run_videos(run, [video])
+    verdicts = {"v1": ("accept", "accepted"), "v2": ("accept", "transcript_rejected"),
+                "v3": ("accept", "transcript_rejected"), "v4": ("reject", "judged_out")}
+    tokens_in = {"v1": 100, "v2": 200, "v3": 300, "v4": 400}
+    for i, (vid, (verdict, status)) in enumerate(verdicts.items()):
+        store.add_candidate(run, vid, "s1.c1.u1.p1", "local", f"file:///{vid}.mp4", "q", 1, {"title": vid})
+        for cached in (False, True):  # a cache hit pays nothing: its tokens are not a rate
+            store.record_llm_call({
+                "call_id": f"c-{vid}-{cached}", "run_id": run, "node": "judge_metadata", "role": "metadata_judge",
+                "video_id": vid, "prompt_name": "metadata_judge", "prompt_sha256": "ab" * 32, "model": "m",
+                "cache_key": f"k-{vid}", "cached": cached, "messages": [], "response": {},
+                "input_tokens": 99999 if cached else tokens_in[vid], "output_tokens": 10 + i,
+                "tokens_estimated": False, "cost_usd": 0.0, "latency_s": 0.0 if cached else 2.0, "attempts": 1,
+                "error": None})
+        store.save_judgment(run, vid, "metadata", verdict, 5, [], None, f"c-{vid}-False")
+        store.update_candidate(run, vid, status=status)
+    try:
+        rates = est.rates_from_run(store, run, est.default_rates())
+    finally:
+        store.close()
+    assert rates.metadata_keep.value == pytest.approx(3 / 4)
+    assert rates.transcript_keep.value == pytest.approx(1 / 3)
+    meta = rates.roles["metadata_judge"]
+    assert meta.input_tokens == pytest.approx(sum(tokens_in.values()) / 4)
+    assert meta.output_tokens == pytest.approx((10 + 11 + 12 + 13) / 4)
+    assert meta.source == f"run {run}: 4 paid calls"
+    assert rates.llm_calls_per_s.value == pytest.approx(8 / 2.0)
+    assert rates.roles["polisher"] == est.default_rates().roles["polisher"]  # not asked in the run: the prompt's
+    assert rates.stage("asr", "cpu").source.startswith(f"run {run}")  # the video's stage timings count too
