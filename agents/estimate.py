@@ -486,6 +486,10 @@ def default_rates(points: int = 0, queries_per_point: int = 1) -> Rates:
         llm_calls_per_s=Figure(GATEWAY_CALLS_PER_S, GATEWAY_SOURCE))
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def rates_from_run(store, run_id: str, base: Rates, label: str | None = None) -> Rates:
     """``base`` with what run ``run_id`` of ``store`` (a store.Store) measured put in: each heavy stage's
     seconds (``stage_status.seconds`` of the run's videos at the config hashes the run used) per video
@@ -525,21 +529,21 @@ def rates_from_run(store, run_id: str, base: Rates, label: str | None = None) ->
 
     if by_stage.get("probe"):
         r = by_stage["probe"]
-        put(StageRate("probe", "cpu", "video", r["seconds"] / r["videos"], f"{label}: {r['videos']} videos"))
+        put(StageRate("probe", "cpu", "video", r["seconds"] / r["videos"], f"{label}: {_count(r['videos'], 'video')}"))
     for name in ("asr", "keyframes"):
         r = by_stage.get(name)
         if r:
             device = "gpu" if name == "asr" and on_gpu else "cpu"
             cores = threads if name == "asr" and not on_gpu else 1
             put(StageRate(name, device, "media_hour", r["seconds"] / (r["media_s"] / 3600),
-                          f"{label}: {r['videos']} videos, {r['media_s'] / 60:.1f} min"
+                          f"{label}: {_count(r['videos'], 'video')}, {r['media_s'] / 60:.1f} min"
                           + (f", {asr_opts.get('model', 'whisper')} on {cores} threads" if name == "asr"
                              and not on_gpu else ""), cores))
     frames = store.scalar("SELECT count(*) FROM run_videos r JOIN ocr o ON o.video_id = r.video_id "
                           "AND o.config_hash = r.ocr_hash WHERE r.run_id = ?", [run_id])
     if by_stage.get("ocr") and frames:
         put(StageRate("ocr", "cpu", "keyframe", by_stage["ocr"]["seconds"] / frames,
-                      f"{label}: {frames} keyframes"))
+                      f"{label}: {_count(frames, 'keyframe')}"))
     kept = store.rows(
         "SELECT count(*) AS videos, sum(v.duration) AS media_s, "
         " (SELECT count(*) FROM run_videos r2 JOIN clips c ON c.video_id = r2.video_id "
@@ -551,7 +555,7 @@ def rates_from_run(store, run_id: str, base: Rates, label: str | None = None) ->
     out = replace(base, stages=stages, roles=dict(base.roles))
     if kept["videos"] and kept["media_s"]:
         hours = kept["media_s"] / 3600
-        where = f"{label}: {kept['videos']} kept videos, {kept['media_s'] / 60:.1f} min"
+        where = f"{label}: {_count(kept['videos'], 'kept video')}, {kept['media_s'] / 60:.1f} min"
         out.clips_per_hour = Figure(kept["clips"] / hours, where)
         out.keyframes_per_hour = Figure(kept["keyframes"] / hours, where)
         out.minutes_per_video = Figure(kept["media_s"] / 60 / kept["videos"], where)
@@ -680,7 +684,11 @@ def paper_design() -> Design:
 
 # -- text ----------------------------------------------------------------------------------------------------
 def _n(x: float) -> str:
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.2f}".rstrip("0").rstrip(".") if x else "0"
+    if not x:
+        return "0"
+    if abs(x) < 1:
+        return f"{x:.2g}"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.2f}".rstrip("0").rstrip(".")
 
 
 def hours_text(hours: float) -> str:
