@@ -123,6 +123,8 @@ def processed_run(tmp_path_factory) -> dict:
     return {"db": work / "r.duckdb", "run_id": json.loads(proc.stdout)["run_id"]}
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_from_run_reads_the_stage_timings_of_a_real_store(processed_run):
     db, run_id = processed_run["db"], processed_run["run_id"]
     proc = run_cli("estimate", "--videos", "120", "--transcribed", "50", "--kept", "40", "--hours", "20",
@@ -157,6 +159,7 @@ def test_from_run_reads_the_stage_timings_of_a_real_store(processed_run):
     assert all(r["source"].startswith("prompt") for r in out["roles"])
 
 
+@pytest.mark.slow
 def test_calibration_measures_every_cpu_stage_here():
     rates = est.calibrate(est.default_rates())
     for name in ("probe", "asr", "keyframes", "ocr"):
@@ -173,6 +176,7 @@ def _video(path, seconds: float) -> None:
                    check=True)
 
 
+@pytest.mark.slow
 def test_paths_are_summed_by_ffprobe(tmp_path):
     (tmp_path / "sub").mkdir()
     _video(tmp_path / "a.mp4", 3)
@@ -194,6 +198,7 @@ def _one_line(proc) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line(tmp_path):
     assert "nothing sizes the run" in _one_line(run_cli("estimate", "--no-calibrate"))
     assert "contradict" in _one_line(run_cli("estimate", "--videos", "5", "--kept", "10", "--no-calibrate"))
@@ -209,11 +214,13 @@ def test_bad_input_is_one_line(tmp_path):
     assert "lesson.mp4" in _one_line(run_cli("estimate", str(fake), "--no-calibrate"))
 
 
+@pytest.mark.slow
 def test_unknown_run_is_one_line(processed_run):
     line = _one_line(run_cli("estimate", "--paper", "--from-run", "run-nope", "--db", str(processed_run["db"])))
     assert "no run run-nope" in line
 
 
+@pytest.mark.slow
 def test_from_run_of_a_build_reads_keep_shares_tokens_and_endpoint_rate(processed_run, tmp_path):
     """A build's run (rows written through the store's own methods, as tests/web/seed.py does) over the
     processed video: the judges' shares, the paid calls' mean tokens, concurrency / mean latency."""
