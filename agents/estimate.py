@@ -265,7 +265,8 @@ def role_calls(sizes: Sizes, design: Design) -> dict[str, int]:
 def project(sizes: Sizes, rates: Rates, design: Design, cluster: Cluster) -> Estimate:
     """Multiply ``sizes`` by ``rates`` under ``design`` and spread the work over ``cluster``.
 
-    Raises EstimateError when the cluster has no CPU core or no LLM throughput while there is work for it."""
+    Raises EstimateError when the cluster has no CPU core, or no LLM throughput or search quota while there is
+    work for it."""
     if cluster.cpu_cores < 1:
         raise EstimateError(f"--cpus must be at least 1 (got {cluster.cpu_cores})")
     if cluster.gpus < 0:
@@ -297,6 +298,8 @@ def project(sizes: Sizes, rates: Rates, design: Design, cluster: Cluster) -> Est
     gpu_hours = sum(s.device_hours for s in stages if s.device == "gpu")
     cpu_hours = sum(s.device_hours for s in stages if s.device == "cpu")
     calls = sum(r.calls for r in roles)
+    if units and cluster.daily_search_units <= 0:
+        raise EstimateError(f"the daily search quota must be above 0 (got {cluster.daily_search_units})")
     if calls and cluster.llm_calls_per_s.value <= 0:
         raise EstimateError(f"--llm-rps must be above 0 (got {cluster.llm_calls_per_s.value})")
     bounds = {"gpu": gpu_hours / cluster.gpus if cluster.gpus else 0.0,

@@ -79,6 +79,12 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
             goal, paths = _goal_or_paths(list(inputs or []))
             if paper and inputs:
                 raise user_error("--paper sizes the paper's corpus: leave out the goal or paths")
+            given = (("points", points), ("videos", videos), ("transcribed", transcribed), ("kept", kept),
+                     ("hours", hours), ("per-point", per_point))
+            sized = [f"--{k}" for k, v in given if v is not None]
+            if sized and (paper or paths):
+                raise user_error(f"{', '.join(sized)}: {'the paper sizes' if paper else 'the files size'} the run; "
+                                 f"leave {'it' if len(sized) == 1 else 'them'} out")
             if db is not None and not from_run:
                 raise user_error("--db is read only with --from-run RUN_ID")
             settings = load_settings(config, {"db": db} if db else {})

@@ -205,6 +205,8 @@ def test_bad_input_is_one_line(tmp_path):
     assert "--gpus" in _one_line(run_cli("estimate", "--paper", "--gpus", "-1", "--no-calibrate"))
     assert "--llm-rps" in _one_line(run_cli("estimate", "--paper", "--llm-rps", "0", "--no-calibrate"))
     assert "leave out the goal" in _one_line(run_cli("estimate", "physics", "--paper", "--no-calibrate"))
+    assert "--kept: the paper sizes the run" in _one_line(run_cli("estimate", "--paper", "--kept", "9",
+                                                                  "--no-calibrate"))
     assert "--from-run" in _one_line(run_cli("estimate", "--paper", "--db", str(tmp_path / "x.duckdb")))
     assert "no database" in _one_line(run_cli("estimate", "--paper", "--from-run", "run-x",
                                               "--db", str(tmp_path / "none.duckdb")))
