@@ -105,22 +105,19 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                 taxonomy = (f"taxonomy: {subjects} subject(s) x {size.courses} courses x {size.subcourses} "
                             f"sub-courses x {size.points} points (agent.taxonomy)")
             rates = est.default_rates(points or 0, design.queries_per_point)
-            if asr_rate is not None:
-                if asr_rate <= 0:
-                    raise user_error(f"--asr-gpu-rate must be above 0 (got {asr_rate})")
-                rates.stages = [s for s in rates.stages if not (s.stage == "asr" and s.device == "gpu")] + [
-                    est.StageRate("asr", "gpu", "media_hour", 3600 / asr_rate, "given")]
+            if asr_rate is not None and asr_rate <= 0:
+                raise user_error(f"--asr-gpu-rate must be above 0 (got {asr_rate})")
             if from_run:
                 store = open_store(existing_db(settings.db, user_error), read_only=True)
                 try:
                     rates = est.rates_from_run(store, from_run, rates)
                 finally:
                     store.close()
-                if asr_rate is not None:  # a flag beats a measurement
-                    rates.stages = [s for s in rates.stages if not (s.stage == "asr" and s.device == "gpu")] + [
-                        est.StageRate("asr", "gpu", "media_hour", 3600 / asr_rate, "given")]
             elif calibrate:
                 rates = est.calibrate(rates)
+            if asr_rate is not None:  # a flag beats a published rate and a measurement
+                rates.stages = [s for s in rates.stages if not (s.stage == "asr" and s.device == "gpu")] + [
+                    est.StageRate("asr", "gpu", "media_hour", 3600 / asr_rate, "given")]
             if paper:
                 sizes = est.paper_sizes()
             elif paths:

@@ -191,6 +191,17 @@ def test_paths_are_summed_by_ffprobe(tmp_path):
     assert {r["role"]: r["calls"] for r in judged["roles"]}["metadata_judge"] == 1
 
 
+@pytest.mark.slow
+def test_asr_gpu_rate_flag_replaces_the_published_rate():
+    proc = run_cli("estimate", "--paper", "--gpus", "4", "--asr-gpu-rate", "70", "--no-calibrate", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    asr = next(s for s in out["stages"] if s["stage"] == "asr")
+    assert asr["source"] == "given" and asr["device"] == "gpu"
+    assert asr["device_hours"] == pytest.approx(out["sizes"]["hours_transcribed"] / 70)
+    assert out["bounds"]["gpu"] == pytest.approx(asr["device_hours"] / 4)
+
+
 def _one_line(proc) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -204,6 +215,7 @@ def test_bad_input_is_one_line(tmp_path):
     assert "contradict" in _one_line(run_cli("estimate", "--videos", "5", "--kept", "10", "--no-calibrate"))
     assert "--gpus" in _one_line(run_cli("estimate", "--paper", "--gpus", "-1", "--no-calibrate"))
     assert "--llm-rps" in _one_line(run_cli("estimate", "--paper", "--llm-rps", "0", "--no-calibrate"))
+    assert "--asr-gpu-rate" in _one_line(run_cli("estimate", "--paper", "--asr-gpu-rate", "0", "--no-calibrate"))
     assert "leave out the goal" in _one_line(run_cli("estimate", "physics", "--paper", "--no-calibrate"))
     assert "--kept: the paper sizes the run" in _one_line(run_cli("estimate", "--paper", "--kept", "9",
                                                                   "--no-calibrate"))
