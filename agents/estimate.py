@@ -540,8 +540,8 @@ def rates_from_run(store, run_id: str, base: Rates, label: str | None = None) ->
             cores = threads if name == "asr" and not on_gpu else 1
             put(StageRate(name, device, "media_hour", r["seconds"] / (r["media_s"] / 3600),
                           f"{label}: {_count(r['videos'], 'video')}, {r['media_s'] / 60:.1f} min"
-                          + (f", {asr_opts.get('model', 'whisper')} on {cores} threads" if name == "asr"
-                             and not on_gpu else ""), cores))
+                          + ("" if name != "asr" else f", {asr_opts.get('model', 'whisper')} on "
+                             + ("a GPU" if on_gpu else f"{cores} threads")), cores))
     frames = store.scalar("SELECT count(*) FROM run_videos r JOIN ocr o ON o.video_id = r.video_id "
                           "AND o.config_hash = r.ocr_hash WHERE r.run_id = ?", [run_id])
     if by_stage.get("ocr") and frames:
@@ -638,11 +638,12 @@ def calibration_video(folder: Path) -> Path:
     return video
 
 
-def calibrate(base: Rates, timeout_s: float = 600) -> Rates:
-    """``base`` with this machine's CPU stage rates: `textbook process` (the pipeline as a user runs it,
-    in a subprocess, into a temporary store) on ``calibration_video``, read back by ``rates_from_run``.
-    The tiny video's yields (clips, keyframes per hour) are not taken: only its stage seconds.
-    Raises EstimateError when the calibration run fails."""
+def calibrate(base: Rates, config: Path | None = None, timeout_s: float = 600) -> Rates:
+    """``base`` with this machine's stage rates: `textbook process` (the pipeline as a user runs it, with
+    the settings file ``config`` and the TEXTBOOK_* environment, in a subprocess, into a temporary store)
+    on ``calibration_video``, read back by ``rates_from_run``. ASR runs on the device the settings pick
+    (auto: a GPU when there is one), with the configured model. The tiny video's yields (clips, keyframes
+    per hour) are not taken: only its stage seconds. Raises EstimateError when the calibration run fails."""
     with tempfile.TemporaryDirectory(prefix="textbook-calibrate-") as tmp:
         work = Path(tmp)
         video = calibration_video(work / "in")
@@ -650,9 +651,13 @@ def calibrate(base: Rates, timeout_s: float = 600) -> Rates:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent),
                                                            os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         env.pop("TEXTBOOK_DB", None)
-        proc = subprocess.run([sys.executable, "-m", "textbook.cli", "process", str(video), "--db", str(db),
-                               "--out", str(work / "out"), "--device", "cpu", "-q", "--json"],
-                              capture_output=True, text=True, env=env, timeout=timeout_s)
+        cmd = [sys.executable, "-m", "textbook.cli", "process", str(video), "--db", str(db), "--out",
+               str(work / "out"), "-q", "--json", *(["--config", str(config)] if config else [])]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise EstimateError(f"calibration run took over {timeout_s:.0f} s (pass --from-run or "
+                                "--no-calibrate)") from exc
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise EstimateError(f"calibration run failed: {last}")

@@ -114,7 +114,7 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                 finally:
                     store.close()
             elif calibrate:
-                rates = est.calibrate(rates)
+                rates = est.calibrate(rates, config)
             if asr_rate is not None:  # a flag beats a published rate and a measurement
                 rates.stages = [s for s in rates.stages if not (s.stage == "asr" and s.device == "gpu")] + [
                     est.StageRate("asr", "gpu", "media_hour", 3600 / asr_rate, "given")]
