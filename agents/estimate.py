@@ -21,7 +21,7 @@ and OCR over the hours of the videos kept.
 Every figure carries its source: ``measured here`` (a small calibration: `textbook process` on a
 generated narrated video), ``run RUN_ID`` (the stage seconds in ``stage_status`` and the tokens and
 latency in ``llm_calls`` of a previous run), ``paper`` (arXiv 2501.00958's corpus: 22,697 h, 4M clips,
-6.58M keyframes, 75K of 159,565 videos kept), ``published`` (the field's rates, /work/shared/SCALE.md),
+6.58M keyframes, 75K of 159,565 videos kept), ``published`` (the field's rates, issue 19),
 ``prompt`` (our prompt templates and answer schemas with typical values, 4 characters a token as the
 gateway estimates) or ``given`` (a flag).
 
@@ -50,17 +50,16 @@ PAPER = {"points": 3915, "found": 159_565, "kept": 75_000, "hours_kept": 22_697.
          "keyframes": 6_580_000, "asr_tokens": 258_000_000, "ocr_tokens": 500_000_000, "results_per_query": 50}
 PAPER_SOURCE = "paper (arXiv 2501.00958)"
 
-# whisper large-v3 on one GPU: ~100 audio-hours per GPU-hour (issue 19; SCALE.md: 66-120 reported for
+# whisper large-v3 on one GPU: ~100 audio-hours per GPU-hour (issue 19; 66-120 reported for
 # Whisper/Parakeet batch runs, WhisperX ~70x real time with large-v2)
 ASR_GPU_AUDIO_HOURS_PER_GPU_HOUR = 100.0
-ASR_GPU_SOURCE = "published: whisper large-v3 ~100 audio-hours per GPU-hour (SCALE.md)"
+ASR_GPU_SOURCE = "published: whisper large-v3 ~100 audio-hours per GPU-hour (field figures, issue 19)"
 # the gateway's measured ceiling (issue 19): 32 paid calls/s with the stand-in at zero latency, 16 threads
 GATEWAY_CALLS_PER_S = 32.0
 GATEWAY_SOURCE = "measured: the gateway's ceiling, 32 paid calls/s at zero latency (issue 19)"
 DAILY_SEARCH_UNITS = 10_000
 CHARS_PER_TOKEN = 4  # agents.llm._estimate_tokens
 
-ROLE_ORDER = ("planner", "metadata_judge", "transcript_judge_a", "transcript_judge_b", "polisher", "clip_judge")
 STAGE_ORDER = ("probe", "asr", "keyframes", "ocr")
 
 

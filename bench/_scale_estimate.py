@@ -4,7 +4,7 @@
 keyframes, at our per-clip design (two transcript judges per video, a rewrite and a clip judgment per
 clip). The CPU stages' rates are measured on this machine (a calibration: `textbook process` on a
 generated lesson) unless --no-calibrate; ASR on GPU at the published rate of whisper large-v3. The
-cluster is one 8-GPU node with 128 CPU cores (NeMo Curator's nightly reference, SCALE.md) unless told
+cluster is one 8-GPU node with 128 CPU cores (NeMo Curator's nightly reference) unless told
 otherwise. The LLM wall time is printed at each endpoint rate given (default: the gateway's measured
 ceiling today, 32 calls/s, and issue 19's target, 300 calls/s).
 

@@ -12,12 +12,13 @@ import duckdb
 import pytest
 
 from agents import estimate as est
+from agents.config import ROLES
 from tests.conftest import run_cli
 from tools.search import UNIT_COST
 
 
 def _rates(**over) -> est.Rates:
-    roles = {r: est.RoleRate(r, 100.0 + 37 * i, 11.0 + 5 * i, f"test {r}") for i, r in enumerate(est.ROLE_ORDER)}
+    roles = {r: est.RoleRate(r, 100.0 + 37 * i, 11.0 + 5 * i, f"test {r}") for i, r in enumerate(ROLES)}
     base = dict(
         stages=[est.StageRate("probe", "cpu", "video", 0.7, "t-probe"),
                 est.StageRate("asr", "gpu", "media_hour", 40.0, "t-asr-gpu"),
