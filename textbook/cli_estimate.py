@@ -138,6 +138,9 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
             cluster = est.Cluster(gpus=gpus, cpu_cores=cpus if cpus is not None else (os.cpu_count() or 1),
                                   llm_calls_per_s=rps, daily_search_units=agent.budgets.daily_search_units)
             result = est.project(sizes, rates, design, cluster)
+            if goal is not None and agent.max_rounds > 1:
+                result.notes.append(f"one search round counted: rounds 2-{agent.max_rounds} (agent.max_rounds) "
+                                    "re-query only the points still short of videos")
             cap = agent.budgets.max_search_units
             if goal is not None and cap is not None and result.search_units > cap:
                 result.notes.append(f"the run's search budget (agent.budgets.max_search_units {cap:,}) stops the "
