@@ -5,6 +5,7 @@
     textbook export --db runs.duckdb --format jsonl|json|parquet|obelics|released|idefics2|webdataset|hf --out out/
     textbook build "build a chemistry textbook" [--source ...] [--resume RUN_ID]
     textbook runs | trace RUN_ID | batch goals.yaml | llm serve | doctor
+    textbook estimate GOAL|PATH...|--paper [--gpus N --cpus N --llm-rps R] [--from-run RUN_ID --db FILE]
 
 Bad input gives one line on stderr and a non-zero exit; set TEXTBOOK_DEBUG=1 for tracebacks.
 """
@@ -314,11 +315,13 @@ from textbook.cli_view import register as _register_view  # noqa: E402
 
 _register_view(app, UserError, _setup_logging)
 
+from textbook.cli_estimate import register as _register_estimate  # noqa: E402
 from textbook.cli_eval import register as _register_eval  # noqa: E402
 from textbook.cli_train import register as _register_train  # noqa: E402
 
 _register_train(app, UserError, _setup_logging)
 _register_eval(app, UserError, _setup_logging)
+_register_estimate(app, UserError, _setup_logging)
 
 
 def _is_bad_input(exc: Exception) -> bool:

@@ -48,7 +48,7 @@ def test_help_of_every_command_imports_nothing_heavy():
     helps = run["helps"]
     # every command shows its help (so the imports left out were not needed for it)
     for cmd in ("", "process", "build", "export", "stats", "runs", "trace", "batch", "doctor", "view", "review",
-                "train", "eval", "llm", "llm serve"):
+                "train", "eval", "llm", "llm serve", "estimate"):
         assert cmd in helps, sorted(helps)
         code, text = helps[cmd]
         assert code == 0, (cmd, text)
