@@ -15,8 +15,9 @@ installed: one line naming the package). Remote URIs are returned as ``str``; lo
 Credentials come only from the environment, as the object store's own client reads them
 (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL``,
 ``AWS_DEFAULT_REGION``, ``AWS_PROFILE``; ``GOOGLE_APPLICATION_CREDENTIALS``): nothing here takes, stores or
-prints one, and ``redact`` removes a ``user:secret@`` part from a URI before it is shown (every error
-message and every URI handed to a store or an export goes through it).
+prints one: a URI with a ``user:secret@`` part is refused (ToolError storage) before any client sees it,
+and ``redact`` removes that part wherever such a URI is shown (error messages; a caller storing or
+exporting a URI it was given should pass it through ``redact`` too).
 
 Writes are whole or nothing: a local file is written to a temporary name and renamed into place; an
 object is uploaded from a finished local file in one request (an object store never shows half an
@@ -119,6 +120,21 @@ def _mapped(uri: str, action: str) -> Iterator[None]:
         raise
 
 
+#: clients whose DEBUG request logs print signed headers (the session token: ``x-amz-security-token``)
+_SECRET_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3", "google.auth", "gcsfs")
+
+
+def _quiet_client_logs() -> None:
+    """Cap the object-store clients' loggers at INFO (their DEBUG lines carry request headers with the
+    session token), whatever level the root logger is given; a level set higher by the user is kept."""
+    import logging
+
+    for name in _SECRET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.INFO:
+            logger.setLevel(logging.INFO)
+
+
 def filesystem(uri: str | os.PathLike):
     """``(fsspec file system, path inside it)`` of a URI. For ``s3://`` the endpoint is
     ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` when set (MinIO, Ceph, moto); every credential is left
@@ -131,6 +147,9 @@ def filesystem(uri: str | os.PathLike):
     sch = scheme(text)
     if not is_remote(text):
         return fsspec.filesystem("file"), str(local_path(text).absolute())
+    if _USERINFO.match(text):  # never sent on: the client would log it
+        raise ToolError("storage", f"{redact(text)}: credentials in a URI are refused; set them in the "
+                                   "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...)")
     package = _PACKAGES.get(sch)
     if package is not None:
         import importlib.util
@@ -139,6 +158,7 @@ def filesystem(uri: str | os.PathLike):
             raise ToolError("storage", f"{sch}:// needs the {package} package, which is not installed "
                                        f"(pip install {package})")
     kwargs = {}
+    _quiet_client_logs()
     if sch in ("s3", "s3a"):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:

@@ -151,11 +151,15 @@ def test_gs_without_gcsfs_is_one_line_naming_the_package():
 
 def test_no_secret_in_errors(s3_bucket, caplog):
     """Credentials stay in the environment: neither the secret key nor a user part of a URI reaches a message
-    or the log."""
+    or the log (a URI carrying credentials is refused before a client sees it)."""
     secret = S3_ENV["AWS_SECRET_ACCESS_KEY"]
-    with caplog.at_level("DEBUG", logger="tools"):
+    with caplog.at_level("DEBUG"):  # every logger, botocore's and s3fs's request logs included
+        storage.write_bytes(storage.join(s3_bucket, "seen.txt"), b"x")
+        assert storage.read_bytes(storage.join(s3_bucket, "seen.txt")) == b"x"
         for uri in (f"s3://AKIAUSER:{secret}@{s3_bucket[5:]}/missing.jpg", storage.join(s3_bucket, "missing.jpg")):
             with pytest.raises(ToolError) as err:
                 storage.read_bytes(uri)
             assert secret not in str(err.value) and "AKIAUSER" not in str(err.value)
-    assert secret not in caplog.text
+            assert err.value.kind == ("storage" if "AKIAUSER" in uri else "not_found"), err.value
+    assert "seen.txt" in caplog.text  # the request logs were captured
+    assert secret not in caplog.text and S3_ENV["AWS_SESSION_TOKEN"] not in caplog.text
