@@ -283,6 +283,58 @@ def get_file(uri: str | os.PathLike, local: str | os.PathLike) -> Path:
     return dst
 
 
+def put_dir(local_dir: str | os.PathLike, uri: str | os.PathLike, exts: Iterable[str] | None = None) -> list[str]:
+    """Copy every file under the local folder ``local_dir`` (only those whose extension is in ``exts`` when
+    given) to the same relative names under ``uri``: what a worker does with the frames it wrote into a
+    temporary folder. Returns the URIs written, sorted. Raises ToolError like ``put_file``."""
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise ToolError("not_found", f"cannot upload {root}: no such folder")
+    wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in exts} if exts is not None else None
+    out = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if wanted is None or path.suffix.lower() in wanted:
+            target = join(uri, *path.relative_to(root).parts)
+            put_file(path, target)
+            out.append(target)
+    return out
+
+
+def copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy the file or object ``src`` to ``dst`` (a server-side copy within one object store; a hard link
+    or a copy between local paths; download and upload between the two). ``dst`` is replaced whole.
+
+    Raises ToolError: not_found (``src``), permission, storage."""
+    s, d = str(src), str(dst)
+    if is_remote(s) and is_remote(d) and scheme(s) == scheme(d):
+        fs, spath = filesystem(s)
+        _, dpath = filesystem(d)
+        with _mapped(s, "copy"):
+            if not fs.isfile(spath):
+                raise FileNotFoundError(spath)
+            fs.copy(spath, dpath)
+        return
+    if not is_remote(s) and not is_remote(d):
+        source, target = local_path(s), local_path(d)
+        if not source.is_file():
+            raise ToolError("not_found", f"cannot copy {redact(s)}: no such file")
+        with _mapped(d, "write"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(3).hex()}.tmp")
+            try:
+                try:
+                    os.link(source, tmp)
+                except OSError:
+                    shutil.copyfile(source, tmp)
+                os.replace(tmp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        return
+    with local_copy(s) as path:
+        put_file(path, d)
+
+
 def exists(uri: str | os.PathLike) -> bool:
     """True when ``uri`` names an existing file, object or folder (prefix). Raises ToolError(permission,
     storage) when the store cannot say (never for a plain absence)."""

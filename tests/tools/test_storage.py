@@ -163,3 +163,26 @@ def test_no_secret_in_errors(s3_bucket, caplog):
             assert err.value.kind == ("storage" if "AKIAUSER" in uri else "not_found"), err.value
     assert "seen.txt" in caplog.text  # the request logs were captured
     assert secret not in caplog.text and S3_ENV["AWS_SESSION_TOKEN"] not in caplog.text
+
+
+def test_put_dir_and_copy_within_the_bucket_and_across(s3_bucket, tmp_path):
+    frames = tmp_path / "frames"
+    for rel in ("00000.jpg", "00001.jpg", "sub/00002.JPG", "notes.txt"):
+        (frames / rel).parent.mkdir(parents=True, exist_ok=True)
+        (frames / rel).write_bytes(rel.encode())
+    media = storage.join(s3_bucket, "media", "frames", "v1", "h1")
+    written = storage.put_dir(frames, media, {".jpg"})
+    assert written == [f"{media}/00000.jpg", f"{media}/00001.jpg", f"{media}/sub/00002.JPG"]
+    assert storage.read_bytes(f"{media}/sub/00002.JPG") == b"sub/00002.JPG"
+    image = storage.join(s3_bucket, "media", "images", "v1", "h1", "a.jpg")
+    storage.copy(f"{media}/00001.jpg", image)  # server-side, within the bucket
+    assert storage.read_bytes(image) == b"00001.jpg"
+    storage.copy(image, tmp_path / "back" / "a.jpg")  # bucket -> local
+    storage.copy(tmp_path / "back" / "a.jpg", tmp_path / "again.jpg")  # local -> local (a link)
+    assert (tmp_path / "again.jpg").read_bytes() == b"00001.jpg"
+    with pytest.raises(ToolError) as err:
+        storage.copy(f"{media}/gone.jpg", image)
+    assert err.value.kind == "not_found"
+    with pytest.raises(ToolError) as err:
+        storage.put_dir(tmp_path / "no-frames", media)
+    assert err.value.kind == "not_found"
