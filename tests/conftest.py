@@ -67,3 +67,45 @@ def relative_store(tmp_path_factory) -> dict:
     return {"made": made, "elsewhere": elsewhere, "db": made / "rel" / "x.duckdb", "out": made / "rel" / "out",
             "summary": json.loads(proc.stdout)}
 
+
+
+# -- an S3 stand-in (moto's server) on 127.0.0.1 for the media-by-URI tests -----------------------------------
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret-not-real",
+          "AWS_SESSION_TOKEN": "testing-session", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a free port of 127.0.0.1 for the session: its endpoint URL (stopped at the end)."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch, tmp_path) -> str:
+    """A fresh bucket on the stand-in, the environment pointing at it (AWS_ENDPOINT_URL, fake credentials; no
+    config file of this machine read): ``s3://NAME``."""
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    for key, value in S3_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    name = f"tb-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
+    return f"s3://{name}"

@@ -253,7 +253,9 @@ def export(db: DbOpt = None,
                                                            "released LLaVA loader's JSON), idefics2 (the released "
                                                            "Idefics2 trainer's), webdataset, hf (datasets.load_"
                                                            "dataset, images embedded, with a dataset card)")] = "jsonl",
-           out: Annotated[Optional[Path], typer.Option("--out", help="export folder")] = None,
+           out: Annotated[Optional[str], typer.Option("--out", help="export folder, or an object-store URI "
+                                                                 "(s3://bucket/out: credentials from AWS_* "
+                                                                 "variables)")] = None,
            run: Annotated[Optional[str], typer.Option(help="run id (default: latest)")] = None,
            order: Annotated[str, typer.Option("--order", help="file (pack order) or curriculum (easy to "
                                                             "difficult by the knowledge points' difficulty)")] = "file",
@@ -275,7 +277,10 @@ def export(db: DbOpt = None,
 
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
-    overrides = {k: v for k, v in (("db", db), ("out", out)) if v}
+    from tools import storage
+
+    remote_out = out if out and storage.is_remote(out) else None  # uploaded through pipeline.export.remote
+    overrides = {k: v for k, v in (("db", db), ("out", None if remote_out else out)) if v}
     settings = load_settings(config, overrides)
     tokenizer = settings.pipeline.tokenizer
     options = ExportOptions(order=order, image_root=image_root, image_tokens=image_tokens, tokenizer=tokenizer,
@@ -291,8 +296,9 @@ def export(db: DbOpt = None,
     finally:
         store.close()
     options.run_id = run_id
-    check_writable(settings.out)
-    result = run_export(samples, settings.out, fmt, media_dir_for(settings.db), options)
+    if remote_out is None:
+        check_writable(settings.out)  # an object store is checked by the export itself (a probe object)
+    result = run_export(samples, remote_out or settings.out, fmt, media_dir_for(settings.db), options)
     if as_json:
         print(json.dumps({"run_id": run_id, **result.to_json()}, indent=2))
         return
@@ -302,7 +308,7 @@ def export(db: DbOpt = None,
     if result.renamed:
         notes.append(f"{result.renamed} images named NAME~HASH beside another export's different file")
     print(f"{result.samples} samples of {run_id} -> {result.target}" + (f" ({'; '.join(notes)})" if notes else ""))
-    if fmt in ("released", "idefics2") and image_root is None:
+    if fmt in ("released", "idefics2") and image_root is None and remote_out is None:
         print(f"image paths are absolute under {(settings.out / 'images').resolve()}; pass --image-root to write "
               "the folder they will be in on the machine that trains")
 

@@ -15,7 +15,8 @@ import typer
 
 from textbook.console import err_console
 
-DataOpt = Annotated[Path, typer.Option("--data", help="samples.jsonl / .json / .parquet, or the export folder")]
+DataOpt = Annotated[str, typer.Option("--data", help="samples.jsonl / .json / .parquet, or the export folder; "
+                                                    "a local path or an object-store URI (s3://bucket/out)")]
 ModelOpt = Annotated[str, typer.Option("--model", help="hub id (HuggingFaceTB/SmolVLM-256M-Instruct), a folder, "
                                                        "or 'tiny' (random, offline)")]
 OutOpt = Annotated[Path, typer.Option("--out", help="folder for checkpoints, the log and the final model")]
@@ -54,7 +55,7 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                                                                       "(textbook export --order curriculum); "
                                                                       "--shuffle then shuffles only within a "
                                                                       "difficulty")] = False,
-        image_root: Annotated[Optional[Path], typer.Option(help="folder of relative image paths (default: the "
+        image_root: Annotated[Optional[str], typer.Option(help="folder of relative image paths (default: the "
                                                                 "data file's folder)")] = None,
         image_prefix: Annotated[Optional[list[str]], typer.Option(
             "--image-prefix", help="OLD=NEW: image paths starting with OLD start with NEW instead (repeatable; "

@@ -54,6 +54,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from tools import storage
+from tools.errors import ToolError
 from train.model import EOV_MARKER
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ class ReaderConfig:
     curriculum: bool = False  # keep the file's easy-to-difficult order; shuffle only within a difficulty
     seed: int = 0
     skip_bad_lines: bool = False  # count malformed records instead of stopping
-    image_root: Path | None = None  # where relative image paths live (default: the data file's folder)
+    image_root: Path | str | None = None  # where relative image paths live (default: the data file's folder); a URI
     image_prefixes: tuple[tuple[str, str], ...] = ()  # (OLD, NEW): a path starting with OLD starts with NEW
     max_missing_images: float = 0.05  # share of images tried that may fail to load before reading stops
 
@@ -115,15 +117,23 @@ class ReaderConfig:
             raise ReaderError("max-missing-images is a share: 0 <= share <= 1")
         self.image_prefixes = tuple(sorted((tuple(p) for p in self.image_prefixes), key=lambda p: -len(p[0])))
 
-    def resolve(self, ref: str, base: Path) -> Path:
+    def resolve(self, ref: str, base: Path | str) -> Path | str:
         """The file an image reference names: prefix rewritten (the longest OLD first), then relative paths
-        taken from ``image_root`` (default ``base``, the data file's folder)."""
+        taken from ``image_root`` (default ``base``, the data file's folder). An object-store reference
+        (``s3://...``), or a relative one under an object-store root, is returned as a URI ``str``."""
         for old, new in self.image_prefixes:
             if ref.startswith(old):
                 ref = new + ref[len(old):]
                 break
+        if storage.is_remote(ref):
+            return ref
+        if storage.scheme(ref) == "file":
+            return storage.local_path(ref)
         path = Path(ref).expanduser()
-        return path if path.is_absolute() else (self.image_root or base) / path
+        if path.is_absolute():
+            return path
+        root = self.image_root if self.image_root is not None else base
+        return storage.join(root, ref) if storage.is_remote(root) else Path(root) / path
 
 
 @dataclass
@@ -212,9 +222,26 @@ def missing_message(failed: int, tried: int, share: float, first: str | None) ->
 # ---------------------------------------------------------------------------------------------- files
 
 
-def find_data_file(path: str | Path) -> Path:
-    """The samples file itself (any name), or in a folder the first of DATA_FILES."""
-    p = Path(path).expanduser()
+def find_data_file(path: str | Path) -> Path | str:
+    """The samples file itself (any name), or in a folder the first of DATA_FILES. ``path`` may be an
+    object-store URI (``s3://bucket/out``: the URI of the file found is returned, a ``str``); raises
+    ReaderError (one line) when there is none or the store cannot be read."""
+    if storage.is_remote(path):
+        uri = str(path).rstrip("/")
+        try:
+            if storage.is_file(uri):
+                return uri
+            for name in DATA_FILES:
+                if storage.is_file(storage.join(uri, name)):
+                    return storage.join(uri, name)
+            there = storage.exists(uri)
+        except ToolError as exc:
+            raise ReaderError(exc.message) from None
+        if there:
+            raise ReaderError(f"{storage.redact(uri)} holds none of {', '.join(DATA_FILES)} (run `textbook export` "
+                              "first)")
+        raise ReaderError(f"no data file at {storage.redact(uri)}")
+    p = storage.local_path(path) if storage.scheme(path) == "file" else Path(path).expanduser()
     if p.is_dir():
         for name in DATA_FILES:
             if (p / name).is_file():
@@ -225,6 +252,37 @@ def find_data_file(path: str | Path) -> Path:
     if not p.is_file():
         raise ReaderError(f"{p} is not a file")
     return p
+
+
+_LOCAL_COPIES: dict[tuple[str, int], Path] = {}
+_COPIES_DIR: list[Path] = []
+
+
+def local_data_file(uri: str) -> Path:
+    """A local copy of an object-store data file, downloaded once per process (per URI and size) into a
+    temporary folder removed at exit: the reader seeks in it (shuffling reads records by byte offset), which
+    an object store would answer one request a record. Raises ReaderError (one line)."""
+    try:
+        key = (uri, storage.size(uri))
+        if key in _LOCAL_COPIES and _LOCAL_COPIES[key].is_file():
+            return _LOCAL_COPIES[key]
+        if not _COPIES_DIR:
+            import atexit
+            import shutil
+            import tempfile
+
+            _COPIES_DIR.append(Path(tempfile.mkdtemp(prefix="textbook-data-")))
+            atexit.register(shutil.rmtree, _COPIES_DIR[0], True)
+        local = _COPIES_DIR[0] / f"{len(_LOCAL_COPIES):04d}" / uri.rsplit("/", 1)[-1]
+        _LOCAL_COPIES[key] = storage.get_file(uri, local)
+        return local
+    except ToolError as exc:
+        raise ReaderError(exc.message) from None
+
+
+def _folder(path: Path | str) -> Path | str:
+    """The folder of a data file: a Path, or the URI prefix of an object-store one."""
+    return str(path).rsplit("/", 1)[0] if storage.is_remote(path) else Path(path).parent
 
 
 def _kind(path: Path) -> str:
@@ -252,6 +310,7 @@ def check_images(path: str | Path, config: ReaderConfig, limit: int = 256) -> di
     """
     file = find_data_file(path)
     source = _Source(file, False, 0, ReaderStats())
+    base = _folder(file)
     tried = missing = 0
     first = None
     for _, record, _ in source.iter(0, 0):
@@ -261,10 +320,10 @@ def check_images(path: str | Path, config: ReaderConfig, limit: int = 256) -> di
             if ref is None:
                 continue
             tried += 1
-            if ref.startswith(("http://", "https://")) or not config.resolve(ref, file.parent).is_file():
+            if ref.startswith(("http://", "https://")) or not _is_file(config.resolve(ref, base)):
                 missing += 1
                 first = first or (ref if ref.startswith(("http://", "https://"))
-                                  else str(config.resolve(ref, file.parent)))
+                                  else storage.redact(config.resolve(ref, base)))
             if tried >= limit:
                 break
         if tried >= limit:
@@ -272,6 +331,15 @@ def check_images(path: str | Path, config: ReaderConfig, limit: int = 256) -> di
     if tried and missing > config.max_missing_images * tried:
         raise ReaderError(missing_message(missing, tried, config.max_missing_images, first))
     return {"tried": tried, "missing": missing, "first_missing": first}
+
+
+def _is_file(path: Path | str) -> bool:
+    if not storage.is_remote(path):
+        return Path(path).is_file()
+    try:
+        return storage.is_file(path)
+    except ToolError as exc:
+        raise ReaderError(exc.message) from None
 
 
 def _check(sample) -> str | None:
@@ -295,9 +363,11 @@ def _check(sample) -> str | None:
 class _Source:
     """Records of one file, in file order or a seeded permutation, from any position (for resume)."""
 
-    def __init__(self, path: Path, shuffle: bool, seed: int, stats: ReaderStats, curriculum: bool = False):
+    def __init__(self, path: Path | str, shuffle: bool, seed: int, stats: ReaderStats, curriculum: bool = False):
         self.path, self.seed, self.stats, self.curriculum = path, seed, stats, curriculum
-        self.kind = _kind(path)
+        # what is read: the file, or a local copy of an object-store one (``path`` stays what messages name)
+        self.local = local_data_file(path) if storage.is_remote(path) else Path(path)
+        self.kind = _kind(self.local)
         self.shuffle = shuffle and self.kind in ("jsonl", "json")
         if shuffle and not self.shuffle:
             log.warning("%s is read in file order: shuffling needs JSON lines or a JSON list", path)
@@ -314,7 +384,7 @@ class _Source:
         if self.kind == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.ParquetFile(self.path).metadata.num_rows
+            return pq.ParquetFile(self.local).metadata.num_rows
         return sum(1 for _ in self._json_list(0))
 
     def iter(self, epoch: int, start: int) -> Iterator[tuple[int, object, str]]:
@@ -330,7 +400,7 @@ class _Source:
 
     def _open(self, mode="rb"):
         try:
-            return open(self.path, mode) if "b" in mode else open(self.path, mode, encoding="utf-8", newline="")
+            return open(self.local, mode) if "b" in mode else open(self.local, mode, encoding="utf-8", newline="")
         except OSError as exc:
             raise ReaderError(f"cannot read {self.path}: {exc.strerror}") from exc
 
@@ -486,7 +556,7 @@ class _Source:
         import pyarrow.parquet as pq
 
         try:
-            pf = pq.ParquetFile(self.path)
+            pf = pq.ParquetFile(self.local)
         except Exception as exc:
             raise ReaderError(f"cannot read {self.path} as Parquet: {exc}") from exc
         k = 0
@@ -526,8 +596,10 @@ class SampleEncoder:
         self.first_missing: str | None = None  # the first image that did not load (for the error message)
 
     # images
-    def load_image(self, ref: str, base: Path):
-        """A PIL RGB image, or None (counted) when it is remote, missing or unreadable."""
+    def load_image(self, ref: str, base: Path | str):
+        """A PIL RGB image, or None (counted) when it is on the web (http), missing or unreadable. Images in an
+        object store (an ``s3://`` reference, or a relative one beside an ``s3://`` data file) are read
+        through tools.storage (one request each)."""
         from PIL import Image, UnidentifiedImageError
 
         if ref.startswith(("http://", "https://")):
@@ -536,7 +608,18 @@ class SampleEncoder:
             return None
         path = self.cfg.resolve(ref, base)
         try:
-            with Image.open(path) as im:
+            if storage.is_remote(path):
+                import io
+
+                try:
+                    fh = io.BytesIO(storage.read_bytes(path))
+                except ToolError as exc:
+                    if exc.kind == "not_found":
+                        raise FileNotFoundError(path) from None
+                    raise OSError(exc.message) from None
+            else:
+                fh = path
+            with Image.open(fh) as im:
                 scale = self.draft_scale(*im.size)
                 if scale < 1.0:  # JPEG: decode at a reduced DCT scale, still at least the resize target
                     im.draft("RGB", (math.ceil(im.size[0] * scale), math.ceil(im.size[1] * scale)))
@@ -548,7 +631,7 @@ class SampleEncoder:
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             self.stats.add(images_unreadable=1)
             log.debug("unreadable image %s: %s", path, exc)
-        self.first_missing = self.first_missing or str(path)
+        self.first_missing = self.first_missing or storage.redact(path)
         return None
 
     def draft_scale(self, width: int, height: int) -> float:
@@ -577,7 +660,7 @@ class SampleEncoder:
         return ids, pixels
 
     # samples
-    def segments(self, sample: dict, base: Path) -> list[tuple[str, object]]:
+    def segments(self, sample: dict, base: Path | str) -> list[tuple[str, object]]:
         """[("image", PIL) | ("text", str)] in order, after the image cap and the text-field choice."""
         cfg, st = self.cfg, self.stats
         images, texts = sample["images"], sample["texts"]
@@ -614,7 +697,7 @@ class SampleEncoder:
         st.add(images_loaded=n_images)
         return out
 
-    def encode(self, sample: dict, base: Path, position: int = 0) -> _Piece | None:
+    def encode(self, sample: dict, base: Path | str, position: int = 0) -> _Piece | None:
         """Token ids (without BOS/EOS) and labels of one sample, cut to fit max_length; None if nothing to learn.
 
         Adjacent texts are joined with ``separator`` and tokenized as one; with ``mask_before_first_image``
@@ -707,7 +790,7 @@ class InterleavedDataset(IterableDataset):
         self.stats = ReaderStats()
         self.encoder = SampleEncoder(processor, self.cfg, self.stats)
         self.source = _Source(self.path, self.cfg.shuffle, self.cfg.seed, self.stats, self.cfg.curriculum)
-        self.base = self.path.parent
+        self.base = _folder(self.path)
         self.epoch, self.start = 0, 0
 
     @property

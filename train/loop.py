@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tools import storage
 from train.data import (
     Example,
     InterleavedDataset,
@@ -65,7 +66,7 @@ class TrainConfig:
     """One training run: the data, the output folder, the model and the optimisation (the released training's defaults
     where it has one). Raises TrainError (one line) for a value out of range."""
 
-    data: Path
+    data: Path | str  # a file or folder, or an object-store URI (s3://bucket/out)
     out: Path
     model: str = "tiny"  # "tiny", a folder, or a hub id
     max_images: int = 12
@@ -74,7 +75,7 @@ class TrainConfig:
     pack: bool = False
     shuffle: bool = True
     curriculum: bool = False  # keep the file's easy-to-difficult order; shuffle only within a difficulty
-    image_root: Path | None = None
+    image_root: Path | str | None = None  # a folder or an object-store URI
     image_prefixes: tuple[tuple[str, str], ...] = ()  # (OLD, NEW) path prefix rewrites
     max_missing_images: float = 0.05  # share of images that may fail to load before the run stops
     mask_before_first_image: bool = True  # no loss before a sample's first image (the released collator)
@@ -99,8 +100,10 @@ class TrainConfig:
     prefetch: int = 16  # examples prepared ahead by a reader thread; 0: read inline
 
     def __post_init__(self):
-        self.data, self.out = Path(self.data), Path(self.out)
-        if self.image_root is not None:
+        # the data and its images may be in an object store (s3://bucket/out): a URI stays a str
+        self.data = str(self.data) if storage.is_remote(self.data) else Path(self.data)
+        self.out = Path(self.out)
+        if self.image_root is not None and not storage.is_remote(self.image_root):
             self.image_root = Path(self.image_root)
         if self.schedule not in SCHEDULES:
             raise TrainError(f"unknown schedule {self.schedule!r} (one of {', '.join(SCHEDULES)})")

@@ -21,6 +21,7 @@ refuse with one line (choose another --out).
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from pipeline.curriculum import curriculum_order
@@ -34,27 +35,45 @@ from pipeline.export.common import (
     finish,
     run_suffix,
 )
+from tools import storage
 
 FORMATS = ("jsonl", "json", "parquet", "obelics", "released", "idefics2", "webdataset", "hf")
 
 __all__ = ["FORMATS", "DatasetCard", "ExportError", "ExportOptions", "ExportResult", "export", "export_samples"]
 
 
-def export(samples: list[dict], out_dir: Path, fmt: str, media_dir: Path,
+def export(samples: list[dict], out_dir: Path | str, fmt: str, media_dir: Path | str,
            options: ExportOptions | None = None) -> ExportResult:
     """Write ``samples`` as ``fmt`` into ``out_dir``; what was written (files relative to ``out_dir``).
 
-    Raises ExportError for an unknown format, a keyframe file missing from ``media_dir``, or a file in the
-    way that an earlier export did not write (nothing is replaced then).
+    ``out_dir`` and ``media_dir`` may be local paths or URIs (tools.storage): an object-store ``out_dir``
+    (``s3://bucket/out``) is written through a local staging folder and uploaded (pipeline.export.remote;
+    the result's ``target`` is then a URI str); keyframes of an object-store ``media_dir`` are downloaded
+    once each into a temporary folder.
+
+    Raises ExportError for an unknown format, a keyframe file missing from ``media_dir``, a file in the
+    way that an earlier export did not write (nothing is replaced then), or storage that cannot be read or
+    written (one line).
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
     opts = options or ExportOptions()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if opts.order == "curriculum":
         samples = curriculum_order(samples)
-    placer = ImagePlacer(out_dir, Path(media_dir))
+    if storage.is_remote(out_dir):
+        from pipeline.export.remote import export_remote
+
+        return export_remote(samples, str(out_dir), fmt, media_dir, opts, _write)
+    out_dir = storage.local_path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not storage.is_remote(media_dir):
+        return _write(samples, out_dir, fmt, ImagePlacer(out_dir, storage.local_path(media_dir)), opts)
+    with tempfile.TemporaryDirectory(prefix="textbook-media-") as cache:
+        return _write(samples, out_dir, fmt, ImagePlacer(out_dir, str(media_dir), Path(cache)), opts)
+
+
+def _write(samples: list[dict], out_dir: Path, fmt: str, placer: ImagePlacer, opts: ExportOptions) -> ExportResult:
+    """``export`` into the local folder ``out_dir`` (samples already in their order)."""
     result = ExportResult(format=fmt, target=out_dir)
     plain = [ours.TARGETS[fmt]] if fmt in ours.TARGETS else []
     suffix = run_suffix(out_dir, fmt, opts.run_id, plain)
@@ -77,7 +96,7 @@ def export(samples: list[dict], out_dir: Path, fmt: str, media_dir: Path,
     return result
 
 
-def export_samples(samples: list[dict], out_dir: Path, fmt: str, media_dir: Path,
-                   options: ExportOptions | None = None) -> Path:
+def export_samples(samples: list[dict], out_dir: Path | str, fmt: str, media_dir: Path | str,
+                   options: ExportOptions | None = None) -> Path | str:
     """``export`` returning only the main file written (the folder for webdataset and hf)."""
     return export(samples, out_dir, fmt, media_dir, options).target

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.assemble import LLAVA_IMAGE_TOKENS, image_name, is_eov, released_image_name
+from tools import storage
+from tools.errors import ToolError
 
 MANIFEST_DIR = ".textbook-export"
 _ABS_PATH = re.compile(r"^(?:/|~|[A-Za-z]:[\\/]|\\\\)")
@@ -84,7 +86,7 @@ class ExportResult:
     """What one export wrote."""
 
     format: str
-    target: Path  # the main file, or the folder of shards
+    target: Path | str  # the main file, or the folder of shards (a URI str for an object-store --out)
     samples: int = 0  # samples written
     skipped: int = 0  # samples not written: no image (the released loader asserts one)
     images: int = 0  # image files placed or embedded
@@ -162,20 +164,46 @@ def sha256_file(path: Path) -> str:
 
 
 class ImagePlacer:
-    """Puts the store's keyframe files into an export folder without ever replacing a different file."""
+    """Puts the store's keyframe files into an export folder without ever replacing a different file.
 
-    def __init__(self, out_dir: Path, media_dir: Path):
-        self.out_dir, self.media_dir = out_dir, media_dir
+    ``media_dir``: the store's media folder, a local path or a URI (``s3://bucket/media``: each keyframe is
+    downloaded once into ``cache_dir``, a local folder the caller owns and removes, before it is placed)."""
+
+    def __init__(self, out_dir: Path, media_dir: Path | str, cache_dir: Path | None = None):
+        self.out_dir, self.media_dir, self.cache_dir = out_dir, media_dir, cache_dir
+        if storage.is_remote(media_dir) and cache_dir is None:
+            raise ValueError("a remote media folder needs a cache_dir")
         self.placed = self.renamed = 0
         self._done: dict[tuple[str, str], str] = {}
 
     def source(self, src_rel: str) -> Path:
-        """The keyframe file ``src_rel`` in the store's media folder. Raises ExportError when it is missing."""
-        src = self.media_dir / src_rel
-        if not src.is_file():
-            raise ExportError(f"keyframe file missing from the store's media folder: {src} "
-                              "(rerun `textbook process` with the same inputs to restore it)")
-        return src
+        """The local file of media/src_rel (downloaded into the cache for a remote media folder).
+
+        Raises ExportError when it is missing (or cannot be read: one line)."""
+        if not storage.is_remote(self.media_dir):
+            src = Path(self.media_dir) / src_rel
+            if not src.is_file():
+                raise ExportError(f"keyframe file missing from the store's media folder: {src} "
+                                  "(rerun `textbook process` with the same inputs to restore it)")
+            return src
+        local = self.cache_dir / src_rel
+        if not local.is_file():
+            uri = storage.join(self.media_dir, src_rel)
+            try:
+                storage.get_file(uri, local)
+            except ToolError as exc:
+                if exc.kind == "not_found":
+                    raise ExportError(f"keyframe file missing from the store's media folder: {storage.redact(uri)} "
+                                      "(rerun `textbook process` with the same inputs to restore it)") from None
+                raise ExportError(str(exc)) from None
+        return local
+
+    def state(self, src: Path, dst_rel: str) -> str:
+        """``absent`` (nothing at out/dst_rel), ``same`` (a file with src's bytes) or ``other``."""
+        dst = self.out_dir / dst_rel
+        if not dst.exists():
+            return "absent"
+        return "same" if _same(src, dst) else "other"
 
     def place(self, src_rel: str, dst_rel: str) -> str:
         """Link (or copy) media/src_rel to out/dst_rel; the relative path actually written."""
@@ -183,13 +211,14 @@ class ImagePlacer:
         if key in self._done:
             return self._done[key]
         src = self.source(src_rel)
-        dst = self.out_dir / dst_rel
-        if dst.exists() and not _same(src, dst):
+        state = self.state(src, dst_rel)
+        if state == "other":
             stem, suffix = os.path.splitext(dst_rel)
             dst_rel = f"{stem}~{sha256_file(src)[:8]}{suffix}"
-            dst = self.out_dir / dst_rel
+            state = self.state(src, dst_rel)
             self.renamed += 1
-        if not dst.exists():
+        dst = self.out_dir / dst_rel
+        if state == "absent":
             dst.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(src, dst)  # never replaces: fails if the file appeared meanwhile
