@@ -112,15 +112,17 @@ class _Cluster:
         self.cluster.shutdown()
 
 
+@pytest.fixture(scope="class")
+def two_nodes():
+    """Head (1 CPU) + a worker node that has the custom resource ``asr_node``; gone after the class's tests
+    (the tests after them start clusters of their own)."""
+    c = _Cluster({"num_cpus": 1}, {"num_cpus": 1, "resources": {"asr_node": 1}})
+    yield c
+    c.close()
+
+
 @pytest.mark.slow
 class TestTwoNodes:
-    """Head (1 CPU) + a worker node that has the custom resource ``asr_node``."""
-
-    @pytest.fixture(scope="class")
-    def two_nodes(self):
-        c = _Cluster({"num_cpus": 1}, {"num_cpus": 1, "resources": {"asr_node": 1}})
-        yield c
-        c.close()
 
     def test_asr_pool_pinned_to_the_asr_node_transcribes_as_a_local_call(self, two_nodes, speech):
         cfg = PoolConfig(asr=PoolSpec(size=1, num_cpus=1, resources={"asr_node": 1}))
