@@ -209,7 +209,7 @@ class _Pool:
     spec: PoolSpec
     slots: list[_Slot]
     queue: deque = field(default_factory=deque)  # (future, fn, args) waiting for a free slot
-    refs: dict = field(default_factory=dict)  # ObjectRef hex -> ObjectRef: held until its result is read
+    held: dict = field(default_factory=dict)  # ObjectRef hex -> (ObjectRef, future, slot): at an actor
     replaced: int = 0
 
 
@@ -233,6 +233,7 @@ class RayPoolExecutor:
         self._cond = threading.Condition()
         self._create_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._settled: deque = deque()  # (future, result, exception) for the dispatcher to resolve
         self._actor_class = None
 
     # -- Ray ----------------------------------------------------------------------------------------------
@@ -309,6 +310,14 @@ class RayPoolExecutor:
         with self._cond:
             return sum(s.in_flight for s in pool.slots) + len(pool.queue)
 
+    def in_flight(self, stage: str) -> int:
+        """The stage's tasks at its actors (running or queued there), at most ``capacity(stage)``."""
+        pool = self._pools.get(stage)
+        if pool is None:
+            return 0
+        with self._cond:
+            return sum(s.in_flight for s in pool.slots)
+
     def stats(self, stage: str) -> list[dict]:
         """``StageWorker.stats()`` of each live actor of the stage's pool (empty before its first task)."""
         pool = self._pools.get(stage)
@@ -326,21 +335,28 @@ class RayPoolExecutor:
         return preflight(media_root, timeout=timeout)
 
     def close(self) -> None:
-        """Fails what waits here (cancelled), kills the actors (their running tasks fail as worker_lost),
-        stops the dispatcher, and shuts Ray down if this executor started it."""
+        """Cancels what waits here, fails what actors hold (ToolError ``worker_lost``: the executor closed),
+        kills the actors, stops the dispatcher, and shuts Ray down if this executor started it."""
         with self._cond:
             if self._closed:
                 return
             self._closed = True
-            waiting = [item for pool in self._pools.values() for item in pool.queue]
+            self._cond.notify_all()
+        if self._thread is not None:  # it finishes the sends it has begun
+            self._thread.join(timeout=30)
+        with self._cond:
+            waiting = [item[0] for pool in self._pools.values() for item in pool.queue]
+            held = [(pool.stage, future) for pool in self._pools.values() for _, future, _ in pool.held.values()]
+            settled, self._settled = self._settled, deque()
             for pool in self._pools.values():
                 pool.queue.clear()
+                pool.held.clear()
             handles = [s.handle for pool in self._pools.values() for s in pool.slots if s.handle is not None]
-            self._cond.notify_all()
-        for future, _, _ in waiting:
+        for future in waiting:
             future.cancel()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        _resolve(settled)
+        _resolve((future, None, ToolError(WORKER_LOST, f"{stage} task abandoned: the executor closed"))
+                 for stage, future in held)
         import ray
 
         if ray.is_initialized():
@@ -355,30 +371,38 @@ class RayPoolExecutor:
 
     # -- dispatch ----------------------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        """The one thread that hands queued tasks to actors with room (least loaded first) and replaces dead
-        actors; woken by submits and by finished tasks (Ray's callbacks only settle futures)."""
+        """The one thread that resolves finished tasks' futures (so the caller's callbacks never run on Ray's
+        own threads), hands queued tasks to actors with room (least loaded first) and replaces dead actors;
+        woken by submits and by Ray's callbacks."""
         while True:
             with self._cond:
-                picks = self._picks()
-                while not picks and not self._closed:
+                while not (self._closed or self._settled or any(self._ready(p) for p in self._pools.values())):
                     self._cond.wait()
-                    picks = self._picks()
                 if self._closed:
                     return
-            for pool, slot, replace, future, fn, args in picks:
-                self._send(pool, slot, replace, future, fn, args)
+                settled, self._settled = self._settled, deque()
+                picks = self._picks()
+            _resolve(settled)
+            for pick in picks:
+                self._send(*pick)
+
+    @staticmethod
+    def _ready(pool: _Pool) -> bool:
+        """Under the lock: whether a queued task has a slot (or must fail: every actor is lost)."""
+        live = _live(pool)
+        return bool(pool.queue) and (not live or min(s.in_flight for s in live) < pool.spec.max_in_flight)
 
     def _picks(self) -> list[tuple]:
         """Under the lock: the queued tasks that have a slot now, each slot's count taken."""
         picks = []
         for pool in self._pools.values():
             while pool.queue:
-                live = [s for s in pool.slots if not (s.dead and pool.replaced >= _max_replacements(pool.spec))]
+                live = _live(pool)
                 if not live:  # Ray gave up on every actor, and on their replacements
                     future, _, _ = pool.queue.popleft()
                     if future.set_running_or_notify_cancel():
-                        future.set_exception(ToolError(WORKER_LOST, f"the {pool.stage} pool lost all its actors "
-                                                                    f"({pool.replaced} replaced)"))
+                        self._settled.append((future, None, ToolError(
+                            WORKER_LOST, f"the {pool.stage} pool lost all its actors ({pool.replaced} replaced)")))
                     continue
                 slot = min(live, key=lambda s: (s.in_flight, s.dead))
                 if slot.in_flight >= pool.spec.max_in_flight:
@@ -395,43 +419,59 @@ class RayPoolExecutor:
         return picks
 
     def _send(self, pool: _Pool, slot: _Slot, replace: bool, future: Future, fn, args) -> None:
+        """On the dispatcher thread: the task to its actor (a new one first if the slot's died)."""
         try:
             if replace:
                 log.warning("%s pool: replacing a dead actor (%d so far)", pool.stage, pool.replaced)
                 slot.handle = self._actor_class.options(**pool.spec.actor_options()).remote(pool.stage)
             ref = slot.handle.run.remote(fn, args)
         except Exception as exc:  # Ray is down or the handle is unusable
-            self._settle(pool, slot, None, future, exc)
+            with self._cond:
+                slot.in_flight -= 1
+            _resolve([(future, None, _worker_lost(pool.stage, exc))])
             return
         key = ref.hex()
         with self._cond:
-            pool.refs[key] = ref
-        ref.future().add_done_callback(lambda done: self._settle(pool, slot, key, future, done))
+            pool.held[key] = (ref, future, slot)  # the ref is held until its result is read
+        ref.future().add_done_callback(lambda done: self._settle(pool, key, done))
 
-    def _settle(self, pool: _Pool, slot: _Slot, key: str | None, future: Future, done) -> None:
-        """Runs on Ray's callback thread: the task's outcome onto its future; no Ray calls here."""
+    def _settle(self, pool: _Pool, key: str, done: Future) -> None:
+        """On Ray's callback thread: the task's outcome, queued for the dispatcher (no Ray calls here, and
+        none of the caller's callbacks)."""
         import ray.exceptions as rex
 
-        dead = False
-        if isinstance(done, BaseException):
-            exc: BaseException | None = _worker_lost(pool.stage, done)
-        else:
-            try:
-                result, exc = done.result(), None
-            except rex.RayTaskError as err:  # the task's own exception, not Ray's wrapper around it
-                exc = _cause(err)
-            except rex.RayError as err:  # the actor or its node died and Ray gave up, out of memory, ...
-                dead = isinstance(err, rex.ActorDiedError)
-                exc = _worker_lost(pool.stage, err)
-            except BaseException as err:  # cancelled
-                exc = err
+        dead, result, exc = False, None, None
+        try:
+            result = done.result()
+        except rex.RayTaskError as err:  # the task's own exception, not Ray's wrapper around it
+            exc = _cause(err)
+        except rex.RayError as err:  # the actor or its node died and Ray gave up, out of memory, ...
+            dead = isinstance(err, rex.ActorDiedError)
+            exc = _worker_lost(pool.stage, err)
+        except BaseException as err:  # cancelled
+            exc = err
         with self._cond:
+            held = pool.held.pop(key, None)
+            if held is None:  # the executor closed: close() resolved it
+                return
+            _, future, slot = held
             slot.in_flight -= 1
             if dead:
                 slot.dead = True
-            if key is not None:
-                pool.refs.pop(key, None)
+            self._settled.append((future, result, exc))
             self._cond.notify_all()
+
+
+def _live(pool: _Pool) -> list[_Slot]:
+    """The pool's slots that have an actor or may get a new one."""
+    return [s for s in pool.slots if not (s.dead and pool.replaced >= _max_replacements(pool.spec))]
+
+
+def _resolve(outcomes) -> None:
+    """Sets each (future, result, exception); a future already resolved (closed meanwhile) is left."""
+    for future, result, exc in outcomes:
+        if future.done():
+            continue
         if exc is None:
             future.set_result(result)
         else:

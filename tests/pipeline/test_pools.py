@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections import Counter
 
 import pytest
@@ -243,6 +244,15 @@ def test_a_crashing_actor_fails_its_task_as_worker_lost_and_is_replaced():
         assert type(bad) is ToolError and (bad.kind, bad.message) == ("corrupt", "bad input -1")
         (actor,) = executor.stats("keyframes")
         assert actor["pid"] not in (pid, os.getpid())
+        slow = [executor.submit("keyframes", square, (x, 5.0)) for x in range(4)]  # capacity 2: two wait here
+        deadline = time.monotonic() + 30
+        while executor.in_flight("keyframes") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (executor.in_flight("keyframes"), executor.pending("keyframes")) == (2, 4)
     finally:
         executor.close()
     assert not ray.is_initialized()  # it started Ray, so it shut it down
+    # close() leaves no future hanging: those at the actor fail as worker_lost, those waiting are cancelled
+    assert all(f.done() for f in slow)
+    assert [f.cancelled() for f in slow] == [False, False, True, True]
+    assert all(f.exception().kind == WORKER_LOST for f in slow[:2])
