@@ -231,16 +231,19 @@ class RayPoolExecutor:
         self._closed = False
         self._pools: dict[str, _Pool] = {}
         self._cond = threading.Condition()
-        self._create_lock = threading.Lock()
+        self._create_lock = threading.RLock()  # starting Ray and a pool's actors: once
         self._thread: threading.Thread | None = None
         self._settled: deque = deque()  # (future, result, exception) for the dispatcher to resolve
         self._actor_class = None
 
     # -- Ray ----------------------------------------------------------------------------------------------
     def _ray(self):
+        """Ray, started or connected on first use; PoolUnavailable (kind ``config``) when it cannot be."""
         import ray
 
-        if not ray.is_initialized():
+        with self._create_lock:
+            if ray.is_initialized():
+                return ray
             env = {"PYTHONPATH": os.pathsep.join([str(ROOT), "${PYTHONPATH}"])}  # Ray expands ${..} on the worker
             options: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
                                        "configure_logging": False, "runtime_env": {"env_vars": env}}
@@ -249,9 +252,13 @@ class RayPoolExecutor:
                 cpus = max(self.workers, math.ceil(self.cfg.demand().get("CPU", 0.0)))
                 options.update(num_cpus=cpus, include_dashboard=False)
             log.info("starting Ray (%s)", self.address or "local")
-            ray.init(self.address, **options)
+            try:
+                ray.init(self.address, **options)
+            except Exception as exc:  # an address with no cluster behind it, a version mismatch, ...
+                where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+                raise PoolUnavailable("config", f"cannot start {where}: {_one_line(exc)}") from exc
             self._started = True
-        return ray
+            return ray
 
     def _pool(self, stage: str) -> _Pool:
         """The stage's pool, its actors started on first use; PoolUnavailable when no alive node can host
@@ -284,9 +291,10 @@ class RayPoolExecutor:
     def submit(self, stage: str, fn: Callable[..., Any], args: tuple) -> Future:
         """``fn(*args)`` on an actor of ``stage``'s pool; its Future holds the result, or the task's own
         exception (a ToolError keeps its kind), or a ToolError ``worker_lost`` when the actor or its node
-        died and Ray's retries (``max_task_retries``) are spent. ``fn`` must be importable by name (a
-        module-level function) and ``args`` picklable. Beyond ``capacity(stage)`` the task waits here.
-        Raises ValueError for an unknown stage, PoolUnavailable when no node can host the pool."""
+        died and Ray's retries (``max_task_retries``) are spent. ``fn`` and ``args`` must pickle (a
+        module-level function such as ``pipeline.stages.asr.asr_task`` goes by name; the actors import
+        it). Beyond ``capacity(stage)`` the task waits here. Raises ValueError for an unknown stage,
+        PoolUnavailable when Ray cannot start or no node can host the pool."""
         pool = self._pool(stage)
         future: Future = Future()
         with self._cond:
