@@ -9,7 +9,7 @@ functions load (the ASR model: ``pipeline.stages.asr``'s per-process cache) from
 last. This is how the field runs video curation on Ray (NeMo Curator / Cosmos-Curate: every stage a Ray
 actor pool with declared CPU/GPU needs; /work/shared/SCALE.md).
 
-- ``PoolConfig``: per stage a ``PoolSpec`` (size, num_cpus, num_gpus, custom resources, max in flight per
+- ``PoolConfig``: per stage a ``PoolSpec`` (size, num_cpus, num_gpus, memory, custom resources, max in flight per
   actor, max_restarts, max_task_retries); ``POOL_PRESETS`` / ``pool_preset(name)``: ``cpu`` (the default),
   ``gpu1`` (one GPU node), ``gpu8`` (an 8-GPU node).
 - ``RayPoolExecutor``: ``submit(stage, fn, args)`` returns a ``concurrent.futures.Future`` of
@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The heavy stages, each with its own pool (their pure task functions: pipeline.stages.*_task).
 STAGES = ("probe", "asr", "keyframes", "ocr")
 
+GB = 1024**3
 WORKER_LOST = "worker_lost"  # ToolError kind: the actor or node running the task died and Ray gave up
 
 
@@ -70,6 +71,9 @@ class PoolSpec(BaseModel):
     num_cpus: float = Field(1.0, ge=0, description="CPUs each actor holds (fractional allowed)")
     num_gpus: float = Field(0.0, ge=0, description=(
         "GPUs each actor holds: a fraction shares one GPU (0.5: two actors a GPU), above 1 a whole number"))
+    memory_gb: float = Field(0.0, ge=0, description=(
+        "host memory each actor reserves (Ray's `memory`, for placement): a node takes no more whisper "
+        "actors than its memory holds, where an uncounted model per process gets workers OOM-killed"))
     resources: dict[str, float] = Field(default_factory=dict, description=(
         "custom resources each actor holds, to pin a pool to nodes started with them "
         "(e.g. {'asr_node': 1} with `ray start --resources '{\"asr_node\": 4}'`)"))
@@ -88,13 +92,16 @@ class PoolSpec(BaseModel):
 
     def demand(self) -> dict[str, float]:
         """What one actor holds, in Ray's resource names (CPU, GPU, custom)."""
-        need = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
+        need = {"CPU": self.num_cpus, "GPU": self.num_gpus, "memory": self.memory_gb * GB, **self.resources}
         return {k: v for k, v in need.items() if v > 0}
 
     def actor_options(self) -> dict[str, Any]:
         """The options of ``ActorClass.options(...)`` for one actor of this pool."""
-        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": dict(self.resources),
-                "max_restarts": self.max_restarts, "max_task_retries": self.max_task_retries}
+        options = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": dict(self.resources),
+                   "max_restarts": self.max_restarts, "max_task_retries": self.max_task_retries}
+        if self.memory_gb:
+            options["memory"] = round(self.memory_gb * GB)
+        return options
 
 
 class PoolConfig(BaseModel):
@@ -103,7 +110,8 @@ class PoolConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     probe: PoolSpec = Field(PoolSpec(size=1, num_cpus=0.25), description="ffprobe of each input: light")
-    asr: PoolSpec = Field(PoolSpec(size=1, num_cpus=1.0), description="faster-whisper: the model per actor")
+    asr: PoolSpec = Field(PoolSpec(size=1, num_cpus=1.0, memory_gb=1.0),
+                          description="faster-whisper: the model per actor")
     keyframes: PoolSpec = Field(PoolSpec(size=1, num_cpus=0.5), description="decoding + SSIM + frame files")
     ocr: PoolSpec = Field(PoolSpec(size=1, num_cpus=0.25), description="tesseract (or VLM requests) per keyframe")
 
@@ -124,22 +132,24 @@ class PoolConfig(BaseModel):
 
 
 # Sane numbers for three machines. cpu: all four pools fit on 2 CPUs (a laptop, CI). gpu1: one node with a GPU
-# and ~16 CPUs: two whisper actors share the GPU (one decodes while the other extracts features), keyframes and
-# tesseract on the CPUs. gpu8: an 8-GPU node with ~128 CPUs (the NeMo Curator floors' node, SCALE.md): two
-# whisper actors a GPU, decoding/OCR actors on the CPUs; leaves ~14 CPUs to Ray, the driver and ffmpeg children.
+# and ~16 CPUs, ~64 GB: two whisper actors share the GPU (one decodes while the other extracts features),
+# keyframes and tesseract on the CPUs. gpu8: an 8-GPU node with ~128 CPUs (the NeMo Curator floors' node,
+# SCALE.md): two whisper actors a GPU, decoding/OCR actors on the CPUs; leaves ~14 CPUs to Ray, the driver and
+# ffmpeg children. Memory: 4 GB a whisper actor (large-v3's weights and audio on the host side), 1 GB a
+# keyframes actor (decoded frames), 0.5 GB a tesseract actor.
 POOL_PRESETS: dict[str, PoolConfig] = {
     "cpu": PoolConfig(),
     "gpu1": PoolConfig(
         probe=PoolSpec(size=2, num_cpus=0.25),
-        asr=PoolSpec(size=2, num_cpus=1.0, num_gpus=0.5),
-        keyframes=PoolSpec(size=6, num_cpus=1.0),
-        ocr=PoolSpec(size=4, num_cpus=1.0),
+        asr=PoolSpec(size=2, num_cpus=1.0, num_gpus=0.5, memory_gb=4.0),
+        keyframes=PoolSpec(size=6, num_cpus=1.0, memory_gb=1.0),
+        ocr=PoolSpec(size=4, num_cpus=1.0, memory_gb=0.5),
     ),
     "gpu8": PoolConfig(
         probe=PoolSpec(size=8, num_cpus=0.25),
-        asr=PoolSpec(size=16, num_cpus=2.0, num_gpus=0.5),
-        keyframes=PoolSpec(size=48, num_cpus=1.0),
-        ocr=PoolSpec(size=32, num_cpus=1.0),
+        asr=PoolSpec(size=16, num_cpus=2.0, num_gpus=0.5, memory_gb=4.0),
+        keyframes=PoolSpec(size=48, num_cpus=1.0, memory_gb=1.0),
+        ocr=PoolSpec(size=32, num_cpus=1.0, memory_gb=0.5),
     ),
 }
 
@@ -284,7 +294,7 @@ class RayPoolExecutor:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._dispatch, name="ray-pools", daemon=True)
                     self._thread.start()
-            log.info("%s pool: %d actors, each %s", stage, spec.size, spec.demand())
+            log.info("%s pool: %d actors, each %s", stage, spec.size, _resources(spec.demand()))
             return pool
 
     # -- the interface the flow calls ----------------------------------------------------------------------
@@ -514,10 +524,15 @@ def _check_placeable(ray, stage: str, spec: PoolSpec) -> None:
     nodes = _alive_nodes(ray)
     if any(all(n["Resources"].get(k, 0.0) >= v for k, v in need.items()) for n in nodes):
         return
-    have = "; ".join(", ".join(f"{k}={v:g}" for k, v in sorted(n["Resources"].items())
-                               if not k.startswith(("node:", "memory", "object_store"))) for n in nodes)
+    shown = [{k: v for k, v in n["Resources"].items() if not k.startswith(("node:", "object_store"))} for n in nodes]
+    have = "; ".join(_resources(r) for r in shown)
     raise PoolUnavailable("config", f"no node of the Ray cluster can host a {stage} actor: each needs "
-                                    f"{', '.join(f'{k}={v:g}' for k, v in need.items())}; nodes have: {have}")
+                                    f"{_resources(need)}; nodes have: {have or 'none alive'}")
+
+
+def _resources(resources: dict[str, float]) -> str:
+    """``CPU=1, GPU=0.5, memory=4GB, asr_node=1`` (Ray's memory is in bytes)."""
+    return ", ".join(f"{k}={v / GB:.3g}GB" if k == "memory" else f"{k}={v:g}" for k, v in sorted(resources.items()))
 
 
 # -- preflight -------------------------------------------------------------------------------------------

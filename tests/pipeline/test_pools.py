@@ -14,6 +14,7 @@ from collections import Counter
 import pytest
 
 from pipeline.pools import (
+    GB,
     POOL_PRESETS,
     WORKER_LOST,
     PoolConfig,
@@ -36,7 +37,8 @@ SENTENCE = "Atoms are made of protons, neutrons and electrons. The nucleus holds
 def test_presets_fit_the_machines_they_are_for():
     """Each preset's pools, all at full size, fit the machine it names (else the last pools' actors wait
     forever for what the first ones hold)."""
-    machines = {"cpu": {"CPU": 2, "GPU": 0}, "gpu1": {"CPU": 16, "GPU": 1}, "gpu8": {"CPU": 128, "GPU": 8}}
+    machines = {"cpu": {"CPU": 2, "GPU": 0, "memory": 4 * GB}, "gpu1": {"CPU": 16, "GPU": 1, "memory": 64 * GB},
+                "gpu8": {"CPU": 128, "GPU": 8, "memory": 512 * GB}}
     for name, machine in machines.items():
         demand = pool_preset(name).demand()
         assert all(demand.get(k, 0) <= v for k, v in machine.items()), (name, demand)
@@ -57,6 +59,7 @@ def test_pool_spec_is_what_ray_is_told_and_capacity_is_actors_times_in_flight():
     assert spec.actor_options() == {"num_cpus": 0.5, "num_gpus": 0.25, "resources": {"asr_node": 1},
                                     "max_restarts": 5, "max_task_retries": -1}
     assert spec.demand() == {"CPU": 0.5, "GPU": 0.25, "asr_node": 1}
+    assert PoolSpec(memory_gb=2).actor_options()["memory"] == 2 * GB == PoolSpec(memory_gb=2).demand()["memory"]
     cfg = PoolConfig(asr=spec)
     assert cfg.demand()["GPU"] == 0.75 and cfg.demand()["asr_node"] == 3
     executor = RayPoolExecutor(cfg)  # starts nothing until a submit
@@ -168,6 +171,7 @@ class TestTwoNodes:
         assert err.value.kind == "config" and isinstance(err.value, RunStopped)
         assert "no node of the Ray cluster can host a ocr actor" in str(err.value)
         assert "ocr_node=1" in str(err.value) and "\n" not in str(err.value)
+        assert "memory=" in str(err.value).split("nodes have:")[1]  # what the nodes have, in GB
 
 
 @pytest.mark.slow
