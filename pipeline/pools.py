@@ -189,7 +189,8 @@ class StageWorker:
 
     def stats(self) -> dict:
         """Where this actor runs and what it loaded: ``node_id`` (Ray's hex id), ``pid``,
-        ``cuda_visible_devices`` (as Ray set it; None without a GPU share), ``gpu_ids`` (Ray's), ``tasks``
+        ``cuda_visible_devices`` (as Ray set it; None without a GPU share), ``gpu_ids`` (Ray's),
+        ``omp_num_threads`` (as Ray set it from the declared CPUs: whisper's CPU threads), ``tasks``
         (run by this process), ``asr_loads`` (whisper models this process loaded)."""
         import sys
 
@@ -199,6 +200,7 @@ class StageWorker:
         asr = sys.modules.get("pipeline.stages.asr")
         return {"stage": self.stage, "node_id": ctx.get_node_id(), "pid": os.getpid(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),  # Ray's: the declared CPUs (whisper's threads)
                 "gpu_ids": [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])],
                 "tasks": self.tasks, "asr_loads": asr._transcriber.cache_info().misses if asr else 0}
 

@@ -192,6 +192,7 @@ def test_gpu_shares_give_each_asr_actor_its_own_device_and_one_model_load(speech
     assert sorted(a["cuda_visible_devices"] for a in actors) == ["0", "1"]
     assert sorted(tuple(a["gpu_ids"]) for a in actors) == [("0",), ("1",)]
     assert [a["asr_loads"] for a in actors] == [1, 1]
+    assert [a["omp_num_threads"] for a in actors] == ["1", "1"]  # whisper's threads: the actor's one CPU
     assert sum(a["tasks"] for a in actors) == 4 and all(a["tasks"] == 2 for a in actors)
     assert len({a["pid"] for a in actors}) == 2
 
