@@ -133,7 +133,8 @@ class AsrOptions:
         = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     condition_on_previous_text: Annotated[bool, _doc("unused: batched decoding never conditions on previous "
                                                      "text")] = False
-    cpu_threads: Annotated[int, _doc("CTranslate2 threads on CPU; 0: all cores")] = 0
+    cpu_threads: Annotated[int, _doc("CTranslate2 threads on CPU; 0: $OMP_NUM_THREADS where set (Ray sets it to "
+                                     "an actor's declared CPUs), else all cores")] = 0
     seed: int = 0
     foreign: Annotated[Literal["drop", "keep"], _doc(
         "speech in a language that is not wanted: 'drop' (not decoded, recorded as a window) or 'keep' "
@@ -332,6 +333,16 @@ class _Job:
         return not self.wanted_set or lang in self.wanted_set
 
 
+def cpu_threads() -> int:
+    """Threads for CPU inference when not set: ``$OMP_NUM_THREADS`` where set (Ray sets it to the CPUs an actor
+    or task declares, so a pool of 1-CPU whisper actors on a 64-core node runs 64 threads, not 64 x 64), else
+    all cores."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
 class Transcriber:
     """A loaded faster-whisper model. Load once, call ``transcribe`` many times."""
 
@@ -349,7 +360,7 @@ class Transcriber:
         if compute == "default":
             compute = "float16" if device == "cuda" else "int8"
         self.device, self.compute_type = device, compute
-        threads = opts.cpu_threads or (os.cpu_count() or 1)
+        threads = opts.cpu_threads or cpu_threads()
         try:
             self.model = _model_class()(self.model_path, device=device, compute_type=compute, cpu_threads=threads)
         except Exception as exc:  # faster-whisper raises many kinds for a bad name or folder

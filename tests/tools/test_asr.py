@@ -192,3 +192,18 @@ def test_speech_is_cut_at_span_bounds_then_at_the_quietest_point():
 ])
 def test_a_piece_changes_language_only_when_confident(probs, prior, expected):
     assert asr.assign_language(probs, prior, asr.AsrOptions().language_switch)[0] == expected
+
+
+def test_cpu_threads_follow_omp_num_threads(monkeypatch):
+    """A Ray actor declaring 1 CPU gets OMP_NUM_THREADS=1 from Ray: whisper runs 1 thread there, not one per
+    core of the node; unset (or not a number), all cores."""
+    import os
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert asr.cpu_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert asr.cpu_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert asr.cpu_threads() == os.cpu_count()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert asr.cpu_threads() == os.cpu_count()
