@@ -12,8 +12,9 @@ import json
 from dataclasses import asdict, is_dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.pools import PoolConfig, pool_preset
 from tools.asr import AsrOptions
 from tools.keyframes import KeyframeOptions
 from tools.ocr import OcrOptions
@@ -135,8 +136,17 @@ class PipelineConfig(BaseModel):
     overlap: bool = Field(True, description=(
         "local executor: transcribe one video while keyframes and OCR run on another (the flow's asr and "
         "visual lanes, pipeline/flow.py); false: one video at a time through every stage"))
-    workers: int = Field(2, description="workers of the process or ray executor")
+    workers: int = Field(2, description="workers of the process executor")
     ray_address: str | None = Field(None, description="Ray cluster address (none: a local Ray)")
+    # placement only: it never changes a result, so it is left out of the config a run id hashes
+    pools: PoolConfig = Field(PoolConfig(), exclude=True, description=(
+        "ray executor: an actor pool per heavy stage (size, num_cpus, num_gpus, resources, restarts; "
+        "pipeline/pools.py), or a preset name: cpu (default), gpu1 (one GPU node), gpu8 (an 8-GPU node)"))
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _preset(cls, value):
+        return pool_preset(value) if isinstance(value, str) else value
 
 
 def _plain(value):

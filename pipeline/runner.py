@@ -28,6 +28,7 @@ from pipeline.curriculum import parse_difficulty
 from pipeline.executors import make_executor
 from pipeline.export import ExportOptions, export
 from pipeline.flow import Flow
+from pipeline.pools import PoolUnavailable, RayPoolExecutor
 from pipeline.provenance import public_source
 from pipeline.records import Status, Video
 from pipeline.stage import STAGE_VERSIONS, Context, NullReporter, Reporter, Stage
@@ -173,16 +174,30 @@ class Runner:
         """Bind this runner's stages to ``run_id`` (their ``run_videos`` rows, errors and events)."""
         self.ctx.run_id = run_id
 
+    def preflight(self) -> None:
+        """On Ray: every alive node can write and read the media root (pipeline.pools.preflight), and every
+        pool has a node that can host it. InputError (one line, naming the node) when not."""
+        if self.cfg.executor != "ray":
+            return
+        try:
+            self._executor().preflight(self.media)
+        except PoolUnavailable as exc:
+            raise InputError(str(exc)) from None
+
     def flow(self, stages: list[Stage], workers: int | None = None, **kw) -> Flow:
         """The scheduler over ``stages`` with this run's lanes (pipeline.flow): on the local executor one
         video in ASR and one in keyframes/OCR at a time (``overlap`` false: one video at a time through
         every stage); on a process pool or Ray, ``workers`` videos per lane. ``workers``: videos in flight
         (default: enough to fill the lanes); ``kw``: Flow's ledger, reporter, on_progress, before_step."""
         cfg = self.cfg
+        kw.setdefault("reporter", self.reporter)
+        if cfg.executor == "ray":  # what the actor pools take at once (pipeline/pools.py: backpressure)
+            pools = self._executor()
+            limits = {"asr": pools.capacity("asr"), "visual": pools.capacity("keyframes") + pools.capacity("ocr")}
+            return Flow(stages, limits=limits, workers=workers or sum(limits.values()) + 1, **kw)
         per_lane = 1 if cfg.executor == "local" else max(1, cfg.workers)
         if cfg.executor == "local" and not cfg.overlap:
             workers = 1
-        kw.setdefault("reporter", self.reporter)
         return Flow(stages, limits={"asr": per_lane, "visual": per_lane}, workers=workers or 2 * per_lane + 1, **kw)
 
     def run(self, paths: list[str | Path]) -> RunResult:
@@ -236,6 +251,7 @@ class Runner:
         videos = self.register(run_id, [(f, {}) for f in files])
         work = self.originals(videos)
         self.store.set_run_videos(run_id, list(dict.fromkeys(v["video_id"] for v in [*work, *videos])))
+        self.preflight()
         stages = [stage(self.ctx) for stage in PROCESS_STAGES]
         passed = self.flow(stages).run([Video.from_row(v) for v in work]).passed
         samples = self.pack(run_id, work, [v.as_dict() for v in passed])
@@ -318,8 +334,9 @@ class Runner:
         """One executor for the runner's life (a Ray or process pool starts once, not per stage)."""
         with self._exec_lock:
             if self._exec is None:
-                if self.cfg.executor == "ray":
-                    self._exec = make_executor("ray", self.cfg.workers, address=self.cfg.ray_address)
+                if self.cfg.executor == "ray":  # an actor pool per heavy stage, models loaded once per actor
+                    self._exec = RayPoolExecutor(self.cfg.pools, address=self.cfg.ray_address,
+                                                 workers=self.cfg.workers)
                 else:
                     self._exec = make_executor(self.cfg.executor, self.cfg.workers)
             return self._exec
