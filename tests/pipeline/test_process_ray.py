@@ -54,12 +54,13 @@ def test_asr_pinned_to_the_second_node_gives_the_local_samples(local, tmp_path):
             result = runner.run([LESSONS])
             (asr,) = runner._exec.stats("asr")
             visual = runner._exec.stats("keyframes") + runner._exec.stats("ocr")
+            head, asr_node = c.cluster.head_node.node_id, c.workers[0].node_id
         finally:
             close()
             runner.store.close()
     finally:
         c.close()
-    assert asr["node_id"] == c.workers[0].node_id != c.cluster.head_node.node_id
+    assert asr["node_id"] == asr_node != head
     assert asr["asr_loads"] == 1 and asr["tasks"] == 2  # one model load, both videos
     assert sum(a["tasks"] for a in visual) == 4
     assert result.stages_run["asr"] == 2 and result.samples == 2
@@ -90,13 +91,13 @@ def test_a_worker_node_removed_mid_run_the_run_finishes_on_the_other(local, tmp_
         thread.join(600)
         assert not thread.is_alive()
         after = runner._exec.stats("asr")
+        survivor = next(w for w in c.workers if w is not victim).node_id
         close()
         transcripts = runner.store.scalar("SELECT count(*) FROM transcripts")
         runner.store.close()
     finally:
         c.close()
     result = out["result"]
-    survivor = next(w for w in c.workers if w is not victim).node_id
     assert [a["node_id"] for a in after] == [survivor]  # the ASR actor was restarted there
     assert result.stages_run["asr"] == 2 and transcripts == 2  # nothing done twice in the store
     assert [v.status for v in result.videos] == ["kept", "kept"]  # nothing lost
