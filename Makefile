@@ -7,7 +7,7 @@ DEMO := demo
 APT_PACKAGES := ffmpeg tesseract-ocr espeak-ng chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system venv lock test-pyav model model-qwen demo test test-fast lint lessons bench bench-judges clean
+.PHONY: gpu-check setup system venv lock test-pyav model model-qwen demo test test-fast lint lessons bench bench-judges clean
 
 setup: system venv model
 
@@ -112,6 +112,11 @@ bench: setup
 # accuracy of the embedded models' judges on examples/judge_eval (slow on CPU: tens of minutes)
 bench-judges: setup model-qwen
 	$(BIN)/python bench/bench_judges.py
+
+# on a machine with a CUDA GPU (after the CUDA torch wheel, README): ASR through the Ray actor pool on the GPU,
+# in audio-hours per GPU-hour; the offline whisper-base unless GPU_CHECK_MODEL names a CTranslate2 folder
+gpu-check: setup
+	$(BIN)/python bench/bench_gpu_asr.py --device cuda $(if $(GPU_CHECK_MODEL),--model $(GPU_CHECK_MODEL))
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
