@@ -328,85 +328,105 @@ def derive_sizes(rates: Rates, *, points: int | None = None, found: int | None =
     kept videos): given, else ``kept * minutes_per_video / 60``; the transcribed videos' hours at the same
     mean length unless given; ``clips``, ``keyframes``: given, else ``hours * per-hour yield``.
     Raises EstimateError when nothing sizes the run or the sizes contradict each other."""
-    src: dict[str, str] = {}
-
-    def mark(name: str, value, how: str):
-        src[name] = how
-        return value
-
-    for name, v in (("points", points), ("videos", found), ("transcribed", transcribed), ("kept", kept),
-                    ("hours", hours), ("hours_transcribed", hours_transcribed), ("clips", clips),
-                    ("keyframes", keyframes), ("per_point", per_point)):
-        if v is not None and v < 0:
-            raise EstimateError(f"--{name.replace('_', '-')} must be 0 or more (got {v})")
-    mk, tk = rates.metadata_keep, rates.transcript_keep
-    if not 0 < mk.value <= 1 or not 0 < tk.value <= 1:
-        raise EstimateError(f"the keep shares must be in (0, 1] (metadata {mk.value}, transcript {tk.value})")
-    for name, v in (("points", points), ("found", found), ("transcribed", transcribed)):
-        if v is not None:
-            mark(name, v, given)
+    _check_size_inputs(rates, (("points", points), ("videos", found), ("transcribed", transcribed),
+                               ("kept", kept), ("hours", hours), ("hours_transcribed", hours_transcribed),
+                               ("clips", clips), ("keyframes", keyframes), ("per_point", per_point)))
+    # src: field name -> where its figure came from, in the order the figures are settled
+    src = {name: given for name, v in (("points", points), ("found", found), ("transcribed", transcribed))
+           if v is not None}
     if kept is not None:
-        mark("kept", kept, given)
-    elif points is not None and per_point:
-        kept, how = points * per_point, f"points x per_point ({per_point})"
-        if max_videos is not None and kept > max_videos:
-            kept, how = max_videos, f"budgets.max_videos ({max_videos})"
-        mark("kept", kept, how)
-    elif transcribed is not None:
-        kept = mark("kept", round(transcribed * tk.value), f"transcribed x transcript keep {tk.value:.3f} "
-                                                           f"({tk.source})")
-    elif found is not None:
-        kept = mark("kept", round(found * mk.value * tk.value), f"found x metadata keep {mk.value:.3f} x "
-                                                                f"transcript keep {tk.value:.3f}")
+        src["kept"] = given
     else:
-        raise EstimateError("nothing sizes the run: give a goal, video paths, or --videos/--kept/--points")
+        kept, src["kept"] = _derived_kept(rates, points, per_point, max_videos, transcribed, found)
     if transcribed is None:
-        # the build downloads metadata-accepted videos in rank order until each point has its per_point
-        transcribed = math.ceil(kept / tk.value)
-        how = f"kept / transcript keep {tk.value:.3f} ({tk.source})"
-        if found is not None and found * mk.value < transcribed:
-            transcribed, how = math.floor(found * mk.value), f"found x metadata keep {mk.value:.3f} ({mk.source})"
-        mark("transcribed", transcribed, how)
+        transcribed, src["transcribed"] = _derived_transcribed(rates, kept, found)
     if found is None:
-        found = math.ceil(transcribed / mk.value)
-        how = f"transcribed / metadata keep {mk.value:.3f} ({mk.source})"
-        if points is not None and candidates_per_point and points * candidates_per_point > found:
-            found, how = points * candidates_per_point, (f"points x {candidates_per_point} candidates a point "
-                                                         "(queries x results x rounds)")
-        mark("found", found, how)
+        found, src["found"] = _derived_found(rates, transcribed, points, candidates_per_point)
     if points is None:
-        points = mark("points", math.ceil(kept / per_point) if per_point else 0,
-                      f"kept / per_point ({per_point})" if per_point else "none: no planning")
+        points, src["points"] = ((math.ceil(kept / per_point), f"kept / per_point ({per_point})") if per_point
+                                 else (0, "none: no planning"))
     if not kept <= transcribed <= found:
         raise EstimateError(f"sizes contradict each other: kept {kept} <= transcribed {transcribed} <= found "
                             f"{found} must hold")
     minutes = rates.minutes_per_video
     if hours is None:
-        hours = mark("hours_kept", kept * minutes.value / 60, f"kept x {minutes.value:.1f} min ({minutes.source})")
+        hours, src["hours_kept"] = kept * minutes.value / 60, f"kept x {minutes.value:.1f} min ({minutes.source})"
     else:
-        mark("hours_kept", hours, given)
+        src["hours_kept"] = given
     if hours_transcribed is None:
-        per_video = hours / kept if kept else minutes.value / 60
-        hours_transcribed = mark("hours_transcribed", transcribed * per_video,
-                                 "transcribed x the kept videos' mean length" if kept else
-                                 f"transcribed x {minutes.value:.1f} min ({minutes.source})")
+        hours_transcribed, src["hours_transcribed"] = _derived_hours_transcribed(rates, kept, transcribed, hours)
     else:
-        mark("hours_transcribed", hours_transcribed, given)
+        src["hours_transcribed"] = given
     if hours_transcribed < hours:
         raise EstimateError(f"hours transcribed ({hours_transcribed:.1f}) below hours kept ({hours:.1f})")
-    if clips is None:
-        clips = mark("clips", round(hours * rates.clips_per_hour.value),
-                     f"hours x {rates.clips_per_hour.value:.1f} clips/h ({rates.clips_per_hour.source})")
-    else:
-        mark("clips", clips, given)
-    if keyframes is None:
-        keyframes = mark("keyframes", round(hours * rates.keyframes_per_hour.value),
-                         f"hours x {rates.keyframes_per_hour.value:.1f} keyframes/h "
-                         f"({rates.keyframes_per_hour.source})")
-    else:
-        mark("keyframes", keyframes, given)
+    clips, src["clips"] = (clips, given) if clips is not None else \
+        _per_hour_yield(hours, rates.clips_per_hour, "clips/h")
+    keyframes, src["keyframes"] = (keyframes, given) if keyframes is not None else \
+        _per_hour_yield(hours, rates.keyframes_per_hour, "keyframes/h")
     return Sizes(points=points, found=found, transcribed=transcribed, kept=kept, hours_transcribed=hours_transcribed,
                  hours_kept=hours, clips=clips, keyframes=keyframes, sources=src)
+
+
+def _check_size_inputs(rates: Rates, values: tuple[tuple[str, float | None], ...]) -> None:
+    """Raise EstimateError for a negative size given (named as its flag) or a keep share outside (0, 1]."""
+    for name, v in values:
+        if v is not None and v < 0:
+            raise EstimateError(f"--{name.replace('_', '-')} must be 0 or more (got {v})")
+    mk, tk = rates.metadata_keep, rates.transcript_keep
+    if not 0 < mk.value <= 1 or not 0 < tk.value <= 1:
+        raise EstimateError(f"the keep shares must be in (0, 1] (metadata {mk.value}, transcript {tk.value})")
+
+
+def _derived_kept(rates: Rates, points: int | None, per_point: int | None, max_videos: int | None,
+                  transcribed: int | None, found: int | None) -> tuple[int, str]:
+    """(kept videos, how) when not given: ``points * per_point`` capped by ``max_videos``, else the videos
+    transcribed or found times the keep shares after them. Raises EstimateError when none of these is given."""
+    mk, tk = rates.metadata_keep, rates.transcript_keep
+    if points is not None and per_point:
+        if max_videos is not None and points * per_point > max_videos:
+            return max_videos, f"budgets.max_videos ({max_videos})"
+        return points * per_point, f"points x per_point ({per_point})"
+    if transcribed is not None:
+        return round(transcribed * tk.value), f"transcribed x transcript keep {tk.value:.3f} ({tk.source})"
+    if found is not None:
+        return (round(found * mk.value * tk.value),
+                f"found x metadata keep {mk.value:.3f} x transcript keep {tk.value:.3f}")
+    raise EstimateError("nothing sizes the run: give a goal, video paths, or --videos/--kept/--points")
+
+
+def _derived_transcribed(rates: Rates, kept: int, found: int | None) -> tuple[int, str]:
+    """(videos transcribed, how) when not given: the build downloads metadata-accepted videos in rank order
+    until each point has its per_point, so ``kept / transcript_keep``, at most ``found * metadata_keep``."""
+    mk, tk = rates.metadata_keep, rates.transcript_keep
+    if found is not None and found * mk.value < math.ceil(kept / tk.value):
+        return math.floor(found * mk.value), f"found x metadata keep {mk.value:.3f} ({mk.source})"
+    return math.ceil(kept / tk.value), f"kept / transcript keep {tk.value:.3f} ({tk.source})"
+
+
+def _derived_found(rates: Rates, transcribed: int, points: int | None,
+                   candidates_per_point: int | None) -> tuple[int, str]:
+    """(candidates found, how) when not given: ``transcribed / metadata_keep``, at least ``points *
+    candidates_per_point`` (what the searches return)."""
+    mk = rates.metadata_keep
+    found = math.ceil(transcribed / mk.value)
+    if points is not None and candidates_per_point and points * candidates_per_point > found:
+        return points * candidates_per_point, (f"points x {candidates_per_point} candidates a point "
+                                               "(queries x results x rounds)")
+    return found, f"transcribed / metadata keep {mk.value:.3f} ({mk.source})"
+
+
+def _derived_hours_transcribed(rates: Rates, kept: int, transcribed: int, hours_kept: float) -> tuple[float, str]:
+    """(hours of the videos transcribed, how) when not given: at the kept videos' mean length, or at the
+    rates' minutes per video when none is kept."""
+    minutes = rates.minutes_per_video
+    if kept:
+        return transcribed * (hours_kept / kept), "transcribed x the kept videos' mean length"
+    return transcribed * (minutes.value / 60), f"transcribed x {minutes.value:.1f} min ({minutes.source})"
+
+
+def _per_hour_yield(hours: float, per_hour: Figure, unit: str) -> tuple[int, str]:
+    """(count, how) of a yield of the kept ``hours`` at ``per_hour`` (clips or keyframes an hour)."""
+    return round(hours * per_hour.value), f"hours x {per_hour.value:.1f} {unit} ({per_hour.source})"
 
 
 def video_hours(paths: list[Path]) -> tuple[int, float]:
@@ -505,13 +525,27 @@ def rates_from_run(store, run_id: str, base: Rates, label: str | None = None) ->
         raise EstimateError(f"no run {run_id} in {store.path}")
     label = label or f"run {run_id}"
     config = json.loads(store.run(run_id)["config"] or "{}")
-    # the options ASR really ran with (device resolved from auto), else the run's config
+    stages = _stage_rates_from_run(store, run_id, config, base.stages, label)
+    return replace(base, stages=stages, **_yields_from_run(store, run_id, label),
+                   **_keep_shares_from_run(store, run_id, label),
+                   **_llm_rates_from_run(store, run_id, config, base.roles, label))
+
+
+def _with_rate(stages: list[StageRate], rate: StageRate) -> list[StageRate]:
+    """``stages`` with ``rate`` in place of any rate of the same stage and device (put last)."""
+    return [s for s in stages if not (s.stage == rate.stage and s.device == rate.device)] + [rate]
+
+
+def _asr_options_of_run(store, run_id: str, config: dict) -> dict:
+    """The options ASR really ran with in run ``run_id`` (device resolved from auto), else the run's config's."""
     used = store.rows("SELECT t.options FROM run_videos r JOIN transcripts t ON t.video_id = r.video_id "
                       "AND t.config_hash = r.asr_hash WHERE r.run_id = ? LIMIT 1", [run_id])
-    asr_opts = json.loads(used[0]["options"] or "{}") if used else \
-        (config.get("pipeline") or config).get("asr", {})
-    on_gpu = str(asr_opts.get("device", "cpu")) == "cuda"
-    threads = int(asr_opts.get("cpu_threads") or 0) or (os.cpu_count() or 1)
+    return json.loads(used[0]["options"] or "{}") if used else (config.get("pipeline") or config).get("asr", {})
+
+
+def _stage_timings(store, run_id: str) -> dict[str, dict]:
+    """Stage name -> the seconds, media seconds and video count of run ``run_id``'s videos that went through
+    it (at the config hashes the run used). Raises EstimateError when the run recorded no stage timings."""
     timed = store.rows(
         "SELECT s.stage, sum(s.seconds) AS seconds, sum(v.duration) AS media_s, count(*) AS videos "
         "FROM run_videos r JOIN videos v ON v.video_id = r.video_id "
@@ -523,29 +557,42 @@ def rates_from_run(store, run_id: str, base: Rates, label: str | None = None) ->
     if not timed:
         raise EstimateError(f"run {run_id} in {store.path} recorded no stage timings (no video went through a "
                             "stage)")
-    by_stage = {r["stage"]: r for r in timed}
-    stages = list(base.stages)
+    return {r["stage"]: r for r in timed}
 
-    def put(rate: StageRate) -> None:
-        stages[:] = [s for s in stages if not (s.stage == rate.stage and s.device == rate.device)] + [rate]
 
+def _stage_rates_from_run(store, run_id: str, config: dict, base: list[StageRate], label: str) -> list[StageRate]:
+    """``base`` with the stage rates run ``run_id`` measured: probe per video, ASR and keyframes per media
+    hour (ASR on the device and threads it ran with), OCR per keyframe. Raises EstimateError (no timings)."""
+    asr_opts = _asr_options_of_run(store, run_id, config)
+    on_gpu = str(asr_opts.get("device", "cpu")) == "cuda"
+    threads = int(asr_opts.get("cpu_threads") or 0) or (os.cpu_count() or 1)
+    by_stage = _stage_timings(store, run_id)
+    stages = list(base)
     if by_stage.get("probe"):
         r = by_stage["probe"]
-        put(StageRate("probe", "cpu", "video", r["seconds"] / r["videos"], f"{label}: {_count(r['videos'], 'video')}"))
+        stages = _with_rate(stages, StageRate("probe", "cpu", "video", r["seconds"] / r["videos"],
+                                              f"{label}: {_count(r['videos'], 'video')}"))
     for name in ("asr", "keyframes"):
         r = by_stage.get(name)
         if r:
             device = "gpu" if name == "asr" and on_gpu else "cpu"
             cores = threads if name == "asr" and not on_gpu else 1
-            put(StageRate(name, device, "media_hour", r["seconds"] / (r["media_s"] / 3600),
-                          f"{label}: {_count(r['videos'], 'video')}, {r['media_s'] / 60:.1f} min"
-                          + ("" if name != "asr" else f", {asr_opts.get('model', 'whisper')} on "
-                             + ("a GPU" if on_gpu else f"{cores} threads")), cores))
+            stages = _with_rate(stages, StageRate(
+                name, device, "media_hour", r["seconds"] / (r["media_s"] / 3600),
+                f"{label}: {_count(r['videos'], 'video')}, {r['media_s'] / 60:.1f} min"
+                + ("" if name != "asr" else f", {asr_opts.get('model', 'whisper')} on "
+                   + ("a GPU" if on_gpu else f"{cores} threads")), cores))
     frames = store.scalar("SELECT count(*) FROM run_videos r JOIN ocr o ON o.video_id = r.video_id "
                           "AND o.config_hash = r.ocr_hash WHERE r.run_id = ?", [run_id])
     if by_stage.get("ocr") and frames:
-        put(StageRate("ocr", "cpu", "keyframe", by_stage["ocr"]["seconds"] / frames,
-                      f"{label}: {_count(frames, 'keyframe')}"))
+        stages = _with_rate(stages, StageRate("ocr", "cpu", "keyframe", by_stage["ocr"]["seconds"] / frames,
+                                              f"{label}: {_count(frames, 'keyframe')}"))
+    return stages
+
+
+def _yields_from_run(store, run_id: str, label: str) -> dict[str, Figure]:
+    """``clips_per_hour``, ``keyframes_per_hour`` and ``minutes_per_video`` of run ``run_id``'s kept videos;
+    empty when it kept none (or none with a duration)."""
     kept = store.rows(
         "SELECT count(*) AS videos, sum(v.duration) AS media_s, "
         " (SELECT count(*) FROM run_videos r2 JOIN clips c ON c.video_id = r2.video_id "
@@ -554,39 +601,54 @@ def rates_from_run(store, run_id: str, base: Rates, label: str | None = None) ->
         "  AND k.config_hash = r3.keyframes_hash WHERE r3.run_id = ? AND r3.status = 'kept') AS keyframes "
         "FROM run_videos r JOIN videos v ON v.video_id = r.video_id WHERE r.run_id = ? AND r.status = 'kept' "
         "AND v.duration > 0", [run_id, run_id, run_id])[0]
-    out = replace(base, stages=stages, roles=dict(base.roles))
-    if kept["videos"] and kept["media_s"]:
-        hours = kept["media_s"] / 3600
-        where = f"{label}: {_count(kept['videos'], 'kept video')}, {kept['media_s'] / 60:.1f} min"
-        out.clips_per_hour = Figure(kept["clips"] / hours, where)
-        out.keyframes_per_hour = Figure(kept["keyframes"] / hours, where)
-        out.minutes_per_video = Figure(kept["media_s"] / 60 / kept["videos"], where)
+    if not (kept["videos"] and kept["media_s"]):
+        return {}
+    hours = kept["media_s"] / 3600
+    where = f"{label}: {_count(kept['videos'], 'kept video')}, {kept['media_s'] / 60:.1f} min"
+    return {"clips_per_hour": Figure(kept["clips"] / hours, where),
+            "keyframes_per_hour": Figure(kept["keyframes"] / hours, where),
+            "minutes_per_video": Figure(kept["media_s"] / 60 / kept["videos"], where)}
+
+
+def _keep_shares_from_run(store, run_id: str, label: str) -> dict[str, Figure]:
+    """``transcript_keep`` (candidates accepted of those judged on their transcript) and ``metadata_keep``
+    (metadata verdicts that accept) of run ``run_id``; a share of 0 would size nothing, so it is left out."""
+    out = {}
     judged = store.rows("SELECT count(*) FILTER (WHERE status = 'accepted') AS kept, "
                         "count(*) FILTER (WHERE status IN ('accepted', 'transcript_rejected')) AS judged "
                         "FROM candidates WHERE run_id = ?", [run_id])[0]
-    if judged["kept"]:  # a share of 0 would size nothing: keep the base's
-        out.transcript_keep = Figure(judged["kept"] / judged["judged"],
-                                     f"{label}: {judged['kept']} of {judged['judged']} transcripts kept")
+    if judged["kept"]:
+        out["transcript_keep"] = Figure(judged["kept"] / judged["judged"],
+                                        f"{label}: {judged['kept']} of {judged['judged']} transcripts kept")
     meta = store.rows("SELECT count(*) FILTER (WHERE verdict = 'accept') AS accepted, count(*) AS judged "
                       "FROM judgments WHERE run_id = ? AND kind = 'metadata'", [run_id])[0]
     if meta["accepted"]:
-        out.metadata_keep = Figure(meta["accepted"] / meta["judged"],
-                                   f"{label}: {meta['accepted']} of {meta['judged']} metadata verdicts accept")
+        out["metadata_keep"] = Figure(meta["accepted"] / meta["judged"],
+                                      f"{label}: {meta['accepted']} of {meta['judged']} metadata verdicts accept")
+    return out
+
+
+def _llm_rates_from_run(store, run_id: str, config: dict, base: dict[str, RoleRate], label: str) -> dict:
+    """``roles``: ``base`` with each known role's mean tokens over run ``run_id``'s paid calls (not cached,
+    no error); ``llm_calls_per_s``, when it paid for calls with a latency: the run's concurrency over their
+    mean latency, at most the gateway's ceiling."""
+    roles = dict(base)
     calls = store.rows("SELECT role, count(*) AS n, avg(input_tokens) AS tin, avg(output_tokens) AS tout, "
                        "avg(latency_s) AS latency FROM llm_calls WHERE run_id = ? AND NOT cached AND error IS NULL "
                        "GROUP BY role", [run_id])
     for c in calls:
-        if c["role"] in out.roles:
-            out.roles[c["role"]] = RoleRate(c["role"], c["tin"], c["tout"], f"{label}: {c['n']} paid calls")
+        if c["role"] in roles:
+            roles[c["role"]] = RoleRate(c["role"], c["tin"], c["tout"], f"{label}: {c['n']} paid calls")
+    out: dict = {"roles": roles}
     paid = sum(c["n"] for c in calls)
     if paid:
         latency = sum(c["latency"] * c["n"] for c in calls) / paid
         concurrency = int(config.get("agent", {}).get("llm", {}).get("concurrency") or 16)
         if latency > 0:
             rps = min(concurrency / latency, GATEWAY_CALLS_PER_S)
-            out.llm_calls_per_s = Figure(rps, f"{label}: {concurrency} in flight / {latency:.2f} s mean latency"
-                                              + (" (capped at the gateway's ceiling)" if rps == GATEWAY_CALLS_PER_S
-                                                 else ""))
+            out["llm_calls_per_s"] = Figure(rps, f"{label}: {concurrency} in flight / {latency:.2f} s mean latency"
+                                            + (" (capped at the gateway's ceiling)" if rps == GATEWAY_CALLS_PER_S
+                                               else ""))
     return out
 
 
