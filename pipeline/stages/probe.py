@@ -9,12 +9,16 @@ from pipeline.config import config_hash
 from pipeline.records import Status, Video
 from pipeline.stage import Stage
 from pipeline.stages.rules import probe_rules
-from tools import media
+from tools import media, storage
 
 
 def probe_task(path: str) -> dict:
-    """tools.media.MediaInfo of the file, as a dict (picklable); raises ToolError (corrupt, ...)."""
-    return asdict(media.probe(Path(path)))
+    """tools.media.MediaInfo of the file or object ``path`` (a local path or a URI, read through a
+    tools.storage.local_copy), as a dict (picklable); raises ToolError (corrupt, not_found, ...)."""
+    if not storage.is_remote(path):
+        return asdict(media.probe(Path(path)))
+    with storage.local_copy(path) as local:
+        return asdict(media.probe(local))
 
 
 class ProbeStage(Stage):
