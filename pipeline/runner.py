@@ -276,17 +276,14 @@ class Runner:
         Ray, the media root written and read by every alive node, each reading the others' (the frames a
         worker writes must be where the driver and the other workers read them). Raises PreflightError (one
         line naming the node) when one cannot."""
-        remote = []
         for where in (self.out_dir, self.media):
-            if storage.is_remote(where):
-                remote.append(where)
-            else:
+            if not storage.is_remote(where):
                 check_writable(storage.local_path(where))
-        check_here(remote)
-        if self.cfg.executor == "ray":
+        if self.cfg.executor == "ray":  # the workers' nodes first (the driver reads what they write): named
             executor = self._executor()
             executor._init()  # Ray started (or joined) now, so its nodes can be asked; the pools' executor will own this
             check_nodes(self.media)
+        check_here([w for w in (self.out_dir, self.media) if storage.is_remote(w)])
 
     def failed_before(self, run_id: str) -> dict[str, int]:
         """The videos that an earlier run with this id left failed and that this one redoes, counted by
