@@ -268,6 +268,9 @@ def export(db: DbOpt = None,
                                                                  "(s3://bucket/out: credentials from AWS_* "
                                                                  "variables)")] = None,
            run: Annotated[Optional[str], typer.Option(help="run id (default: latest)")] = None,
+           media: Annotated[Optional[str], typer.Option("--media", help="the media root the run wrote its images to "
+                                                                     "(process --media; default: NAME_media/ beside "
+                                                                     "--db)")] = None,
            order: Annotated[str, typer.Option("--order", help="file (pack order) or curriculum (easy to "
                                                             "difficult by the knowledge points' difficulty)")] = "file",
            image_root: Annotated[Optional[str], typer.Option(
@@ -309,7 +312,7 @@ def export(db: DbOpt = None,
     options.run_id = run_id
     if remote_out is None:
         check_writable(settings.out)  # an object store is checked by the export itself (a probe object)
-    result = run_export(samples, remote_out or settings.out, fmt, media_dir_for(settings.db), options)
+    result = run_export(samples, remote_out or settings.out, fmt, media or media_dir_for(settings.db), options)
     if as_json:
         print(json.dumps({"run_id": run_id, **result.to_json()}, indent=2))
         return

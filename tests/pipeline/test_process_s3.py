@@ -100,6 +100,13 @@ def test_process_in_a_bucket_gives_the_local_samples(s3_bucket, tmp_path, local_
     again = _process(s3_bucket, db)  # every output is found in the bucket: nothing is computed again
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["stages_run"] == {}
+    # `textbook export` of that run into a local folder, its images read from the bucket's media root
+    proc = run_cli("export", "--db", str(db), "--media", f"{s3_bucket}/media", "--out", str(tmp_path / "local"))
+    assert proc.returncode == 0, proc.stderr
+    samples = _samples_of((tmp_path / "local" / "samples.jsonl").read_text())
+    assert [s["texts"] for s in samples] == [s["texts"] for s in local_run["samples"]]
+    images = [i for s in samples for i in s["images"] if i]
+    assert len(images) == 4 and all((tmp_path / "local" / i).is_file() for i in images)
 
 
 def test_a_media_root_that_cannot_be_written_stops_the_run_in_one_line(s3_bucket, tmp_path):
