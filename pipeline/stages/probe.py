@@ -22,7 +22,8 @@ def probe_task(path: str) -> dict:
 
 
 class ProbeStage(Stage):
-    """Container facts (ffprobe, in the driver: quick, no executor round trip), then the probe rules."""
+    """Container facts (ffprobe, in the driver: quick, no executor round trip; an object's on the executor),
+    then the probe rules."""
 
     name = "probe"
 
@@ -33,6 +34,11 @@ class ProbeStage(Stage):
     def applies(self, video: Video) -> bool:
         """Not for a duplicate (its original is processed instead)."""
         return (self.store.video(video.video_id) or {}).get("status") != Status.DUPLICATE
+
+    def task(self, video: Video, h: str):
+        """For an object-store source, probe_task on the executor (a worker copies the object, not the
+        driver); for a local file None: ``compute`` runs in the driver."""
+        return (probe_task, (video.source,)) if storage.is_remote(video.source) else None
 
     def compute(self, video: Video, h: str) -> dict:
         """ffprobe of the file (probe_task)."""

@@ -45,6 +45,26 @@ def _upload(bucket: str) -> str:
     return f"{bucket}/in/"
 
 
+def test_discover_finds_the_videos_of_a_prefix_or_an_object(s3_bucket):
+    from pipeline.runner import InputError, discover, sidecar
+
+    prefix = _upload(s3_bucket)
+    storage.write_bytes(f"{s3_bucket}/in/notes.txt", b"x")
+    storage.write_bytes(f"{s3_bucket}/in/sub/more.MKV", b"x")
+    want = [f"{s3_bucket}/in/{n}.mp4" for n in VIDEOS] + [f"{s3_bucket}/in/sub/more.MKV"]
+    assert discover([prefix]) == sorted(want) and all(isinstance(f, str) for f in discover([prefix]))
+    assert discover([want[0], prefix.rstrip("/")]) == [want[0], *sorted(want[1:])]  # each once, in order
+    assert sidecar(want[0])["subject"] == json.loads((LESSONS / f"{VIDEOS[0]}.json").read_text())["subject"]
+    assert sidecar(want[2]) == {}
+    for bad, says in [(f"{s3_bucket}/nothing/", "no such file or folder"), (f"{s3_bucket}/in/notes.txt", "not a video"),
+                      ("s3://tb-no-such-bucket-here/in/", "no such file or folder")]:
+        with pytest.raises(InputError, match=says):
+            discover([bad])
+    storage.write_bytes(f"{s3_bucket}/empty/a.txt", b"x")
+    with pytest.raises(InputError, match="holds no video files"):
+        discover([f"{s3_bucket}/empty/"])
+
+
 def _process(bucket: str, db: Path, *extra: str, media: str | None = None):
     return run_cli("process", _upload(bucket), "--media", media or f"{bucket}/media", "--out", f"{bucket}/out",
                    "--db", str(db), "--json", "-q", *extra)
@@ -65,8 +85,8 @@ def _check_s3_run(proc, bucket: str, db: Path, local_run: dict) -> None:
     assert [s["texts"] for s in samples] == [s["texts"] for s in local_run["samples"]]
     assert [s["text_ocr_list"] for s in samples] == [s["text_ocr_list"] for s in local_run["samples"]]
     assert [s["images"] for s in samples] == [s["images"] for s in local_run["samples"]]
-    assert [m["source"] for s in samples for m in s["metadata"]] == [
-        m["source"] for s in local_run["samples"] for m in s["metadata"]]  # the key under the input prefix
+    # the same metadata (the sidecar read beside the object; the source: the key under the input prefix)
+    assert [s["metadata"] for s in samples] == [s["metadata"] for s in local_run["samples"]]
     images = [i for s in samples for i in s["images"] if i]
     assert len(images) == 4
     for img in images:  # the export's images are objects in the bucket, each a JPEG
