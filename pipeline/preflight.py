@@ -18,6 +18,7 @@ roots; this one goes through tools.storage, so URIs work: the two are to be merg
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -81,8 +82,16 @@ def _read(root: str, names: list[str], token: str) -> str | None:
 
 
 def _remove(root: str, name: str) -> None:
+    """On one node: its marker removed (and, in a local folder, the marker's folders once empty)."""
     try:
-        storage.remove(storage.join(root, name))
+        target = storage.join(root, name)
+        storage.remove(target)
+        if not storage.is_remote(root):
+            folder = os.path.dirname(target)
+            for _ in range(2):  # .textbook-preflight/TOKEN, then .textbook-preflight
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+                folder = os.path.dirname(folder)
     except Exception as exc:  # noqa: BLE001 - a marker left behind is harmless
         log.debug("preflight: could not remove %s: %s", name, exc)
 
