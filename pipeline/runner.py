@@ -9,6 +9,8 @@ and a run with another config keeps its own beside it; each run records in ``run
 hashes it used and the status of each video. One bad video is an error row with a kind and the run
 goes on; the same command again redoes what failed (``failed_before``), except the permanent kinds.
 Only the driver process writes the store: executors return results.
+Inputs, the media root (``media``) and ``out_dir`` may be object-store URIs (tools.storage): the tasks read
+and write through them, and a preflight (pipeline.preflight) proves every node can before the first task.
 
 The build (agents/graph.py) uses ``register``, ``pack`` and the same stages, in its own longer list
 (agents/stages.py), through the same Flow.
@@ -247,7 +249,8 @@ class Runner:
 
     def run(self, paths: list[str | Path]) -> RunResult:
         """``process`` over ``paths`` (files or folders): register, the flow, pack, export. InputError for bad
-        input; the run's row records ``finished`` with the result, or ``failed`` with the error."""
+        input, PreflightError when a node cannot write the media root or this machine ``out_dir`` (nothing
+        recorded then); the run's row records ``finished`` with the result, or ``failed`` with the error."""
         t0 = time.perf_counter()
         files = discover(paths)
         # public_source: paths relative to these
