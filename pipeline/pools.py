@@ -20,8 +20,8 @@ actor pool with declared CPU/GPU needs; /work/shared/SCALE.md).
   are retried (``max_task_retries``: at-least-once; each future still gets one result); when Ray gives
   up, the future's exception is a ``ToolError`` of kind ``worker_lost`` (that video's failure, retried by
   a rerun) and the pool replaces the dead actor: never a crash of the run.
-- ``preflight(media_root)``: a tiny task pinned to every alive node (node affinity) writes a file under
-  the media root and reads back what every node wrote; a node that cannot stops the run with one line.
+- The preflight of the media root on every node is pipeline.preflight.check_nodes (``start`` joins Ray
+  first).
 
 Ray's docs: actors and their resources (docs.ray.io "Actors", "Resources", "Accelerator support"), actor
 fault tolerance (``max_restarts``, ``max_task_retries``), ``NodeAffinitySchedulingStrategy``,
@@ -34,7 +34,6 @@ import logging
 import math
 import os
 import threading
-import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -349,10 +348,10 @@ class RayPoolExecutor:
             handles = [s.handle for s in pool.slots if s.handle is not None and not s.dead]
         return ray.get([h.stats.remote() for h in handles])
 
-    def preflight(self, media_root: str | os.PathLike, timeout: float = 120.0) -> list[str]:
-        """``preflight(media_root)`` on this executor's Ray (started if need be)."""
+    def start(self) -> None:
+        """Start (or join) Ray now, before the first task: a preflight asks its nodes
+        (pipeline.preflight.check_nodes). Raises PoolUnavailable (kind config) when Ray cannot start."""
         self._ray()
-        return preflight(media_root, timeout=timeout)
 
     def close(self) -> None:
         """Cancels what waits here, fails what actors hold (ToolError ``worker_lost``: the executor closed),
@@ -537,120 +536,7 @@ def _resources(resources: dict[str, float]) -> str:
     return ", ".join(f"{k}={v / GB:.3g}GB" if k == "memory" else f"{k}={v:g}" for k, v in sorted(resources.items()))
 
 
-# -- preflight -------------------------------------------------------------------------------------------
-# The seam for media by URI: the preflight reads and writes through these two functions. Today they take
-# local paths (a shared filesystem mounted at the same place on every node); the fsspec storage layer
-# (tools/storage.py, another change) replaces them so that s3:// and gs:// roots work the same way.
-def write_text(root: str | os.PathLike, name: str, text: str) -> None:
-    """Writes ``text`` to ``root/name`` (parents made). A URI root (``s3://...``) is not handled yet:
-    ToolError ``unsupported``."""
-    path = _local(root) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-def read_text(root: str | os.PathLike, name: str) -> str:
-    """The text of ``root/name``."""
-    return (_local(root) / name).read_text()
-
-
-def remove(root: str | os.PathLike, name: str) -> None:
-    """Removes ``root/name`` and its folder if empty (best effort)."""
-    path = _local(root) / name
-    path.unlink(missing_ok=True)
-    try:
-        path.parent.rmdir()
-    except OSError:
-        pass
-
-
-def _local(root: str | os.PathLike) -> Path:
-    text = os.fspath(root)
-    if "://" in text and not text.startswith("file://"):
-        raise ToolError("unsupported", f"media root {text!r}: URIs need the storage layer (tools/storage.py)")
-    return Path(text.removeprefix("file://"))
-
-
-def _preflight_write(root: str, name: str, token: str) -> str | None:
-    """On one node: write ``token`` to ``root/name`` and read it back; None, or what went wrong."""
-    try:
-        write_text(root, name, token)
-        back = read_text(root, name)
-    except Exception as exc:
-        return f"cannot write {_where(root, name)}: {_one_line(exc)}"
-    return None if back == token else f"wrote {_where(root, name)} but read back something else"
-
-
-def _preflight_read(root: str, files: dict[str, str]) -> str | None:
-    """On one node: read every node's file (name -> its token); None, or the first that does not match."""
-    for name, token in files.items():
-        try:
-            back = read_text(root, name)
-        except Exception as exc:
-            return f"cannot read {_where(root, name)}, written by another node: {_one_line(exc)}"
-        if back != token:
-            return f"reads {_where(root, name)}, written by another node, as something else"
-    return None
-
-
-def _preflight_remove(root: str, name: str) -> None:
-    remove(root, name)
-
-
-def _where(root: str, name: str) -> str:
-    return f"{os.fspath(root).rstrip('/')}/{name}"
-
-
 def _one_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
-
-
-def preflight(media_root: str | os.PathLike, timeout: float = 120.0) -> list[str]:
-    """Checks that every alive node of the running Ray can write the media root and read what every other
-    node wrote there (a root that is not shared loses one node's frames for the others), before the first
-    task. A tiny task is pinned to each node (``NodeAffinitySchedulingStrategy``, soft=False; 0 CPUs, so it
-    runs beside busy actors): it writes ``.textbook-preflight/<run token>/<node id>`` under the root and
-    reads it back; then each node reads all the files; then each removes its own.
-
-    Returns the alive nodes' ids (hex). Raises ``PoolUnavailable`` (kind ``storage``) with one line naming
-    the first node that cannot, and what it could not do (or that it did not answer within ``timeout``
-    seconds per phase). Needs Ray initialized (``RayPoolExecutor.preflight`` starts it)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    root = os.fspath(media_root)
-    nodes = _alive_nodes(ray)
-    token = uuid.uuid4().hex
-    names = {n["NodeID"]: f".textbook-preflight/{token}/{n['NodeID']}" for n in nodes}
-    label = {n["NodeID"]: f"{n['NodeID'][:12]} ({n.get('NodeManagerAddress', '?')})" for n in nodes}
-
-    def on_each(fn, args_of) -> dict[str, Any]:
-        remote = ray.remote(fn)
-        refs = {node: remote.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-            node, soft=False)).remote(*args_of(node)) for node in names}
-        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
-        out: dict[str, Any] = {}
-        for node, ref in refs.items():
-            if ref not in ready:
-                ray.cancel(ref, force=True)
-                out[node] = f"did not answer within {timeout:g} s"
-                continue
-            try:
-                out[node] = ray.get(ref)
-            except Exception as exc:  # the node died or the task could not run there
-                out[node] = f"could not run the check: {_one_line(exc)}"
-        return out
-
-    try:
-        for fn, args_of in [(_preflight_write, lambda node: (root, names[node], token)),
-                            (_preflight_read, lambda node: (root, {names[n]: token for n in names}))]:
-            problems = {node: p for node, p in on_each(fn, args_of).items() if p}
-            if problems:
-                node, problem = next(iter(problems.items()))
-                others = len(problems) - 1
-                more = f" (and {others} more node{'s' if others > 1 else ''})" if others else ""
-                raise PoolUnavailable("storage", f"preflight: node {label[node]} {problem}{more}")
-    finally:
-        on_each(_preflight_remove, lambda node: (root, names[node]))
-    log.info("preflight: %d nodes read and write %s", len(names), root)
-    return list(names)
+    """An exception as one line of at most 300 characters (its message's first line)."""
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return (str(text).splitlines() or [type(exc).__name__])[0][:300]

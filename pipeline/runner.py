@@ -9,6 +9,8 @@ and a run with another config keeps its own beside it; each run records in ``run
 hashes it used and the status of each video. One bad video is an error row with a kind and the run
 goes on; the same command again redoes what failed (``failed_before``), except the permanent kinds.
 Only the driver process writes the store: executors return results.
+Inputs, the media root (``media``) and ``out_dir`` may be object-store URIs (tools.storage): the tasks read
+and write through them, and a preflight (pipeline.preflight) proves every node can before the first task.
 
 The build (agents/graph.py) uses ``register``, ``pack`` and the same stages, in its own longer list
 (agents/stages.py), through the same Flow.
@@ -16,6 +18,8 @@ The build (agents/graph.py) uses ``register``, ``pack`` and the same stages, in 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -29,19 +33,22 @@ from pipeline.executors import make_executor
 from pipeline.export import ExportOptions, export
 from pipeline.flow import Flow
 from pipeline.pools import PoolUnavailable, RayPoolExecutor
+from pipeline.preflight import PreflightError, check_here, check_nodes
 from pipeline.provenance import public_source
 from pipeline.records import Status, Video
 from pipeline.stage import STAGE_VERSIONS, Context, NullReporter, Reporter, Stage
 from pipeline.stages import AsrStage, ClipsStage, KeyframesStage, OcrStage, PackStage, ProbeStage
 from store import Store
 from store.paths import media_dir
+from tools import storage
 from tools.errors import PERMANENT_KINDS, ToolError
 from tools.media import VIDEO_EXTENSIONS, file_sha256, read_sidecar
 from tools.media import local_video_id as make_video_id
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PROCESS_STAGES", "STAGE_VERSIONS", "InputError", "Runner", "RunResult", "VideoSummary", "discover"]
+__all__ = ["PROCESS_STAGES", "STAGE_VERSIONS", "InputError", "PreflightError", "Runner", "RunResult", "VideoSummary",
+           "discover"]
 
 # the stages of ``process``, in flow order (the build adds its judges and download around them: agents/stages.py)
 PROCESS_STAGES: tuple[type[Stage], ...] = (ProbeStage, AsrStage, KeyframesStage, OcrStage, ClipsStage)
@@ -101,12 +108,17 @@ class RunResult:
 
 
 # -- inputs ------------------------------------------------------------------
-def discover(paths: list[str | Path]) -> list[Path]:
-    """Video files named by ``paths`` (files, or folders searched recursively), in a stable order."""
+def discover(paths: list[str | Path]) -> list[Path | str]:
+    """Video files named by ``paths`` (files, or folders searched recursively), in a stable order: local
+    ones as resolved Paths, those of an object store (``s3://bucket/in/``, a prefix or one object) as URI
+    strs (tools.storage; a Path would fold ``s3://`` into ``s3:/``)."""
     if not paths:
         raise InputError("no input given: name video files or folders")
-    found: list[Path] = []
+    found: list[Path | str] = []
     for raw in paths:
+        if storage.is_remote(raw):
+            found.extend(_discover_uri(str(raw)))
+            continue
         p = Path(raw)
         if not p.exists():
             raise InputError(f"no such file or folder: {p}")
@@ -120,11 +132,57 @@ def discover(paths: list[str | Path]) -> list[Path]:
             raise InputError(f"{p}: not a video file (extension {p.suffix or 'none'})")
         else:
             found.append(p)
-    unique = list(dict.fromkeys(f.resolve() for f in found))
+    unique = list(dict.fromkeys(f if isinstance(f, str) else f.resolve() for f in found))
     return unique
 
 
-sidecar = read_sidecar  # NAME.json / NAME.info.json beside a video (never a *.truth.json)
+def _discover_uri(uri: str) -> list[str]:
+    """The videos of one object-store input: the object itself, or those under the prefix (VIDEO_EXTENSIONS)."""
+    shown = storage.redact(uri)
+    ext = os.path.splitext(uri.rstrip("/"))[1].lower()
+    try:
+        if ext and storage.is_file(uri):
+            if ext not in VIDEO_EXTENSIONS:
+                raise InputError(f"{shown}: not a video file (extension {ext})")
+            return [uri]
+        vids = storage.listdir(uri, VIDEO_EXTENSIONS)
+    except ToolError as exc:
+        if exc.kind == "not_found":
+            raise InputError(f"no such file or folder: {shown}") from None
+        raise InputError(f"cannot list {shown}: {exc.message}") from None
+    if not vids:
+        raise InputError(f"{shown}: folder holds no video files (looked for {' '.join(sorted(VIDEO_EXTENSIONS))})")
+    return vids
+
+
+def sidecar(f: Path | str) -> dict:
+    """NAME.json / NAME.info.json beside a video (never a *.truth.json); beside an object, read from the store."""
+    if not storage.is_remote(f):
+        return read_sidecar(Path(f))
+    stem = os.path.splitext(str(f))[0]
+    for candidate in (f"{stem}.json", f"{stem}.info.json"):
+        if candidate.endswith(".truth.json") or not storage.is_file(candidate):
+            continue
+        try:
+            data = json.loads(storage.read_bytes(candidate))
+        except (ToolError, ValueError) as exc:
+            log.warning("ignoring unreadable metadata %s: %s", storage.redact(candidate), exc)
+            return {}
+        return data if isinstance(data, dict) else {}
+    return {}
+
+
+def _content(f: Path | str) -> tuple[str, int]:
+    """(sha256, bytes) of a video's content; an object is streamed from the store (never its ETag: that is
+    not a content hash for a multipart upload, and duplicates are found across local and remote inputs)."""
+    if not storage.is_remote(f):
+        return file_sha256(f), Path(f).stat().st_size
+    digest, n = hashlib.sha256(), 0
+    with storage.open_uri(f, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+            n += len(block)
+    return digest.hexdigest(), n
 
 
 def check_writable(folder: Path) -> None:
@@ -152,12 +210,16 @@ class Runner:
     set). ``register`` may be called from several threads at once for different videos of the same run.
     """
 
-    def __init__(self, store: Store, cfg: PipelineConfig, out_dir: Path, reporter: Reporter | None = None,
-                 command: str = "process"):
+    def __init__(self, store: Store, cfg: PipelineConfig, out_dir: Path | str, reporter: Reporter | None = None,
+                 command: str = "process", media: Path | str | None = None):
         self.store = store
         self.cfg = cfg
         self.out_dir = out_dir
-        self.media = media_dir_for(store.path)
+        # where frames and clip images go: beside the store (store.paths), or ``media`` (a path or a URI)
+        if media is None:
+            self.media: Path | str = media_dir_for(store.path)
+        else:
+            self.media = str(media) if storage.is_remote(media) else storage.local_path(media).absolute()
         self.reporter = reporter or NullReporter()
         self.command = command
         self._exec = None
@@ -173,16 +235,6 @@ class Runner:
     def start(self, run_id: str) -> None:
         """Bind this runner's stages to ``run_id`` (their ``run_videos`` rows, errors and events)."""
         self.ctx.run_id = run_id
-
-    def preflight(self) -> None:
-        """On Ray: every alive node can write and read the media root (pipeline.pools.preflight), and every
-        pool has a node that can host it. InputError (one line, naming the node) when not."""
-        if self.cfg.executor != "ray":
-            return
-        try:
-            self._executor().preflight(self.media)
-        except PoolUnavailable as exc:
-            raise InputError(str(exc)) from None
 
     def flow(self, stages: list[Stage], workers: int | None = None, **kw) -> Flow:
         """The scheduler over ``stages`` with this run's lanes (pipeline.flow): on the local executor one
@@ -202,13 +254,14 @@ class Runner:
 
     def run(self, paths: list[str | Path]) -> RunResult:
         """``process`` over ``paths`` (files or folders): register, the flow, pack, export. InputError for bad
-        input; the run's row records ``finished`` with the result, or ``failed`` with the error."""
+        input, PreflightError when a node cannot write the media root or this machine ``out_dir`` (nothing
+        recorded then); the run's row records ``finished`` with the result, or ``failed`` with the error."""
         t0 = time.perf_counter()
         files = discover(paths)
-        self._input_roots = [Path(p).expanduser().resolve() for p in paths]  # public_source: paths relative to these
-        check_writable(self.out_dir)
-        check_writable(self.media)
-        inputs = [str(f) for f in files]
+        # public_source: paths relative to these
+        self._input_roots = [str(p) if storage.is_remote(p) else Path(p).expanduser().resolve() for p in paths]
+        self.preflight()
+        inputs = [storage.redact(f) for f in files]
         cfg_json = self.cfg.model_dump(mode="json")
         run_id = "run-" + config_hash(self.command, inputs, cfg_json)[:12]
         retried = self.failed_before(run_id)
@@ -224,6 +277,23 @@ class Runner:
         result.seconds = round(time.perf_counter() - t0, 2)
         self.store.finish_run(run_id, "finished", result.to_json())
         return result
+
+    def preflight(self) -> None:
+        """Before the first task: a local ``out_dir`` and media folder made and written here (InputError, one
+        line, as a mistyped path is); an object-store one written and read back here (pipeline.preflight); on
+        Ray, the media root written and read by every alive node, each reading the others' (the frames a
+        worker writes must be where the driver and the other workers read them). Raises PreflightError (one
+        line naming the node) when one cannot."""
+        for where in (self.out_dir, self.media):
+            if not storage.is_remote(where):
+                check_writable(storage.local_path(where))
+        if self.cfg.executor == "ray":  # the workers' nodes first (the driver reads what they write): named
+            try:
+                self._executor().start()  # Ray started (or joined) now, so its nodes can be asked
+            except PoolUnavailable as exc:
+                raise PreflightError(str(exc)) from None
+            check_nodes(self.media)
+        check_here([w for w in (self.out_dir, self.media) if storage.is_remote(w)])
 
     def failed_before(self, run_id: str) -> dict[str, int]:
         """The videos that an earlier run with this id left failed and that this one redoes, counted by
@@ -245,21 +315,22 @@ class Runner:
         err = self.store.last_error(vid, kind)
         return err["stage"] if err else None
 
-    def _run(self, run_id: str, files: list[Path]) -> RunResult:
+    def _run(self, run_id: str, files: list[Path | str]) -> RunResult:
         """The ``process`` flow: every video through PROCESS_STAGES, then pack and export."""
         self.start(run_id)
         videos = self.register(run_id, [(f, {}) for f in files])
         work = self.originals(videos)
         self.store.set_run_videos(run_id, list(dict.fromkeys(v["video_id"] for v in [*work, *videos])))
-        self.preflight()
         stages = [stage(self.ctx) for stage in PROCESS_STAGES]
         passed = self.flow(stages).run([Video.from_row(v) for v in work]).passed
         samples = self.pack(run_id, work, [v.as_dict() for v in passed])
         return self._summary(run_id, videos, samples)
 
     # -- what the build shares ------------------------------------------------------------------------
-    def register(self, run_id: str, items: list[tuple[Path, dict]]) -> list[dict]:
+    def register(self, run_id: str, items: list[tuple[Path | str, dict]]) -> list[dict]:
         """Record each file as a video (sidecar metadata, overridden by ``extra``); dedup by video id.
+        A file is a Path, or an object-store URI str (tools.storage: its content streamed for the sha256, its
+        sidecar read beside it, its source stored as the URI, tools.storage.redact applied).
 
         Keys read from the metadata: title, subject, course, subcourse, knowledge_point, difficulty (a grade
         level or rank, pipeline.curriculum.parse_difficulty), and the URL keys of pipeline.provenance (the
@@ -274,18 +345,20 @@ class Runner:
         self.reporter.stage("register", len(items))
         for f, extra in items:
             meta = {**sidecar(f), **{k: v for k, v in extra.items() if v is not None}}
-            sha = file_sha256(f)
+            sha, size = _content(f)
             vid = extra.get("id") or make_video_id(f, meta, sha)
-            row = {"video_id": vid, "source": str(f), "sha256": sha, "title": meta.get("title") or f.stem,
+            name = Path(str(f)).name
+            row = {"video_id": vid, "source": storage.redact(f), "sha256": sha,
+                   "title": meta.get("title") or Path(name).stem,
                    "subject": meta.get("subject"), "course": meta.get("course"),
                    "knowledge_point": meta.get("knowledge_point"), "metadata": meta,
                    "subcourse": meta.get("subcourse"), "difficulty": parse_difficulty(meta.get("difficulty")),
                    "public_source": public_source(f, meta, getattr(self, "_input_roots", ()))}
             store.upsert_video(row)
             status, reason = Status.PENDING, None
-            if f.stat().st_size == 0:
+            if size == 0:
                 probe = ProbeStage(self.ctx)
-                probe.error(vid, probe.config_hash(None), ToolError("empty", f"{f.name} is empty (0 bytes)"))
+                probe.error(vid, probe.config_hash(None), ToolError("empty", f"{name} is empty (0 bytes)"))
                 status, reason = Status.ERROR, "empty"
             elif (kept := store.video_by_sha256(sha, exclude=vid)) is not None:
                 store.update_video(vid, status=Status.DUPLICATE.value, reason="duplicate",
@@ -317,7 +390,7 @@ class Runner:
         self.export_samples(run_id, samples)
         return samples
 
-    def export_samples(self, run_id: str, samples: list[dict]) -> Path:
+    def export_samples(self, run_id: str, samples: list[dict]) -> Path | str:
         """Write the run's samples (jsonl) and images to ``out_dir``: samples.jsonl, or samples.RUN.jsonl
         when the folder holds another run's samples.jsonl (pipeline.export: nothing another run wrote is
         lost). Returns the file written."""

@@ -112,7 +112,7 @@ class Context:
 
     store: Store
     cfg: PipelineConfig
-    media: Path
+    media: Path | str  # the media root: a local folder, or an object-store URI (tools.storage)
     run_id: str = ""
     executor: Callable[[], Any] | None = None
     reporter: Reporter = field(default_factory=NullReporter)

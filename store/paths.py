@@ -12,12 +12,26 @@ absolute paths of a folder the store has since left; those resolve at read time,
 part after the last ``NAME_media`` component is looked up in this store's media folder, then a relative
 path is tried against the current working directory. A path found nowhere resolves to where it would be
 now (absolute), so a check such as ``is_file()`` fails and the stage that made it runs again.
+
+A media root in an object store (``process --media s3://bucket/media``) has its files recorded as their URIs
+(``s3://bucket/media/frames/VID/HASH/t000001000.jpg``), kept and read back as they are: the store and the
+bucket move independently, so the URI is the one name that stays true. (tools.storage refuses a URI carrying
+credentials before any file is written, so none reaches the store.)
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(path: str | Path) -> bool:
+    """True for an object-store URI (``s3://``, ``gs://``; not ``file://``), recorded and read back as is."""
+    text = str(path)
+    return bool(_URI.match(text)) and not text.lower().startswith("file://")
 
 
 def _abs(path: str | Path) -> Path:
@@ -34,7 +48,9 @@ def media_dir(db_path: str | Path) -> Path:
 def record_path(db_path: str | Path, path: str | Path) -> str:
     """How ``path`` is written into the store ``db_path``: relative to the store's folder when the file
     is under it (POSIX separators), else absolute. A relative ``path`` is taken relative to the current
-    working directory (as the process that made the file meant it)."""
+    working directory (as the process that made the file meant it). An object-store URI is recorded as is."""
+    if is_uri(path):
+        return str(path)
     p = _abs(path)
     root = _abs(db_path).parent
     try:
@@ -53,15 +69,17 @@ def _in_media(db_path: str | Path, recorded: Path) -> Path | None:
     return media.joinpath(*tail) if tail else media
 
 
-def resolve_path(db_path: str | Path, recorded: str | Path | None) -> Path | None:
+def resolve_path(db_path: str | Path, recorded: str | Path | None) -> Path | str | None:
     """The absolute path of a file the store ``db_path`` recorded (``record_path``), None for None/''.
 
     In order, the first that exists: absolute -> the same file in this store's media folder (store moved
     with its media), the path itself; relative -> the store's folder joined with it, the same file in
     this store's media folder (a path relative to an old run's working directory), the current working
-    directory joined with it. None existing: the first candidate."""
+    directory joined with it. None existing: the first candidate. An object-store URI: itself (a str)."""
     if not recorded:
         return None
+    if is_uri(recorded):
+        return str(recorded)
     p = Path(recorded)
     in_media = _in_media(db_path, p)
     if p.is_absolute():

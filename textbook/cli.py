@@ -54,9 +54,13 @@ def _setup_logging(quiet: bool) -> None:
 
 @app.command()
 def process(
-    paths: Annotated[list[Path], typer.Argument(help="video files or folders of videos")],
+    paths: Annotated[list[str], typer.Argument(help="video files or folders of videos (or s3://bucket/prefix/)")],
     db: DbOpt = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="export folder for samples and images")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", help="export folder for samples and images, or an "
+                                                          "object-store URI (s3://bucket/out)")] = None,
+    media: Annotated[Optional[str], typer.Option("--media", help="where keyframes and clip images go: a folder or "
+                                                              "an object-store URI every worker can write "
+                                                              "(default: NAME_media/ beside the --db file)")] = None,
     config: ConfigOpt = None,
     executor: Annotated[Optional[str], typer.Option(help="local, process or ray")] = None,
     workers: Annotated[Optional[int], typer.Option(help="workers of the process or ray executor")] = None,
@@ -81,22 +85,29 @@ def process(
     if pack or max_tokens:
         pipe["pack"] = {k: v for k, v in (("mode", pack), ("max_tokens", max_tokens)) if v}
     overrides: dict = {"pipeline": pipe}
+    from tools import storage
+
+    remote_out = out if out and storage.is_remote(out) else None  # checked by the run's preflight (a probe object)
     if db:
         overrides["db"] = db
-    if out:
+    if out and not remote_out:
         overrides["out"] = out
     settings = load_settings(config, overrides)
-    from pipeline.runner import check_writable, discover
+    from pipeline.runner import PreflightError, check_writable, discover
 
     discover(paths)  # a missing path or a folder without videos: one line, before any store is made
-    check_writable(Path(settings.out))
+    if remote_out is None:
+        check_writable(Path(settings.out))
     store = open_store(settings.db)
     try:
         from store.serve import serve_reads  # other commands read the store through this one while it runs
 
         with serve_reads(store, "process"), ProgressReporter(
                 enabled=not quiet and not as_json, every_s=settings.progress_every_s) as reporter:
-            result = Runner(store, settings.pipeline, settings.out, reporter).run(paths)
+            result = Runner(store, settings.pipeline, remote_out or settings.out, reporter, media=media).run(paths)
+    except PreflightError as exc:  # a node (or this machine) cannot write the media root or --out: the run stops
+        err_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     finally:
         store.close()
     if as_json:
@@ -106,7 +117,7 @@ def process(
     errors = [v for v in result.videos if v.status == "error"]
     if errors and len(errors) == len(result.videos):
         first = errors[0]
-        raise UserError(f"none of the {len(errors)} inputs could be processed: {Path(first.source).name}: "
+        raise UserError(f"none of the {len(errors)} inputs could be processed: {Path(str(first.source)).name}: "
                         f"{first.reason}")
     if errors:
         from tools.errors import PERMANENT_KINDS
@@ -257,6 +268,9 @@ def export(db: DbOpt = None,
                                                                  "(s3://bucket/out: credentials from AWS_* "
                                                                  "variables)")] = None,
            run: Annotated[Optional[str], typer.Option(help="run id (default: latest)")] = None,
+           media: Annotated[Optional[str], typer.Option("--media", help="the media root the run wrote its images to "
+                                                                     "(process --media; default: NAME_media/ beside "
+                                                                     "--db)")] = None,
            order: Annotated[str, typer.Option("--order", help="file (pack order) or curriculum (easy to "
                                                             "difficult by the knowledge points' difficulty)")] = "file",
            image_root: Annotated[Optional[str], typer.Option(
@@ -298,7 +312,7 @@ def export(db: DbOpt = None,
     options.run_id = run_id
     if remote_out is None:
         check_writable(settings.out)  # an object store is checked by the export itself (a probe object)
-    result = run_export(samples, remote_out or settings.out, fmt, media_dir_for(settings.db), options)
+    result = run_export(samples, remote_out or settings.out, fmt, media or media_dir_for(settings.db), options)
     if as_json:
         print(json.dumps({"run_id": run_id, **result.to_json()}, indent=2))
         return

@@ -126,12 +126,13 @@ _SECRET_LOGGERS = ("botocore", "aiobotocore", "boto3", "s3transfer", "urllib3", 
 
 def _quiet_client_logs() -> None:
     """Cap the object-store clients' loggers at INFO (their DEBUG lines carry request headers with the
-    session token), whatever level the root logger is given; a level set higher by the user is kept."""
+    session token), whatever level the root logger is given; a level set higher (by the user, or inherited:
+    ``textbook -q`` logs errors only) is kept. Checked again at every ``filesystem`` call."""
     import logging
 
     for name in _SECRET_LOGGERS:
         logger = logging.getLogger(name)
-        if logger.level < logging.INFO:
+        if logger.getEffectiveLevel() < logging.INFO:
             logger.setLevel(logging.INFO)
 
 

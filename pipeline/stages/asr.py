@@ -11,7 +11,7 @@ from pipeline.records import Status, Video
 from pipeline.stage import Needs, Stage
 from pipeline.stages.rules import transcript_rules
 from pipeline.tokens import count_tokens
-from tools import media
+from tools import media, storage
 from tools.asr import AsrOptions, Transcriber
 
 
@@ -22,7 +22,15 @@ def _transcriber(options: AsrOptions) -> Transcriber:
 def asr_task(path: str, options: AsrOptions, languages: tuple[str, ...], min_speech: float) -> dict:
     """The audio track to transcribe (``options.audio.track``: a track in a wanted language, else
     the default-flagged one), its level normalized when low, then ASR with per-window languages.
-    The transcript (tools.asr.Transcript as a dict) records the track and the normalization."""
+    The transcript (tools.asr.Transcript as a dict) records the track and the normalization.
+    ``path``: a local path or a URI (tools.storage: copied to this worker's disk for ffmpeg)."""
+    if not storage.is_remote(path):
+        return _asr_file(path, options, languages, min_speech)
+    with storage.local_copy(path) as local:
+        return _asr_file(str(local), options, languages, min_speech)
+
+
+def _asr_file(path: str, options: AsrOptions, languages: tuple[str, ...], min_speech: float) -> dict:
     info = media.probe(path)
     choice = media.choose_audio_track(info.audio_streams, options.audio.track, options.audio.languages or languages)
     audio = media.extract_audio(path, stream=choice.stream.index)

@@ -16,28 +16,53 @@ from pipeline.records import Clip, Status, Video
 from pipeline.stage import Stage
 from pipeline.stages.ocr import OcrStage, plan
 from pipeline.tokens import count_tokens
+from tools import storage
 
 
-def images_dir(media: Path, vid: str, h: str) -> Path:
-    """Where a video's clip images for the clips hash ``h`` live: media/images/VID/HASH/."""
-    return media / "images" / vid / h
+def images_dir(media: Path | str, vid: str, h: str) -> Path | str:
+    """Where a video's clip images for the clips hash ``h`` live: media/images/VID/HASH/ (a Path under a
+    local media folder, a URI str under an object-store one)."""
+    if storage.is_remote(media):
+        return storage.join(media, "images", vid, h)
+    return Path(media) / "images" / vid / h
 
 
-def link_images(media: Path, vid: str, h: str, clip_rows: list[dict], frames: dict[int, dict]) -> None:
-    """Name each kept clip's keyframes by the export rule (pipeline.assemble.image_name) under
-    media/images/VID/HASH/, as hard links to the frame files; the folder is replaced whole."""
-    target = images_dir(media, vid, h)
-    tmp = target.with_name(f".{h}.{os.getpid()}.{threading.get_ident()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+def image_names(vid: str, clip_rows: list[dict], frames: dict[int, dict]) -> dict[str, str]:
+    """The kept clips' images: file name (pipeline.assemble.image_name) -> the frame file it shows."""
+    out = {}
     for c in clip_rows:
         if c["decision"] != "keep":
             continue
         for k, idx in enumerate(c["keyframes"]):
-            name = Path(assemble.image_name(vid, c["start_s"], c["end_s"], k)).name
-            _link_or_copy(Path(frames[idx]["path"]), tmp / name)
+            out[Path(assemble.image_name(vid, c["start_s"], c["end_s"], k)).name] = frames[idx]["path"]
+    return out
+
+
+def link_images(media: Path | str, vid: str, h: str, clip_rows: list[dict], frames: dict[int, dict]) -> None:
+    """Name each kept clip's keyframes by the export rule (pipeline.assemble.image_name) under
+    media/images/VID/HASH/, as hard links to the frame files; the folder is replaced whole. Under an
+    object-store media root: server-side copies of the frame objects (tools.storage.copy), and the objects
+    under the prefix that are not the clips' images removed."""
+    if storage.is_remote(media):
+        _copy_images(str(images_dir(media, vid, h)), image_names(vid, clip_rows, frames))
+        return
+    target = images_dir(media, vid, h)
+    tmp = target.with_name(f".{h}.{os.getpid()}.{threading.get_ident()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, frame in image_names(vid, clip_rows, frames).items():
+        _link_or_copy(Path(frame), tmp / name)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
+
+
+def _copy_images(target: str, names: dict[str, str]) -> None:
+    for name, frame in names.items():
+        storage.copy(frame, storage.join(target, name))
+    if storage.exists(target):
+        wanted = {storage.join(target, name) for name in names}
+        for stale in set(storage.listdir(target, recursive=False)) - wanted:
+            storage.remove(stale)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -71,8 +96,17 @@ class ClipsStage(Stage):
         return config_hash("clips", self.version, self.cfg.clips, self.asr_h, self.ocr_h, self.policy_hash())
 
     def cached(self, video: Video, h: str) -> bool:
-        """Stored, and the clip images' folder there."""
-        return super().cached(video, h) and images_dir(self.ctx.media, video.video_id, h).is_dir()
+        """Stored, and the clip images' folder there (under an object-store media root, which has no
+        folders: every kept clip's image object)."""
+        if not super().cached(video, h):
+            return False
+        media, vid = self.ctx.media, video.video_id
+        if not storage.is_remote(media):
+            return images_dir(media, vid, h).is_dir()
+        frames = {f["idx"]: f for f in self.store.keyframes(vid, self.kf_h)}
+        target = images_dir(media, vid, h)
+        return all(storage.is_file(storage.join(target, name))
+                   for name in image_names(vid, self.store.clips(vid, h), frames))
 
     def plan(self, video: Video) -> list[Clip]:
         """The video's clips from its transcript and keyframes (pipeline.assemble.plan_clips), decided by

@@ -5,6 +5,7 @@ keyframe). Its hash covers the OCR options, the filter, the clip policy
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -16,12 +17,18 @@ from pipeline.records import Status, Video
 from pipeline.stage import Needs, Stage
 from pipeline.stages.asr import AsrStage
 from pipeline.stages.keyframes import KeyframesStage
+from tools import storage
 from tools.ocr import OcrLine, OcrOptions, make_reader
 
 
 def ocr_task(paths: list[str], options: OcrOptions) -> list[dict]:
-    """tools.ocr results (one dict per image, in order) of the image files."""
-    return [asdict(r) for r in make_reader(options).read_many(paths)]
+    """tools.ocr results (one dict per image, in order) of the image files; a path may be a URI
+    (tools.storage: the images are copied to this worker's disk for tesseract, deleted after)."""
+    if not any(storage.is_remote(p) for p in paths):
+        return [asdict(r) for r in make_reader(options).read_many(paths)]
+    with contextlib.ExitStack() as stack:
+        local = [str(stack.enter_context(storage.local_copy(p))) for p in paths]
+        return [asdict(r) for r in make_reader(options).read_many(local)]
 
 
 def plan(stage: Stage, vid: str, asr_h: str, kf_h: str) -> list[assemble.ClipPlan]:

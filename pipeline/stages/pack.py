@@ -7,7 +7,8 @@ from __future__ import annotations
 from pipeline import assemble
 from pipeline.config import config_hash
 from pipeline.stage import Context
-from pipeline.stages.clips import images_dir, link_images
+from pipeline.stages.clips import link_images
+from tools import storage
 
 
 class PackStage:
@@ -50,9 +51,9 @@ class PackStage:
             kf_h, ocr_h, clips_h = used[vid]
             frames = {f["idx"]: f for f in store.keyframes(vid, kf_h, ocr_h)}
             clip_rows = store.clips(vid, clips_h)
-            folder = images_dir(media, vid, clips_h).relative_to(media).as_posix()
+            folder = f"images/{vid}/{clips_h}"  # images_dir, relative to the media root
             video_positions = assemble.interleave(store.video(vid), clip_rows, frames, image_dir=folder)
-            if any(p.image and not (media / p.image).is_file() for p in video_positions):
+            if any(p.image and not storage.is_file(storage.join(media, p.image)) for p in video_positions):
                 # media lost, or named by an earlier rule: name the clips' keyframes again
                 link_images(media, vid, clips_h, clip_rows, frames)
             positions.append(video_positions)
@@ -63,4 +64,5 @@ class PackStage:
 
     def _media_present(self, run_id: str) -> bool:
         media = self.ctx.media
-        return all((media / img).is_file() for s in self.store.samples(run_id) for img in s["images"] if img)
+        return all(storage.is_file(storage.join(media, img)) for s in self.store.samples(run_id)
+                   for img in s["images"] if img)

@@ -9,16 +9,21 @@ from pipeline.config import config_hash
 from pipeline.records import Status, Video
 from pipeline.stage import Stage
 from pipeline.stages.rules import probe_rules
-from tools import media
+from tools import media, storage
 
 
 def probe_task(path: str) -> dict:
-    """tools.media.MediaInfo of the file, as a dict (picklable); raises ToolError (corrupt, ...)."""
-    return asdict(media.probe(Path(path)))
+    """tools.media.MediaInfo of the file or object ``path`` (a local path or a URI, read through a
+    tools.storage.local_copy), as a dict (picklable); raises ToolError (corrupt, not_found, ...)."""
+    if not storage.is_remote(path):
+        return asdict(media.probe(Path(path)))
+    with storage.local_copy(path) as local:
+        return asdict(media.probe(local))
 
 
 class ProbeStage(Stage):
-    """Container facts (ffprobe, in the driver: quick, no executor round trip), then the probe rules."""
+    """Container facts (ffprobe, in the driver: quick, no executor round trip; an object's on the executor),
+    then the probe rules."""
 
     name = "probe"
 
@@ -29,6 +34,11 @@ class ProbeStage(Stage):
     def applies(self, video: Video) -> bool:
         """Not for a duplicate (its original is processed instead)."""
         return (self.store.video(video.video_id) or {}).get("status") != Status.DUPLICATE
+
+    def task(self, video: Video, h: str):
+        """For an object-store source, probe_task on the executor (a worker copies the object, not the
+        driver); for a local file None: ``compute`` runs in the driver."""
+        return (probe_task, (video.source,)) if storage.is_remote(video.source) else None
 
     def compute(self, video: Video, h: str) -> dict:
         """ffprobe of the file (probe_task)."""

@@ -22,8 +22,8 @@ from pipeline.pools import (
     PoolUnavailable,
     RayPoolExecutor,
     pool_preset,
-    preflight,
 )
+from pipeline.preflight import PreflightError, check_nodes
 from pipeline.stages.asr import asr_task
 from tests.pipeline._tasks import exit_process, square, square_where
 from tools.asr import AsrOptions
@@ -145,17 +145,16 @@ class TestTwoNodes:
         assert two_nodes.ray.is_initialized()  # the executor leaves a Ray it did not start
 
     def test_preflight_reaches_every_node(self, two_nodes, tmp_path):
-        nodes = preflight(tmp_path / "media")
+        nodes = check_nodes(tmp_path / "media")
         assert sorted(nodes) == sorted(n.node_id for n in two_nodes.cluster.list_all_nodes())
         assert not any(p.is_file() for p in (tmp_path / "media").rglob("*"))
 
     def test_preflight_names_the_node_that_cannot_write(self, two_nodes, tmp_path):
         blocker = tmp_path / "media"
         blocker.write_text("a file where the media root should be")
-        with pytest.raises(PoolUnavailable) as err:
-            preflight(blocker)
+        with pytest.raises(PreflightError) as err:
+            check_nodes(blocker)
         message = str(err.value)
-        assert err.value.kind == "storage" and isinstance(err.value, RunStopped)
         assert "\n" not in message and "cannot write" in message and str(blocker) in message
         named = [n.node_id for n in two_nodes.cluster.list_all_nodes() if n.node_id[:12] in message]
         assert len(named) == 1  # names one node (and says how many more)
