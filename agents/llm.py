@@ -566,11 +566,9 @@ class Gateway:
                                                   f"arguments for {schema.__name__}.")]
             response = value.model_dump(mode="json") if isinstance(value, BaseModel) else raw
             with protected():  # the answer reaches the cache before any interrupt can act
-                if error is None:
-                    self.store.llm_cache_put(row["cache_key"], model_name, response, tokens_in, tokens_out)
-                # a failure is never cached: a rerun asks again
+                # one commit: the answer in the cache and its llm_calls row; a failure is never cached
                 self._record(row, response, tokens_in, tokens_out, estimated, t0, attempts, error,
-                             None if error is None else "invalid_output")
+                             None if error is None else "invalid_output", cache=error is None)
                 recorded = True
         except _Resend as exc:  # the re-sends are spent
             attempts += getattr(exc, "sent", 0)
@@ -617,27 +615,25 @@ class Gateway:
         return LLMRequestFailed(where, call_id, kind=exc.kind)
 
     def _record(self, row: dict, response: Any, tokens_in: int, tokens_out: int, estimated: bool, t0: float,
-                attempts: int, error: str | None, error_kind: str | None) -> None:
+                attempts: int, error: str | None, error_kind: str | None, cache: bool = False) -> None:
+        """Log a paid call (``llm_calls``); ``cache``: its answer goes into the response cache in the same
+        commit."""
         cost = (tokens_in * self.cfg.price_in_per_mtok + tokens_out * self.cfg.price_out_per_mtok) / 1e6
         with protected():
             self.store.record_llm_call({**row, "cached": False, "response": response, "input_tokens": tokens_in,
                                         "output_tokens": tokens_out, "tokens_estimated": estimated,
                                         "cost_usd": cost, "latency_s": time.perf_counter() - t0,
-                                        "attempts": attempts, "error": error, "error_kind": error_kind})
+                                        "attempts": attempts, "error": error, "error_kind": error_kind},
+                                       cache=cache)
 
     def _replay(self, hit: dict, row: dict, schema) -> Answer:
         """A cache hit: logged once per run (a rerun of the same run adds no row), costs nothing."""
         self._count(calls=1, cached=1)
-        with protected():  # check and write as one step, so two threads log one row
-            with self.store.lock:
-                call_id = self.store.llm_call_for_key(self.run_id, row["cache_key"])
-                if call_id is None:
-                    call_id = row["call_id"]
-                    self.store.record_llm_call({**row, "cached": True, "response": hit["response"],
-                                                "input_tokens": hit["input_tokens"],
-                                                "output_tokens": hit["output_tokens"], "tokens_estimated": False,
-                                                "cost_usd": 0.0, "latency_s": 0.0, "attempts": 0, "error": None,
-                                                "error_kind": None})
+        with protected():  # check and write as one step on the store's writer, so two threads log one row
+            call_id = self.store.record_llm_call_once({
+                **row, "cached": True, "response": hit["response"], "input_tokens": hit["input_tokens"],
+                "output_tokens": hit["output_tokens"], "tokens_estimated": False, "cost_usd": 0.0,
+                "latency_s": 0.0, "attempts": 0, "error": None, "error_kind": None})
         value = schema.model_validate(hit["response"]) if schema else hit["response"]
         return Answer(value, call_id, True)
 

@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import json
 import re
+import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,22 +83,173 @@ def open_store(path: str | Path, read_only: bool = False) -> Store:
     return store
 
 
-class Store:
-    """Repository over one DuckDB connection.
+class _Write:
+    """One write queued for the writer thread: the method, its arguments, and (once its batch has
+    committed or failed) its result or its exception; ``done`` is set then."""
 
-    Thread-safe by serialization: every public method and every ``transaction()`` holds one
-    re-entrant lock, so the build's worker threads (judges, ASR, rewrites of different videos) all
-    write through this one connection, one statement group at a time, and the driver stays the
-    single writer of the file (DuckDB lets one process open it for writing).
+    __slots__ = ("fn", "args", "kwargs", "result", "error", "done")
+
+    def __init__(self, fn, args: tuple, kwargs: dict):
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
+def _writes(fn):
+    """Mark a Store method as a write: it runs on the writer thread, in a batch (see ``Store``)."""
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        return self._submit(fn, args, kwargs)
+    return call
+
+
+class Store:
+    """Repository over one DuckDB database, with one writer thread.
+
+    **Writes** (every method that changes the file; ``transaction()`` blocks) go through a queue to
+    one writer thread, which takes every write queued (up to ``batch_max``) and runs them in order
+    in one transaction, then commits once: many threads' writes share one commit (a commit costs
+    ~10-20 ms of fsync; a write ~0.1-1 ms). A write method returns only once its batch has
+    committed, with its own result, so a caller that writes then reads sees its write. A write that
+    raises fails alone: the batch is rolled back, the write at fault gets its exception (its own
+    type and message, e.g. ``duckdb.ConstraintException``), and the rest of the batch runs again
+    and lands. A write made inside another write or inside a ``transaction()`` block runs at once,
+    as part of it. ``close()`` lands every write queued before it, then closes the file.
+
+    **Reads** run on the caller's thread on a cursor of their own (``conn.cursor()``: DuckDB
+    allows one per thread in one process), never behind the writer: they see every committed
+    write. Inside a write or a ``transaction()`` block, reads see that block's own writes.
+
+    ``lock``: a re-entrant lock the store's own methods do not take; callers hold it around a
+    read-then-write step that must not interleave with another such step (``with store.lock:``).
+    ``con``: a DuckDB connection for raw SQL: inside a write or ``transaction()`` block the writer's
+    cursor; elsewhere a cursor of the calling thread's own (reads, or autocommitted writes).
     """
 
+    batch_max = 512
+    """Most writes one commit takes."""
+
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path):
-        self.con = con
+        self._root = con  # runs no statement: cursors are made from it
         self.path = path
         self.lock = threading.RLock()
+        self._cursor_lock = threading.Lock()  # guards _root.cursor(), _free and _cursors
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._free: list[duckdb.DuckDBPyConnection] = []
+        self._local = threading.local()
+        self._wcur = self._cursor()
+        self._wlock = threading.RLock()  # held by the thread that runs statements on _wcur
+        self._owner: int | None = None  # that thread's ident
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._closed = False
+        self.commits = 0
+        """Batches committed so far (with ``writes``: writes per commit, for benchmarks)."""
+        self.writes = 0
+        self._writer = threading.Thread(target=self._write_loop, name=f"store-writer:{path.name}", daemon=True)
+        self._writer.start()
+
+    # -- the writer ---------------------------------------------------------------
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._cursor_lock:
+            cur = self._root.cursor()
+            self._cursors.append(cur)
+            return cur
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection for raw SQL from this thread (see the class docstring)."""
+        if self._owner == threading.get_ident():
+            return self._wcur
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self._cursor()
+        return cur
+
+    def _submit(self, fn, args: tuple, kwargs: dict) -> Any:
+        """Run the write ``fn(self, *args, **kwargs)`` on the writer thread and wait for its batch to
+        commit; its result, or its exception re-raised here. Inside a write or ``transaction()``
+        block (this thread holds the writer's cursor), it runs at once as part of that block."""
+        if getattr(self, "_queue", None) is None or self._owner == threading.get_ident():
+            return fn(self, *args, **kwargs)  # nested (or a subclass without a writer: RemoteStore)
+        if self._closed:
+            raise StoreError(f"{self.path}: the store is closed; {fn.__name__} was not written")
+        op = _Write(fn, args, kwargs)
+        self._queue.put(op)
+        op.done.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    def _write_loop(self) -> None:
+        """The writer thread: take every queued write (up to ``batch_max``), run them as one batch;
+        a None in the queue (``close()``) ends it once the writes queued before it are done."""
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.batch_max:
+                try:
+                    op = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if op is None:
+                    stop = True
+                    break
+                batch.append(op)
+            try:
+                with self._wlock:
+                    self._owner = threading.get_ident()
+                    try:
+                        self._run_batch(batch)
+                    finally:
+                        self._owner = None
+            finally:
+                for op in batch:
+                    op.done.set()
+
+    def _run_batch(self, batch: list[_Write]) -> None:
+        """Run the writes in one transaction and commit. The write that raises gets its exception and
+        the others run again without it; a failed commit runs each write alone."""
+        cur = self._wcur
+        while batch:
+            at = 0
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                results = []
+                for at, op in enumerate(batch):
+                    results.append(op.fn(self, *op.args, **op.kwargs))
+                at = len(batch)
+                cur.execute("COMMIT")
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller that made the write
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                if at < len(batch):  # this write raised: it fails alone, the others run again
+                    batch[at].error = exc
+                    batch = batch[:at] + batch[at + 1:]
+                elif len(batch) == 1:
+                    batch[0].error = exc
+                    batch = []
+                else:  # the commit failed: each write alone
+                    for op in batch:
+                        self._run_batch([op])
+                    batch = []
+                continue
+            for op, result in zip(batch, results, strict=True):
+                op.result = result
+            self.commits += 1
+            self.writes += len(batch)
+            batch = []
 
     # -- schema -------------------------------------------------------------
+    @_writes
     def migrate(self) -> list[int]:
+        """Apply the numbered migrations (store/migrations/NNN_name.sql) not applied yet, in order;
+        returns their numbers. Raises duckdb.Error when one fails (nothing of it is applied)."""
         self.con.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
                          "name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
         done = {r[0] for r in self.con.execute("SELECT version FROM schema_migrations").fetchall()}
@@ -105,34 +257,78 @@ class Store:
         for version, name, sql in _migrations():
             if version in done:
                 continue
-            with self.transaction():
-                self.con.execute(sql)
-                self.con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, _now()])
+            self.con.execute(sql)
+            self.con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, _now()])
             applied.append(version)
         return applied
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self.lock:
-            self.con.execute("BEGIN TRANSACTION")
+        """A block of writes that commit together or not at all (an exception rolls them back and
+        passes through). The calling thread runs on the writer's cursor meanwhile (queued writes wait;
+        reads elsewhere go on); inside a write or another block, it is part of that one."""
+        me = threading.get_ident()
+        if self._owner == me:
+            yield
+            return
+        with self._wlock:
+            self._owner = me
             try:
-                yield
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
-            self.con.execute("COMMIT")
+                self._wcur.execute("BEGIN TRANSACTION")
+                try:
+                    yield
+                except BaseException:
+                    self._wcur.execute("ROLLBACK")
+                    raise
+                self._wcur.execute("COMMIT")
+            finally:
+                self._owner = None
 
     def close(self) -> None:
-        self.con.close()
+        """Land every write queued so far, stop the writer thread and close the file (idempotent).
+        Writes after it raise StoreError."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        if self._writer is not threading.current_thread():
+            self._writer.join()
+        with self._cursor_lock:
+            for cur in self._cursors:
+                try:
+                    cur.close()
+                except duckdb.Error:
+                    pass
+        self._root.close()
+
+    @contextmanager
+    def _reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor for one read: the writer's inside a write block, else a free one of the pool."""
+        if self._owner == threading.get_ident():
+            yield self._wcur
+            return
+        with self._cursor_lock:
+            cur = self._free.pop() if self._free else None
+        if cur is None:
+            cur = self._cursor()
+        try:
+            yield cur
+        finally:
+            with self._cursor_lock:
+                self._free.append(cur)
 
     def rows(self, sql: str, params: list | None = None) -> list[dict[str, Any]]:
-        cur = self.con.execute(sql, params or [])
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+        """The rows of a query as dicts (column name -> value), in the query's order."""
+        with self._reading() as con:
+            cur = con.execute(sql, params or [])
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
     def scalar(self, sql: str, params: list | None = None) -> Any:
-        row = self.con.execute(sql, params or []).fetchone()
-        return row[0] if row else None
+        """The first column of the query's first row; None when it has no row."""
+        with self._reading() as con:
+            found = con.execute(sql, params or []).fetchall()
+        return found[0][0] if found else None
 
     def counts(self) -> dict[str, int]:
         tables = [r["table_name"] for r in self.rows(
@@ -140,6 +336,7 @@ class Store:
         return {t: self.scalar(f'SELECT count(*) FROM "{t}"') for t in tables}
 
     # -- runs ---------------------------------------------------------------
+    @_writes
     def start_run(self, run_id: str, command: str, inputs: list[str], config: dict, config_hash: str) -> bool:
         """Create the run, or mark an existing one running again. True if it existed."""
         existed = self.scalar("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]) > 0
@@ -153,6 +350,7 @@ class Store:
                               config_hash, now, now])
         return existed
 
+    @_writes
     def finish_run(self, run_id: str, status: str, summary: dict) -> None:
         self.con.execute("UPDATE runs SET status = ?, updated_at = ?, summary = ? WHERE run_id = ?",
                          [status, _now(), json.dumps(summary), run_id])
@@ -160,6 +358,7 @@ class Store:
     def latest_run(self) -> str | None:
         return self.scalar("SELECT run_id FROM runs ORDER BY updated_at DESC LIMIT 1")
 
+    @_writes
     def set_run_videos(self, run_id: str, video_ids: list[str]) -> None:
         """The run's videos, in this order: rows of other videos are removed; a listed video keeps its
         status, reason and config hashes (``update_run_video``)."""
@@ -177,6 +376,7 @@ class Store:
 
     RUN_VIDEO_FIELDS = ("status", "reason", "asr_hash", "keyframes_hash", "ocr_hash", "clips_hash")
 
+    @_writes
     def update_run_video(self, run_id: str, video_id: str, **fields: Any) -> None:
         """Set a run's view of one video (``RUN_VIDEO_FIELDS``: status, reason, the config hashes of the
         outputs it used); the row is added (last position) when the run has none for the video yet."""
@@ -201,6 +401,7 @@ class Store:
         return found[0] if found else None
 
     # -- videos -------------------------------------------------------------
+    @_writes
     def upsert_video(self, video: dict) -> None:
         """Insert or update a video row; status is kept unless given."""
         cols = ["video_id", "source", "sha256", "title", "subject", "course", "knowledge_point", "metadata",
@@ -213,6 +414,7 @@ class Store:
             f"'pending', ?) ON CONFLICT (video_id) DO UPDATE SET {updates}",
             [*vals, _now()])
 
+    @_writes
     def update_video(self, video_id: str, **fields: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.con.execute(f"UPDATE videos SET {sets}, updated_at = ? WHERE video_id = ?",
@@ -260,11 +462,13 @@ class Store:
         if status != "error":
             self.con.execute("DELETE FROM errors WHERE video_id = ? AND stage = ?", [video_id, stage])
 
+    @_writes
     def mark_stage(self, video_id: str, stage: str, config_hash: str, status: str = "done",
                    detail: str | None = None, seconds: float | None = None) -> None:
         with self.transaction():
             self._mark(video_id, stage, config_hash, status, detail, seconds)
 
+    @_writes
     def record_error(self, video_id: str, stage: str, config_hash: str, kind: str, message: str,
                      run_id: str | None) -> None:
         with self.transaction():
@@ -275,6 +479,7 @@ class Store:
             self.con.execute("UPDATE videos SET status = 'error', reason = ?, updated_at = ? WHERE video_id = ?",
                              [kind, _now(), video_id])
 
+    @_writes
     def save_probe(self, video_id: str, config_hash: str, info: dict, seconds: float) -> None:
         """A probe (tools.media.MediaInfo as a dict) onto the video's row."""
         with self.transaction():
@@ -309,6 +514,7 @@ class Store:
             return self.rows("SELECT * FROM warnings WHERE video_id = ? ORDER BY stage, kind", [video_id])
         return self.rows("SELECT * FROM warnings ORDER BY video_id, stage, kind")
 
+    @_writes
     def save_transcript(self, video_id: str, config_hash: str, tr: dict, n_tokens: int) -> None:
         """A transcript (tools.asr.Transcript as a dict): its kept segments, the dropped ones with
         their reason, the language windows, the audio track and the normalization used."""
@@ -352,6 +558,7 @@ class Store:
             tr[key] = json.loads(tr[key]) if tr[key] else None
         return tr
 
+    @_writes
     def save_keyframes(self, video_id: str, config_hash: str, frames: list[dict], seconds: float) -> None:
         """The keyframes (tools.keyframes.Keyframe dicts) of one config; each file's ``path`` is recorded
         relative to the store's folder (store.paths.record_path)."""
@@ -381,6 +588,7 @@ class Store:
             r["path"] = str(resolve_path(self.path, r["path"]))
         return rows
 
+    @_writes
     def save_ocr(self, video_id: str, config_hash: str, results: list[dict], seconds: float,
                  llm_calls: list[dict] | None = None) -> None:
         """Each keyframe's OCR (``text``: the kept lines; ``raw``: all lines read; ``lines``:
@@ -397,6 +605,7 @@ class Store:
                 self.record_llm_call(call)
             self._mark(video_id, "ocr", config_hash, "done", None, seconds)
 
+    @_writes
     def save_clips(self, video_id: str, config_hash: str, clips: list[dict]) -> None:
         with self.transaction():
             self.con.execute("DELETE FROM clips WHERE video_id = ? AND config_hash = ?", [video_id, config_hash])
@@ -423,6 +632,7 @@ class Store:
         return rows
 
     # -- samples ------------------------------------------------------------
+    @_writes
     def save_samples(self, run_id: str, config_hash: str, samples: list[dict]) -> None:
         with self.transaction():
             self.con.execute("DELETE FROM samples WHERE run_id = ?", [run_id])
@@ -451,6 +661,7 @@ class Store:
         found = self.rows("SELECT * FROM runs WHERE run_id = ?", [run_id])
         return found[0] if found else None
 
+    @_writes
     def save_taxonomy(self, run_id: str, nodes: list[dict]) -> None:
         with self.transaction():
             self.con.execute("DELETE FROM taxonomy WHERE run_id = ?", [run_id])
@@ -461,6 +672,7 @@ class Store:
         return self.rows("SELECT node_id, parent_id, level, name, position, difficulty FROM taxonomy "
                          "WHERE run_id = ? ORDER BY position", [run_id])
 
+    @_writes
     def add_hit(self, run_id: str, video_id: str, point_id: str, source: str, query: str, round_: int,
                 relevance: float | None, fit: float) -> bool:
         """Record that ``point_id``'s search found ``video_id``; False if that pair was known already."""
@@ -472,6 +684,7 @@ class Store:
                                         "fit": fit, "verdict": None, "score": None, "created_at": _now()})
         return True
 
+    @_writes
     def set_hit_verdict(self, run_id: str, video_id: str, point_id: str, verdict: str, score: float | None) -> None:
         self.con.execute("UPDATE candidate_hits SET verdict = ?, score = ? WHERE run_id = ? AND video_id = ? "
                          "AND point_id = ?", [verdict, score, run_id, video_id, point_id])
@@ -479,6 +692,7 @@ class Store:
     def hits(self, run_id: str) -> list[dict]:
         return self.rows("SELECT * FROM candidate_hits WHERE run_id = ? ORDER BY point_id, video_id", [run_id])
 
+    @_writes
     def record_query(self, run_id: str, point_id: str, round_: int, query: str, source: str, results: int | None,
                      units: int, cached: bool, error: str | None = None) -> None:
         self._insert("queries", {"run_id": run_id, "point_id": point_id, "round": round_, "query": query,
@@ -500,10 +714,12 @@ class Store:
         value = self.scalar("SELECT value FROM search_cache WHERE cache_key = ?", [key])
         return json.loads(value) if value else None
 
+    @_writes
     def search_cache_put(self, key: str, value: dict, units: int) -> None:
         self._insert("search_cache", {"cache_key": key, "value": value, "units": units, "created_at": _now()},
                      replace=True)
 
+    @_writes
     def add_candidate(self, run_id: str, video_id: str, point_id: str, source: str, url: str, query: str,
                       round_: int, metadata: dict) -> bool:
         """Record a found video under ``point_id``; False when the run already has it (dedup by video id).
@@ -515,6 +731,7 @@ class Store:
                                     "status": "found", "reason": None, "path": None, "updated_at": _now()})
         return True
 
+    @_writes
     def update_candidate(self, run_id: str, video_id: str, **fields: Any) -> None:
         """Set fields of a candidate; a ``path`` (its download) is recorded relative to the store's folder
         when under it (store.paths.record_path)."""
@@ -537,6 +754,7 @@ class Store:
                 r["path"] = str(resolve_path(self.path, r["path"]))
         return rows
 
+    @_writes
     def save_judgment(self, run_id: str, video_id: str, kind: str, verdict: str, score: float | None,
                       reasons: list[str], detail: dict | None = None, call_id: str | None = None) -> None:
         self._insert("judgments", {"run_id": run_id, "video_id": video_id, "kind": kind, "verdict": verdict,
@@ -557,13 +775,32 @@ class Store:
             return None
         return {**found[0], "response": json.loads(found[0]["response"])}
 
+    @_writes
     def llm_cache_put(self, key: str, model: str, response: dict, input_tokens: int, output_tokens: int) -> None:
+        """Store a validated answer under its cache key (replacing any); tokens are what it cost."""
         self._insert("llm_cache", {"cache_key": key, "model": model, "response": response,
                                    "input_tokens": input_tokens, "output_tokens": output_tokens,
                                    "created_at": _now()}, replace=True)
 
-    def record_llm_call(self, row: dict) -> None:
+    @_writes
+    def record_llm_call(self, row: dict, cache: bool = False) -> None:
+        """Log one model call (an ``llm_calls`` row: the columns of migration 002 and later, without
+        ``created_at``). ``cache``: also store its answer in the response cache (``cache_key``, ``model``,
+        ``response``, ``input_tokens``, ``output_tokens`` of the row), in the same commit."""
+        if cache:
+            self.llm_cache_put(row["cache_key"], row["model"], row["response"], row["input_tokens"],
+                               row["output_tokens"])
         self._insert("llm_calls", {**row, "created_at": _now()})
+
+    @_writes
+    def record_llm_call_once(self, row: dict) -> str:
+        """Log a cache hit once per run: the ``call_id`` of the run's first call with the row's
+        ``cache_key`` when there is one (nothing written), else the row is logged and its id returned."""
+        found = self.llm_call_for_key(row["run_id"], row["cache_key"])
+        if found is not None:
+            return found
+        self._insert("llm_calls", {**row, "created_at": _now()})
+        return row["call_id"]
 
     def _run_rows(self, table: str, run_id: str, order: str, **equal: str | None) -> list[dict]:
         """A run's rows of ``table``, narrowed by the given column values (None: any)."""
@@ -588,11 +825,13 @@ class Store:
                         "coalesce(sum(cost_usd), 0) AS cost_usd FROM llm_calls WHERE run_id = ?", [run_id])[0]
         return {k: (float(v) if k == "cost_usd" else int(v)) for k, v in row.items()}
 
+    @_writes
     def event_start(self, run_id: str, node: str, video_id: str | None, summary: dict | None) -> int:
         return self.con.execute("INSERT INTO events (run_id, node, video_id, started_at, input) "
                                 "VALUES (?, ?, ?, ?, ?) RETURNING event_id",
                                 [run_id, node, video_id, _now(), _jsonable(summary)]).fetchone()[0]
 
+    @_writes
     def event_end(self, event_id: int, output: dict | None = None, decision: str | None = None,
                   reasons: list[str] | None = None, error: str | None = None) -> None:
         now = _now()
@@ -602,19 +841,6 @@ class Store:
 
     def events(self, run_id: str, node: str | None = None, video_id: str | None = None) -> list[dict]:
         return self._run_rows("events", run_id, "event_id", node=node, video_id=video_id)
-
-
-def _locked(fn):
-    @functools.wraps(fn)
-    def call(self, *args, **kwargs):
-        with self.lock:
-            return fn(self, *args, **kwargs)
-    return call
-
-
-for _name, _fn in list(vars(Store).items()):
-    if callable(_fn) and not _name.startswith("__") and _name not in ("transaction",):
-        setattr(Store, _name, _locked(_fn))
 
 
 def _jsonable(value: Any) -> Any:
