@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import email.utils
+import functools
 import hashlib
 import json
 import logging
@@ -183,10 +184,16 @@ def _walk(node: Any, fn: Callable[[dict], None]) -> None:
             _walk(v, fn)
 
 
+@functools.lru_cache(maxsize=256)
+def _json_schema(schema: type[BaseModel]) -> dict:
+    """The model's JSON schema, made once per class (pydantic takes ~1 ms each time); never mutate it."""
+    return schema.model_json_schema()
+
+
 def grammar_schema(schema: type[BaseModel]) -> dict:
     """The model's JSON schema for a grammar-based decoder: small integer ranges as enums (llama.cpp's
     schema-to-grammar ignores minimum/maximum), descriptions and titles kept."""
-    out = copy.deepcopy(schema.model_json_schema())
+    out = copy.deepcopy(_json_schema(schema))
 
     def fix(node: dict) -> None:
         if node.get("type") == "integer" and "minimum" in node and "maximum" in node \
@@ -200,7 +207,7 @@ def grammar_schema(schema: type[BaseModel]) -> dict:
 def strict_schema(schema: type[BaseModel]) -> dict:
     """The model's JSON schema in OpenAI's strict form: every object closed (additionalProperties
     false) with every property required; defaults dropped (the model writes every field)."""
-    out = copy.deepcopy(schema.model_json_schema())
+    out = copy.deepcopy(_json_schema(schema))
 
     def fix(node: dict) -> None:
         if node.get("type") == "object" and "properties" in node:
@@ -233,10 +240,11 @@ def _type_text(node: dict, defs: dict, depth: int) -> str:
     return kind or "value"
 
 
+@functools.lru_cache(maxsize=256)
 def schema_hint(schema: type[BaseModel]) -> str:
     """A short plain-text description of the answer's JSON object, appended to the system message when the
     schema is enforced by response_format (the model does not see a tool definition then)."""
-    js = schema.model_json_schema()
+    js = _json_schema(schema)
     defs = js.get("$defs", {})
     lines = ["Answer with one JSON object with these keys, in this order:"]
     for key, node in js.get("properties", {}).items():
@@ -371,6 +379,7 @@ class Gateway:
         self.grace_s = grace_s
         self._lock = threading.Lock()  # guards _models, _slots, _keys, _failing and _stats
         self._slots: dict[str, EndpointSlots] = {}
+        self._bound: dict[tuple, Any] = {}  # (role, schema, mode) -> the model bound to answer it
         self._keys: dict[str, list] = {}  # cache key -> [lock, users]: one request per key at a time
         self._failing: dict[str, int] = {}  # endpoint -> calls in a row that failed on transport
         self._stats = GatewayStats()
@@ -449,6 +458,17 @@ class Gateway:
         return {"temperature": self._pick(role, "temperature"), "max_tokens": self._pick(role, "max_tokens")}
 
     def _bind(self, role: str, schema: type[BaseModel] | None, mode: str):
+        """The role's model bound to answer ``schema`` in ``mode``, made once per (role, schema, mode)."""
+        key = (role, schema, mode)
+        with self._lock:
+            bound = self._bound.get(key)
+        if bound is None:
+            bound = self._make_bound(role, schema, mode)
+            with self._lock:
+                bound = self._bound.setdefault(key, bound)
+        return bound
+
+    def _make_bound(self, role: str, schema: type[BaseModel] | None, mode: str):
         model = self.model(role)
         if schema is None or mode == "text":
             return model
@@ -483,7 +503,7 @@ class Gateway:
         params = self._params(role)
         key = hashlib.sha256(json.dumps({
             "model": model_name, "role": role, "messages": messages, "params": params, "structured": mode,
-            "schema": schema.model_json_schema() if schema else None}, sort_keys=True).encode()).hexdigest()
+            "schema": _json_schema(schema) if schema else None}, sort_keys=True).encode()).hexdigest()
         row = {"call_id": uuid.uuid4().hex, "run_id": self.run_id, "node": node, "role": role,
                "video_id": video_id, "prompt_name": prompt.name, "prompt_sha256": prompt.sha256,
                "model": model_name, "cache_key": key, "messages": messages}

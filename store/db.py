@@ -143,6 +143,7 @@ class Store:
         self._owner: int | None = None  # that thread's ident
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._closed = False
+        self._buffer: dict[tuple, list[list]] | None = None  # a batch's row inserts, by (table, columns, verb)
         self.commits = 0
         """Batches committed so far (with ``writes``: writes per commit, for benchmarks)."""
         self.writes = 0
@@ -160,6 +161,8 @@ class Store:
     def con(self) -> duckdb.DuckDBPyConnection:
         """The DuckDB connection for raw SQL from this thread (see the class docstring)."""
         if self._owner == threading.get_ident():
+            if self._buffer:
+                self._flush()
             return self._wcur
         cur = getattr(self._local, "cur", None)
         if cur is None:
@@ -211,39 +214,57 @@ class Store:
                     op.done.set()
 
     def _run_batch(self, batch: list[_Write]) -> None:
-        """Run the writes in one transaction and commit. The write that raises gets its exception and
-        the others run again without it; a failed commit runs each write alone."""
+        """Run the writes in one transaction and commit once, their row inserts gathered into one
+        multi-row INSERT per table (``_insert``: DuckDB pays ~1-4 ms a statement, ~0.2-0.6 ms a row of
+        a multi-row one). When anything fails, the batch is rolled back and each write runs again
+        alone, unbuffered: the write at fault gets its exception, the others land."""
+        if self._try(batch, buffered=True):
+            return
+        for op in batch:
+            op.error = op.result = None
+            self._try([op], buffered=False)
+
+    def _try(self, ops: list[_Write], buffered: bool) -> bool:
+        """One transaction for ``ops``; False (rolled back, nothing recorded) when it fails with more
+        than one write, else each write's result, or the one write's exception, is recorded."""
         cur = self._wcur
-        while batch:
-            at = 0
+        self._buffer = {} if buffered else None
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            results = [op.fn(self, *op.args, **op.kwargs) for op in ops]
+            self._flush()
+            cur.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller that made the write
+            self._buffer = None
             try:
-                cur.execute("BEGIN TRANSACTION")
-                results = []
-                for at, op in enumerate(batch):
-                    results.append(op.fn(self, *op.args, **op.kwargs))
-                at = len(batch)
-                cur.execute("COMMIT")
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller that made the write
-                try:
-                    cur.execute("ROLLBACK")
-                except duckdb.Error:
-                    pass
-                if at < len(batch):  # this write raised: it fails alone, the others run again
-                    batch[at].error = exc
-                    batch = batch[:at] + batch[at + 1:]
-                elif len(batch) == 1:
-                    batch[0].error = exc
-                    batch = []
-                else:  # the commit failed: each write alone
-                    for op in batch:
-                        self._run_batch([op])
-                    batch = []
-                continue
-            for op, result in zip(batch, results, strict=True):
-                op.result = result
-            self.commits += 1
-            self.writes += len(batch)
-            batch = []
+                cur.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            if len(ops) > 1 or buffered:
+                return False
+            ops[0].error = exc
+            return True
+        finally:
+            self._buffer = None
+        for op, result in zip(ops, results, strict=True):
+            op.result = result
+        self.commits += 1
+        self.writes += len(ops)
+        return True
+
+    def _flush(self) -> None:
+        """Run the row inserts gathered so far in this batch, one multi-row INSERT per table and column
+        set (at most 256 rows a statement), in the order each table's rows came."""
+        buffer, self._buffer = self._buffer, None
+        try:
+            for (table, cols, verb), rows in (buffer or {}).items():
+                one = "(" + ", ".join("?" * len(cols)) + ")"
+                for at in range(0, len(rows), 256):
+                    chunk = rows[at:at + 256]
+                    self._wcur.execute(f'{verb} INTO {table} ({", ".join(cols)}) VALUES '
+                                       + ", ".join([one] * len(chunk)), [v for row in chunk for v in row])
+        finally:
+            self._buffer = {} if buffer is not None else None
 
     # -- schema -------------------------------------------------------------
     @_writes
@@ -305,6 +326,8 @@ class Store:
     def _reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor for one read: the writer's inside a write block, else a free one of the pool."""
         if self._owner == threading.get_ident():
+            if self._buffer:
+                self._flush()
             yield self._wcur
             return
         with self._cursor_lock:
@@ -648,10 +671,15 @@ class Store:
 
     # -- the agent (migration 002) ------------------------------------------------
     def _insert(self, table: str, row: dict, replace: bool = False) -> None:
-        cols = list(row)
+        """Insert one row (dicts and lists as JSON text); ``replace``: INSERT OR REPLACE. In a writer
+        batch the row waits for ``_flush`` (before the batch's next statement or its commit)."""
+        cols = tuple(row)
         verb = "INSERT OR REPLACE" if replace else "INSERT"
-        self.con.execute(f'{verb} INTO {table} ({", ".join(cols)}) VALUES ({", ".join("?" * len(cols))})',
-                         [_jsonable(row[c]) for c in cols])
+        values = [_jsonable(row[c]) for c in cols]
+        if self._buffer is not None and self._owner == threading.get_ident():
+            self._buffer.setdefault((table, cols, verb), []).append(values)
+            return
+        self.con.execute(f'{verb} INTO {table} ({", ".join(cols)}) VALUES ({", ".join("?" * len(cols))})', values)
 
     def runs(self) -> list[dict]:
         return self.rows("SELECT run_id, command, status, inputs, created_at, updated_at, attempts, summary "
