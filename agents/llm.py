@@ -56,6 +56,7 @@ from pydantic import BaseModel, ValidationError
 
 import prompts
 from agents.config import ROLES, LLMConfig
+from agents.direct_chat import Clients, DirectChat, EndpointStatusError, request_base
 from agents.interrupts import is_interrupt, protected
 from tools.errors import RunStopped
 
@@ -380,6 +381,7 @@ class Gateway:
         self._lock = threading.Lock()  # guards _models, _slots, _keys, _failing and _stats
         self._slots: dict[str, EndpointSlots] = {}
         self._bound: dict[tuple, Any] = {}  # (role, schema, mode) -> the model bound to answer it
+        self._clients = Clients()  # per endpoint: the pooled HTTP client of DirectChat
         self._keys: dict[str, list] = {}  # cache key -> [lock, users]: one request per key at a time
         self._failing: dict[str, int] = {}  # endpoint -> calls in a row that failed on transport
         self._stats = GatewayStats()
@@ -469,6 +471,18 @@ class Gateway:
         return bound
 
     def _make_bound(self, role: str, schema: type[BaseModel] | None, mode: str):
+        """A langchain runnable, or (a model the gateway made, answers not streamed) a DirectChat that
+        sends the same body over the endpoint's pooled client (agents/direct_chat.py)."""
+        bound = self._lc_bound(role, schema, mode)
+        url = self._pick(role, "base_url")
+        if role in self._given or self.cfg.stream or not url:
+            return bound
+        endpoint = self.endpoint(role)
+        client = self._clients.get(endpoint, self.endpoint_limit(endpoint), float(self.cfg.timeout_s))
+        key = os.environ.get(self._pick(role, "api_key_env")) or "not-needed"
+        return DirectChat(client, url, key, request_base(self.model(role), getattr(bound, "kwargs", None) or {}))
+
+    def _lc_bound(self, role: str, schema: type[BaseModel] | None, mode: str):
         model = self.model(role)
         if schema is None or mode == "text":
             return model
@@ -784,27 +798,39 @@ class Gateway:
 
 def _classify(exc: BaseException) -> tuple[str, float | None]:
     """(kind, Retry-After seconds or None) of an exception from the chat client (openai's classes)."""
+    import httpx
     import openai
 
+    if isinstance(exc, EndpointStatusError):
+        return _status_kind(exc.status_code, exc.headers)
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout", None
+    if isinstance(exc, httpx.TransportError):
+        return "connection", None
     if isinstance(exc, openai.APITimeoutError):
         return "timeout", None
     if isinstance(exc, openai.APIConnectionError):
         return "connection", None
     if isinstance(exc, openai.APIStatusError):
-        code = exc.status_code
-        after = _retry_after(getattr(exc.response, "headers", None) or {})
-        if code == 429:
-            return "rate_limited", after
-        if code >= 500 or code in (408, 409):
-            return "server_error", after
-        if code in (401, 403, 404):
-            return "refused", None
-        return "bad_request", None
+        return _status_kind(exc.status_code, getattr(exc.response, "headers", None) or {})
     if isinstance(exc, TimeoutError):
         return "timeout", None
     if isinstance(exc, ConnectionError):
         return "connection", None
     return "error", None
+
+
+def _status_kind(code: int, headers) -> tuple[str, float | None]:
+    """(kind, Retry-After seconds or None) of an HTTP error status: 429 rate_limited, 5xx/408/409
+    server_error, 401/403/404 refused, any other bad_request."""
+    after = _retry_after(headers)
+    if code == 429:
+        return "rate_limited", after
+    if code >= 500 or code in (408, 409):
+        return "server_error", after
+    if code in (401, 403, 404):
+        return "refused", None
+    return "bad_request", None
 
 
 def _retry_after(headers) -> float | None:
