@@ -185,33 +185,32 @@ class Store:
         return op.result
 
     def _write_loop(self) -> None:
-        """The writer thread: take every queued write (up to ``batch_max``), run them as one batch;
-        a None in the queue (``close()``) ends it once the writes queued before it are done."""
+        """The writer thread: wait for a write, then (holding the writer's cursor) take every write
+        queued behind it (up to ``batch_max``) and run them as one batch; a None in the queue
+        (``close()``) ends it once the writes queued before it are done."""
         stop = False
         while not stop:
             first = self._queue.get()
             if first is None:
                 break
             batch = [first]
-            while len(batch) < self.batch_max:
-                try:
-                    op = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if op is None:
-                    stop = True
-                    break
-                batch.append(op)
-            try:
-                with self._wlock:
-                    self._owner = threading.get_ident()
+            with self._wlock:
+                while len(batch) < self.batch_max:
                     try:
-                        self._run_batch(batch)
-                    finally:
-                        self._owner = None
-            finally:
-                for op in batch:
-                    op.done.set()
+                        op = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if op is None:
+                        stop = True
+                        break
+                    batch.append(op)
+                self._owner = threading.get_ident()
+                try:
+                    self._run_batch(batch)
+                finally:
+                    self._owner = None
+                    for op in batch:
+                        op.done.set()
 
     def _run_batch(self, batch: list[_Write]) -> None:
         """Run the writes in one transaction and commit once, their row inserts gathered into one
