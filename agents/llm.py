@@ -139,6 +139,9 @@ class BudgetExceeded(RunStopped):
 
 @dataclass
 class Answer:
+    """What ``Gateway.call`` returns: ``value`` the validated pydantic object (or the text, without a
+    schema), ``call_id`` the ``llm_calls`` row that logs it, ``cached`` True when served from the cache."""
+
     value: Any                    # the validated pydantic object, or the text
     call_id: str
     cached: bool
@@ -151,6 +154,7 @@ def make_chat_model(cfg: LLMConfig, role: str) -> BaseChatModel:
     over = cfg.roles.get(role)
 
     def pick(name: str) -> Any:
+        """The role's override of setting ``name``, else the endpoint-wide value."""
         return getattr(over, name) if over and getattr(over, name) is not None else getattr(cfg, name)
 
     key = os.environ.get(pick("api_key_env")) or "not-needed"
@@ -164,6 +168,7 @@ def make_chat_model(cfg: LLMConfig, role: str) -> BaseChatModel:
 
 
 def role_model_name(cfg: LLMConfig, role: str) -> str:
+    """The model name the role's requests carry (its override, else ``cfg.model``)."""
     over = cfg.roles.get(role)
     return (over.model if over and over.model else None) or cfg.model
 
@@ -197,6 +202,7 @@ def grammar_schema(schema: type[BaseModel]) -> dict:
     out = copy.deepcopy(_json_schema(schema))
 
     def fix(node: dict) -> None:
+        """A bounded small integer range as an enum."""
         if node.get("type") == "integer" and "minimum" in node and "maximum" in node \
                 and node["maximum"] - node["minimum"] <= 20:
             node["enum"] = list(range(int(node["minimum"]), int(node["maximum"]) + 1))
@@ -211,6 +217,7 @@ def strict_schema(schema: type[BaseModel]) -> dict:
     out = copy.deepcopy(_json_schema(schema))
 
     def fix(node: dict) -> None:
+        """An object closed, every property required, no default."""
         if node.get("type") == "object" and "properties" in node:
             node["additionalProperties"] = False
             node["required"] = list(node["properties"])
@@ -316,6 +323,7 @@ class EndpointSlots:
         self._current = self._peak = self._sent = 0
 
     def acquire(self) -> None:
+        """Take a slot (waits while ``limit`` requests are in flight) and count the request sent."""
         self._sem.acquire()
         with self._lock:
             self._current += 1
@@ -323,11 +331,13 @@ class EndpointSlots:
             self._peak = max(self._peak, self._current)
 
     def release(self) -> None:
+        """Give the slot back (the request's HTTP exchange ended)."""
         with self._lock:
             self._current -= 1
         self._sem.release()
 
     def snapshot(self) -> InFlight:
+        """The counts now (``InFlight``)."""
         with self._lock:
             return InFlight(self.endpoint, self.limit, self._current, self._peak, self._sent)
 
@@ -428,6 +438,13 @@ class Gateway:
             for k, v in add.items():
                 setattr(self._stats, k, getattr(self._stats, k) + v)
 
+    def close(self) -> None:
+        """Close the pooled HTTP clients of the endpoints (their open connections); a later call opens
+        new ones."""
+        self._clients.close()
+        with self._lock:
+            self._bound.clear()
+
     def preflight(self) -> None:
         """Check once that every configured endpoint answers ``GET {base_url}/models`` within
         ``preflight_timeout_s`` seconds, before anything is spent; a build calls it at start so an
@@ -449,6 +466,8 @@ class Gateway:
     # -- models ---------------------------------------------------------------------------
 
     def model(self, role: str) -> BaseChatModel:
+        """The role's chat model: the one handed in, else a ChatOpenAI made once (``make_chat_model``).
+        Raises ValueError for a role not in ``agents.config.ROLES``."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
         with self._lock:
@@ -556,7 +575,6 @@ class Gateway:
         if self.budget is not None:
             self.budget.check_llm()
         call_id = row["call_id"]
-        model_name = row["model"]
         t0 = time.perf_counter()
         tokens_in = tokens_out = 0
         estimated = False
@@ -675,6 +693,7 @@ class Gateway:
         """True when two roles resolve to the same model, endpoint and parameters: at temperature 0 they
         would give the same answer to the same prompt."""
         def key(role: str) -> tuple:
+            """What decides a role's answer: model, endpoint, parameters, a handed-in model's identity."""
             return role_model_name(self.cfg, role), self.endpoint(role), \
                 tuple(sorted(self._params(role).items())), id(self._models[role]) if role in self._given else None
 
@@ -700,6 +719,7 @@ class Gateway:
         sent = 0
 
         def attempt():
+            """One try (counted in the stats)."""
             nonlocal sent
             sent += 1
             self._count(requests=1, resends=int(sent > 1))
@@ -717,6 +737,7 @@ class Gateway:
 
     def _log_resend(self, role: str) -> Callable[[tenacity.RetryCallState], None]:
         def log_it(state: tenacity.RetryCallState) -> None:
+            """Log a failed try before its re-send."""
             exc = state.outcome.exception() if state.outcome else None
             log.info("LLM %s: try %d failed (%s: %s); re-sending in %.2f s", role, state.attempt_number,
                      getattr(exc, "kind", "?"), exc, state.upcoming_sleep)
@@ -734,6 +755,7 @@ class Gateway:
         slots = self.slots(role)
 
         def work() -> None:
+            """The request, on its own thread; its answer or error goes into ``box``."""
             try:
                 if stream:
                     acc, n = None, 0

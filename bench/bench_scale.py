@@ -22,7 +22,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -125,7 +124,9 @@ def gateway_rate(base_url: str, n_threads: int, n_calls: int, concurrency: int) 
             flight = gw.in_flight()[base_url]
             if stats.calls != n_calls + warm or stats.cached or stats.failed or totals["paid_calls"] != n_calls + warm:
                 raise RuntimeError(f"counts are off: {stats} {totals}")
-            return n_calls / seconds, {"peak_in_flight": flight.peak, "limit": flight.limit}
+            gw.close()
+            return n_calls / seconds, {"peak_in_flight": flight.peak, "limit": flight.limit,
+                                       "writes_per_commit": store.writes / max(1, store.commits)}
         finally:
             store.close()
 
@@ -139,7 +140,7 @@ def part_gateway(args: argparse.Namespace) -> None:
     print(f"gateway: {args.calls} calls, {args.threads} threads, stand-in at 0 s latency (own process)")
     print(f"  bare httpx client   {bare:8.1f} requests/s")
     print(f"  gateway (paid)      {gw:8.1f} calls/s  (peak in flight {info['peak_in_flight']}, "
-          f"limit {info['limit']})")
+          f"limit {info['limit']}, {info['writes_per_commit']:.1f} store writes a commit)")
     print(f"  ratio gateway/bare  {gw / bare:8.1%}   (target >= 300 calls/s and >= 50%)")
 
 

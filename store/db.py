@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-import re
 import queue
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,6 +100,7 @@ def _writes(fn):
     """Mark a Store method as a write: it runs on the writer thread, in a batch (see ``Store``)."""
     @functools.wraps(fn)
     def call(self, *args, **kwargs):
+        """Queue the write and wait for its batch's commit (``Store._submit``)."""
         return self._submit(fn, args, kwargs)
     return call
 
@@ -353,6 +354,7 @@ class Store:
         return found[0][0] if found else None
 
     def counts(self) -> dict[str, int]:
+        """Rows per table of the main schema: {table name: row count}."""
         tables = [r["table_name"] for r in self.rows(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1")]
         return {t: self.scalar(f'SELECT count(*) FROM "{t}"') for t in tables}
@@ -374,10 +376,12 @@ class Store:
 
     @_writes
     def finish_run(self, run_id: str, status: str, summary: dict) -> None:
+        """Set the run's final ``status`` (done, failed, stopped, ...) and its ``summary`` (a JSON-able dict)."""
         self.con.execute("UPDATE runs SET status = ?, updated_at = ?, summary = ? WHERE run_id = ?",
                          [status, _now(), json.dumps(summary), run_id])
 
     def latest_run(self) -> str | None:
+        """The id of the run updated last; None when the store has no run."""
         return self.scalar("SELECT run_id FROM runs ORDER BY updated_at DESC LIMIT 1")
 
     @_writes
@@ -438,11 +442,14 @@ class Store:
 
     @_writes
     def update_video(self, video_id: str, **fields: Any) -> None:
+        """Set columns of the video's row (``fields``: column name -> value; ``updated_at`` set too).
+        Raises duckdb.BinderException for an unknown column."""
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.con.execute(f"UPDATE videos SET {sets}, updated_at = ? WHERE video_id = ?",
                          [*fields.values(), _now(), video_id])
 
     def video(self, video_id: str) -> dict | None:
+        """The video's row (every ``videos`` column, ``metadata`` as JSON text); None when unknown."""
         rows = self.rows("SELECT * FROM videos WHERE video_id = ?", [video_id])
         return rows[0] if rows else None
 
@@ -487,12 +494,16 @@ class Store:
     @_writes
     def mark_stage(self, video_id: str, stage: str, config_hash: str, status: str = "done",
                    detail: str | None = None, seconds: float | None = None) -> None:
+        """Record the stage's status for (video, stage, config hash) (``seconds``: its run time); a
+        status other than ``error`` clears the stage's stored errors."""
         with self.transaction():
             self._mark(video_id, stage, config_hash, status, detail, seconds)
 
     @_writes
     def record_error(self, video_id: str, stage: str, config_hash: str, kind: str, message: str,
                      run_id: str | None) -> None:
+        """Record a failed stage: its status ``error`` (``kind`` as detail), the ``errors`` row (``message``
+        cut to 2,000 characters) and the video's status ``error`` with ``kind`` as reason, at once."""
         with self.transaction():
             self._mark(video_id, stage, config_hash, "error", kind, None)
             self.con.execute("INSERT OR REPLACE INTO errors (video_id, stage, kind, message, run_id, occurred_at, "
@@ -629,6 +640,8 @@ class Store:
 
     @_writes
     def save_clips(self, video_id: str, config_hash: str, clips: list[dict]) -> None:
+        """The clips of one clips config (dicts: index, start, end (s), text, n_tokens, keyframes (indices),
+        decision, reason, polished, signals, capped, rewrite), replacing that config's; the stage marked done."""
         with self.transaction():
             self.con.execute("DELETE FROM clips WHERE video_id = ? AND config_hash = ?", [video_id, config_hash])
             for c in clips:
@@ -656,6 +669,8 @@ class Store:
     # -- samples ------------------------------------------------------------
     @_writes
     def save_samples(self, run_id: str, config_hash: str, samples: list[dict]) -> None:
+        """The run's packed samples (dicts with image_num, text_num, token_num), replacing the run's; the
+        run's ``pack`` stage marked done."""
         with self.transaction():
             self.con.execute("DELETE FROM samples WHERE run_id = ?", [run_id])
             for i, s in enumerate(samples):
@@ -665,6 +680,7 @@ class Store:
             self._mark(f"run:{run_id}", "pack", config_hash, "done", None, None)
 
     def samples(self, run_id: str) -> list[dict]:
+        """The run's samples (dicts, as ``save_samples`` got them), in order."""
         return [json.loads(r["sample"]) for r in self.rows(
             "SELECT sample FROM samples WHERE run_id = ? ORDER BY idx", [run_id])]
 
@@ -681,21 +697,26 @@ class Store:
         self.con.execute(f'{verb} INTO {table} ({", ".join(cols)}) VALUES ({", ".join("?" * len(cols))})', values)
 
     def runs(self) -> list[dict]:
+        """Every run (run_id, command, status, inputs, created_at, updated_at, attempts, summary), oldest first."""
         return self.rows("SELECT run_id, command, status, inputs, created_at, updated_at, attempts, summary "
                          "FROM runs ORDER BY created_at")
 
     def run(self, run_id: str) -> dict | None:
+        """The run's row (every ``runs`` column); None when unknown."""
         found = self.rows("SELECT * FROM runs WHERE run_id = ?", [run_id])
         return found[0] if found else None
 
     @_writes
     def save_taxonomy(self, run_id: str, nodes: list[dict]) -> None:
+        """The run's taxonomy nodes (dicts: node_id, parent_id, level, name, position, difficulty), replacing
+        the run's."""
         with self.transaction():
             self.con.execute("DELETE FROM taxonomy WHERE run_id = ?", [run_id])
             for n in nodes:
                 self._insert("taxonomy", {"run_id": run_id, **n})
 
     def taxonomy(self, run_id: str) -> list[dict]:
+        """The run's taxonomy nodes (node_id, parent_id, level, name, position, difficulty) by position."""
         return self.rows("SELECT node_id, parent_id, level, name, position, difficulty FROM taxonomy "
                          "WHERE run_id = ? ORDER BY position", [run_id])
 
@@ -713,23 +734,29 @@ class Store:
 
     @_writes
     def set_hit_verdict(self, run_id: str, video_id: str, point_id: str, verdict: str, score: float | None) -> None:
+        """Set the verdict (accept, reject, ...) and score of one (run, video, knowledge point) search hit."""
         self.con.execute("UPDATE candidate_hits SET verdict = ?, score = ? WHERE run_id = ? AND video_id = ? "
                          "AND point_id = ?", [verdict, score, run_id, video_id, point_id])
 
     def hits(self, run_id: str) -> list[dict]:
+        """The run's search hits (``candidate_hits`` rows), by knowledge point and video."""
         return self.rows("SELECT * FROM candidate_hits WHERE run_id = ? ORDER BY point_id, video_id", [run_id])
 
     @_writes
     def record_query(self, run_id: str, point_id: str, round_: int, query: str, source: str, results: int | None,
                      units: int, cached: bool, error: str | None = None) -> None:
+        """Log one search query of the run (``units``: quota units it cost; ``cached``: served from the
+        search cache; ``error``: why it failed), replacing the same (run, point, round, query, source)."""
         self._insert("queries", {"run_id": run_id, "point_id": point_id, "round": round_, "query": query,
                                  "source": source, "results": results, "units": units, "cached": cached,
                                  "error": error, "created_at": _now()}, replace=True)
 
     def queries(self, run_id: str, point_id: str | None = None) -> list[dict]:
+        """The run's logged search queries (of one knowledge point when given), oldest first."""
         return self._run_rows("queries", run_id, "created_at", point_id=point_id)
 
     def search_units(self, run_id: str | None = None, since: dt.datetime | None = None) -> int:
+        """Search quota units spent: of one run, and/or since a UTC time (naive datetime); 0 when none."""
         sql, params = "SELECT coalesce(sum(units), 0) FROM queries WHERE true", []
         if run_id:
             sql, params = sql + " AND run_id = ?", params + [run_id]
@@ -738,11 +765,13 @@ class Store:
         return int(self.scalar(sql, params))
 
     def search_cache_get(self, key: str) -> dict | None:
+        """The cached search result under ``key`` (a dict); None when not cached."""
         value = self.scalar("SELECT value FROM search_cache WHERE cache_key = ?", [key])
         return json.loads(value) if value else None
 
     @_writes
     def search_cache_put(self, key: str, value: dict, units: int) -> None:
+        """Cache a search result (a JSON-able dict) under ``key``; ``units``: what it cost."""
         self._insert("search_cache", {"cache_key": key, "value": value, "units": units, "created_at": _now()},
                      replace=True)
 
@@ -769,6 +798,8 @@ class Store:
                          [_jsonable(v) for v in fields.values()] + [_now(), run_id, video_id])
 
     def candidates(self, run_id: str, status: str | list[str] | None = None) -> list[dict]:
+        """The run's candidates (with one status or any of a list), by round, point and video; ``metadata``
+        as a dict, ``path`` absolute (store.paths.resolve_path)."""
         sql, params = "SELECT * FROM candidates WHERE run_id = ?", [run_id]
         if status:
             statuses = [status] if isinstance(status, str) else status
@@ -784,11 +815,15 @@ class Store:
     @_writes
     def save_judgment(self, run_id: str, video_id: str, kind: str, verdict: str, score: float | None,
                       reasons: list[str], detail: dict | None = None, call_id: str | None = None) -> None:
+        """Record a judge's verdict on a video (``kind``: metadata, transcript, ...; ``reasons``: short lines;
+        ``detail``: scores; ``call_id``: the llm_calls row), replacing the same (run, video, kind)."""
         self._insert("judgments", {"run_id": run_id, "video_id": video_id, "kind": kind, "verdict": verdict,
                                    "score": score, "reasons": reasons, "detail": detail, "call_id": call_id,
                                    "created_at": _now()}, replace=True)
 
     def judgments(self, run_id: str, video_id: str | None = None) -> list[dict]:
+        """The run's judgments (of one video when given), oldest first; ``reasons`` a list, ``detail`` a
+        dict or None."""
         sql = "SELECT * FROM judgments WHERE run_id = ?" + (" AND video_id = ?" if video_id else "")
         rows = self.rows(sql + " ORDER BY created_at, kind", [run_id] + ([video_id] if video_id else []))
         for r in rows:
@@ -797,6 +832,8 @@ class Store:
         return rows
 
     def llm_cache_get(self, key: str) -> dict | None:
+        """The cached answer under ``key``: the ``llm_cache`` row with ``response`` decoded (a dict or the
+        text); None when not cached. Reads without waiting for the writer."""
         found = self.rows("SELECT * FROM llm_cache WHERE cache_key = ?", [key])
         if not found:
             return None
@@ -841,9 +878,12 @@ class Store:
                            "LIMIT 1", [run_id, cache_key])
 
     def llm_calls(self, run_id: str, node: str | None = None, video_id: str | None = None) -> list[dict]:
+        """The run's logged model calls (of one graph node and/or video when given), oldest first."""
         return self._run_rows("llm_calls", run_id, "created_at", node=node, video_id=video_id)
 
     def llm_totals(self, run_id: str) -> dict:
+        """The run's LLM totals: calls, paid_calls, cached_calls, failed_calls, paid_tokens, tokens (ints)
+        and cost_usd (float)."""
         row = self.rows("SELECT count(*) AS calls, count(*) FILTER (WHERE NOT cached) AS paid_calls, "
                         "count(*) FILTER (WHERE cached) AS cached_calls, "
                         "count(*) FILTER (WHERE NOT cached AND error IS NOT NULL) AS failed_calls, "
@@ -854,6 +894,8 @@ class Store:
 
     @_writes
     def event_start(self, run_id: str, node: str, video_id: str | None, summary: dict | None) -> int:
+        """Open a trace event of the run (a graph node or stage working on a video; ``summary``: its input);
+        returns its event_id."""
         return self.con.execute("INSERT INTO events (run_id, node, video_id, started_at, input) "
                                 "VALUES (?, ?, ?, ?, ?) RETURNING event_id",
                                 [run_id, node, video_id, _now(), _jsonable(summary)]).fetchone()[0]
@@ -861,12 +903,14 @@ class Store:
     @_writes
     def event_end(self, event_id: int, output: dict | None = None, decision: str | None = None,
                   reasons: list[str] | None = None, error: str | None = None) -> None:
+        """Close a trace event: its output, decision, reasons, error, and its duration in seconds."""
         now = _now()
         self.con.execute("UPDATE events SET ended_at = ?, seconds = date_diff('millisecond', started_at, ?) / 1000.0,"
                          " output = ?, decision = ?, reasons = ?, error = ? WHERE event_id = ?",
                          [now, now, _jsonable(output), decision, _jsonable(reasons), error, event_id])
 
     def events(self, run_id: str, node: str | None = None, video_id: str | None = None) -> list[dict]:
+        """The run's trace events (of one node and/or video when given), in the order they started."""
         return self._run_rows("events", run_id, "event_id", node=node, video_id=video_id)
 
 
