@@ -13,6 +13,7 @@ import json
 import queue
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -105,6 +106,24 @@ def _writes(fn):
     return call
 
 
+def _writer_thread(ref: weakref.ref, q: queue.SimpleQueue) -> None:
+    """The store's writer thread: wait for a write, run it with those queued behind it
+    (``Store._write_batch``); a None in the queue (``close()``, or the store collected) ends it."""
+    while True:
+        first = q.get()
+        if first is None:
+            return
+        store = ref()
+        if store is None:  # cannot happen while a caller waits (it holds the store); be safe
+            first.error = StoreError("the store was closed")
+            first.done.set()
+            return
+        stop = store._write_batch(first)
+        del store
+        if stop:
+            return
+
+
 class Store:
     """Repository over one DuckDB database, with one writer thread.
 
@@ -148,8 +167,12 @@ class Store:
         self.commits = 0
         """Batches committed so far (with ``writes``: writes per commit, for benchmarks)."""
         self.writes = 0
-        self._writer = threading.Thread(target=self._write_loop, name=f"store-writer:{path.name}", daemon=True)
+        # the thread holds the store weakly: a store dropped without close() is collected (its file let
+        # go), and the finalizer's None stops the thread
+        self._writer = threading.Thread(target=_writer_thread, args=(weakref.ref(self), self._queue),
+                                        name=f"store-writer:{path.name}", daemon=True)
         self._writer.start()
+        weakref.finalize(self, self._queue.put, None)
 
     # -- the writer ---------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -185,33 +208,28 @@ class Store:
             raise op.error
         return op.result
 
-    def _write_loop(self) -> None:
-        """The writer thread: wait for a write, then (holding the writer's cursor) take every write
-        queued behind it (up to ``batch_max``) and run them as one batch; a None in the queue
-        (``close()``) ends it once the writes queued before it are done."""
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            with self._wlock:
-                while len(batch) < self.batch_max:
-                    try:
-                        op = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if op is None:
-                        stop = True
-                        break
-                    batch.append(op)
-                self._owner = threading.get_ident()
+    def _write_batch(self, first: _Write) -> bool:
+        """On the writer thread: holding the writer's cursor, take every write queued behind ``first``
+        (up to ``batch_max``) and run them as one batch; True when a None (``close()``) came after them."""
+        batch, stop = [first], False
+        with self._wlock:
+            while len(batch) < self.batch_max:
                 try:
-                    self._run_batch(batch)
-                finally:
-                    self._owner = None
-                    for op in batch:
-                        op.done.set()
+                    op = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if op is None:
+                    stop = True
+                    break
+                batch.append(op)
+            self._owner = threading.get_ident()
+            try:
+                self._run_batch(batch)
+            finally:
+                self._owner = None
+                for op in batch:
+                    op.done.set()
+        return stop
 
     def _run_batch(self, batch: list[_Write]) -> None:
         """Run the writes in one transaction and commit once, their row inserts gathered into one

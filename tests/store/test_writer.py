@@ -133,3 +133,22 @@ def test_reads_do_not_wait_for_the_writer(store):
     assert found["hit"]["response"] == {"answer": 1}
     assert found["pending"] is None  # not committed yet when it was read
     assert store.video("pending") is not None
+
+
+def test_a_store_dropped_without_close_lets_its_file_go(tmp_path):
+    import gc
+    import subprocess
+    import sys
+
+    path = tmp_path / "dropped.duckdb"
+    store = open_store(path)
+    store.upsert_video({"video_id": "v1", "source": "v1.mp4"})
+    writer = store._writer
+    del store
+    gc.collect()
+    writer.join(10)
+    assert not writer.is_alive()  # the writer thread ended with its store
+    out = subprocess.run([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+                          "print(c.execute('SELECT count(*) FROM videos').fetchone()[0])", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr  # another process opens it
