@@ -709,7 +709,7 @@ class Store:
         cols = tuple(row)
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         values = [_jsonable(row[c]) for c in cols]
-        if self._buffer is not None and self._owner == threading.get_ident():
+        if getattr(self, "_buffer", None) is not None and self._owner == threading.get_ident():
             self._buffer.setdefault((table, cols, verb), []).append(values)
             return
         self.con.execute(f'{verb} INTO {table} ({", ".join(cols)}) VALUES ({", ".join("?" * len(cols))})', values)
