@@ -101,6 +101,7 @@ def bare_rate(base_url: str, n_threads: int, n_requests: int) -> float:
     limits = httpx.Limits(max_connections=n_threads, max_keepalive_connections=n_threads)
     with httpx.Client(base_url=base_url, limits=limits, timeout=30, trust_env=False) as client:
         def one(i: int) -> None:
+            """One request, its answer read."""
             resp = client.post("/chat/completions", json=body)
             resp.raise_for_status()
             resp.json()
@@ -120,6 +121,7 @@ def gateway_rate(base_url: str, n_threads: int, n_calls: int, concurrency: int) 
             gw = Gateway(store, "bench-gateway", cfg)
 
             def one(i: int) -> None:
+                """One paid call (its own prompt)."""
                 gw.call("metadata_judge", "judge_metadata", "metadata_judge", _judge_values(f"lesson {i}"),
                         schemas.MetadataVerdict, video_id=f"v{i}")
 
@@ -164,6 +166,7 @@ def part_gateway(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: one subcommand per part (``gateway``; ``build``, ``process``, ``estimate`` to come)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="part", required=True)
     g = sub.add_parser("gateway", help="(a) gateway paid calls/s against a bare HTTP client")
