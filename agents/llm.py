@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import email.utils
+import functools
 import hashlib
 import json
 import logging
@@ -55,6 +56,7 @@ from pydantic import BaseModel, ValidationError
 
 import prompts
 from agents.config import ROLES, LLMConfig
+from agents.direct_chat import Clients, DirectChat, EndpointStatusError, request_base
 from agents.interrupts import is_interrupt, protected
 from tools.errors import RunStopped
 
@@ -137,6 +139,9 @@ class BudgetExceeded(RunStopped):
 
 @dataclass
 class Answer:
+    """What ``Gateway.call`` returns: ``value`` the validated pydantic object (or the text, without a
+    schema), ``call_id`` the ``llm_calls`` row that logs it, ``cached`` True when served from the cache."""
+
     value: Any                    # the validated pydantic object, or the text
     call_id: str
     cached: bool
@@ -149,6 +154,7 @@ def make_chat_model(cfg: LLMConfig, role: str) -> BaseChatModel:
     over = cfg.roles.get(role)
 
     def pick(name: str) -> Any:
+        """The role's override of setting ``name``, else the endpoint-wide value."""
         return getattr(over, name) if over and getattr(over, name) is not None else getattr(cfg, name)
 
     key = os.environ.get(pick("api_key_env")) or "not-needed"
@@ -162,6 +168,7 @@ def make_chat_model(cfg: LLMConfig, role: str) -> BaseChatModel:
 
 
 def role_model_name(cfg: LLMConfig, role: str) -> str:
+    """The model name the role's requests carry (its override, else ``cfg.model``)."""
     over = cfg.roles.get(role)
     return (over.model if over and over.model else None) or cfg.model
 
@@ -183,12 +190,19 @@ def _walk(node: Any, fn: Callable[[dict], None]) -> None:
             _walk(v, fn)
 
 
+@functools.lru_cache(maxsize=256)
+def _json_schema(schema: type[BaseModel]) -> dict:
+    """The model's JSON schema, made once per class (pydantic takes ~1 ms each time); never mutate it."""
+    return schema.model_json_schema()
+
+
 def grammar_schema(schema: type[BaseModel]) -> dict:
     """The model's JSON schema for a grammar-based decoder: small integer ranges as enums (llama.cpp's
     schema-to-grammar ignores minimum/maximum), descriptions and titles kept."""
-    out = copy.deepcopy(schema.model_json_schema())
+    out = copy.deepcopy(_json_schema(schema))
 
     def fix(node: dict) -> None:
+        """A bounded small integer range as an enum."""
         if node.get("type") == "integer" and "minimum" in node and "maximum" in node \
                 and node["maximum"] - node["minimum"] <= 20:
             node["enum"] = list(range(int(node["minimum"]), int(node["maximum"]) + 1))
@@ -200,9 +214,10 @@ def grammar_schema(schema: type[BaseModel]) -> dict:
 def strict_schema(schema: type[BaseModel]) -> dict:
     """The model's JSON schema in OpenAI's strict form: every object closed (additionalProperties
     false) with every property required; defaults dropped (the model writes every field)."""
-    out = copy.deepcopy(schema.model_json_schema())
+    out = copy.deepcopy(_json_schema(schema))
 
     def fix(node: dict) -> None:
+        """An object closed, every property required, no default."""
         if node.get("type") == "object" and "properties" in node:
             node["additionalProperties"] = False
             node["required"] = list(node["properties"])
@@ -233,10 +248,11 @@ def _type_text(node: dict, defs: dict, depth: int) -> str:
     return kind or "value"
 
 
+@functools.lru_cache(maxsize=256)
 def schema_hint(schema: type[BaseModel]) -> str:
     """A short plain-text description of the answer's JSON object, appended to the system message when the
     schema is enforced by response_format (the model does not see a tool definition then)."""
-    js = schema.model_json_schema()
+    js = _json_schema(schema)
     defs = js.get("$defs", {})
     lines = ["Answer with one JSON object with these keys, in this order:"]
     for key, node in js.get("properties", {}).items():
@@ -307,6 +323,7 @@ class EndpointSlots:
         self._current = self._peak = self._sent = 0
 
     def acquire(self) -> None:
+        """Take a slot (waits while ``limit`` requests are in flight) and count the request sent."""
         self._sem.acquire()
         with self._lock:
             self._current += 1
@@ -314,11 +331,13 @@ class EndpointSlots:
             self._peak = max(self._peak, self._current)
 
     def release(self) -> None:
+        """Give the slot back (the request's HTTP exchange ended)."""
         with self._lock:
             self._current -= 1
         self._sem.release()
 
     def snapshot(self) -> InFlight:
+        """The counts now (``InFlight``)."""
         with self._lock:
             return InFlight(self.endpoint, self.limit, self._current, self._peak, self._sent)
 
@@ -371,6 +390,8 @@ class Gateway:
         self.grace_s = grace_s
         self._lock = threading.Lock()  # guards _models, _slots, _keys, _failing and _stats
         self._slots: dict[str, EndpointSlots] = {}
+        self._bound: dict[tuple, Any] = {}  # (role, schema, mode) -> the model bound to answer it
+        self._clients = Clients()  # per endpoint: the pooled HTTP client of DirectChat
         self._keys: dict[str, list] = {}  # cache key -> [lock, users]: one request per key at a time
         self._failing: dict[str, int] = {}  # endpoint -> calls in a row that failed on transport
         self._stats = GatewayStats()
@@ -417,6 +438,13 @@ class Gateway:
             for k, v in add.items():
                 setattr(self._stats, k, getattr(self._stats, k) + v)
 
+    def close(self) -> None:
+        """Close the pooled HTTP clients of the endpoints (their open connections); a later call opens
+        new ones."""
+        self._clients.close()
+        with self._lock:
+            self._bound.clear()
+
     def preflight(self) -> None:
         """Check once that every configured endpoint answers ``GET {base_url}/models`` within
         ``preflight_timeout_s`` seconds, before anything is spent; a build calls it at start so an
@@ -438,6 +466,8 @@ class Gateway:
     # -- models ---------------------------------------------------------------------------
 
     def model(self, role: str) -> BaseChatModel:
+        """The role's chat model: the one handed in, else a ChatOpenAI made once (``make_chat_model``).
+        Raises ValueError for a role not in ``agents.config.ROLES``."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
         with self._lock:
@@ -449,6 +479,29 @@ class Gateway:
         return {"temperature": self._pick(role, "temperature"), "max_tokens": self._pick(role, "max_tokens")}
 
     def _bind(self, role: str, schema: type[BaseModel] | None, mode: str):
+        """The role's model bound to answer ``schema`` in ``mode``, made once per (role, schema, mode)."""
+        key = (role, schema, mode)
+        with self._lock:
+            bound = self._bound.get(key)
+        if bound is None:
+            bound = self._make_bound(role, schema, mode)
+            with self._lock:
+                bound = self._bound.setdefault(key, bound)
+        return bound
+
+    def _make_bound(self, role: str, schema: type[BaseModel] | None, mode: str):
+        """A langchain runnable, or (a model the gateway made, answers not streamed) a DirectChat that
+        sends the same body over the endpoint's pooled client (agents/direct_chat.py)."""
+        bound = self._lc_bound(role, schema, mode)
+        url = self._pick(role, "base_url")
+        if role in self._given or self.cfg.stream or not url:
+            return bound
+        endpoint = self.endpoint(role)
+        client = self._clients.get(endpoint, self.endpoint_limit(endpoint), float(self.cfg.timeout_s))
+        key = os.environ.get(self._pick(role, "api_key_env")) or "not-needed"
+        return DirectChat(client, url, key, request_base(self.model(role), getattr(bound, "kwargs", None) or {}))
+
+    def _lc_bound(self, role: str, schema: type[BaseModel] | None, mode: str):
         model = self.model(role)
         if schema is None or mode == "text":
             return model
@@ -483,7 +536,7 @@ class Gateway:
         params = self._params(role)
         key = hashlib.sha256(json.dumps({
             "model": model_name, "role": role, "messages": messages, "params": params, "structured": mode,
-            "schema": schema.model_json_schema() if schema else None}, sort_keys=True).encode()).hexdigest()
+            "schema": _json_schema(schema) if schema else None}, sort_keys=True).encode()).hexdigest()
         row = {"call_id": uuid.uuid4().hex, "run_id": self.run_id, "node": node, "role": role,
                "video_id": video_id, "prompt_name": prompt.name, "prompt_sha256": prompt.sha256,
                "model": model_name, "cache_key": key, "messages": messages}
@@ -522,7 +575,6 @@ class Gateway:
         if self.budget is not None:
             self.budget.check_llm()
         call_id = row["call_id"]
-        model_name = row["model"]
         t0 = time.perf_counter()
         tokens_in = tokens_out = 0
         estimated = False
@@ -566,11 +618,9 @@ class Gateway:
                                                   f"arguments for {schema.__name__}.")]
             response = value.model_dump(mode="json") if isinstance(value, BaseModel) else raw
             with protected():  # the answer reaches the cache before any interrupt can act
-                if error is None:
-                    self.store.llm_cache_put(row["cache_key"], model_name, response, tokens_in, tokens_out)
-                # a failure is never cached: a rerun asks again
+                # one commit: the answer in the cache and its llm_calls row; a failure is never cached
                 self._record(row, response, tokens_in, tokens_out, estimated, t0, attempts, error,
-                             None if error is None else "invalid_output")
+                             None if error is None else "invalid_output", cache=error is None)
                 recorded = True
         except _Resend as exc:  # the re-sends are spent
             attempts += getattr(exc, "sent", 0)
@@ -617,27 +667,25 @@ class Gateway:
         return LLMRequestFailed(where, call_id, kind=exc.kind)
 
     def _record(self, row: dict, response: Any, tokens_in: int, tokens_out: int, estimated: bool, t0: float,
-                attempts: int, error: str | None, error_kind: str | None) -> None:
+                attempts: int, error: str | None, error_kind: str | None, cache: bool = False) -> None:
+        """Log a paid call (``llm_calls``); ``cache``: its answer goes into the response cache in the same
+        commit."""
         cost = (tokens_in * self.cfg.price_in_per_mtok + tokens_out * self.cfg.price_out_per_mtok) / 1e6
         with protected():
             self.store.record_llm_call({**row, "cached": False, "response": response, "input_tokens": tokens_in,
                                         "output_tokens": tokens_out, "tokens_estimated": estimated,
                                         "cost_usd": cost, "latency_s": time.perf_counter() - t0,
-                                        "attempts": attempts, "error": error, "error_kind": error_kind})
+                                        "attempts": attempts, "error": error, "error_kind": error_kind},
+                                       cache=cache)
 
     def _replay(self, hit: dict, row: dict, schema) -> Answer:
         """A cache hit: logged once per run (a rerun of the same run adds no row), costs nothing."""
         self._count(calls=1, cached=1)
-        with protected():  # check and write as one step, so two threads log one row
-            with self.store.lock:
-                call_id = self.store.llm_call_for_key(self.run_id, row["cache_key"])
-                if call_id is None:
-                    call_id = row["call_id"]
-                    self.store.record_llm_call({**row, "cached": True, "response": hit["response"],
-                                                "input_tokens": hit["input_tokens"],
-                                                "output_tokens": hit["output_tokens"], "tokens_estimated": False,
-                                                "cost_usd": 0.0, "latency_s": 0.0, "attempts": 0, "error": None,
-                                                "error_kind": None})
+        with protected():  # check and write as one step on the store's writer, so two threads log one row
+            call_id = self.store.record_llm_call_once({
+                **row, "cached": True, "response": hit["response"], "input_tokens": hit["input_tokens"],
+                "output_tokens": hit["output_tokens"], "tokens_estimated": False, "cost_usd": 0.0,
+                "latency_s": 0.0, "attempts": 0, "error": None, "error_kind": None})
         value = schema.model_validate(hit["response"]) if schema else hit["response"]
         return Answer(value, call_id, True)
 
@@ -645,6 +693,7 @@ class Gateway:
         """True when two roles resolve to the same model, endpoint and parameters: at temperature 0 they
         would give the same answer to the same prompt."""
         def key(role: str) -> tuple:
+            """What decides a role's answer: model, endpoint, parameters, a handed-in model's identity."""
             return role_model_name(self.cfg, role), self.endpoint(role), \
                 tuple(sorted(self._params(role).items())), id(self._models[role]) if role in self._given else None
 
@@ -670,9 +719,12 @@ class Gateway:
         sent = 0
 
         def attempt():
+            """One try (counted in the stats)."""
             nonlocal sent
             sent += 1
             self._count(requests=1, resends=int(sent > 1))
+            if isinstance(bound, DirectChat) and threading.current_thread() is not threading.main_thread():
+                return self._request_inline(role, bound, convo)
             return self._request(role, bound, convo, stream)
 
         retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(self.cfg.http_retries + 1),
@@ -687,6 +739,7 @@ class Gateway:
 
     def _log_resend(self, role: str) -> Callable[[tenacity.RetryCallState], None]:
         def log_it(state: tenacity.RetryCallState) -> None:
+            """Log a failed try before its re-send."""
             exc = state.outcome.exception() if state.outcome else None
             log.info("LLM %s: try %d failed (%s: %s); re-sending in %.2f s", role, state.attempt_number,
                      getattr(exc, "kind", "?"), exc, state.upcoming_sleep)
@@ -704,6 +757,7 @@ class Gateway:
         slots = self.slots(role)
 
         def work() -> None:
+            """The request, on its own thread; its answer or error goes into ``box``."""
             try:
                 if stream:
                     acc, n = None, 0
@@ -753,42 +807,76 @@ class Gateway:
             cancel.set()
             raise _Resend("timeout", f"no answer within the {timeout:g} s timeout (cut)")
         if "error" in box:
-            exc = box["error"]
-            if is_interrupt(exc):
-                raise exc
-            kind, retry_after = _classify(exc)
-            line = _one_line(exc, self.endpoint(role))
-            if kind in RETRIED_KINDS:
-                raise _Resend(kind, line, retry_after) from exc
-            if kind == "bad_request":
-                raise LLMRequestFailed(line, kind=kind) from exc
-            raise LLMUnavailable(line, kind=kind) from exc
+            self._raise_failed(role, box["error"])
         return box["msg"], box.get("chunks"), None
+
+    def _request_inline(self, role: str, bound: DirectChat, convo: list) -> tuple[AIMessage, None, None]:
+        """One non-streamed DirectChat request on the calling thread (a worker thread, where no
+        interrupt lands), holding one of the endpoint's slots; the client's timeouts (``timeout_s``
+        to connect, and between bytes of the answer) cut it. Saves the hand-off to a request thread
+        and back (a thread start and a wake-up: milliseconds on a loaded machine). Raises as
+        ``_request``."""
+        slots = self.slots(role)
+        slots.acquire()
+        try:
+            msg = bound.invoke(convo)
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if _classify(exc)[0] == "timeout":
+                raise _Resend("timeout", f"no answer within the {self._timeout(role):g} s timeout (cut)") from exc
+            self._raise_failed(role, exc)
+        finally:
+            slots.release()
+        return msg, None, None
+
+    def _raise_failed(self, role: str, exc: BaseException) -> None:
+        """Raise what a failed request means: the interrupt itself, ``_Resend`` for a kind that is re-sent
+        (RETRIED_KINDS), LLMRequestFailed (bad_request), else LLMUnavailable; each with one line."""
+        if is_interrupt(exc):
+            raise exc
+        kind, retry_after = _classify(exc)
+        line = _one_line(exc, self.endpoint(role))
+        if kind in RETRIED_KINDS:
+            raise _Resend(kind, line, retry_after) from exc
+        if kind == "bad_request":
+            raise LLMRequestFailed(line, kind=kind) from exc
+        raise LLMUnavailable(line, kind=kind) from exc
 
 
 def _classify(exc: BaseException) -> tuple[str, float | None]:
     """(kind, Retry-After seconds or None) of an exception from the chat client (openai's classes)."""
+    import httpx
     import openai
 
+    if isinstance(exc, EndpointStatusError):
+        return _status_kind(exc.status_code, exc.headers)
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout", None
+    if isinstance(exc, httpx.TransportError):
+        return "connection", None
     if isinstance(exc, openai.APITimeoutError):
         return "timeout", None
     if isinstance(exc, openai.APIConnectionError):
         return "connection", None
     if isinstance(exc, openai.APIStatusError):
-        code = exc.status_code
-        after = _retry_after(getattr(exc.response, "headers", None) or {})
-        if code == 429:
-            return "rate_limited", after
-        if code >= 500 or code in (408, 409):
-            return "server_error", after
-        if code in (401, 403, 404):
-            return "refused", None
-        return "bad_request", None
+        return _status_kind(exc.status_code, getattr(exc.response, "headers", None) or {})
     if isinstance(exc, TimeoutError):
         return "timeout", None
     if isinstance(exc, ConnectionError):
         return "connection", None
     return "error", None
+
+
+def _status_kind(code: int, headers) -> tuple[str, float | None]:
+    """(kind, Retry-After seconds or None) of an HTTP error status: 429 rate_limited, 5xx/408/409
+    server_error, 401/403/404 refused, any other bad_request."""
+    after = _retry_after(headers)
+    if code == 429:
+        return "rate_limited", after
+    if code >= 500 or code in (408, 409):
+        return "server_error", after
+    if code in (401, 403, 404):
+        return "refused", None
+    return "bad_request", None
 
 
 def _retry_after(headers) -> float | None:

@@ -249,6 +249,9 @@ class StandIn:
         self.log: list[dict] = []  # per chat request: number, schema name, fault kind or None
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # accepted connections inherit it: uvicorn writes a response's headers and body apart, and Nagle
+        # plus the client's delayed ACK would hold every answer ~40 ms (the latency is ``latency_s`` only)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.bind((host, port))
         self._sock.listen(4096)  # connections wait in the backlog until the server runs
         self.host, self.port = self._sock.getsockname()[:2]
