@@ -20,8 +20,12 @@ ASR of the narrated lessons. Every figure is a rate from this one run.
    setting, one run: WER against the reference, the slide-term error rate, and for the model's rewrites
    the faithfulness check's refusals (by kind), the answers never valid, and the invented words (content
    words the model wrote that are neither in the ASR paragraph nor on the slide). Settings: raw ASR; the
-   correction alone (grounding.correct, no LLM); the plain rewrite (no slide terms in the prompt) and the
-   grounded rewrite, each as the model wrote it and as checked (what the corpus keeps). ``--write``
+   correction alone (grounding.correct_from_slide, no LLM); the plain rewrite (no slide terms in the
+   prompt) and the grounded rewrite (the paragraph corrected from the slide, then the model given the
+   terms), each as the model wrote it and as kept (``Rewrite.polished``: the check's text; refused or never
+   valid: the raw paragraph). The last row is not what the corpus gets: the grounded rewrite with a refused
+   answer replaced by the corrected paragraph the model was given (what keeping the slide corrections of a
+   refused rewrite would give). ``--write``
    stores the grounded rewrite's WER beside the raw ASR's in agents/judge_accuracy.json (key ``polish``),
    which decides whether the build uses the embedded model's rewrite (agents.build.rewrite_use).
 
@@ -268,10 +272,11 @@ def rewrite_all(gw, rows: list[dict]) -> None:
             t0 = time.perf_counter()
             try:
                 done = rewrite.polish(gw, req, grounded=mode == "grounded")
-                r[mode], r[f"{mode}_written"] = done.check.text, done.check.rewrite
+                r[mode], r[f"{mode}_written"] = done.polished or r["raw"], done.check.rewrite
                 r[f"{mode}_status"], r[f"{mode}_kinds"] = done.check.status, list(done.check.kinds)
+                r[f"{mode}_fallback"] = r[mode] if done.polished else done.corrected or r["raw"]
             except LLMOutputInvalid:
-                r[mode] = r[f"{mode}_written"] = r["raw"]
+                r[mode] = r[f"{mode}_written"] = r[f"{mode}_fallback"] = r["raw"]
                 r[f"{mode}_status"], r[f"{mode}_kinds"] = "invalid", []
             r[f"{mode}_s"] = round(time.perf_counter() - t0, 1)
         print(f"   {n:2d}/{len(rows)} {r['name']:<22} plain {r['plain_status']:<8} ({r['plain_s']:5.1f} s)  grounded "
@@ -294,9 +299,10 @@ def llm_table(rows: list[dict], label: str) -> dict:
     print("   |---|---|---|---|---|---|")
     out = {}
     settings = [("raw ASR", "raw", None), ("correction only (no LLM)", "corrected", None),
-                ("plain rewrite, as written", "plain_written", "plain"), ("plain rewrite, checked", "plain", "plain"),
+                ("plain rewrite, as written", "plain_written", "plain"), ("plain rewrite, kept", "plain", "plain"),
                 ("grounded rewrite, as written", "grounded_written", "grounded"),
-                ("grounded rewrite, checked", "grounded", "grounded")]
+                ("grounded rewrite, kept", "grounded", "grounded"),
+                ("(grounded, refused -> corrected paragraph)", "grounded_fallback", "grounded")]
     for name, key, mode in settings:
         w, missed, total = _measure(rows, key)
         out[key] = {"wer": round(w, 4), "term_missed": missed, "terms": total}
@@ -317,6 +323,7 @@ def llm_table(rows: list[dict], label: str) -> dict:
 def llm(args) -> None:
     """The ``llm`` subcommand: see the module docstring (4)."""
     import prompts
+    from agents import rewrite
     from agents.llm import Gateway
     from agents.local_llm import MODELS, embedded_server
     from store import open_store
@@ -328,7 +335,7 @@ def llm(args) -> None:
     if args.limit:  # a subset: the first N paragraphs of each set
         rows = [r for s in ("lessons", "real") for r in [x for x in rows if x["set"] == s][:args.limit]]
     for r in rows:
-        r["corrected"] = grounding.correct(r["raw"], grounding.slide_terms(r["slide"]))[0]
+        r["corrected"] = grounding.correct_from_slide(r["raw"], r["slide"])[0]
     print(f"4. the LLM rewrite: {model.key} on 127.0.0.1 ({args.threads or 'every core but one'} threads), "
           f"{len(rows)} paragraphs (whisper-base ASR, {time.perf_counter() - t0:.0f} s); prompt polish "
           f"{prompts.load('polish').sha256[:12]}", flush=True)
@@ -361,7 +368,8 @@ def llm(args) -> None:
             "wer_raw": a["raw"]["wer"], "wer_rewrite": a["grounded"]["wer"], "n": len(rows),
             "slide_term_error_raw": round(a["raw"]["term_missed"] / max(a["raw"]["terms"], 1), 4),
             "slide_term_error_rewrite": round(a["grounded"]["term_missed"] / max(a["grounded"]["terms"], 1), 4),
-            "refused": a["grounded"]["refused"], "prompt_sha256": prompts.load("polish").sha256}
+            "refused": a["grounded"]["refused"], "rewrite_version": rewrite.VERSION,
+            "prompt_sha256": prompts.load("polish").sha256}
         ACCURACY.write_text(json.dumps(data, indent=2) + "\n")
         print(f"wrote {ACCURACY.relative_to(ROOT)}")
 
