@@ -8,8 +8,8 @@ ASR of the narrated lessons. Every figure is a rate from this one run.
 2. ``--asr``: whisper-base (tools.asr, the pipeline's default) on the narrated English lessons; per slide,
    the ASR words whose middle falls in the slide's time. WER against the narration, and the slide-term
    error rate (the slide's content words that the narration says, missing from the text), for the raw
-   ASR and the ASR grounded in the slide (``grounding.correct`` with the slide's text as its OCR: the truth
-   lines, i.e. perfect OCR; no LLM). Each grounded text also goes through ``faithfulness.check``.
+   ASR and the ASR grounded in the slide (``grounding.correct_from_slide`` with the slide's text as its OCR:
+   the truth lines, i.e. perfect OCR; no LLM). Each grounded text also goes through ``faithfulness.check``.
 3. ``--pipeline``: the same lessons through ``textbook process`` (keyframes, tesseract OCR, clips); each clip
    grounded in its own kept OCR lines (real OCR, as the build's rewrite sees them).
 4. ``llm``: the LLM rewrite measured (agents.rewrite.polish, the build's call, through the real gateway and
@@ -130,7 +130,7 @@ def asr(truths: list[dict]) -> None:
             if not s.get("narration"):
                 continue
             heard = heard_in(tr, s["start"], s["end"])
-            fixed, found = grounding.correct(heard, grounding.slide_terms(slide_text(s)))
+            fixed, found = grounding.correct_from_slide(heard, slide_text(s))
             verdict = faithfulness.check(heard, fixed, slide_text(s))
             rows.append({"lesson": t["name"], "said": s["narration"], "raw": heard, "grounded": fixed,
                          "fixes": [(c.heard, c.term) for c in found], "check": verdict.status, "slide": slide_text(s)})
@@ -185,7 +185,7 @@ def pipeline_ocr(truths: list[dict]) -> None:
                 g_text = []
                 for c in clips:
                     ocr = slide_text_near(frames, c["keyframes"], c["start_s"], c["end_s"], margin)
-                    text, found = grounding.correct(c["text"], grounding.slide_terms(ocr))
+                    text, found = grounding.correct_from_slide(c["text"], ocr)
                     refused[margin] += faithfulness.check(c["text"], text, ocr).refused
                     fixes[margin] += [(name, f.heard, f.term) for f in found]
                     g_text.append(text)
