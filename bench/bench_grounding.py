@@ -8,21 +8,38 @@ ASR of the narrated lessons. Every figure is a rate from this one run.
 2. ``--asr``: whisper-base (tools.asr, the pipeline's default) on the narrated English lessons; per slide,
    the ASR words whose middle falls in the slide's time. WER against the narration, and the slide-term
    error rate (the slide's content words that the narration says, missing from the text), for the raw
-   ASR and the ASR grounded in the slide (``grounding.correct`` with the slide's text as its OCR: the truth
-   lines, i.e. perfect OCR; no LLM). Each grounded text also goes through ``faithfulness.check``.
+   ASR and the ASR grounded in the slide (``grounding.correct_from_slide`` with the slide's text as its OCR:
+   the truth lines, i.e. perfect OCR; no LLM). Each grounded text also goes through ``faithfulness.check``.
 3. ``--pipeline``: the same lessons through ``textbook process`` (keyframes, tesseract OCR, clips); each clip
    grounded in its own kept OCR lines (real OCR, as the build's rewrite sees them).
-   The LLM rewrites (plain and grounded) are not run here: the embedded 1.5B model is too heavy for a
-   shared CPU; ``textbook build`` records each rewrite's check, and ``textbook stats`` counts them.
+4. ``llm``: the LLM rewrite measured (agents.rewrite.polish, the build's call, through the real gateway and
+   the embedded llama.cpp server) on a labelled set of ASR paragraphs: the narrated lessons (espeak-ng
+   speech, one paragraph per slide) and real speech with a reference (tests/data/rewrite_eval/
+   real_speech.json: the lecture and the MIT-license reading of ../shared/cases/media, by time window).
+   Each paragraph is whisper-base's words in its window; its slide text stands for the clip's OCR. Per
+   setting, one run: WER against the reference, the slide-term error rate, and for the model's rewrites
+   the faithfulness check's refusals (by kind), the answers never valid, and the invented words (content
+   words the model wrote that are neither in the ASR paragraph nor on the slide). Settings: raw ASR; the
+   correction alone (grounding.correct_from_slide, no LLM); the plain rewrite (no slide terms in the
+   prompt) and the grounded rewrite (the paragraph corrected from the slide, then the model given the
+   terms), each as the model wrote it and as kept (``Rewrite.polished``: the check's text; refused or never
+   valid: the raw paragraph). The last row is not what the corpus gets: the grounded rewrite with a refused
+   answer replaced by the corrected paragraph the model was given (what keeping the slide corrections of a
+   refused rewrite would give). ``--write``
+   stores the grounded rewrite's WER beside the raw ASR's in agents/judge_accuracy.json (key ``polish``),
+   which decides whether the build uses the embedded model's rewrite (agents.build.rewrite_use).
 
     python bench/bench_grounding.py [--asr] [--pipeline]
+    python bench/bench_grounding.py llm [--model qwen2.5-coder-1.5b] [--sets lessons,real] [--limit N] [--write]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -33,6 +50,10 @@ from pipeline import faithfulness, grounding  # noqa: E402
 from pipeline.textnorm import normalize, wer  # noqa: E402
 
 LESSON_DIRS = [ROOT / "tests/data/lessons", ROOT / "examples/lessons"]
+REAL_SET = ROOT / "tests/data/rewrite_eval/real_speech.json"
+# ../shared/cases/media beside the project (a checkout in /work/main; a worktree one level deeper)
+MEDIA_DIRS = [ROOT.parent / "shared/cases/media", ROOT.parent.parent / "shared/cases/media"]
+ACCURACY = ROOT / "agents" / "judge_accuracy.json"
 NARRATED = ["physics_newton", "chemistry_atoms", "earth_water_cycle", "math_fractions"]
 MARGINS = (0.0, 3.0, 6.0, 15.0)  # seconds around a clip whose keyframes' OCR grounds it
 
@@ -90,6 +111,12 @@ def term_errors(reference: str, hypothesis: str, slide: str) -> tuple[int, int]:
     return sum((ref - hyp).values()), sum(ref.values())
 
 
+def heard_in(transcript, start: float, end: float) -> str:
+    """The ASR words of ``transcript`` (tools.asr.Transcript) whose middle falls in [start, end) seconds."""
+    return " ".join(w.word.strip() for g in transcript.segments for w in g.words
+                    if start <= (w.start + w.end) / 2 < end)
+
+
 def asr(truths: list[dict]) -> None:
     from tools.asr import Transcriber
 
@@ -102,9 +129,8 @@ def asr(truths: list[dict]) -> None:
         for s in t["slides"]:
             if not s.get("narration"):
                 continue
-            heard = " ".join(w.word.strip() for g in tr.segments for w in g.words
-                             if s["start"] <= (w.start + w.end) / 2 < s["end"])
-            fixed, found = grounding.correct(heard, grounding.slide_terms(slide_text(s)))
+            heard = heard_in(tr, s["start"], s["end"])
+            fixed, found = grounding.correct_from_slide(heard, slide_text(s))
             verdict = faithfulness.check(heard, fixed, slide_text(s))
             rows.append({"lesson": t["name"], "said": s["narration"], "raw": heard, "grounded": fixed,
                          "fixes": [(c.heard, c.term) for c in found], "check": verdict.status, "slide": slide_text(s)})
@@ -159,7 +185,7 @@ def pipeline_ocr(truths: list[dict]) -> None:
                 g_text = []
                 for c in clips:
                     ocr = slide_text_near(frames, c["keyframes"], c["start_s"], c["end_s"], margin)
-                    text, found = grounding.correct(c["text"], grounding.slide_terms(ocr))
+                    text, found = grounding.correct_from_slide(c["text"], ocr)
                     refused[margin] += faithfulness.check(c["text"], text, ocr).refused
                     fixes[margin] += [(name, f.heard, f.term) for f in found]
                     g_text.append(text)
@@ -178,11 +204,198 @@ def pipeline_ocr(truths: list[dict]) -> None:
               "; ".join(f"{n}: {h!r} -> {t!r}" for n, h, t in fixes[m]))
 
 
+def media_dir(given: Path | None) -> Path:
+    """Where the real-speech set's media are: ``given``, or ../shared/cases/media beside the project.
+    Exits with one line when none is there."""
+    for d in [given] if given else MEDIA_DIRS:
+        if d and d.is_dir():
+            return d
+    sys.exit(f"bench_grounding: no media folder ({given or ' or '.join(map(str, MEDIA_DIRS))}); pass --media DIR")
+
+
+def labelled_paragraphs(sets: set[str], media: Path | None = None) -> list[dict]:
+    """The labelled set of ASR paragraphs: per paragraph its ``set`` (lessons: espeak-ng narration; real:
+    real speech), ``name``, knowledge ``point``, the reference ``said``, whisper-base's words ``raw`` in its
+    window, and the ``slide`` text that stands for its OCR."""
+    from tools.asr import Transcriber
+
+    model = Transcriber()
+    rows = []
+    if "lessons" in sets:
+        for t in _truths():
+            if t["name"] not in NARRATED:
+                continue
+            tr = model.transcribe(t["path"], languages=("en",))
+            point = t.get("spec", {}).get("knowledge_point") or t["name"]
+            for i, s in enumerate(t["slides"]):
+                if s.get("narration"):
+                    rows.append({"set": "lessons", "name": f"{t['name']}#{i}", "point": point, "said": s["narration"],
+                                 "raw": heard_in(tr, s["start"], s["end"]), "slide": slide_text(s)})
+    if "real" in sets:
+        folder = media_dir(media)
+        for item in json.loads(REAL_SET.read_text())["items"]:
+            path = folder / item["media"]
+            if not path.is_file():
+                sys.exit(f"bench_grounding: {path} is missing (the real-speech set names it)")
+            tr = model.transcribe(path, languages=("en",))
+            for i, s in enumerate(item["segments"]):
+                rows.append({"set": "real", "name": f"{Path(item['media']).stem}#{i}", "point": item["point"],
+                             "said": s["reference"], "raw": heard_in(tr, s["start"], s["end"]), "slide": s["slide"]})
+    return rows
+
+
+def invented(raw: str, written: str, slide: str) -> list[str]:
+    """Content words of ``written`` (stem-compared) that are neither in ``raw`` nor on ``slide``."""
+    known = {grounding.stem(w) for w in grounding.words(raw + " " + slide)}
+    return [w for w in grounding.words(written) if grounding.is_content(w) and grounding.stem(w) not in known
+            and not faithfulness.numbers(w)]
+
+
+def _embedded_cfg(url: str, alias: str, timeout: float):
+    from agents.config import LLMConfig
+
+    # what agents/build.py sets for the embedded server (one request at a time, schema grammar, streamed)
+    return LLMConfig(base_url=url, model=alias, legacy_max_tokens=True, http_retries=0, concurrency=1,
+                     structured="llamacpp", stream=True, timeout_s=timeout)
+
+
+def rewrite_all(gw, rows: list[dict]) -> None:
+    """Each paragraph's plain and grounded rewrite (agents.rewrite.polish, checked), into ``rows``: per mode
+    the model's text (``MODE_written``), the checked text (``MODE``), ``MODE_status`` (accepted, refused,
+    invalid) and ``MODE_kinds``."""
+    from agents import rewrite
+    from agents.llm import LLMOutputInvalid
+
+    for n, r in enumerate(rows, 1):
+        req = rewrite.RewriteRequest(r["point"], r["raw"], r["slide"], r["name"])
+        for mode in ("plain", "grounded"):
+            t0 = time.perf_counter()
+            try:
+                done = rewrite.polish(gw, req, grounded=mode == "grounded")
+                r[mode], r[f"{mode}_written"] = done.polished or r["raw"], done.check.rewrite
+                r[f"{mode}_status"], r[f"{mode}_kinds"] = done.check.status, list(done.check.kinds)
+                r[f"{mode}_fallback"] = r[mode] if done.polished else done.corrected or r["raw"]
+            except LLMOutputInvalid:
+                r[mode] = r[f"{mode}_written"] = r[f"{mode}_fallback"] = r["raw"]
+                r[f"{mode}_status"], r[f"{mode}_kinds"] = "invalid", []
+            r[f"{mode}_s"] = round(time.perf_counter() - t0, 1)
+        print(f"   {n:2d}/{len(rows)} {r['name']:<22} plain {r['plain_status']:<8} ({r['plain_s']:5.1f} s)  grounded "
+              f"{r['grounded_status']:<8} ({r['grounded_s']:5.1f} s)", flush=True)
+
+
+def _measure(rows: list[dict], key: str) -> tuple[float, int, int]:
+    said = " ".join(r["said"] for r in rows)
+    hyp = " ".join(r[key] for r in rows)
+    errs = [term_errors(r["said"], r[key], r["slide"]) for r in rows]
+    return wer(said, hyp), sum(e[0] for e in errs), sum(e[1] for e in errs)
+
+
+def llm_table(rows: list[dict], label: str) -> dict:
+    """Print the settings' table for ``rows``; return the figures (for --write)."""
+    words_said = sum(len(normalize(r["said"])) for r in rows)
+    print(f"\n   {label}: {len(rows)} paragraphs, {words_said} words said")
+    print("   | setting | WER | slide-term error rate | refused (kinds) | never valid | invented words |",
+          flush=True)
+    print("   |---|---|---|---|---|---|")
+    out = {}
+    settings = [("raw ASR", "raw", None), ("correction only (no LLM)", "corrected", None),
+                ("plain rewrite, as written", "plain_written", "plain"), ("plain rewrite, kept", "plain", "plain"),
+                ("grounded rewrite, as written", "grounded_written", "grounded"),
+                ("grounded rewrite, kept", "grounded", "grounded"),
+                ("(grounded, refused -> corrected paragraph)", "grounded_fallback", "grounded")]
+    for name, key, mode in settings:
+        w, missed, total = _measure(rows, key)
+        out[key] = {"wer": round(w, 4), "term_missed": missed, "terms": total}
+        refused = inv = invalid = "-"
+        if mode:
+            kinds = Counter(k for r in rows for k in r[f"{mode}_kinds"])
+            n_ref = sum(r[f"{mode}_status"] == "refused" for r in rows)
+            refused = f"{n_ref} ({', '.join(f'{k} {v}' for k, v in kinds.most_common()) or '-'})" \
+                if key == mode else "-"
+            invalid = str(sum(r[f"{mode}_status"] == "invalid" for r in rows))
+            inv = str(sum(len(invented(r["raw"], r[key], r["slide"])) for r in rows))
+            out[key] |= {"refused": n_ref, "invalid": int(invalid)}
+        print(f"   | {name} | {w:.2%} | {missed}/{total} = {missed / max(total, 1):.1%} | {refused} | {invalid} "
+              f"| {inv} |")
+    return out
+
+
+def llm(args) -> None:
+    """The ``llm`` subcommand: see the module docstring (4)."""
+    import prompts
+    from agents import rewrite
+    from agents.llm import Gateway
+    from agents.local_llm import MODELS, embedded_server
+    from store import open_store
+
+    model = MODELS[args.model]
+    sets = set(args.sets.split(","))
+    t0 = time.perf_counter()
+    rows = labelled_paragraphs(sets, args.media)
+    if args.limit:  # a subset: the first N paragraphs of each set
+        rows = [r for s in ("lessons", "real") for r in [x for x in rows if x["set"] == s][:args.limit]]
+    for r in rows:
+        r["corrected"] = grounding.correct_from_slide(r["raw"], r["slide"])[0]
+    print(f"4. the LLM rewrite: {model.key} on 127.0.0.1 ({args.threads or 'every core but one'} threads), "
+          f"{len(rows)} paragraphs (whisper-base ASR, {time.perf_counter() - t0:.0f} s); prompt polish "
+          f"{prompts.load('polish').sha256[:12]}", flush=True)
+    store = open_store(args.cache)
+    t1 = time.perf_counter()
+    log = Path(f"/tmp/textbook-rewrite-eval-{model.key}.log")
+    with embedded_server(key=model.key, threads=args.threads, log_file=log) as url:
+        gw = Gateway(store, f"rewrite-eval-{model.key}", _embedded_cfg(url, model.alias, args.timeout))
+        rewrite_all(gw, rows)
+    store.close()
+    figures = {s: llm_table([r for r in rows if r["set"] == s], {"lessons": "narrated lessons (espeak-ng)",
+                                                                 "real": "real speech (tests/data/rewrite_eval)"}[s])
+               for s in ("lessons", "real") if any(r["set"] == s for r in rows)}
+    figures["all"] = llm_table(rows, "all")
+    print(f"   ({time.perf_counter() - t1:.0f} s of rewrites, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[1]:.1f} over the last 5 min)")
+    for r in rows:
+        if r["grounded"] != r["raw"] or r["grounded_status"] != "accepted":
+            print(f"   {r['name']}: {r['grounded_status']} {r['grounded_kinds']}\n"
+                  f"      raw:      {r['raw']!r}\n      written:  {r['grounded_written']!r}\n"
+                  f"      kept:     {r['grounded']!r}\n      said:     {r['said']!r}")
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1))
+    if args.write:
+        if args.limit or sets != {"lessons", "real"}:
+            sys.exit("bench_grounding: --write needs the whole set (no --limit, both sets)")
+        data = json.loads(ACCURACY.read_text())
+        a = figures["all"]
+        data["models"].setdefault(model.alias, {})["polish"] = {
+            "wer_raw": a["raw"]["wer"], "wer_rewrite": a["grounded"]["wer"], "n": len(rows),
+            "slide_term_error_raw": round(a["raw"]["term_missed"] / max(a["raw"]["terms"], 1), 4),
+            "slide_term_error_rewrite": round(a["grounded"]["term_missed"] / max(a["grounded"]["terms"], 1), 4),
+            "refused": a["grounded"]["refused"], "rewrite_version": rewrite.VERSION,
+            "prompt_sha256": prompts.load("polish").sha256}
+        ACCURACY.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"wrote {ACCURACY.relative_to(ROOT)}")
+
+
 def main() -> None:
+    from agents.local_llm import DEFAULT_MODEL, MODELS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--asr", action="store_true", help="also transcribe the narrated lessons (whisper-base)")
     ap.add_argument("--pipeline", action="store_true", help="also run the pipeline (keyframes, real OCR) on them")
+    sub = ap.add_subparsers(dest="command")
+    p = sub.add_parser("llm", help="the LLM rewrite (plain and grounded) on the labelled set")
+    p.add_argument("--model", choices=list(MODELS), default=DEFAULT_MODEL, help="embedded model")
+    p.add_argument("--sets", default="lessons,real", help="lessons, real (comma-separated)")
+    p.add_argument("--limit", type=int, help="the first N paragraphs of each set")
+    p.add_argument("--media", type=Path, help="the real-speech media folder (default ../shared/cases/media)")
+    p.add_argument("--threads", type=int, default=0, help="server threads (0: every core but one)")
+    p.add_argument("--timeout", type=float, default=600.0, help="per-call timeout in seconds")
+    p.add_argument("--cache", type=Path, default=Path("/tmp/textbook-rewrite-eval.duckdb"),
+                   help="answer cache (a rerun with the same prompt pays nothing)")
+    p.add_argument("--out", type=Path, help="write every paragraph's texts here (JSON)")
+    p.add_argument("--write", action="store_true", help="store the figures in agents/judge_accuracy.json")
     args = ap.parse_args()
+    if args.command == "llm":
+        llm(args)
+        return
     truths = _truths()
     sweep(truths)
     if args.asr:

@@ -12,6 +12,9 @@ same clip has them right. This module compares the two by sound, with no model:
 - ``propose`` / ``correct``: replacements of 1-3 word ASR spans by a slide term within ``THRESHOLD`` of the
   span's key and ``CHAR_THRESHOLD`` of its spelling; a span already on the slide, or only function words,
   is never replaced.
+- ``inflections``: a slide line of ``MIN_LINE`` or more words said in order, with a word heard in another
+  inflection ("an object at rest stay at rest" under "An object at rest stays at rest"): the slide's form.
+- ``correct_from_slide``: both, from the clip's OCR text (what agents/rewrite.py applies before the model).
 
 ``THRESHOLD`` was measured by ``bench/bench_grounding.py`` on the issue's misheard examples and on the
 narration of tests/data/lessons (correct text, where every proposal is a false one): see that script.
@@ -33,6 +36,7 @@ CHAR_THRESHOLD = 0.58
 PADDED_CHAR_THRESHOLD = 0.45
 MAX_SPAN = 3  # ASR words one term may replace
 MIN_KEY = 3  # a term whose key is shorter is too short to match by sound
+MIN_LINE = 4  # words of a slide line that must be said in order before its inflections are taken
 
 STOPWORDS = frozenset("""
 a about above after again against all also am an and any are as at be because been before being below
@@ -116,7 +120,13 @@ def sounds_like(heard: str, term: str, threshold: float = THRESHOLD, char_thresh
     sounds, key distance within ``threshold`` and spelling distance within ``char_threshold`` (the sound
     key alone confuses short words: "force" FRS and "first" FRST are one sound apart)."""
     return (len(phonetic_key(term)) >= MIN_KEY and key_distance(heard, term) <= threshold
-            and char_distance(heard, term) <= char_threshold)
+            and char_distance(heard, term) <= char_threshold and not variant(heard, term))
+
+
+def variant(heard: str, term: str) -> bool:
+    """Whether a word of ``heard`` and a word of ``term`` are two forms of one word (same ``root``, not the
+    same ``stem``: "summarize" and "Summary"): another word the speaker chose, never a mishearing of it."""
+    return any(root(a) and root(a) == root(b) and stem(a) != stem(b) for a in words(heard) for b in words(term))
 
 
 def norm(word: str) -> str:
@@ -259,6 +269,45 @@ def apply(text: str, corrections: Sequence[Correction]) -> str:
         pos = b.end()
     out.append(text[pos:])
     return "".join(out)
+
+
+def inflections(text: str, ocr: str, min_line: int = MIN_LINE) -> list[Correction]:
+    """Words of ``text`` heard in another inflection than a slide line shows: where the ``words`` of one
+    line of ``ocr`` (``min_line`` or more) are said in order, each one ``stem``-equal to the line's and at
+    least one spelled differently ("stay" for "stays", "quarter" for "quarters": ASR drops and adds a final
+    s), a Correction per differing word to the line's form (``distance`` 0). A line said word for word
+    gives none. Returns them in text order, one per word."""
+    said = words(text)
+    ws = [norm(w) for w in said]
+    stems = [stem(w) for w in ws]
+    out: dict[int, Correction] = {}
+    for line in ocr.splitlines():
+        lw = words(line)
+        if len(lw) < min_line:
+            continue
+        ls = [stem(w) for w in lw]
+        for i in range(len(ws) - len(lw) + 1):
+            if stems[i:i + len(lw)] != ls:
+                continue
+            for k, w in enumerate(lw):
+                if ws[i + k] != norm(w) and i + k not in out:
+                    heard = said[i + k]  # the line's form in the heard word's case (all caps stays all caps)
+                    term = w.upper() if heard.isupper() and len(heard) > 1 else w.lower() if w.isupper() else w
+                    out[i + k] = Correction(i + k, i + k + 1, heard, term, 0.0)
+    return [out[i] for i in sorted(out)]
+
+
+def correct_from_slide(text: str, ocr: str, threshold: float = THRESHOLD,
+                       char_threshold: float = CHAR_THRESHOLD) -> tuple[str, list[Correction]]:
+    """``text`` corrected from the clip's slide text ``ocr`` (kept OCR lines, one per line): a slide
+    line's inflections (``inflections``) first, then the misheard words that sound like a slide term
+    (``propose`` on ``slide_terms``) where they do not overlap. Returns the text and the corrections."""
+    found = inflections(text, ocr)
+    taken = {i for c in found for i in range(c.start, c.end)}
+    found += [c for c in propose(text, slide_terms(ocr), threshold, char_threshold)
+              if taken.isdisjoint(range(c.start, c.end))]
+    found.sort(key=lambda c: c.start)
+    return (apply(text, found) if found else text), found
 
 
 def correct(text: str, terms: Iterable[str], threshold: float = THRESHOLD,

@@ -47,18 +47,38 @@ def test_plain_mode_shows_no_terms(store):
     assert fenced(dict(model.requests[0]["messages"])["human"], "terms") == rewrite.NO_TERMS
 
 
+FIXED = "First comes evaporation, when the sun heats the water. Then two clouds form."
+
+
 def test_a_misheard_term_on_the_slide_is_fixed(store):
-    gw, _ = polisher(store, lambda p: p.replace("in operation,", "evaporation:"))
+    gw, _ = polisher(store, lambda p: p.replace("evaporation,", "evaporation:"))
     done = rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, OCR, "vid1"))
     assert done.polished == "First comes evaporation: when the sun heats the water. Then two clouds form."
     rec = done.record()
     assert rec["status"] == "accepted" and rec["corrections"] == [["in operation", "evaporation"]]
-    assert rec["call_id"]
+    assert rec["slide_fixes"] == [["in operation", "Evaporation"]] and rec["call_id"]
+
+
+def test_the_model_gets_the_paragraph_corrected_from_the_slide_and_need_not_use_the_terms(store):
+    """bench/bench_grounding.py llm: the embedded Qwen given the terms alone left "in operation" as it was;
+    the paragraph it gets is corrected first, so a model that only copies it still gives the fix."""
+    gw, model = polisher(store, lambda p: p)
+    done = rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, OCR, "vid1"))
+    assert fenced(dict(model.requests[0]["messages"])["human"], "paragraph") == FIXED
+    assert done.polished == FIXED and done.check.status == "accepted"
+
+
+def test_the_plain_rewrite_gets_the_raw_paragraph(store):
+    gw, model = polisher(store, lambda p: p)
+    done = rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, OCR, "vid1"), grounded=False)
+    assert fenced(dict(model.requests[0]["messages"])["human"], "paragraph") == RAW
+    assert done.polished == RAW and "slide_fixes" not in done.record()
 
 
 def test_a_term_not_on_the_slide_is_left_as_it_was(store):
     gw, _ = polisher(store, lambda p: p.replace("in operation", "condensation"))
-    done = rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, OCR, "vid1"))
+    done = rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, "The Water Cycle\nThe sun heats water",
+                                                     "vid1"))
     assert done.polished is None and done.check.text == RAW  # refused: the raw paragraph stays
     assert done.record()["kinds"] == ["adds"] and "condensation" in done.record()["reasons"][0]
 
@@ -71,9 +91,16 @@ def test_a_term_not_on_the_slide_is_left_as_it_was(store):
 def test_a_rewrite_that_adds_a_fact_or_flips_a_number_is_refused(store, answer, kind):
     gw, _ = polisher(store, answer)
     done = rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, OCR, "vid1"))
-    assert done.polished is None and done.check.text == RAW
+    assert done.polished is None and done.check.text == RAW  # the raw paragraph, not the corrected one
     rec = done.record()
     assert rec["status"] == "refused" and kind in rec["kinds"] and rec["rewrite"] != RAW
+
+
+def test_an_echoed_fence_is_not_part_of_the_rewrite(store):
+    """SmolLM2-135M (bench/bench_grounding.py llm) ends some answers with the prompt's "</untrusted>"."""
+    gw, _ = polisher(store, lambda p: p + " </untrusted>")
+    done = rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, OCR, "vid1"))
+    assert done.check.status == "accepted" and done.polished == FIXED
 
 
 def test_the_embedded_models_rewrite_is_advisory_unless_measured_to_beat_the_raw_asr():
@@ -105,7 +132,7 @@ def test_new_rewrite_settings_at_their_defaults_keep_a_runs_id():
 
 
 def test_an_advisory_rewrite_is_checked_and_recorded_but_the_raw_text_kept(store):
-    gw, _ = polisher(store, lambda p: p.replace("in operation,", "evaporation:"))
+    gw, _ = polisher(store, lambda p: p.replace("evaporation,", "evaporation:"))
     done = rewrite.polish(gw, rewrite.RewriteRequest("the water cycle", RAW, OCR, "vid1"),
                           use="advisory: not measured")
     assert done.check.status == "accepted" and done.polished is None

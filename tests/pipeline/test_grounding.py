@@ -87,3 +87,50 @@ def test_correct_narration_under_its_own_slides_gets_no_correction(name):
     for slide in truth["slides"]:
         ocr = "\n".join([slide["title"], *slide["lines"], slide["formula"] or ""])
         assert grounding.propose(slide["narration"], slide_terms(ocr)) == [], slide["narration"]
+
+
+def test_a_slide_lines_word_heard_in_another_inflection_takes_the_lines_form():
+    """whisper-base on tests/data/lessons: "an object at rest stay at rest", "one quarter plus two quarter"."""
+    ocr = "The First Law\nAn object at rest stays at rest\nA moving object keeps moving"
+    text, fixes = grounding.correct_from_slide("The first law says that an object at rest stay at rest, so.", ocr)
+    assert text == "The first law says that an object at rest stays at rest, so."
+    assert [(f.heard, f.term) for f in fixes] == [("stay", "stays")]
+    text, _ = grounding.correct_from_slide("For example, one quarter plus two quarter equals three quarters.",
+                                           "Example\nOne quarter plus two quarters\n1/4 + 2/4 = 3/4")
+    assert text == "For example, one quarter plus two quarters equals three quarters."
+    text, _ = grounding.correct_from_slide("An object at rest STAY at rest", "AN OBJECT AT REST STAYS AT REST")
+    assert text == "An object at rest STAYS at rest"  # the heard word's case
+
+
+@pytest.mark.parametrize("said", [
+    "the object stay at rest",                     # the line not said in full: no evidence
+    "an object at rest can stay at rest",          # another word inside the line's words
+    "rest at object an stay",                      # the line's words out of order
+])
+def test_an_inflection_is_taken_only_where_the_whole_line_is_said_in_order(said):
+    assert grounding.inflections(said, "An object at rest stays at rest") == []
+
+
+def test_a_short_line_gives_no_inflection():
+    assert grounding.inflections("two quarter", "Two quarters") == []  # under MIN_LINE words
+
+
+def test_a_variant_of_a_slide_word_is_not_a_mishearing_of_it():
+    """Qwen2.5-Coder-1.5B rewrote "summarize." under the slide "Summary" as "Summary."; the check took it for a
+    fix because the two sound alike. Two forms of one word (same root) are the speaker's choice."""
+    from pipeline import faithfulness
+
+    assert grounding.variant("summarize", "Summary") and not grounding.sounds_like("summarize", "Summary")
+    assert not grounding.variant("sixths", "three sixths") and grounding.sounds_like("pre sixths", "three sixths")
+    raw = "To summarize. Atoms build elements, and molecules are groups of atoms."
+    check = faithfulness.check(raw, raw.replace("summarize", "Summary"), "Summary\nAtoms build elements")
+    assert check.text == raw and check.reverted == (("summarize", "Summary"),)
+
+
+@pytest.mark.parametrize("name", ["physics_newton", "chemistry_atoms", "physics_truncated", "math_quiet_tone"])
+def test_correct_narration_under_its_own_slides_is_left_as_it_is(name):
+    """correct_from_slide (sound-alike terms and line inflections) on the true narration: no change."""
+    truth = json.loads((LESSONS / f"{name}.truth.json").read_text())
+    for slide in truth["slides"]:
+        ocr = "\n".join([slide["title"], *slide["lines"], slide["formula"] or ""])
+        assert grounding.correct_from_slide(slide["narration"], ocr) == (slide["narration"], []), slide["narration"]
