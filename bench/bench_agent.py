@@ -41,7 +41,7 @@ from agents.config import AgentConfig, LLMConfig, TaxonomySize  # noqa: E402
 from agents.local_llm import MODEL_ALIAS, embedded_server  # noqa: E402
 from bench._videos import tiny_clips  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
-from store.db import open_store  # noqa: E402
+from store import open_store  # noqa: E402
 from tests.agents.scripted import ScriptedChatModel, models_for, physics_script  # noqa: E402
 from tools.search import YouTubeSource  # noqa: E402
 

@@ -33,7 +33,7 @@ import prompts  # noqa: E402
 from agents import schemas  # noqa: E402
 from agents.config import LLMConfig  # noqa: E402
 from agents.llm import Gateway, strict_schema  # noqa: E402
-from store.db import open_store  # noqa: E402
+from store import open_store  # noqa: E402
 
 
 class StandInProcess:

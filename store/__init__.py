@@ -7,6 +7,7 @@ The schema is the numbered SQL files in ``store/migrations``. ``store.checkpoint
 LangGraph checkpointer of `textbook build` in the same file. DuckDB lets one process open a file at a time.
 """
 
-from store.db import Store, StoreError, open_store
+from store.db import Store, StoreError
+from store.open import open_store
 
 __all__ = ["Store", "StoreError", "open_store"]

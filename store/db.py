@@ -47,13 +47,15 @@ def _migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def open_store(path: str | Path, read_only: bool = False) -> Store:
-    """The store in the DuckDB file ``path`` (migrated when opened for writing).
+class StoreLocked(StoreError):
+    """The DuckDB file is held by another process (DuckDB allows one writer): store/open.py asks that
+    process to serve reads (store/serve.py)."""
 
-    ``read_only``: while another process writes the file (a running `textbook build` or `process`,
-    which serve reads: store/serve.py), a ``RemoteStore`` that reads through that process; its writes
-    raise StoreError. Raises StoreError (one line): no file (read-only), locked by a process that
-    serves no reads, not a DuckDB file."""
+
+def open_file(path: str | Path, read_only: bool = False) -> Store:
+    """The store in the DuckDB file ``path`` itself (migrated when opened for writing), never through another
+    process. Raises StoreLocked when another process holds the file, StoreError (one line) for no file
+    (read-only), a folder that cannot be made, or a file that is not a DuckDB database."""
     path = Path(path)
     if read_only and not path.is_file():
         raise StoreError(f"no database at {path}")
@@ -67,15 +69,7 @@ def open_store(path: str | Path, read_only: bool = False) -> Store:
     except duckdb.IOException as exc:
         msg = str(exc)
         if "lock" in msg.lower():
-            from store.serve import remote_store
-
-            if (remote := remote_store(path)) is not None:  # the writer serves reads (store/serve.py)
-                if read_only:
-                    return remote
-                remote.close()
-                raise StoreError(f"{path} is being written by a running `textbook {remote.endpoint.command}` "
-                                 f"(pid {remote.endpoint.pid}); DuckDB allows one writer") from exc
-            raise StoreError(f"{path} is in use by another process (DuckDB allows one writer)") from exc
+            raise StoreLocked(f"{path} is in use by another process (DuckDB allows one writer)") from exc
         raise StoreError(f"cannot open {path}: {msg.splitlines()[0]}") from exc
     except duckdb.Error as exc:
         raise StoreError(f"{path} is not a DuckDB database: {str(exc).splitlines()[0]}") from exc

@@ -54,7 +54,7 @@ from typing import Any
 
 import duckdb
 
-from store.db import Store, StoreError
+from store.db import Store, StoreError, StoreLocked, open_file
 
 log = logging.getLogger(__name__)
 
@@ -513,12 +513,10 @@ class RemoteStore(Store):
     def _go_local(self, wait_s: float = 10.0) -> None:
         """The writer stopped serving: read the file itself once the writer has let it go (or follow the
         endpoint of a new writer)."""
-        from store.db import open_store
-
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                store = open_store(self.path, read_only=True)
+                store = self._reopen()
             except StoreError as exc:
                 if time.monotonic() > deadline:
                     raise StoreError(f"the `textbook {self.endpoint.command}` serving reads of {self.path} stopped "
@@ -531,6 +529,16 @@ class RemoteStore(Store):
             else:
                 self._local = store
             return
+
+    def _reopen(self) -> Store:
+        """The file itself, or a RemoteStore of the process that now holds it (StoreError when neither)."""
+        try:
+            return open_file(self.path, read_only=True)
+        except StoreLocked:
+            remote = remote_store(self.path)
+            if remote is None:
+                raise
+            return remote
 
     def rows(self, sql: str, params: list | None = None) -> list[dict[str, Any]]:
         """The rows of ``sql`` as dicts, as ``Store.rows``, read through the writer (or the file once it has let go).

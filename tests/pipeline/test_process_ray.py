@@ -14,7 +14,7 @@ import pytest
 from pipeline.config import PipelineConfig
 from pipeline.pools import PoolConfig, PoolSpec
 from pipeline.runner import Runner
-from store.db import open_store
+from store import open_store
 from tests.pipeline.test_pools import _Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
