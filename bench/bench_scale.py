@@ -11,8 +11,14 @@ and its ratio against a baseline measured in the same run.
 
     python bench/bench_scale.py gateway [--threads 16] [--calls 2000] [--concurrency N] [--rounds 3]
 
-(Other parts: ``build`` 20,000 candidates, ``process`` 2,000 videos, ``estimate``: added beside
-``gateway`` as their own subcommands.)
+- process: `process` of N one-second silent videos against ffprobe alone over the same files, on the
+  local executor and on Ray (bench/_scale_process.py). Target: <= 2x.
+
+    python bench/bench_scale.py process [--videos 2000] [--executors local,ray]
+
+- estimate: the paper's corpus through `textbook estimate` (bench/_scale_estimate.py).
+
+    python bench/bench_scale.py estimate [--gpus 8] [--cpus 128] [--llm-rps 32 300]
 """
 
 from __future__ import annotations
@@ -165,8 +171,22 @@ def part_gateway(args: argparse.Namespace) -> None:
           "   (target >= 300 calls/s and >= 50%)")
 
 
+def part_process(args: argparse.Namespace) -> None:
+    """(c) process vs ffprobe alone (bench/_scale_process.py)."""
+    from bench._scale_process import process_vs_probe
+
+    process_vs_probe(args.videos, args.executors.split(","))
+
+
+def part_estimate(args: argparse.Namespace) -> None:
+    """(d) the paper's corpus estimated (bench/_scale_estimate.py)."""
+    from bench._scale_estimate import estimate_paper
+
+    estimate_paper(args.gpus, args.cpus, args.llm_rps, not args.no_calibrate, args.json)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The command line: one subcommand per part (``gateway``; ``build``, ``process``, ``estimate`` to come)."""
+    """The command line: one subcommand per part (``gateway``, ``process``, ``estimate``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="part", required=True)
     g = sub.add_parser("gateway", help="(a) gateway paid calls/s against a bare HTTP client")
@@ -175,6 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--concurrency", type=int, default=0, help="gateway slots per endpoint (0: --threads)")
     g.add_argument("--rounds", type=int, default=3, help="rounds of (bare, gateway); the best of each compared")
     g.set_defaults(fn=part_gateway)
+    from bench import _scale_estimate, _scale_process
+
+    p = sub.add_parser("process", help="(c) process N silent videos against ffprobe alone, local and Ray")
+    _scale_process.add_arguments(p)
+    p.set_defaults(fn=part_process)
+    e = sub.add_parser("estimate", help="(d) the paper's corpus through textbook estimate")
+    _scale_estimate.add_arguments(e)
+    e.set_defaults(fn=part_estimate)
     args = ap.parse_args(argv)
     args.fn(args)
     return 0
