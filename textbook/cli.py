@@ -63,7 +63,9 @@ def process(
                                                               "(default: NAME_media/ beside the --db file)")] = None,
     config: ConfigOpt = None,
     executor: Annotated[Optional[str], typer.Option(help="local, process or ray")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="workers of the process or ray executor")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="workers of the process executor")] = None,
+    pools: Annotated[Optional[str], typer.Option(help="ray executor's actor pools: cpu, gpu1 or gpu8")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="a running Ray cluster (none: a local Ray)")] = None,
     asr_model: Annotated[Optional[str], typer.Option(help="whisper name or folder")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto")] = None,
     pack: Annotated[Optional[str], typer.Option(help="split (default), video or concat")] = None,
@@ -80,6 +82,10 @@ def process(
         pipe["executor"] = executor
     if workers:
         pipe["workers"] = workers
+    if pools:
+        pipe["pools"] = pools
+    if ray_address:
+        pipe["ray_address"] = ray_address
     if asr_model or device:
         pipe["asr"] = {k: v for k, v in (("model", asr_model), ("device", device)) if v}
     if pack or max_tokens:
