@@ -500,7 +500,7 @@ def test_a_crash_is_a_failure_under_strict_and_the_same_command_after_the_fix_re
     assert "Traceback" not in broken.stderr
     assert "failed: 2 videos (keyframes internal 2)" in broken.stdout, broken.stdout
     assert "judged out" not in broken.stdout and "short: " in broken.stdout
-    assert broken.stderr.count("failed: ") >= 2 and "(internal): keyframes: TypeError" in broken.stderr
+    assert broken.stderr.count("failed: ") >= 2 and "at keyframes (internal): TypeError" in broken.stderr
 
     fixed = run_cli(*args)
     assert fixed.returncode == 0, fixed.stderr
