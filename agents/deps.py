@@ -57,9 +57,9 @@ class Deps:
     # -- how a build speaks ---------------------------------------------------------------------------------
     def decision(self, node: str, video_id: str | None, decision: str, reasons: list[str],
                  detail: dict | None = None) -> None:
-        """One event per decision on one item, with its reasons: what `textbook trace` prints."""
-        ev = self.store.event_start(self.run_id, node, video_id, None)
-        self.store.event_end(ev, detail, decision=decision, reasons=reasons)
+        """One event per decision on one item, with its reasons: what `textbook trace` prints (one store
+        write: ``Store.event_decided``)."""
+        self.store.event_decided(self.run_id, node, video_id, decision, reasons, detail)
 
     def progress(self, node: str, done: int, total: int, item: str | None = None) -> None:
         """A progress event (the console shows ``node done/total``)."""

@@ -27,7 +27,8 @@ In a test::
         ...
         assert srv.peak >= 8
 
-From a shell: ``python -m agents.standin --latency 2 --port 8099 --fault 429@3 --fault garbage~Newton``.
+From a shell: ``python -m agents.standin --latency 2 --port 8099 --fault 429@3 --fault garbage~Newton``
+(``--choice verdict=reject``: every judge rejects).
 """
 
 from __future__ import annotations
@@ -463,6 +464,22 @@ def parse_fault(spec: str) -> Fault:
                  every=int(every) if every else None, times=int(times) if times else None)
 
 
+def parse_choices(specs: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs from the command line as ``StandIn(choices=...)``: VALUE is read as JSON when it
+    parses (``score=3``, ``flag=true``), else kept as text (``verdict=reject``). Raises ValueError for a pair
+    without ``=`` or with an empty name."""
+    out: dict[str, Any] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"cannot read choice {spec!r} (NAME=VALUE, e.g. verdict=reject)")
+        try:
+            out[name.strip()] = json.loads(value)
+        except ValueError:
+            out[name.strip()] = value
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m agents.standin``: serve the stand-in on ``--host``/``--port`` until interrupted; returns the exit
     code."""
@@ -476,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(every n-th), ~TEXT (prompt holds TEXT), *K (at most K times); repeatable")
     ap.add_argument("--timeout-delay", type=float, default=30.0, help="seconds a timeout fault holds a request")
     ap.add_argument("--retry-after", type=float, default=1.0, help="the Retry-After of a 429 fault, in seconds")
+    ap.add_argument("--choice", action="append", default=[], metavar="NAME=VALUE",
+                    help="answer VALUE for every property NAME (an enum's choice, e.g. verdict=reject; VALUE read "
+                         "as JSON when it parses, else as text); repeatable")
     args = ap.parse_args(argv)
     try:
         faults = [parse_fault(s) for s in args.fault]
@@ -485,7 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     for f in faults:
         f.delay_s, f.retry_after_s = args.timeout_delay, args.retry_after
     try:
-        srv = StandIn(latency_s=args.latency, faults=faults, model=args.model, host=args.host, port=args.port)
+        choices = parse_choices(args.choice)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        srv = StandIn(latency_s=args.latency, faults=faults, choices=choices, model=args.model, host=args.host,
+                      port=args.port)
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 2

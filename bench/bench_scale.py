@@ -16,6 +16,13 @@ and its ratio against a baseline measured in the same run.
 
     python bench/bench_scale.py process [--videos 2000] [--executors local,ray]
 
+- build: N candidates through `textbook build` with the stand-in at zero latency: its metadata judge
+  rejecting them all (target <= 10 ms a candidate from search result to stored verdict, memory flat), and
+  accepting them all, each downloaded (a local file) and probed, against ffprobe alone over the same files
+  (target <= 1.5x) (bench/_scale_build.py).
+
+    python bench/bench_scale.py build [--candidates 20000] [--parts reject,accept] [--profile FILE]
+
 - estimate: the paper's corpus through `textbook estimate` (bench/_scale_estimate.py).
 
     python bench/bench_scale.py estimate [--gpus 8] [--cpus 128] [--llm-rps 32 300]
@@ -44,16 +51,20 @@ from store import open_store  # noqa: E402
 
 class StandInProcess:
     """The stand-in server (``python -m agents.standin``) in a process of its own, so its event loop does
-    not share this process's interpreter lock with the clients measured. ``base_url`` once started."""
+    not share this process's interpreter lock with the clients measured. ``choices``: property name ->
+    the value it answers (``{"verdict": "reject"}``: every judge rejects). ``base_url`` once started."""
 
-    def __init__(self, latency_s: float = 0.0):
+    def __init__(self, latency_s: float = 0.0, choices: dict | None = None):
         self.latency_s = latency_s
+        self.choices = dict(choices or {})
         self.proc: subprocess.Popen | None = None
         self.base_url = ""
 
     def __enter__(self) -> StandInProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "agents.standin", "--port", "0", "--latency",
-                                      f"{self.latency_s:g}"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+                                      f"{self.latency_s:g}",
+                                      *(f"--choice={k}={v}" for k, v in self.choices.items())],
+                                     cwd=ROOT, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         m = re.search(r"(http://\S+/v1)", line)
         if not m:
@@ -178,6 +189,13 @@ def part_process(args: argparse.Namespace) -> None:
     process_vs_probe(args.videos, args.executors.split(","))
 
 
+def part_build(args: argparse.Namespace) -> None:
+    """(b) candidates through build: reject-all and accept-all with downloads and probes (bench/_scale_build.py)."""
+    from bench._scale_build import build_scale
+
+    build_scale(args.candidates, args.parts.split(","), args.profile)
+
+
 def part_estimate(args: argparse.Namespace) -> None:
     """(d) the paper's corpus estimated (bench/_scale_estimate.py)."""
     from bench._scale_estimate import estimate_paper
@@ -186,7 +204,7 @@ def part_estimate(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line: one subcommand per part (``gateway``, ``process``, ``estimate``)."""
+    """The command line: one subcommand per part (``gateway``, ``build``, ``process``, ``estimate``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="part", required=True)
     g = sub.add_parser("gateway", help="(a) gateway paid calls/s against a bare HTTP client")
@@ -195,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--concurrency", type=int, default=0, help="gateway slots per endpoint (0: --threads)")
     g.add_argument("--rounds", type=int, default=3, help="rounds of (bare, gateway); the best of each compared")
     g.set_defaults(fn=part_gateway)
-    from bench import _scale_estimate, _scale_process
+    from bench import _scale_build, _scale_estimate, _scale_process
 
+    b = sub.add_parser("build", help="(b) candidates through build: reject-all, and accept-all against ffprobe")
+    _scale_build.add_arguments(b)
+    b.set_defaults(fn=part_build)
     p = sub.add_parser("process", help="(c) process N silent videos against ffprobe alone, local and Ray")
     _scale_process.add_arguments(p)
     p.set_defaults(fn=part_process)

@@ -956,6 +956,17 @@ class Store:
                          " output = ?, decision = ?, reasons = ?, error = ? WHERE event_id = ?",
                          [now, now, _jsonable(output), decision, _jsonable(reasons), error, event_id])
 
+    @_writes
+    def event_decided(self, run_id: str, node: str, video_id: str | None, decision: str, reasons: list[str],
+                      output: dict | None = None) -> None:
+        """One decision of the run's trace in one write (an event opened and closed at once, 0 seconds):
+        what ``event_start`` then ``event_end(output, decision, reasons)`` record, as one buffered row
+        insert rather than an insert and an update, each waiting for its own commit."""
+        now = _now()
+        self._insert("events", {"run_id": run_id, "node": node, "video_id": video_id, "started_at": now,
+                                "ended_at": now, "seconds": 0.0, "input": None, "output": output,
+                                "decision": decision, "reasons": reasons, "error": None})
+
     def events(self, run_id: str, node: str | None = None, video_id: str | None = None) -> list[dict]:
         """The run's trace events (of one node and/or video when given), in the order they started."""
         return self._run_rows("events", run_id, "event_id", node=node, video_id=video_id)

@@ -12,8 +12,11 @@ import math
 import re
 import shutil
 import subprocess
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -255,6 +258,16 @@ def decodable_duration(path: str | Path, header_duration: float) -> float:
         raise ToolError("corrupt", f"{Path(path).name}: {exc}") from exc
 
 
+PROBE_MEMO_SIZE = 4096
+"""Most probes ``probe`` remembers (least recently used dropped first)."""
+PROBE_MEMO_SETTLED_S = 2.0
+"""A file is remembered only once its last change (ctime) is this many seconds old: a later rewrite then
+gets a later ctime, even where the file system's clock is coarse, so it is never taken for the old file."""
+
+_probed: OrderedDict[tuple, MediaInfo] = OrderedDict()
+_probed_lock = threading.Lock()
+
+
 def probe(path: str | Path, timeout: float = 60.0) -> MediaInfo:
     """Probe a media file with ffprobe.
 
@@ -264,13 +277,38 @@ def probe(path: str | Path, timeout: float = 60.0) -> MediaInfo:
     packet (``measure_duration``). A header's duration is checked against the packets the file
     holds (``decodable_duration``): a file that ends early gets the decodable duration and
     ``truncated`` (the caller decides what to do with it).
+
+    The same unchanged file probed again in this process (a build's download check, then its probe
+    stage, then ASR's) is answered from memory: a successful probe is remembered (at most
+    ``PROBE_MEMO_SIZE``) under the file's resolved path, device, inode, size and modification and change
+    times (nanoseconds), so a file written again since is probed again; a file changed in the last
+    ``PROBE_MEMO_SETTLED_S`` seconds is not remembered. Failures are not remembered.
     """
     path = Path(path)
     if not path.is_file():
         raise ToolError("missing", f"no such file: {path}")
-    size = path.stat().st_size
-    if size == 0:
+    st = path.stat()
+    if st.st_size == 0:
         raise ToolError("empty", f"{path.name}: the file is empty (0 bytes)")
+    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    with _probed_lock:
+        known = _probed.get(key)
+        if known is not None:
+            _probed.move_to_end(key)
+    if known is not None:
+        return known if known.path == str(path) else replace(known, path=str(path))
+    info = _ffprobe(path, st.st_size, timeout)
+    if time.time() - st.st_ctime < PROBE_MEMO_SETTLED_S:
+        return info
+    with _probed_lock:
+        _probed[key] = info
+        while len(_probed) > PROBE_MEMO_SIZE:
+            _probed.popitem(last=False)
+    return info
+
+
+def _ffprobe(path: Path, size: int, timeout: float) -> MediaInfo:
+    """``probe``'s work, uncached: ffprobe (and a demux where the header needs checking)."""
     cmd = [_require("ffprobe"), "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

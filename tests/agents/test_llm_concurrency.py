@@ -16,7 +16,7 @@ import prompts
 from agents import schemas
 from agents.config import LLMConfig, RoleConfig
 from agents.llm import Gateway, LLMOutputInvalid, LLMRequestFailed, LLMTimeout, LLMUnavailable, strict_schema
-from agents.standin import Fault, StandIn, fake_value, parse_fault
+from agents.standin import Fault, StandIn, fake_value, parse_choices, parse_fault
 from store import open_store
 
 RUN = "run-concurrency"
@@ -217,6 +217,12 @@ def test_fake_values_validate_every_schema_of_the_agent():
     assert parse_fault("garbage~Newton").match == "Newton" and parse_fault("503%10").every == 10
     with pytest.raises(ValueError):
         parse_fault("teapot@1")
+    choices = parse_choices(["verdict=reject", "score=3", "decision=drop_frames"])
+    assert choices == {"verdict": "reject", "score": 3, "decision": "drop_frames"}
+    value = fake_value(strict_schema(schemas.MetadataVerdict), choices=choices)
+    assert value["verdict"] == "reject" and value["score"] == 3
+    with pytest.raises(ValueError):
+        parse_choices(["verdict"])
 
 
 def test_interrupt_held_in_a_worker_thread_reaches_the_main_thread():

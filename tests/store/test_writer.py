@@ -152,3 +152,23 @@ def test_a_store_dropped_without_close_lets_its_file_go(tmp_path):
                           "print(c.execute('SELECT count(*) FROM videos').fetchone()[0])", str(path)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr  # another process opens it
+
+
+def test_a_decision_is_one_write_and_reads_as_an_opened_then_closed_event(store):
+    """``event_decided`` (agents/deps.py's decision) records what event_start + event_end do, in one write:
+    many threads' decisions share commits and keep their own rows."""
+    ev = store.event_start("r1", "judge_metadata", "v0", None)
+    store.event_end(ev, {"score": 1}, decision="reject", reasons=["off topic"])
+    writes = store.writes
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: store.event_decided("r1", "judge_metadata", f"v{i}", "reject", [f"reason {i}"],
+                                                    {"score": i}), range(1, 41)))
+    assert store.writes - writes == 40
+    rows = {r["video_id"]: r for r in store.events("r1", "judge_metadata")}
+    assert len(rows) == 41
+    old, new = rows["v0"], rows["v7"]
+    for r, i in ((old, 1), (new, 7)):
+        assert r["decision"] == "reject" and r["ended_at"] is not None and r["seconds"] >= 0.0 and r["error"] is None
+        assert r["input"] is None and r["output"] == f'{{"score": {i}}}'
+    assert new["reasons"] == '["reason 7"]' and new["started_at"] == new["ended_at"] and new["seconds"] == 0.0
+    assert sorted(r["event_id"] for r in rows.values()) == sorted({r["event_id"] for r in rows.values()})

@@ -255,3 +255,44 @@ def test_a_header_without_its_media_data_is_corrupt(tmp_path):
     with pytest.raises(ToolError) as err:
         media.probe(tmp_path / "index_only.mp4")
     assert err.value.kind == "corrupt" and "no audio or video packet" in err.value.message
+
+
+def _clip(path, seconds: int) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size=64x48:rate=5:duration={seconds}",
+                    "-pix_fmt", "yuv420p", str(path)], check=True)
+
+
+def test_an_unchanged_file_is_probed_once_and_a_rewritten_one_again(tmp_path, monkeypatch):
+    """A build probes a candidate's file in its download check, then in the probe stage: the second is
+    answered from memory while the file is unchanged; a file written again is probed again."""
+    runs = []
+    real_run = subprocess.run
+
+    def counted(cmd, *args, **kwargs):
+        if "ffprobe" in str(cmd[0]):
+            runs.append(cmd[0])
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(media.subprocess, "run", counted)
+    clip = tmp_path / "clip.mp4"
+    _clip(clip, 1)
+    fresh = media.probe(clip)  # changed just now: probed, not remembered
+    before = len(runs)
+    assert before and media.probe(clip) == fresh and len(runs) == 2 * before
+    monkeypatch.setattr(media, "PROBE_MEMO_SETTLED_S", 0.0)
+    runs.clear()
+    first = media.probe(clip)
+    assert runs and first.duration == pytest.approx(1.0, abs=0.05)
+    runs.clear()
+    again = media.probe(str(clip.parent / "." / clip.name))  # another spelling of the same file
+    assert runs == [] and again == first
+    _clip(clip, 2)  # written again in place
+    second = media.probe(clip)
+    assert runs and second.duration == pytest.approx(2.0, abs=0.05)
+    runs.clear()
+    clip.write_text("not a video\n")
+    with pytest.raises(ToolError):
+        media.probe(clip)
+    with pytest.raises(ToolError):  # a failure is not remembered: probed again, fails again
+        media.probe(clip)
+    assert len(runs) == 2
