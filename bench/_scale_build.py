@@ -135,7 +135,7 @@ def _one_build(work: Path, folder: Path, n: int, verdict: str, timeline: Timelin
     """One build against its own stand-in process and a fresh store; (wall s, result, candidate statuses and
     ``store_writes``, ``store_commits``)."""
     from agents.build import BuildSpec, run_build
-    from bench.bench_scale import StandInProcess
+    from bench._standin_process import StandInProcess
     from pipeline.config import PipelineConfig
     from store import open_store
 
