@@ -15,7 +15,8 @@ it stood before the stage that failed (``retry_failed``).
 
 from __future__ import annotations
 
-from collections import Counter
+import heapq
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 
 from pipeline.records import Status, Video
@@ -112,15 +113,60 @@ def start_index(stages: Sequence[Stage], status: str) -> int:
 
 
 class SlotAdmission:
-    """The build's admission to the flow (pipeline.flow.Admission): ``startable`` candidates as Videos,
-    each at the stage after its status. ``to_video``: a candidate row -> Video; ``rank``: a sort key."""
+    """The build's admission to the flow (pipeline.flow.Admission): the slot rule of ``startable``, kept up to
+    date as videos leave instead of re-read whole, so a call costs what changed (a read per video that left,
+    a heap of the points with room), not the whole run (issue 19: 20,000 candidates). ``to_video``: a
+    candidate row -> Video; ``rank``: a sort key (None: the store's order). The candidates started are those
+    ``startable`` would give, in the same order: those left in flight first, then the best-ranked waiting
+    candidate of any point with room, while the run's video budget has slots."""
 
     def __init__(self, store, run_id: str, cfg, stages: Sequence[Stage], to_video: Callable[[dict], Video],
                  rank=None):
         self.store, self.run_id, self.cfg, self.stages = store, run_id, cfg, stages
         self.to_video, self.rank = to_video, rank
+        self.held: Counter[str] | None = None
+
+    def _load(self) -> None:
+        cands = self.store.candidates(self.run_id)
+        order = {c["video_id"]: i for i, c in enumerate(cands)}
+        self.key = self.rank or (lambda c: order[c["video_id"]])
+        self.point = {c["video_id"]: c["point_id"] for c in cands}
+        self.held = Counter(c["point_id"] for c in cands if c["status"] in HOLDS_SLOT)
+        self.total = sum(self.held.values())
+        self.resume = [c for c in cands if c["status"] in IN_FLIGHT]
+        self.queues: dict[str, deque] = {}
+        for c in sorted((c for c in cands if c["status"] == Status.METADATA_ACCEPTED), key=self.key):
+            self.queues.setdefault(c["point_id"], deque()).append(c)
+        self.heap: list = []
+        self.offered: set[str] = set()
+        self.running: set[str] = set()
+        for p in self.queues:
+            self._offer(p)
+
+    def _offer(self, point: str) -> None:
+        """Put the point's best waiting candidate on the heap when the point has room (once)."""
+        q = self.queues.get(point)
+        if point not in self.offered and q and self.held[point] < self.cfg.per_point:
+            heapq.heappush(self.heap, (self.key(q[0]), point))
+            self.offered.add(point)
 
     def start(self, running: set[str]) -> list[tuple[Video, int]]:
         """The candidates to start now (none of ``running``), with their first stage's index."""
-        return [(self.to_video(c), start_index(self.stages, c["status"]))
-                for c in startable(self.store, self.run_id, self.cfg, self.rank, running)]
+        if self.held is None:
+            self._load()
+        for vid in self.running - set(running):  # left the flow since the last call: a slot freed?
+            if self.store.candidate_status(self.run_id, vid) not in HOLDS_SLOT:
+                self.held[self.point[vid]] -= 1
+                self.total -= 1
+                self._offer(self.point[vid])
+        out, self.resume = self.resume, []
+        budget = self.cfg.budgets.max_videos
+        while self.heap and (budget is None or self.total < budget):
+            _, point = heapq.heappop(self.heap)
+            self.offered.discard(point)
+            out.append(self.queues[point].popleft())
+            self.held[point] += 1
+            self.total += 1
+            self._offer(point)
+        self.running = set(running) | {c["video_id"] for c in out}
+        return [(self.to_video(c), start_index(self.stages, c["status"])) for c in out]

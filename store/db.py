@@ -844,6 +844,10 @@ class Store:
         self.con.execute(f"UPDATE candidates SET {sets}, updated_at = ? WHERE run_id = ? AND video_id = ?",
                          [_jsonable(v) for v in fields.values()] + [_now(), run_id, video_id])
 
+    def candidate_status(self, run_id: str, video_id: str) -> str | None:
+        """The status of one candidate of the run (None: no such candidate)."""
+        return self.scalar("SELECT status FROM candidates WHERE run_id = ? AND video_id = ?", [run_id, video_id])
+
     def candidates(self, run_id: str, status: str | list[str] | None = None) -> list[dict]:
         """The run's candidates (with one status or any of a list), by round, point and video; ``metadata``
         as a dict, ``path`` absolute (store.paths.resolve_path)."""

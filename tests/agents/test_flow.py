@@ -10,7 +10,7 @@ import pytest
 
 from agents.build import BuildSpec, run_build
 from agents.config import AgentConfig, LLMConfig
-from agents.slots import retry_failed, startable
+from agents.slots import SlotAdmission, retry_failed, startable
 from pipeline.config import PipelineConfig
 from pipeline.records import Status
 from pipeline.runner import Runner
@@ -84,6 +84,39 @@ def test_slots_go_in_rank_order_and_refill_when_a_video_drops(tmp_path, max_vide
         assert ids(set(first)) == []  # every slot is taken by a running video
         store.update_candidate(run, "a", status=str(Status.TRANSCRIPT_REJECTED))
         assert ids(set(first) - {"a"}) == ["b"]  # a dropped: its slot (and its share of the budget) goes to b
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("max_videos", [None, 3, 4])
+def test_the_admission_starts_what_startable_would_as_videos_leave(tmp_path, max_videos):
+    """SlotAdmission keeps the slot rule up to date as videos leave (no whole re-read): at every step it
+    starts exactly what startable() gives for the same store and running set, in the same order."""
+    store = open_store(tmp_path / "admission.duckdb")
+    try:
+        run = "build-admission"
+        rows = [(f"v{i:02d}", f"p{i % 4}", Status.METADATA_ACCEPTED) for i in range(20)]
+        rows += [("w00", "p1", Status.TRANSCRIBED), ("w01", "p2", Status.ACCEPTED), ("w02", "p3", Status.REJECTED)]
+        for vid, point, status in rows:
+            store.add_candidate(run, vid, point, "local", f"file:///{vid}", "q", 1, {"title": vid})
+            store.update_candidate(run, vid, status=str(status))
+        order = {vid: (i * 7) % 23 for i, (vid, _, _) in enumerate(rows)}  # a rank unlike the ids' order
+        rank = lambda c: order[c["video_id"]]  # noqa: E731
+        cfg = AgentConfig(per_point=2, budgets={"max_videos": max_videos})
+        admission = SlotAdmission(store, run, cfg, [], lambda c: c["video_id"], rank)
+        running: set[str] = set()
+        outcomes = [Status.REJECTED, Status.ACCEPTED, Status.ERROR, Status.TRANSCRIPT_REJECTED]
+        for step in range(30):
+            expected = [c["video_id"] for c in startable(store, run, cfg, rank, running)]
+            got = [vid for vid, _ in admission.start(running)]
+            assert got == expected, step
+            running |= set(got)
+            if not running:
+                break
+            leaving = sorted(running, key=lambda v: order[v])[0]  # the best-ranked running video leaves
+            store.update_candidate(run, leaving, status=str(outcomes[step % len(outcomes)]))
+            running.discard(leaving)
+        assert step > 5
     finally:
         store.close()
 
