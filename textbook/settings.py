@@ -79,4 +79,5 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(x) for x in err["loc"])
-        raise SettingsError(f"invalid setting {where}: {err['msg']}") from exc
+        msg = err["msg"].removeprefix("Value error, ")  # a validator's ValueError: its own words only
+        raise SettingsError(f"invalid setting {where}: {msg}") from exc

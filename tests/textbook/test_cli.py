@@ -80,3 +80,13 @@ def test_malformed_config_file(tmp_path):
     cfg.write_text("[pipeline.pack]\nmode = 'bogus'\n")
     line = _one_line_error(run_cli("process", str(LESSONS), "--config", str(cfg), "--db", str(tmp_path / "d.duckdb")))
     assert "pipeline.pack.mode" in line
+
+
+def test_a_setting_a_validator_refuses_is_one_line_in_its_own_words(tmp_path):
+    """A value a validator refuses (an unknown pool preset) is one line with the validator's words, without
+    pydantic's "Value error," prefix; exit 2, no store written."""
+    proc = run_cli("process", str(LESSONS), "--pools", "tpu", "--db", str(tmp_path / "runs.duckdb"),
+                   "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: invalid setting pipeline.pools: unknown pool preset 'tpu' (cpu, gpu1, gpu8)"
+    assert not (tmp_path / "runs.duckdb").exists()
