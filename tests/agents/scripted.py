@@ -130,3 +130,13 @@ def judge_by_title(prompt: str) -> dict:
     if shared:
         return {"verdict": "accept", "score": 8, "reasons": [f"title shares {', '.join(shared)}"]}
     return {"verdict": "reject", "score": 2, "reasons": [f"title {title!r} is not about {point!r}"]}
+
+
+def judge_values(title: str) -> dict:
+    """The metadata judge prompt's values for a lesson titled ``title`` (the gateway tests' typical call)."""
+    import prompts
+
+    p = prompts.load("metadata_judge")
+    return {**{v: "unknown" for v in p.variables()}, "point": "Newton's laws of motion",
+            "path": "Physics > Mechanics", "level": "middle school", "language": "en", "title": title,
+            "description": "A lesson.", "comments": "- great"}

@@ -16,6 +16,7 @@ from agents.llm import Gateway, _to_lc
 from agents.standin import StandIn
 from store import open_store
 from tests.agents.fake_openai import FakeOpenAI
+from tests.agents.scripted import judge_values as values
 
 RUN = "run-direct"
 
@@ -25,13 +26,6 @@ def store(tmp_path):
     s = open_store(tmp_path / "direct.duckdb")
     yield s
     s.close()
-
-
-def values(title: str) -> dict:
-    p = prompts.load("metadata_judge")
-    return {**{v: "unknown" for v in p.variables()}, "point": "Newton's laws of motion",
-            "path": "Physics > Mechanics", "level": "middle school", "language": "en", "title": title,
-            "description": "A lesson.", "comments": "- great"}
 
 
 @pytest.mark.parametrize("mode", ["tools", "json_schema", "llamacpp"])

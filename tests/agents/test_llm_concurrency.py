@@ -18,6 +18,7 @@ from agents.config import LLMConfig, RoleConfig
 from agents.llm import Gateway, LLMOutputInvalid, LLMRequestFailed, LLMTimeout, LLMUnavailable, strict_schema
 from agents.standin import Fault, StandIn, fake_value, parse_choices, parse_fault
 from store import open_store
+from tests.agents.scripted import judge_values as values
 
 RUN = "run-concurrency"
 
@@ -27,13 +28,6 @@ def store(tmp_path):
     s = open_store(tmp_path / "llm.duckdb")
     yield s
     s.close()
-
-
-def values(title: str) -> dict:
-    p = prompts.load("metadata_judge")
-    return {**{v: "unknown" for v in p.variables()}, "point": "Newton's laws of motion",
-            "path": "Physics > Mechanics", "level": "middle school", "language": "en", "title": title,
-            "description": "A lesson.", "comments": "- great"}
 
 
 def cfg(url: str, **over) -> LLMConfig:
