@@ -99,7 +99,8 @@ class ProcessExecutor:
 
 
 class RayExecutor:
-    """Runs tasks as Ray tasks, on a local Ray instance or a cluster.
+    """Runs tasks as Ray tasks, on a local Ray instance or a cluster: ``map_unordered`` only (the baseline
+    of bench/bench_pools.py). The flow's Ray executor is pipeline.pools.RayPoolExecutor (actor pools).
 
     ``address=None`` starts a local Ray with ``workers`` CPUs (no dashboard, worker
     output not forwarded) on first use; ``"auto"`` or ``"ray://host:10001"``
@@ -137,23 +138,6 @@ class RayExecutor:
             ray.init(self.address, **options)
             self._started = True
         return ray
-
-    def submit(self, stage, fn, args):
-        """``fn(*args)`` as a Ray task; the Future's exception is the task's own (not Ray's wrapper)."""
-        ray = self._init()
-        ref = ray.remote(fn).remote(*args)
-        out: Future = Future()
-
-        def done(f: Future) -> None:
-            try:
-                out.set_result(f.result())
-            except ray.exceptions.RayTaskError as exc:
-                out.set_exception(_cause(exc))
-            except Exception as exc:  # noqa: BLE001 - worker died, task cancelled, out of memory
-                out.set_exception(exc)
-
-        ref.future().add_done_callback(done)
-        return out
 
     def map_unordered(self, fn, tasks):
         """The tasks as Ray tasks, yielded as each finishes; those left are cancelled if the caller stops."""
