@@ -28,10 +28,11 @@ Rules:
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -119,9 +120,15 @@ class Flow:
         """Every video of ``videos`` from the first stage; raises the RunStopped that stopped the flow."""
         for stage in self.stages:
             self.reporter.stage(stage.name, len(videos))
-        queue = [(v, 0) for v in videos]
+        waiting = [(v, 0) for v in videos]
         order = {v.video_id: i for i, v in enumerate(videos)}
-        result = self._drive(lambda running: [queue.pop(0) for _ in range(len(queue))])
+
+        def start(running: set[str]) -> list[tuple[Video, int]]:
+            nonlocal waiting
+            out, waiting = waiting, []
+            return out
+
+        result = self._drive(start)
         result.passed.sort(key=lambda v: order[v.video_id])
         return result
 
@@ -132,10 +139,9 @@ class Flow:
     # -- the scheduler -------------------------------------------------------------------------------------
     def _drive(self, start: Callable[[set[str]], list[tuple[Video, int]]]) -> FlowResult:
         result = FlowResult()
-        running: dict[Future, Video] = {}
         with ThreadPoolExecutor(self.workers, thread_name_prefix="flow") as pool:
             try:
-                self._loop(pool, start, running, result)
+                self._loop(pool, start, result)
             except BaseException:  # an interrupt: running chains stop before their next stage
                 self._stop(RunStopped("interrupted"))
                 raise
@@ -143,24 +149,32 @@ class Flow:
             raise self.stopped
         return result
 
-    def _loop(self, pool: ThreadPoolExecutor, start, running: dict[Future, Video], result: FlowResult) -> None:
+    def _loop(self, pool: ThreadPoolExecutor, start, result: FlowResult) -> None:
+        """Start what ``start`` gives, then take each chain as it ends (a queue its future's callback feeds:
+        the cost of one end does not grow with the videos in flight) and ask ``start`` again."""
+        ended: queue.SimpleQueue[Future] = queue.SimpleQueue()
+        running: dict[Future, Video] = {}
+        ids: set[str] = set()  # the ids of ``running``, kept in step with it
         done = 0
         while True:
             if self.stopped is None:
-                started = start({v.video_id for v in running.values()})
+                started = start(ids)
                 for video, at in started:
-                    running[pool.submit(self._chain, video, at, result)] = video
+                    f = pool.submit(self._chain, video, at, result)
+                    running[f] = video
+                    ids.add(video.video_id)
+                    f.add_done_callback(ended.put)
                 if started and self.on_progress:
                     self.on_progress(None, done, done + len(running))
             if not running:
                 return
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for f in finished:
-                video = running.pop(f)
-                f.result()  # _chain records its own faults; anything here is a bug worth seeing
-                done += 1
-                if self.on_progress:
-                    self.on_progress(video, done, done + len(running))
+            f = ended.get()
+            video = running.pop(f)
+            ids.discard(video.video_id)
+            f.result()  # _chain records its own faults; anything here is a bug worth seeing
+            done += 1
+            if self.on_progress:
+                self.on_progress(video, done, done + len(running))
 
     def _stop(self, exc: RunStopped) -> None:
         with self._lock:
