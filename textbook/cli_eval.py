@@ -61,11 +61,16 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         from train.benchmarks import BenchmarkError, load_benchmark
         from train.clip import DEFAULT_CLIP, EncoderError, load_image_encoder
         from train.eval import DEMOS, EvalError, VLMPredictor, evaluate, format_tables, parse_shots
+        from train.model import ModelError, model_source
 
         try:
             shot_list = parse_shots(shots)
             if demos not in DEMOS:
                 raise EvalError(f"unknown --demos {demos!r} (one of {', '.join(DEMOS)})")
+            try:
+                model_source(model)  # a missing --model fails before any benchmark is fetched
+            except ModelError as exc:
+                raise user_error(str(exc)) from exc
             names = [b.strip() for b in bench.split(",") if b.strip()]
             if not names:
                 raise EvalError("--bench names no benchmark")

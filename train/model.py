@@ -120,6 +120,22 @@ def tiny_idefics3(vocab_tokenizer: str | Path | None = None, *, seed: int = 0, h
     return model.float(), processor
 
 
+def model_source(name: str) -> str:
+    """Where ``--model name`` comes from, checked without loading anything: ``"tiny"``, ``"folder"`` (a
+    checkpoint folder with a config.json) or ``"hub"`` (an id like ``org/name``, not a local path).
+    Raises ModelError with a one-line message for a missing path or a folder that is not a model."""
+    if name == TINY:
+        return TINY
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise ModelError(f"{name} is not a model folder (no config.json)")
+        return "folder"
+    if not _HUB_ID.match(name):
+        raise ModelError(f"no model at {name} (not a folder, and not a hub id like org/name)")
+    return "hub"
+
+
 def load_model(name_or_path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
     """``(model, processor)`` from ``"tiny"``, a local folder (a checkpoint of ``save``), or a hub id.
 
@@ -128,16 +144,12 @@ def load_model(name_or_path: str | Path, device: str | torch.device = "cpu", dty
     Raises ModelError with a one-line message when nothing loadable is there.
     """
     name = str(name_or_path)
-    if name == TINY:
+    kind = model_source(name)
+    if kind == TINY:
         model, processor = tiny_idefics3()
         return model.to(device=device, dtype=dtype or torch.float32), processor
-    path = Path(name).expanduser()
-    if path.exists():
-        if not path.is_dir() or not (path / "config.json").is_file():
-            raise ModelError(f"{name} is not a model folder (no config.json)")
-        name = str(path)
-    elif not _HUB_ID.match(name):
-        raise ModelError(f"no model at {name} (not a folder, and not a hub id like org/name)")
+    if kind == "folder":
+        name = str(Path(name).expanduser())
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     try:

@@ -275,6 +275,14 @@ def test_eval_bad_input_is_one_line(capsys, monkeypatch, tmp_path):
     line = one_line_error(textbook(capsys, monkeypatch, "eval", "--model", str(tmp_path / "ckpt"), "--bench",
                                    str(BENCH / "okvqa")))
     assert "ckpt" in line
+    # a missing checkpoint fails before a hub benchmark is fetched (offline: no hub warnings, no wait)
+    line = one_line_error(textbook(capsys, monkeypatch, "eval", "--model", str(tmp_path / "ckpt"), "--bench",
+                                   "okvqa"))
+    assert line == f"error: no model at {tmp_path / 'ckpt'} (not a folder, and not a hub id like org/name)"
+    (tmp_path / "notamodel").mkdir()
+    line = one_line_error(textbook(capsys, monkeypatch, "eval", "--model", str(tmp_path / "notamodel"), "--bench",
+                                   "okvqa"))
+    assert "is not a model folder (no config.json)" in line
 
 
 @pytest.mark.slow
