@@ -193,7 +193,6 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
     """Per-subject table (paper Table 7), images/tokens per sample (Table 1), and the drop funnel.
 
     With --data: Table 1 of an export (and SIM^L with --sim), no database needed."""
-    from pipeline.figures import TABLE7_COLUMNS, table7_cell
     from pipeline.stats import corpus_stats
 
     if data is not None or sim or clip_model:
@@ -216,7 +215,14 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
     if as_json:
         print(json.dumps(data, indent=2))
         return
-    console = _console()
+    print_stats(data, _console())
+
+
+def print_stats(data: dict, console: Console) -> None:
+    """The human form of ``pipeline.stats.corpus_stats``'s dict: Table 7, Table 1, the trainer's drops, the
+    search funnel (with advisory kepts), human reviews, the pipeline funnel and the clip rewrites."""
+    from pipeline.figures import TABLE7_COLUMNS, table7_cell
+
     t7 = Table(title=f"{data['run_id']}: per subject (paper Table 7)")
     for c in TABLE7_COLUMNS:
         t7.add_column(c, justify="left" if c == "subject" else "right")
@@ -243,12 +249,12 @@ def stats(db: DbOpt = None, run: Annotated[Optional[str], typer.Option(help="run
         console.print("search funnel: " + " -> ".join(f"{s['step']} {s['videos']}" for s in sf["steps"]))
         if sf["lost"]:
             console.print("lost: " + ", ".join(f"{k} {v}" for k, v in sf["lost"].items()))
-    for r in data.get("reviews", []):
-        console.print(f"human review: {r['kind'].split(':', 1)[1]} {r['verdict']} {r['n']} "
-                      f"({r['overrides']} overriding the model)", highlight=False)
         if sf.get("advisory_kept"):
             console.print(f"advisory: {sf['advisory_kept']} videos the metadata judge rejected were kept (judges "
                           "advisory)")
+    for r in data.get("reviews", []):
+        console.print(f"human review: {r['kind'].split(':', 1)[1]} {r['verdict']} {r['n']} "
+                      f"({r['overrides']} overriding the model)", highlight=False)
     f = data["funnel"]
     console.print("funnel: " + " -> ".join(f"{s['step']} {s['videos']}" for s in f["steps"]))
     for title, key in (("dropped", "dropped"), ("errors", "errors"), ("warnings", "warnings"),

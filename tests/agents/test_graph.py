@@ -687,6 +687,17 @@ def test_advisory_judges_are_counted_apart_in_the_funnel(store, tmp_path):
     assert steps["found"] == 1 and steps["metadata accepted"] == 0 and funnel["advisory_kept"] == 1
     [ev] = [e for e in store.events(run, "judge_metadata") if e["decision"]]
     assert ev["decision"] == "reject (advisory: kept)"
+    # `textbook stats` says so once, with no human review in the run (it was printed only under a review)
+    from rich.console import Console
+
+    from pipeline.stats import corpus_stats
+    from textbook.cli import print_stats
+
+    console = Console(record=True, width=160)
+    print_stats(corpus_stats(store, run), console)
+    shown = console.export_text()
+    assert "human review" not in shown
+    assert shown.count("advisory: 1 videos the metadata judge rejected were kept") == 1
 
 
 def test_a_local_library_grounds_the_taxonomy(store, tmp_path):
