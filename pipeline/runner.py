@@ -85,7 +85,7 @@ class RunResult:
     seconds: float
     stages_run: dict[str, int] = field(default_factory=dict)
     export: str | None = None  # the samples file written (samples.jsonl, or samples.RUN.jsonl beside another run's)
-    dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> {reason or error kind: videos}
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> {reason: videos}; failures: failed
     warnings: dict[str, int] = field(default_factory=dict)  # warning kind -> videos of the run with one
     retried: dict[str, int] = field(default_factory=dict)  # "STAGE KIND" -> videos that failed last time, redone
 

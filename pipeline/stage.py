@@ -108,7 +108,7 @@ class Drop:
 class Context:
     """What every stage of one run shares: the store, the config, the media folder, the run, the
     executor (made on first use, one per run), the progress display, and the counters
-    (``ran``: stage -> videos computed; ``reasons``: stage -> {reason or error kind: videos})."""
+    (``ran``: stage -> videos computed; ``reasons``: stage -> {drop reason: videos}; failures are not drops)."""
 
     store: Store
     cfg: PipelineConfig
@@ -245,7 +245,6 @@ class Stage:
         log.warning("%s: %s failed (%s): %s", vid, self.name, kind, msg)
         log.debug("%s: %s failed", vid, self.name, exc_info=exc)
         self.store.record_error(vid, self.name, h, kind, msg, self.ctx.run_id or None)
-        self.ctx.count(self.name, kind)
         self._run_status(vid, Status.ERROR, kind)
 
     def trace_warning(self, vid: str, kind: str, message: str, policy: str = "") -> None:

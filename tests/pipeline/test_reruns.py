@@ -145,6 +145,8 @@ def test_a_crashing_stage_is_a_failure_and_the_same_command_after_the_fix_redoes
     assert (chem["status"], chem["reason"], chem["failed_at"]) == ("error", "internal", "keyframes")
     assert (quiet["status"], quiet["reason"]) == ("rejected", "silent")  # a judgment stays a judgment
     assert result["failed"] == {"keyframes internal": 1} and result["retried"] == {}
+    assert "keyframes" not in result["dropped"]  # a failure is counted once, as a failure, never as a drop
+    assert sum(n for reasons in result["dropped"].values() for n in reasons.values()) == 1  # the silent one
     assert result["samples"] == 0
     assert "failed: 1 of 2 videos failed (keyframes internal 1); the others finished; the same command " \
         "retries them" in first.stderr
