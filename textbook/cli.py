@@ -311,7 +311,9 @@ def export(db: DbOpt = None,
     tokenizer = settings.pipeline.tokenizer
     options = ExportOptions(order=order, image_root=image_root, image_tokens=image_tokens, tokenizer=tokenizer,
                             shard_size=shard_size, shard_max_bytes=shard_mb << 20)
-    store = open_store(settings.db, read_only=True)
+    from textbook.cli_agent import existing_db
+
+    store = open_store(existing_db(settings.db, UserError), read_only=True)
     try:
         run_id = _run_id(store, run)
         samples = store.samples(run_id)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from textbook.cli_agent import load_settings
+from textbook.cli_agent import existing_db, load_settings
 from textbook.console import err_console
 
 DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB file (env TEXTBOOK_DB)")]
@@ -30,10 +30,8 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
 
         setup_logging(True)
         settings = load_settings(config, {"db": db} if db else {})
-        if not Path(settings.db).is_file():
-            raise user_error(f"no database at {settings.db} (run `textbook process` or `textbook build` first)")
         try:
-            viewer = Viewer(FileBackend(settings.db), host, port)
+            viewer = Viewer(FileBackend(existing_db(settings.db, user_error)), host, port)
         except ServeError as exc:
             raise user_error(str(exc)) from exc
         if not is_loopback(host):
@@ -58,9 +56,7 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         from store import open_store
 
         settings = load_settings(config, {"db": db} if db else {})
-        if not Path(settings.db).is_file():
-            raise user_error(f"no database at {settings.db}")
-        store = open_store(settings.db)
+        store = open_store(existing_db(settings.db, user_error))
         try:
             if store.run(run_id) is None:
                 raise user_error(f"no run {run_id} in {settings.db} (see `textbook runs`)")

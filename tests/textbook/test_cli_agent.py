@@ -111,7 +111,8 @@ def test_missing_local_folder(tmp_path):
 
 @pytest.mark.e2e
 def test_read_commands_on_a_missing_database_say_what_to_do(tmp_path):
-    for args in (["runs"], ["stats"], ["trace", "build-000000000000"]):
+    for args in (["runs"], ["stats"], ["trace", "build-000000000000"], ["export"], ["view", "--port", "0"],
+                 ["review", "build-000000000000", "--approve"]):
         line = _one_line_error(run_cli(*args, cwd=tmp_path))  # the default database, textbook.duckdb, is absent
         assert "no database at textbook.duckdb" in line and "--db FILE" in line
     assert not (tmp_path / "textbook.duckdb").exists()
