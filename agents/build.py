@@ -126,7 +126,8 @@ def judge_enforcement(agent: AgentConfig, embedded_alias: str | None) -> dict[st
 
 
 # settings added after runs existed: at their defaults they leave a run's id as it was
-_LATER_KEYS = ("polish_terms", "polish_min_ratio", "polish_max_ratio", "use_rewrite")
+_LATER_KEYS = ("polish_terms", "polish_min_ratio", "polish_max_ratio", "use_rewrite", "visual_filter",
+               "caption_min_similarity", "caption_max_images")
 
 
 def rewrite_use(agent: AgentConfig, embedded_alias: str | None, measured: dict | None = None) -> str:
