@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents import visual_filter
 from agents.budget import BudgetTracker
 from agents.config import AgentConfig, LLMConfig, ReviewConfig
 from agents.deps import Deps
@@ -240,7 +241,7 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     gateway = _gateway(store, run_id, llm_cfg, models, budget, on_progress)
     runner = Runner(store, spec.pipeline, spec.out, reporter, command="build")
     embedded = model_name if base_url and model_name else None
-    judges = judge_enforcement(spec.agent, embedded)
+    judges = judge_enforcement(spec.agent, embedded) | visual_filter.mode(spec.agent)
     enforce = {k: v == "enforced" for k, v in judges.items()}
     deps = Deps(store=store, gateway=gateway, cfg=spec.agent, runner=runner, sources=sources, budget=budget,
                 downloads=media / "downloads", enforce=enforce, on_event=on_event or (lambda e: None),

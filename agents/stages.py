@@ -283,7 +283,7 @@ class JudgedClipsStage(ClipsStage):
                  self.d.enforce["clip"], prompts.load("clip_judge").sha256,
                  self.d.gateway.cfg.model_dump(mode="json")]
         if cfg.caption_filter_on():  # off: the hash stays what it was before the filter existed
-            parts += [*visual_filter.policy(cfg), cfg.enforce_judges == "no"]
+            parts += [*visual_filter.policy(cfg), visual_filter.enforced(cfg)]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def judge(self, video: Video, clips: list[Clip], frames: dict[int, dict]) -> list[Clip]:
@@ -356,7 +356,7 @@ class JudgedClipsStage(ClipsStage):
         if not low:
             return "keep", [*reasons, f"visual filter: caption-ASR similarity {sim:.2f} >= {bar:.2f}"]
         why = f"visual filter: caption-ASR similarity {sim:.2f} < {bar:.2f} (the frames do not show what is said)"
-        if cfg.enforce_judges == "no":
+        if not visual_filter.enforced(cfg):
             return "keep", [*reasons, f"{why} (advisory: kept)"]
         return "drop_frames", [*reasons, why]
 

@@ -45,6 +45,23 @@ def policy(cfg: AgentConfig) -> list:
     return ["visual_filter", cfg.caption_min_similarity, cfg.caption_max_images, prompts.load("caption").sha256]
 
 
+def enforced(cfg: AgentConfig) -> bool:
+    """Whether the filter's drops are enforced: yes unless ``agent.enforce_judges = no`` (then advisory: the
+    verdict recorded, the frames kept). The captioner is always a configured model, so ``auto`` enforces."""
+    return cfg.enforce_judges != "no"
+
+
+def mode(cfg: AgentConfig) -> dict[str, str]:
+    """The filter as the build's summary lists it among the judges: {} when off, else ``{"visual_filter":
+    "enforced (...)"}`` or ``"advisory: agent.enforce_judges = no"``."""
+    if not cfg.caption_filter_on():
+        return {}
+    if not enforced(cfg):
+        return {"visual_filter": "advisory: agent.enforce_judges = no"}
+    return {"visual_filter": f"enforced (captioner {cfg.llm.roles['captioner'].model}, frames dropped under "
+                             f"caption-ASR similarity {cfg.caption_min_similarity:.2f})"}
+
+
 def evenly(items: list, most: int) -> list:
     """At most ``most`` of ``items``, evenly spaced from the first to the last, in order (all when fewer)."""
     if len(items) <= most:

@@ -84,6 +84,8 @@ def test_the_end_cards_clip_keeps_its_text_and_loses_its_image(lesson, tmp_path)
             on = _build(store, lesson, tmp_path / "on", srv.base_url, captioner=True)
             off = _build(store, lesson, tmp_path / "off", srv.base_url, captioner=False)
         assert on["accepted_videos"] == 1 and not on["failed"] and off["accepted_videos"] == 1
+        assert on["judge_modes"]["visual_filter"].startswith("enforced (captioner standin-vl, frames dropped under ")
+        assert "visual_filter" not in off["judge_modes"]
         vid = store.candidates(on["run_id"])[0]["video_id"]
         judged = {j["kind"]: j for j in store.judgments(on["run_id"], vid) if j["kind"].startswith("clip:")}
         with_filter, without = _positions(store, on["run_id"]), _positions(store, off["run_id"])
