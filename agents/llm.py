@@ -651,10 +651,14 @@ class Gateway:
                     estimated = True
                     tokens_in += _estimate_tokens("".join(message_text(m["content"]) for m in messages))
                     tokens_out += chunks or _estimate_tokens(str(msg.content) + json.dumps(msg.tool_calls or []))
-                if schema is None:
+                if schema is None:  # a text answer: valid unless empty (re-asked, then a failed call)
                     raw = value = str(msg.content)
-                    error = None
-                    break
+                    error = None if raw.strip() else "the answer is empty"
+                    if error is None or pending is not None:
+                        break
+                    convo = [*convo, AIMessage(content=raw), HumanMessage(content="That answer is empty. Answer "
+                                                                                  "again.")]
+                    continue
                 raw = msg.tool_calls[0]["args"] if msg.tool_calls else str(msg.content)
                 try:
                     data = raw if isinstance(raw, dict) else _json_from_text(raw)

@@ -282,8 +282,7 @@ class JudgedClipsStage(ClipsStage):
         parts = [*rewrite.policy(cfg, self.d.rewrite_use), cfg.clip_judge, cfg.clip_min_similarity,
                  self.d.enforce["clip"], prompts.load("clip_judge").sha256,
                  self.d.gateway.cfg.model_dump(mode="json")]
-        if cfg.caption_filter_on():  # off: the hash stays what it was before the filter existed
-            parts += [*visual_filter.policy(cfg), visual_filter.enforced(cfg)]
+        parts += visual_filter.policy(cfg)  # [] when off: the hash stays what it was before the filter
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def judge(self, video: Video, clips: list[Clip], frames: dict[int, dict]) -> list[Clip]:

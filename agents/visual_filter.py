@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from agents.config import AgentConfig
-from agents.llm import Gateway, ImageInput, LLMOutputInvalid
+from agents.llm import Gateway, ImageInput
 from tools import storage
 
 MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
@@ -36,13 +36,14 @@ class Caption:
 
 def policy(cfg: AgentConfig) -> list:
     """What the filter's decisions depend on (for the clips stage's policy hash): [] when it is off, else its
-    mode, threshold, image cap and the caption prompt's sha256 (the captioner's model and endpoint are in the
+    threshold, image cap, enforcement and the caption prompt's sha256 (the captioner's model and endpoint are in the
     gateway's config, hashed beside it)."""
     import prompts
 
     if not cfg.caption_filter_on():
         return []
-    return ["visual_filter", cfg.caption_min_similarity, cfg.caption_max_images, prompts.load("caption").sha256]
+    return ["visual_filter", cfg.caption_min_similarity, cfg.caption_max_images, enforced(cfg),
+            prompts.load("caption").sha256]
 
 
 def enforced(cfg: AgentConfig) -> bool:
@@ -82,12 +83,10 @@ def keyframe_image(frame: dict) -> ImageInput:
 
 def caption_clip(gateway: Gateway, frames: list[dict], most: int, video_id: str | None) -> Caption:
     """One caption call (role ``captioner``, prompt ``caption``, node ``clips``) over at most ``most`` of the
-    clip's keyframes ``frames`` (``keyframes`` rows, in time order). An empty answer raises
-    ``LLMOutputInvalid`` (kind invalid_output) with the call's id; the gateway's failures pass through
-    (``LLMOutputInvalid`` and subclasses, ``LLMUnavailable``)."""
+    clip's keyframes ``frames`` (``keyframes`` rows, in time order). Raises what the gateway raises:
+    ``LLMOutputInvalid`` or a subclass (an empty answer, after the re-asks, is kind invalid_output; a
+    timeout, 429, 5xx or 400 after the re-sends), ``LLMUnavailable``; tools.errors.ToolError for a keyframe
+    that cannot be read."""
     images = [keyframe_image(f) for f in evenly(frames, most)]
     ans = gateway.call("captioner", "clips", "caption", {"count": len(images)}, video_id=video_id, images=images)
-    text = str(ans.value).strip()
-    if not text:
-        raise LLMOutputInvalid("caption: the captioner answered nothing", ans.call_id)
-    return Caption(text, ans.call_id, len(images))
+    return Caption(str(ans.value).strip(), ans.call_id, len(images))

@@ -83,7 +83,7 @@ def _agent(base_url: str, **over) -> AgentConfig:
     roles = {"captioner": RoleConfig(model="standin-vl", base_url=base_url)}
     llm = LLMConfig(base_url=base_url, model="standin", structured="json_schema", roles=roles, http_retries=1,
                     backoff_s=0.05, timeout_s=20)
-    return AgentConfig(llm=llm, polish=False, clip_judge="rules", **over)
+    return AgentConfig(llm=llm, **{"polish": False, "clip_judge": "rules", **over})
 
 
 def _decide(store, tmp_path, agent: AgentConfig, lesson) -> list[Clip]:
@@ -192,10 +192,17 @@ def test_a_failing_captioner_fails_the_video_and_drops_nothing(store, tmp_path, 
                 "visual filter" in " ".join(j["reasons"])]
 
 
-def test_an_empty_caption_takes_the_policy_and_says_so(store, tmp_path, lesson):
+def test_an_empty_caption_is_re_asked_then_takes_the_policy_and_says_so(store, tmp_path, lesson):
     with StandIn(captioner=lambda images: "") as srv:
         kept = _decide(store, tmp_path, _agent(srv.base_url, on_invalid="accept"), lesson)
+        asked = srv.requests
+        _decide(store, tmp_path, _agent(srv.base_url, on_invalid="accept"), lesson)
+        again = srv.requests - asked
     assert kept[1].decision == "keep" and "visual filter: accept by policy (no valid answer" in kept[1].reason
+    assert "the answer is empty" in kept[1].reason
+    assert asked == again == 2 * 3  # two clips, each asked 1 + agent.llm.retries (2) times; never cached
+    failed = [c for c in store.llm_calls(RUN) if c["role"] == "captioner"]
+    assert len(failed) == 4 and all(c["error_kind"] == "invalid_output" for c in failed)
     with StandIn(captioner=lambda images: "  ") as srv, pytest.raises(Exception) as caught:
         _decide(store, tmp_path, _agent(srv.base_url, on_invalid="fail"), lesson)
     assert getattr(caught.value, "kind", None) == "invalid_output"
@@ -231,3 +238,17 @@ def test_at_most_the_cap_of_keyframes_evenly_spaced():
     assert visual_filter.evenly(list(range(10)), 4) == [0, 3, 6, 9]
     assert visual_filter.evenly([1, 2], 4) == [1, 2]
     assert visual_filter.evenly(list(range(5)), 1) == [2]
+
+
+@pytest.mark.parametrize("judge_says, captions", [("keep", 3), ("drop_frames", 0)])
+def test_the_filter_is_one_more_drop_after_the_clip_judge(store, tmp_path, lesson, judge_says, captions):
+    """The LLM clip judge decides first; only the clips whose frames it keeps are captioned, and the filter can
+    only drop: with the judge keeping all three, the end card and the speaker (captioned "no readable text")
+    lose their frames; with the judge dropping every clip's frames, nothing is captioned."""
+    with StandIn(choices={"decision": judge_says}) as srv:
+        clips = _decide(store, tmp_path, _agent(srv.base_url, clip_judge="llm", enforce_judges="yes"), lesson)
+        log = list(srv.log)
+    assert sum(1 for e in log if e["images"]) == captions
+    assert sum(1 for e in log if e["schema"] == "ClipDecision") == 3
+    want = ["keep", "drop_frames", "drop_frames"] if judge_says == "keep" else ["drop_frames"] * 3
+    assert [c.decision for c in clips] == want
