@@ -334,6 +334,22 @@ def _json_from_text(text: str) -> Any:
     raise ValueError("the answer holds no JSON object")
 
 
+def _read_answer(msg: AIMessage, schema: type[BaseModel] | None) -> tuple[Any, Any, str | None, str]:
+    """(raw, value, error, what to re-ask) of one answer. Without a schema the answer is its text, valid
+    unless empty; with one, the tool call's arguments or the first JSON object of the text, valid when
+    ``schema`` validates it (``value`` the pydantic object, None when invalid)."""
+    if schema is None:
+        raw = str(msg.content)
+        return raw, raw, None if raw.strip() else "the answer is empty", "That answer is empty. Answer again."
+    raw = msg.tool_calls[0]["args"] if msg.tool_calls else str(msg.content)
+    try:
+        return raw, schema.model_validate(raw if isinstance(raw, dict) else _json_from_text(raw)), None, ""
+    except (ValueError, ValidationError) as exc:
+        error = _validation_line(exc)
+        return raw, None, error, f"That answer is invalid: {error}. Answer again with valid arguments for " \
+                                 f"{schema.__name__}."
+
+
 def _estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
@@ -651,27 +667,11 @@ class Gateway:
                     estimated = True
                     tokens_in += _estimate_tokens("".join(message_text(m["content"]) for m in messages))
                     tokens_out += chunks or _estimate_tokens(str(msg.content) + json.dumps(msg.tool_calls or []))
-                if schema is None:  # a text answer: valid unless empty (re-asked, then a failed call)
-                    raw = value = str(msg.content)
-                    error = None if raw.strip() else "the answer is empty"
-                    if error is None or pending is not None:
-                        break
-                    convo = [*convo, AIMessage(content=raw), HumanMessage(content="That answer is empty. Answer "
-                                                                                  "again.")]
-                    continue
-                raw = msg.tool_calls[0]["args"] if msg.tool_calls else str(msg.content)
-                try:
-                    data = raw if isinstance(raw, dict) else _json_from_text(raw)
-                    value = schema.model_validate(data)
-                    error = None
-                    break
-                except (ValueError, ValidationError) as exc:
-                    error = _validation_line(exc)
-                    if pending is not None:
-                        break  # interrupted: no re-ask
-                    convo = [*convo, AIMessage(content=raw if isinstance(raw, str) else json.dumps(raw)),
-                             HumanMessage(content=f"That answer is invalid: {error}. Answer again with valid "
-                                                  f"arguments for {schema.__name__}.")]
+                raw, value, error, again = _read_answer(msg, schema)
+                if error is None or pending is not None:
+                    break  # valid, or interrupted: no re-ask
+                convo = [*convo, AIMessage(content=raw if isinstance(raw, str) else json.dumps(raw)),
+                         HumanMessage(content=again)]
             # a text answer (no schema) is kept as {"text": ...}: the store's response columns hold JSON
             response = value.model_dump(mode="json") if isinstance(value, BaseModel) else \
                 {"text": raw} if schema is None else raw
