@@ -252,3 +252,14 @@ def test_the_filter_is_one_more_drop_after_the_clip_judge(store, tmp_path, lesso
     assert sum(1 for e in log if e["schema"] == "ClipDecision") == 3
     want = ["keep", "drop_frames", "drop_frames"] if judge_says == "keep" else ["drop_frames"] * 3
     assert [c.decision for c in clips] == want
+
+
+def test_a_keyframe_under_an_object_store_is_sent_by_its_bytes_and_named_by_its_file(s3_bucket, lesson):
+    from tools import storage
+
+    frame = lesson[1][0]
+    uri = storage.join(s3_bucket, "media", "keyframes", "lesson1", "t000001000.jpg")
+    storage.put_file(frame["path"], uri)
+    image = visual_filter.keyframe_image({**frame, "path": uri})
+    assert image.data == Path(frame["path"]).read_bytes() and image.name == "t000001000.jpg"
+    assert image.mime == "image/jpeg" and s3_bucket not in json.dumps(image.logged_part())
