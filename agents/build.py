@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents import visual_filter
 from agents.budget import BudgetTracker
 from agents.config import AgentConfig, LLMConfig, ReviewConfig
 from agents.deps import Deps
@@ -126,7 +127,8 @@ def judge_enforcement(agent: AgentConfig, embedded_alias: str | None) -> dict[st
 
 
 # settings added after runs existed: at their defaults they leave a run's id as it was
-_LATER_KEYS = ("polish_terms", "polish_min_ratio", "polish_max_ratio", "use_rewrite")
+_LATER_KEYS = ("polish_terms", "polish_min_ratio", "polish_max_ratio", "use_rewrite", "visual_filter",
+               "caption_min_similarity", "caption_max_images")
 
 
 def rewrite_use(agent: AgentConfig, embedded_alias: str | None, measured: dict | None = None) -> str:
@@ -239,7 +241,7 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     gateway = _gateway(store, run_id, llm_cfg, models, budget, on_progress)
     runner = Runner(store, spec.pipeline, spec.out, reporter, command="build")
     embedded = model_name if base_url and model_name else None
-    judges = judge_enforcement(spec.agent, embedded)
+    judges = judge_enforcement(spec.agent, embedded) | visual_filter.mode(spec.agent)
     enforce = {k: v == "enforced" for k, v in judges.items()}
     deps = Deps(store=store, gateway=gateway, cfg=spec.agent, runner=runner, sources=sources, budget=budget,
                 downloads=media / "downloads", enforce=enforce, on_event=on_event or (lambda e: None),

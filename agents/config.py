@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ROLES = ("planner", "metadata_judge", "transcript_judge_a", "transcript_judge_b", "polisher", "clip_judge")
+ROLES = ("planner", "metadata_judge", "transcript_judge_a", "transcript_judge_b", "polisher", "clip_judge",
+         "captioner")
+"""The gateway's roles. ``captioner`` is the vision model of the visual clip filter (``AgentConfig.visual_filter``):
+it has no default model, since the text model cannot see a keyframe."""
 
 
 class RoleConfig(BaseModel):
@@ -136,6 +139,18 @@ class AgentConfig(BaseModel):
                                     "paragraph's words is refused")
     clip_judge: str = Field("llm", description="llm: the clip judge model decides; rules: signals only")
     clip_min_similarity: float = Field(0.15, description="rules: ASR-OCR similarity below this drops frames")
+    visual_filter: Literal["auto", "caption", "off"] = Field(
+        "auto", description="the paper's visual clip filter: the captioner role's vision model (agent.llm.roles."
+                            "captioner: any OpenAI-compatible VLM, model and base_url) captions each clip's keyframes "
+                            "and a clip whose caption's similarity to its ASR paragraph is below "
+                            "caption_min_similarity loses its frames (its text stays); caption: on (a captioner "
+                            "must be configured); auto: on when roles.captioner names a model; off")
+    caption_min_similarity: float = Field(
+        0.27, ge=-1, le=1, description="visual filter: a clip whose caption-ASR cosine similarity (MiniLM, as the "
+                                       "ASR-OCR similarity) is below this drops its frames; chosen on a labelled "
+                                       "set (bench/bench_caption_filter.py)")
+    caption_max_images: int = Field(4, ge=1, description="visual filter: keyframes sent in a clip's one caption "
+                                    "request at most (evenly spaced over the clip when it has more)")
     download_max_height: int = Field(480, description="yt-dlp video height cap")
     download_retries: int = 3
     on_invalid: Literal["accept", "reject", "fail"] = Field(
@@ -157,3 +172,22 @@ class AgentConfig(BaseModel):
                             "ASR (agents/judge_accuracy.json, key polish, bench/bench_grounding.py)")
     judge_bar: float = Field(0.85, ge=0, le=1, description="accuracy on the labelled set (examples/judge_eval) an "
                              "embedded judge needs to be enforced under enforce_judges = auto")
+
+    @model_validator(mode="after")
+    def _captioner_when_filtering(self) -> AgentConfig:
+        """``visual_filter = caption`` needs a captioner with its own model and an endpoint (the embedded text
+        model cannot see images)."""
+        if self.visual_filter == "caption":
+            role = self.llm.roles.get("captioner")
+            if role is None or not role.model:
+                raise ValueError("visual_filter = caption needs a vision model: set agent.llm.roles.captioner.model "
+                                 "(and its base_url)")
+        if self.caption_filter_on() and not (self.llm.roles["captioner"].base_url or self.llm.base_url):
+            raise ValueError("the visual filter's captioner needs an OpenAI-compatible vision endpoint: set "
+                             "agent.llm.roles.captioner.base_url (the embedded server reads no images)")
+        return self
+
+    def caption_filter_on(self) -> bool:
+        """Whether the visual clip filter runs: ``visual_filter`` caption, or auto with a captioner model."""
+        role = self.llm.roles.get("captioner")
+        return self.visual_filter == "caption" or (self.visual_filter == "auto" and bool(role and role.model))

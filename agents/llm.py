@@ -137,6 +137,53 @@ class BudgetExceeded(RunStopped):
         self.name = name
 
 
+@dataclass(frozen=True)
+class ImageInput:
+    """An image sent with a call (a keyframe): ``data`` the encoded bytes, ``name`` what the logged call shows
+    (a file name, never a build-machine path), ``mime`` its type. The request carries it as a base64 data URL;
+    the ``llm_calls`` row and the cache key carry only its type, size and sha256 (``logged_part``)."""
+
+    data: bytes
+    name: str
+    mime: str = "image/jpeg"
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """sha256 of the bytes (hex)."""
+        return hashlib.sha256(self.data).hexdigest()
+
+    def part(self) -> dict:
+        """The OpenAI chat content part that sends the image: ``image_url`` with a data URL."""
+        import base64
+
+        return {"type": "image_url",
+                "image_url": {"url": f"data:{self.mime};base64,{base64.b64encode(self.data).decode()}"}}
+
+    def logged_part(self) -> dict:
+        """The same part as logged: the image elided to its type, size, sha256 and name."""
+        return {"type": "image_url", "image_url": {
+            "url": f"({self.mime}, {len(self.data)} bytes, sha256 {self.sha256[:16]}: {self.name})"}}
+
+
+def with_images(messages: list[dict], images: list[ImageInput], logged: bool) -> list[dict]:
+    """``messages`` with the images appended to the last user message as content parts (its text first):
+    ``logged`` True elides each image (``ImageInput.logged_part``), else sends it (``ImageInput.part``)."""
+    if not images:
+        return messages
+    out = [dict(m) for m in messages]
+    last = max(i for i, m in enumerate(out) if m["role"] == "user")
+    out[last]["content"] = [{"type": "text", "text": out[last]["content"]},
+                            *(im.logged_part() if logged else im.part() for im in images)]
+    return out
+
+
+def message_text(content: Any) -> str:
+    """A message's text: the content itself, or its text parts joined (image parts left out)."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+
+
 @dataclass
 class Answer:
     """What ``Gateway.call`` returns: ``value`` the validated pydantic object (or the text, without a
@@ -285,6 +332,22 @@ def _json_from_text(text: str) -> Any:
                     break
         start = text.find("{", start + 1)
     raise ValueError("the answer holds no JSON object")
+
+
+def _read_answer(msg: AIMessage, schema: type[BaseModel] | None) -> tuple[Any, Any, str | None, str]:
+    """(raw, value, error, what to re-ask) of one answer. Without a schema the answer is its text, valid
+    unless empty; with one, the tool call's arguments or the first JSON object of the text, valid when
+    ``schema`` validates it (``value`` the pydantic object, None when invalid)."""
+    if schema is None:
+        raw = str(msg.content)
+        return raw, raw, None if raw.strip() else "the answer is empty", "That answer is empty. Answer again."
+    raw = msg.tool_calls[0]["args"] if msg.tool_calls else str(msg.content)
+    try:
+        return raw, schema.model_validate(raw if isinstance(raw, dict) else _json_from_text(raw)), None, ""
+    except (ValueError, ValidationError) as exc:
+        error = _validation_line(exc)
+        return raw, None, error, f"That answer is invalid: {error}. Answer again with valid arguments for " \
+                                 f"{schema.__name__}."
 
 
 def _estimate_tokens(text: str) -> int:
@@ -518,9 +581,12 @@ class Gateway:
     # -- calls ----------------------------------------------------------------------------
 
     def call(self, role: str, node: str, prompt_name: str, values: dict[str, Any],
-             schema: type[BaseModel] | None = None, video_id: str | None = None) -> Answer:
+             schema: type[BaseModel] | None = None, video_id: str | None = None,
+             images: list[ImageInput] | None = None) -> Answer:
         """Ask ``role``'s model; return a validated Answer (from the cache when the same call was paid
-        before). Safe to call from many threads at once.
+        before). Safe to call from many threads at once. ``images`` go with the user message as content
+        parts (a vision model's request); the logged messages and the cache key hold each image's sha256,
+        never its bytes.
 
         Raises ``LLMOutputInvalid`` or a subclass (this item failed, go on: kinds invalid_output, timeout,
         rate_limited, server_error, bad_request), ``LLMUnavailable`` (the endpoint is down: stop),
@@ -534,19 +600,21 @@ class Gateway:
             messages[0]["content"] += "\n\n" + schema_hint(schema)
         model_name = role_model_name(self.cfg, role)
         params = self._params(role)
+        logged = with_images(messages, images or [], logged=True)
         key = hashlib.sha256(json.dumps({
-            "model": model_name, "role": role, "messages": messages, "params": params, "structured": mode,
+            "model": model_name, "role": role, "messages": logged, "params": params, "structured": mode,
             "schema": _json_schema(schema) if schema else None}, sort_keys=True).encode()).hexdigest()
         row = {"call_id": uuid.uuid4().hex, "run_id": self.run_id, "node": node, "role": role,
                "video_id": video_id, "prompt_name": prompt.name, "prompt_sha256": prompt.sha256,
-               "model": model_name, "cache_key": key, "messages": messages}
+               "model": model_name, "cache_key": key, "messages": logged}
 
         # one thread per cache key at a time: a second thread asking the same call waits for the first
         # one's answer and reads it from the cache (paid once); a hit takes no endpoint slot
         with self._one_request(key):
             hit = self._cache_get(key)
             if hit is None:
-                return self._ask(role, row, messages, schema, mode, params, prompt_name)
+                sent = with_images(messages, images or [], logged=False)
+                return self._ask(role, row, sent, schema, mode, params, prompt_name)
         return self._replay(hit, row, schema)
 
     def _cache_get(self, key: str) -> dict | None:
@@ -597,26 +665,16 @@ class Gateway:
                     tokens_out += int(usage.get("output_tokens") or 0)
                 else:
                     estimated = True
-                    tokens_in += _estimate_tokens("".join(m["content"] for m in messages))
+                    tokens_in += _estimate_tokens("".join(message_text(m["content"]) for m in messages))
                     tokens_out += chunks or _estimate_tokens(str(msg.content) + json.dumps(msg.tool_calls or []))
-                if schema is None:
-                    raw = value = str(msg.content)
-                    error = None
-                    break
-                raw = msg.tool_calls[0]["args"] if msg.tool_calls else str(msg.content)
-                try:
-                    data = raw if isinstance(raw, dict) else _json_from_text(raw)
-                    value = schema.model_validate(data)
-                    error = None
-                    break
-                except (ValueError, ValidationError) as exc:
-                    error = _validation_line(exc)
-                    if pending is not None:
-                        break  # interrupted: no re-ask
-                    convo = [*convo, AIMessage(content=raw if isinstance(raw, str) else json.dumps(raw)),
-                             HumanMessage(content=f"That answer is invalid: {error}. Answer again with valid "
-                                                  f"arguments for {schema.__name__}.")]
-            response = value.model_dump(mode="json") if isinstance(value, BaseModel) else raw
+                raw, value, error, again = _read_answer(msg, schema)
+                if error is None or pending is not None:
+                    break  # valid, or interrupted: no re-ask
+                convo = [*convo, AIMessage(content=raw if isinstance(raw, str) else json.dumps(raw)),
+                         HumanMessage(content=again)]
+            # a text answer (no schema) is kept as {"text": ...}: the store's response columns hold JSON
+            response = value.model_dump(mode="json") if isinstance(value, BaseModel) else \
+                {"text": raw} if schema is None else raw
             with protected():  # the answer reaches the cache before any interrupt can act
                 # one commit: the answer in the cache and its llm_calls row; a failure is never cached
                 self._record(row, response, tokens_in, tokens_out, estimated, t0, attempts, error,
@@ -686,7 +744,9 @@ class Gateway:
                 **row, "cached": True, "response": hit["response"], "input_tokens": hit["input_tokens"],
                 "output_tokens": hit["output_tokens"], "tokens_estimated": False, "cost_usd": 0.0,
                 "latency_s": 0.0, "attempts": 0, "error": None, "error_kind": None})
-        value = schema.model_validate(hit["response"]) if schema else hit["response"]
+        got = hit["response"]
+        value = schema.model_validate(got) if schema else got["text"] if isinstance(got, dict) and "text" in got \
+            else got
         return Answer(value, call_id, True)
 
     def same_model(self, role_a: str, role_b: str) -> bool:

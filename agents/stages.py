@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from agents import rewrite, schemas
+from agents import rewrite, schemas, visual_filter
 from agents.config import AgentConfig
 from agents.deps import Deps
 from agents.llm import LLMOutputInvalid
@@ -256,9 +256,11 @@ class TranscriptJudgeStage(BuildStage):
 
 class JudgedClipsStage(ClipsStage):
     """The pipeline's clips, decided by the build: each paragraph's grounded rewrite (agents/rewrite.py,
-    checked for faithfulness) and the clip judge (``agent.clip_judge``: rules, or the LLM on the ASR-OCR
-    similarity, the keyframes and the OCR density; paper section 3.4). A video's clips are decided at once
-    on ``calls``; its clips hash covers this policy (``policy_hash``)."""
+    checked for faithfulness), the clip judge (``agent.clip_judge``: rules, or the LLM on the ASR-OCR
+    similarity, the keyframes and the OCR density; paper section 3.4) and, when on, the visual filter
+    (agents/visual_filter.py: a clip the judge keeps loses its frames when their caption does not match its
+    speech). A video's clips are decided at once on ``calls``; its clips hash covers this policy
+    (``policy_hash``)."""
 
     passed = Status.ACCEPTED
 
@@ -272,13 +274,15 @@ class JudgedClipsStage(ClipsStage):
         return self.d.run_id
 
     def policy_hash(self) -> str:
-        """The rewrite's policy, the clip judge, its threshold and prompt, the enforcement and the model."""
+        """The rewrite's policy, the clip judge, its threshold and prompt, the enforcement, the models and
+        (when on) the visual filter's settings and prompt."""
         import prompts
 
         cfg = self.d.cfg
         parts = [*rewrite.policy(cfg, self.d.rewrite_use), cfg.clip_judge, cfg.clip_min_similarity,
                  self.d.enforce["clip"], prompts.load("clip_judge").sha256,
                  self.d.gateway.cfg.model_dump(mode="json")]
+        parts += visual_filter.policy(cfg)  # [] when off: the hash stays what it was before the filter
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def judge(self, video: Video, clips: list[Clip], frames: dict[int, dict]) -> list[Clip]:
@@ -325,8 +329,35 @@ class JudgedClipsStage(ClipsStage):
             decision, reasons = rule, [f"rules: similarity {sim:.2f}, {len(ocr)} OCR chars"]
             if cfg.clip_judge == "llm":
                 decision, reasons, call_id = self._ask(point, vid, c, ocr, decision, reasons)
+            if decision == "keep" and cfg.caption_filter_on():
+                decision, reasons = self._filter(vid, c, kfs, reasons)
+                call_id = call_id or c.signals.get("caption_call_id")
         c.decision, c.reason = decision, "; ".join(reasons)[:500]
         self.d.store.save_judgment(self.run_id, vid, f"clip:{c.idx}", decision, sim, reasons, c.signals, call_id)
+
+    def _filter(self, vid: str, c: Clip, kfs: list[dict], reasons: list[str]) -> tuple[str, list[str]]:
+        """The visual filter on a clip whose frames are kept so far: keep, or drop_frames when the caption's
+        similarity to the ASR paragraph is under ``agent.caption_min_similarity`` (advisory under
+        ``enforce_judges = no``). A failed caption call raises (fail_if_policy), or takes the policy."""
+        cfg = self.d.cfg
+        if not c.text.strip():
+            return "keep", [*reasons, "visual filter: no speech to compare the frames with"]
+        try:
+            cap = visual_filter.caption_clip(self.d.gateway, kfs, cfg.caption_max_images, vid)
+        except LLMOutputInvalid as exc:
+            fail_if_policy(cfg, exc)
+            keep = cfg.on_invalid == "accept"
+            return "keep" if keep else "drop_frames", \
+                [*reasons, f"visual filter: {cfg.on_invalid} by policy ({failure_reason(exc)})"]
+        sim = round(float(self.d.embedder().similarity(cap.text, c.text)), 4)
+        c.signals |= {"caption_asr_similarity": sim, "captioned_keyframes": cap.images, "caption_call_id": cap.call_id}
+        low, bar = sim < cfg.caption_min_similarity, cfg.caption_min_similarity
+        if not low:
+            return "keep", [*reasons, f"visual filter: caption-ASR similarity {sim:.2f} >= {bar:.2f}"]
+        why = f"visual filter: caption-ASR similarity {sim:.2f} < {bar:.2f} (the frames do not show what is said)"
+        if not visual_filter.enforced(cfg):
+            return "keep", [*reasons, f"{why} (advisory: kept)"]
+        return "drop_frames", [*reasons, why]
 
     def _ask(self, point: str, vid: str, c: Clip, ocr: str, decision: str, reasons: list[str]) -> tuple:
         values = {"point": point, "keyframes": c.signals["keyframes"],

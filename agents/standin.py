@@ -15,6 +15,12 @@ items within ``maxItems``. ``answers`` overrides the answer per schema name or p
 prompt; ``DEFAULT_ANSWERS`` makes the project's own prompts give a build something usable
 (queries naming the knowledge point, a taxonomy under the asked subjects).
 
+A request whose user message carries images (``image_url`` parts with base64 data URLs, as a vision
+model gets keyframes) and asks for no schema is answered with a caption (``captioner``, by default
+``ocr_caption``: tesseract reads each image, and the caption names the words it found, or says the
+frame shows no readable text), so a test can tell a slide that matches the speech from one that does
+not by what is really on the frames.
+
 Faults (``Fault``) are injected per request number, every n-th request, or per text in the prompt:
 ``timeout`` (no answer for ``delay_s`` seconds), ``429`` (with ``Retry-After``), ``503``, ``500``,
 ``garbage`` (a 200 answer whose content is not JSON). It counts requests, requests in flight now
@@ -92,6 +98,53 @@ _PREFERRED = ("accept", "keep", "yes", True)
 def _singular(name: str) -> str:
     name = name.rstrip("s") if name.endswith("s") and not name.endswith("ss") else name
     return name.replace("_", " ").capitalize() or "Item"
+
+
+def _content_text(content: Any) -> str:
+    """A message's text: the content, or its text parts joined (images left out)."""
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content or "")
+
+
+def _images(body: dict) -> list[bytes]:
+    """The images of a chat request: each ``image_url`` part's base64 data URL, decoded, in order. Raises
+    ValueError for an image part that is not a base64 data URL (the stand-in fetches nothing)."""
+    import base64
+
+    out = []
+    for m in body.get("messages", []):
+        for p in m.get("content") if isinstance(m.get("content"), list) else []:
+            if isinstance(p, dict) and p.get("type") == "image_url":
+                url = str((p.get("image_url") or {}).get("url") or "")
+                head, sep, data = url.partition(",")
+                if not (sep and head.startswith("data:") and head.endswith(";base64")):
+                    raise ValueError(f"an image that is not a base64 data URL: {url[:40]!r}")
+                out.append(base64.b64decode(data, validate=True))
+    return out
+
+
+def ocr_caption(images: list[bytes]) -> str:
+    """A caption as a vision model might write it, from what tesseract reads on the images: "N keyframes.
+    Frame 1: a slide with the text "...". Frame 2: no readable text (a picture or a person, no slide)."
+    Raises tools.errors.ToolError when tesseract is missing or an image cannot be read."""
+    import tempfile
+    from pathlib import Path
+
+    from tools.ocr import TesseractOCR
+
+    with tempfile.TemporaryDirectory(prefix="standin-caption-") as tmp:
+        paths = []
+        for i, data in enumerate(images):
+            paths.append(Path(tmp) / f"frame{i}.img")
+            paths[-1].write_bytes(data)
+        read = TesseractOCR().read_many(paths)
+    said = []
+    for i, r in enumerate(read, 1):
+        words = " ".join(r.text.split())
+        said.append(f'Frame {i}: a slide with the text "{words}".' if len(words) >= 3 else
+                    f"Frame {i}: no readable text (a picture or a person, no slide).")
+    return f"{len(images)} keyframe{'s' if len(images) != 1 else ''}. " + " ".join(said)
 
 
 def _untrusted(text: str) -> str | None:
@@ -236,8 +289,10 @@ class StandIn:
 
     def __init__(self, latency_s: float = 0.0, faults: list[Fault] | None = None,
                  answers: dict[str, Any] | None = None, choices: dict[str, Any] | None = None,
-                 model: str = "standin", host: str = "127.0.0.1", port: int = 0):
+                 model: str = "standin", host: str = "127.0.0.1", port: int = 0,
+                 captioner: Callable[[list[bytes]], str] | None = None):
         self.latency_s = latency_s
+        self.captioner = captioner or ocr_caption  # images -> the caption of a request that sends images
         self.faults = list(faults or [])
         self.answers = {**DEFAULT_ANSWERS, **(answers or {})}
         self.choices = {**DEFAULT_CHOICES, **(choices or {})}
@@ -247,7 +302,7 @@ class StandIn:
         self.current = 0           # chat requests in flight now
         self.peak = 0              # most chat requests in flight at once
         self.fired: dict[str, int] = {}  # faults injected, by kind
-        self.log: list[dict] = []  # per chat request: number, schema name, fault kind or None
+        self.log: list[dict] = []  # per chat request: number, schema name, fault kind or None, images sent
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # accepted connections inherit it: uvicorn writes a response's headers and body apart, and Nagle
@@ -297,7 +352,7 @@ class StandIn:
         from starlette.responses import JSONResponse
 
         body = await request.json()
-        text = "\n".join(str(m.get("content") or "") for m in body.get("messages", []))
+        text = "\n".join(_content_text(m.get("content")) for m in body.get("messages", []))
         with self._lock:
             self.requests += 1
             number = self.requests
@@ -312,8 +367,14 @@ class StandIn:
             if self.latency_s > 0:
                 await asyncio.sleep(self.latency_s)
             name, schema, mode = _requested(body)
+            try:
+                images = _images(body)
+            except ValueError as exc:
+                return JSONResponse({"error": {"message": str(exc), "type": "invalid_request_error"}},
+                                    status_code=400)
             with self._lock:
-                self.log.append({"number": number, "schema": name, "fault": fault.kind if fault else None})
+                self.log.append({"number": number, "schema": name, "fault": fault.kind if fault else None,
+                                 "images": len(images)})
             if fault is not None and fault.kind == "timeout":
                 end = time.monotonic() + fault.delay_s
                 while time.monotonic() < end:
@@ -328,6 +389,8 @@ class StandIn:
                                     status_code=int(fault.kind))
             if fault is not None and fault.kind == "garbage":
                 content, args = "Sure!! <<this is not JSON>> verdict: maybe", None
+            elif schema is None and images:
+                content, args = await asyncio.to_thread(self.captioner, images), None
             else:
                 value = self._answer(name, schema, text)
                 content, args = (None, json.dumps(value)) if mode == "tools" else (

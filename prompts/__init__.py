@@ -83,4 +83,4 @@ def load(name: str) -> Prompt:
                   untrusted=untrusted, system=sections["system"], user=sections["user"])
 
 
-NAMES = ("goal", "taxonomy", "queries", "metadata_judge", "transcript_judge", "polish", "clip_judge")
+NAMES = ("goal", "taxonomy", "queries", "metadata_judge", "transcript_judge", "polish", "clip_judge", "caption")
