@@ -239,14 +239,18 @@ class Runner:
     def flow(self, stages: list[Stage], workers: int | None = None, **kw) -> Flow:
         """The scheduler over ``stages`` with this run's lanes (pipeline.flow): on the local executor one
         video in ASR and one in keyframes/OCR at a time (``overlap`` false: one video at a time through
-        every stage); on a process pool or Ray, ``workers`` videos per lane. ``workers``: videos in flight
-        (default: enough to fill the lanes); ``kw``: Flow's ledger, reporter, on_progress, before_step."""
+        every stage); on a process pool ``workers`` videos per lane; on Ray what each lane's pools take at
+        once (pipeline/pools.py), the build's ``download`` lane too (elsewhere it is unbounded: its downloads
+        run in the flow's threads, as they always did). ``workers``: videos in flight (default: enough to
+        fill the lanes); ``kw``: Flow's ledger, reporter, on_progress, before_step."""
         cfg = self.cfg
         kw.setdefault("reporter", self.reporter)
         if cfg.executor == "ray":  # what the actor pools take at once (pipeline/pools.py: backpressure)
             pools = self._executor()
             limits = {"asr": pools.capacity("asr"), "visual": pools.capacity("keyframes") + pools.capacity("ocr")}
-            return Flow(stages, limits=limits, workers=workers or sum(limits.values()) + 1, **kw)
+            workers = workers or sum(limits.values()) + 1
+            limits["download"] = pools.capacity("download")  # the build's lane (process has no download stage)
+            return Flow(stages, limits=limits, workers=workers, **kw)
         per_lane = 1 if cfg.executor == "local" else max(1, cfg.workers)
         if cfg.executor == "local" and not cfg.overlap:
             workers = 1
@@ -327,7 +331,8 @@ class Runner:
         return self._summary(run_id, videos, samples)
 
     # -- what the build shares ------------------------------------------------------------------------
-    def register(self, run_id: str, items: list[tuple[Path | str, dict]]) -> list[dict]:
+    def register(self, run_id: str, items: list[tuple[Path | str, dict]],
+                 content: tuple[str, int] | None = None) -> list[dict]:
         """Record each file as a video (sidecar metadata, overridden by ``extra``); dedup by video id.
         A file is a Path, or an object-store URI str (tools.storage: its content streamed for the sha256, its
         sidecar read beside it, its source stored as the URI, tools.storage.redact applied).
@@ -338,14 +343,16 @@ class Runner:
         A file whose content (sha256) is already stored under another video is recorded as a
         ``duplicate`` pointing to that video (``duplicate_of``) and costs no stage work; an
         empty file is an ``empty`` error. Each video gets a ``run_videos`` row of the run (status pending,
-        duplicate or error). Returns every registered video, duplicates included.
+        duplicate or error). Returns every registered video, duplicates included. ``content``: (sha256, bytes)
+        of a single item, computed where it was written (the build's download task on a Ray worker), so the
+        driver does not read the file.
         """
         store = self.store
         videos: list[dict] = []
         self.reporter.stage("register", len(items))
         for f, extra in items:
             meta = {**sidecar(f), **{k: v for k, v in extra.items() if v is not None}}
-            sha, size = _content(f)
+            sha, size = content if content is not None and len(items) == 1 else _content(f)
             vid = extra.get("id") or make_video_id(f, meta, sha)
             name = Path(str(f)).name
             row = {"video_id": vid, "source": storage.redact(f), "sha256": sha,

@@ -65,7 +65,7 @@ def test_pool_spec_is_what_ray_is_told_and_capacity_is_actors_times_in_flight():
     executor = RayPoolExecutor(cfg)  # starts nothing until a submit
     assert executor.capacity("asr") == 12 and executor.capacity("probe") == 2
     assert executor.pending("asr") == 0
-    with pytest.raises(ValueError, match="probe, asr, keyframes, ocr"):
+    with pytest.raises(ValueError, match="download, probe, asr, keyframes, ocr"):
         executor.capacity("clips")
     with pytest.raises(ValueError, match="whole number"):
         PoolSpec(num_gpus=1.5)
