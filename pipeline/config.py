@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -150,8 +150,11 @@ class PipelineConfig(BaseModel):
 
 
 def _plain(value):
+    """A config part as JSON-able data; a dataclass field marked ``metadata={"hash": False}`` (how a step runs,
+    never what it gives: tools.ocr.OcrOptions.vlm_concurrency) is left out, so setting it redoes nothing."""
     if is_dataclass(value):
-        return asdict(value)
+        return {k: v for k, v in asdict(value).items()
+                if next(f for f in fields(value) if f.name == k).metadata.get("hash", True)}
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     return value
