@@ -88,6 +88,7 @@ class RunResult:
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> {reason or error kind: videos}
     warnings: dict[str, int] = field(default_factory=dict)  # warning kind -> videos of the run with one
     retried: dict[str, int] = field(default_factory=dict)  # "STAGE KIND" -> videos that failed last time, redone
+    media: str | None = None  # the media root its images went to (redacted URI, or absolute local folder)
 
     @property
     def failed(self) -> dict[str, int]:
@@ -102,6 +103,7 @@ class RunResult:
     def to_json(self) -> dict:
         """The result as JSON-safe dicts (``--json`` and the run's stored result)."""
         return {"run_id": self.run_id, "samples": self.samples, "out": self.out_dir, "export": self.export,
+                "media": self.media,
                 "seconds": self.seconds, "stages_run": self.stages_run, "dropped": self.dropped,
                 "failed": self.failed, "retried": self.retried, "warnings": self.warnings,
                 "videos": [v.__dict__ for v in self.videos]}
@@ -194,6 +196,24 @@ def check_writable(folder: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise InputError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
+
+
+def recorded_media(store: Store, run_id: str) -> str | None:
+    """The media root a finished ``process`` run recorded (its summary's ``media``: where its keyframes and
+    clip images are, as ``--media`` gave it or the store's default, credentials redacted), so ``export`` and
+    ``view`` find them without ``--media`` again. None when the run recorded none (a build: the store's
+    default; an older run), or a local folder that is no longer there (the store and its NAME_media/ moved
+    together: the caller's default, beside the store, is right then)."""
+    row = store.run(run_id)
+    try:
+        media = json.loads((row or {}).get("summary") or "{}").get("media")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(media, str) or not media:
+        return None
+    if not storage.is_remote(media) and not storage.local_path(media).is_dir():
+        return None
+    return media
 
 
 def media_dir_for(db_path: Path) -> Path:
@@ -459,4 +479,4 @@ class Runner:
         return RunResult(run_id=run_id, videos=out, samples=len(samples), out_dir=str(self.out_dir), seconds=0.0,
                          stages_run=self.stages_run, export=str(exported) if exported else None,
                          dropped={k: dict(v) for k, v in self.ctx.reasons.items()},
-                         warnings=dict(sorted(kinds.items())))
+                         warnings=dict(sorted(kinds.items())), media=storage.redact(self.media))
