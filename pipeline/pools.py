@@ -259,6 +259,8 @@ class RayPoolExecutor:
     # -- Ray ----------------------------------------------------------------------------------------------
     def _ray(self):
         """Ray, started or connected on first use; PoolUnavailable (kind ``config``) when it cannot be."""
+        if self.address is None:
+            local_auth_mode()  # before Ray is imported: it reads the mode once
         import ray
 
         with self._create_lock:
@@ -488,6 +490,25 @@ class RayPoolExecutor:
                 slot.dead = True
             self._settled.append((future, result, exc))
             self._cond.notify_all()
+
+
+def local_auth_mode() -> None:
+    """Before a local Ray is started: ``RAY_AUTH_MODE=token`` unless the user set a mode. Ray 2.60 turns token
+    authentication on for a new local cluster when the variable is unset, and says so in a warning line on
+    stderr ("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out");
+    an explicit mode is respected "without warning" (ray._private.authentication.authentication_token_setup;
+    docs.ray.io "Ray token authentication": the mode is set through the environment only). Naming the mode
+    Ray would pick keeps its behaviour (a token in ~/.ray/auth_token, made by Ray if missing) without the line.
+
+    Ray reads the mode once, when its core module is imported: so this sets it only while Ray is not yet
+    imported in this process (setting it later would give the driver and the cluster's processes different
+    modes, and the cluster fails to start); then, and when ``RAY_ADDRESS`` names a running cluster (whose mode
+    is its own), nothing is changed and Ray's line may show."""
+    import sys
+
+    if "RAY_AUTH_MODE" in os.environ or os.environ.get("RAY_ADDRESS") or "ray._raylet" in sys.modules:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _live(pool: _Pool) -> list[_Slot]:
