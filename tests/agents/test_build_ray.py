@@ -2,7 +2,8 @@
 download pool, pinned by a custom resource to the second node, fetches the found videos there with yt-dlp
 from an HTTP server on 127.0.0.1 into the media root; the driver registers them from the task's record
 (never reading the file for its sha256); the build gives the local executor's samples; a 404 stays that
-video's ``download_failed`` with its kind, the same as on the local executor."""
+video's ``download_failed`` with its kind and a 503 a failure (``download: http-5xx``), the same as on the local
+executor."""
 
 from __future__ import annotations
 
@@ -30,6 +31,14 @@ ATOMS = "Atoms and molecules"
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves the lessons; paths under /busy/ answer 503 (a transient fault)."""
+
+    def do_GET(self):
+        if self.path.startswith("/busy/"):
+            self.send_error(503, "Service Unavailable")
+            return
+        super().do_GET()
+
     def log_message(self, *args):
         pass
 
@@ -43,14 +52,16 @@ class _Server(http.server.ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def urls(tmp_path_factory):
-    """A URL list (the ``urls:FILE`` source): the atoms lesson served over HTTP, and a URL that answers 404."""
+    """A URL list (the ``urls:FILE`` source): the atoms lesson served over HTTP, a URL that answers 404 and one
+    that answers 503."""
     httpd = _Server(("127.0.0.1", 0), functools.partial(_Handler, directory=str(LESSONS)))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     listing = tmp_path_factory.mktemp("urls") / "urls.txt"
     listing.write_text(f"{base}/chemistry_atoms.mp4 Atoms and molecules, a lesson\n"
-                       f"{base}/gone_atoms.mp4 Atoms and molecules, a lost lesson\n")
+                       f"{base}/gone_atoms.mp4 Atoms and molecules, a lost lesson\n"
+                       f"{base}/busy/atoms.mp4 Atoms and molecules, a busy server\n")
     yield listing
     httpd.shutdown()
     httpd.server_close()
@@ -62,7 +73,7 @@ def _build(tmp_path: Path, listing: Path, pipe: PipelineConfig) -> tuple[dict, d
         "name": "Mechanics", "subcourses": [{"name": "Forces", "points": points(ATOMS)}]}]}]},
         Queries=lambda t: {"queries": ["atoms molecules"]})
     agent = AgentConfig(llm=LLMConfig(model="scripted-build-ray"), sources=[f"urls:{listing}"],
-                        library_points=False, max_rounds=1, min_relevance=0.0, per_point=2,
+                        library_points=False, max_rounds=1, min_relevance=0.0, per_point=3, download_retries=0,
                         taxonomy=TaxonomySize(courses=1, subcourses=1, points=1))
     store = open_store(tmp_path / "build.duckdb")
     try:
@@ -106,14 +117,16 @@ def test_the_download_pool_on_the_second_node_gives_the_local_samples(urls, tmp_
 
     (actor,) = stats["download"]
     assert actor["node_id"] == download_node != head  # downloaded on the second node
-    assert actor["tasks"] == 2  # the lesson and the 404
+    assert actor["tasks"] == 3  # the lesson, the 404 and the 503
     kept = cands["Atoms and molecules, a lesson"]
     media = tmp_path / "ray" / "build_media" / "downloads"
     assert Path(kept["path"]) == media / f"{kept['video_id']}.mp4" and Path(kept["path"]).is_file()
     assert kept["status"] == "accepted"
     assert read_by_driver == []  # registered from the task's sha256, not by reading the file
     gone = cands["Atoms and molecules, a lost lesson"]
-    assert (gone["status"], gone["reason"]) == ("download_failed", "not-found")
+    assert (gone["status"], gone["reason"]) == ("download_failed", "not-found")  # the video cannot be had
+    busy = cands["Atoms and molecules, a busy server"]
+    assert (busy["status"], busy["reason"]) == ("error", "download: http-5xx")  # a failure: the rerun retries it
     assert {t: (c["status"], c["reason"]) for t, c in local_cands.items()} == \
         {t: (c["status"], c["reason"]) for t, c in cands.items()}
     assert samples == local_samples and ray_result["samples"] == local["samples"]
