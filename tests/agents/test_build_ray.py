@@ -1,9 +1,9 @@
 """The build with ``--executor ray`` on a two-node Ray cluster on this machine (ray.cluster_utils.Cluster): the
 download pool, pinned by a custom resource to the second node, fetches the found videos there with yt-dlp
 from an HTTP server on 127.0.0.1 into the media root; the driver registers them from the task's record
-(never reading the file for its sha256); the build gives the local executor's samples; a 404 stays that
-video's ``download_failed`` with its kind and a 503 a failure (``download: http-5xx``), the same as on the local
-executor."""
+(never reading the file for its sha256) and a worker of the probe pool probes it; the build gives the local
+executor's samples; a 404 stays that video's ``download_failed`` with its kind and a 503 a failure
+(``download: http-5xx``), the same as on the local executor."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_the_download_pool_on_the_second_node_gives_the_local_samples(urls, tmp_
 
     def close_after_reading_the_pools(self):  # where the download actor ran, before the pools go
         if self._exec is not None and hasattr(self._exec, "stats"):
-            stats["download"] = self._exec.stats("download")
+            stats["download"], stats["probe"] = self._exec.stats("download"), self._exec.stats("probe")
         close(self)
 
     monkeypatch.setattr(pipeline.runner, "_content", spy)
@@ -118,6 +118,7 @@ def test_the_download_pool_on_the_second_node_gives_the_local_samples(urls, tmp_
     (actor,) = stats["download"]
     assert actor["node_id"] == download_node != head  # downloaded on the second node
     assert actor["tasks"] == 3  # the lesson, the 404 and the 503
+    assert sum(a["tasks"] for a in stats["probe"]) == 1  # the download probed by a worker, not the driver
     kept = cands["Atoms and molecules, a lesson"]
     media = tmp_path / "ray" / "build_media" / "downloads"
     assert Path(kept["path"]) == media / f"{kept['video_id']}.mp4" and Path(kept["path"]).is_file()
