@@ -75,3 +75,17 @@ def test_view_uses_it_and_a_moved_root_falls_back(run, tmp_path):
             moved.rename(run["media"])
     finally:
         store.close()
+
+
+def test_a_media_uri_with_credentials_is_refused_and_never_recorded(tmp_path):
+    db = tmp_path / "runs.duckdb"
+    proc = run_cli("process", str(LESSONS / "chemistry_atoms.mp4"), "--db", str(db), "--out", str(tmp_path / "out"),
+                   "--media", "s3://AKIATESTKEY:very-secret-value@tb-bucket/media")
+    line = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 1 and len(line) == 1 and "credentials in a URI are refused" in line[0]
+    assert "very-secret-value" not in proc.stderr + proc.stdout and "AKIATESTKEY" not in proc.stderr
+    store = open_store(db, read_only=True)
+    try:
+        assert store.runs() == []  # stopped before a run was recorded: no URI of it stored anywhere
+    finally:
+        store.close()
