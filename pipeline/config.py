@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, fields, is_dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from pipeline.pools import PoolConfig, pool_preset
 from tools.asr import AsrOptions
@@ -147,6 +147,12 @@ class PipelineConfig(BaseModel):
     @classmethod
     def _preset(cls, value):
         return pool_preset(value) if isinstance(value, str) else value
+
+    @field_serializer("ocr")
+    def _ocr_as_hashed(self, ocr: OcrOptions) -> dict:
+        """The OCR section without its how-fast fields (``vlm_concurrency``): like ``pools``, out of the config
+        a run id hashes and a run records, as ``config_hash`` leaves them out of the OCR stage's hash."""
+        return _plain(ocr)
 
 
 def _plain(value):

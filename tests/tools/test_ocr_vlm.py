@@ -57,9 +57,12 @@ def test_a_failed_frame_fails_alone_and_all_failed_raises(tmp_path):
 
 
 def test_concurrency_is_not_part_of_the_ocr_hash():
-    """Setting vlm_concurrency redoes no OCR: the stage's hash of the options is the same."""
+    """Setting vlm_concurrency redoes no OCR (the stage's hash of the options is the same) and makes no new run
+    (the config a run id hashes leaves it out, as it leaves out the Ray pools)."""
     assert config_hash(OcrOptions(vlm_concurrency=2)) == config_hash(OcrOptions())
     assert config_hash(OcrOptions(vlm_model="b")) != config_hash(OcrOptions())
-    assert PipelineConfig.model_validate({"ocr": {"vlm_concurrency": 3}}).ocr.vlm_concurrency == 3
+    faster = PipelineConfig.model_validate({"ocr": {"vlm_concurrency": 3}})
+    assert faster.ocr.vlm_concurrency == 3
+    assert faster.model_dump(mode="json") == PipelineConfig().model_dump(mode="json")  # nor of a run's id
     with pytest.raises(ValueError, match="at least 1"):
         OcrOptions(vlm_concurrency=0)
