@@ -240,6 +240,8 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     budget = BudgetTracker(store, run_id, spec.agent.budgets)
     gateway = _gateway(store, run_id, llm_cfg, models, budget, on_progress)
     runner = Runner(store, spec.pipeline, spec.out, reporter, command="build")
+    if spec.pipeline.executor == "ray":  # every node can write and read the media root its downloads go to
+        _preflight(store, run_id, runner)
     embedded = model_name if base_url and model_name else None
     judges = judge_enforcement(spec.agent, embedded) | visual_filter.mode(spec.agent)
     enforce = {k: v == "enforced" for k, v in judges.items()}
@@ -270,6 +272,19 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
         raise BuildError(result["error"])
     store.finish_run(run_id, "finished", result)
     return result
+
+
+def _preflight(store, run_id: str, runner: Runner) -> None:
+    """The runner's preflight (pipeline.runner.Runner.preflight: Ray joined, the media root written and read
+    by every node); a node that cannot fails the run: marked failed, BuildError with the one line."""
+    from pipeline.runner import PreflightError
+
+    try:
+        runner.preflight()
+    except PreflightError as exc:
+        runner.close()
+        store.finish_run(run_id, "failed", {"error": str(exc)[:500]})
+        raise BuildError(str(exc)) from None
 
 
 def _endpoint_config(llm_cfg: LLMConfig, base_url: str | None, model_name: str | None) -> LLMConfig:

@@ -27,8 +27,9 @@ from agents.llm import LLMOutputInvalid
 from agents.review import borderline
 from pipeline.assemble import clip_ocr
 from pipeline.records import Clip, Status, Video
-from pipeline.stage import Context, Drop, Stage
+from pipeline.stage import Context, Drop, Needs, Stage
 from pipeline.stages import AsrStage, ClipsStage, KeyframesStage, OcrStage, ProbeStage
+from tools import storage
 from tools.errors import failure_kind, failure_message
 
 log = logging.getLogger(__name__)
@@ -156,30 +157,50 @@ class DownloadStage(BuildStage):
     metadata under the taxonomy's names). A video that cannot be had (private, removed, geo, age, a
     missing or corrupt file, ...) is ``download_failed``; a transient fault that outlived the re-tries
     (tools.download.TRANSIENT_KINDS: network, timeout, http-5xx, rate-limit) is raised: a failure, which
-    the next run of the command retries."""
+    the next run of the command retries.
+
+    The download is a task (``task``: tools.download.download_task into the media root's ``downloads``,
+    by URI): with ``--executor ray`` an actor of the ``download`` pool runs it on whichever node the pool
+    is placed (pipeline/pools.py), in the ``download`` lane, which the flow bounds by what that pool takes
+    at once; the driver registers the video from the task's record (its URI, sha256, size) and never reads
+    the file. Other executors run it in the flow's thread, as before."""
 
     name = "download"
     passed = Status.DOWNLOADED
+    needs = Needs(lane="download", cpus=0.0)
+
+    def task(self, video: Video, h: str = ""):
+        """(tools.download.download_task, its arguments) for ``video``'s URL into ``media/downloads``."""
+        from tools.download import download_task
+
+        cfg = self.d.cfg
+        return download_task, (video.url, str(self.d.downloads), video.video_id, cfg.download_max_height,
+                               cfg.download_retries)
 
     def step(self, video: Video) -> Video | Drop:
-        """Download and register; the video with ``source`` its local file, or a Drop (download_failed)."""
-        from tools.download import TRANSIENT_KINDS, DownloadError, download
+        """Download and register; the video with ``source`` its file or object, or a Drop (download_failed)."""
+        from tools.download import TRANSIENT_KINDS, DownloadError
 
-        d, cfg, vid = self.d, self.d.cfg, video.video_id
-        if video.source == video.url or not Path(video.source).is_file():
+        d, vid = self.d, video.video_id
+        on_ray = self.cfg.executor == "ray"
+        content, had = None, video.source != video.url  # had: a file an earlier run fetched
+        if on_ray or not had or not Path(video.source).is_file():
+            fn, args = self.task(video)
             try:
-                got = download(video.url, d.downloads, video_id=vid, max_height=cfg.download_max_height,
-                               retries=cfg.download_retries)
+                got = self.ctx.executor().submit(self.name, fn, args).result() if on_ray else fn(*args)
             except DownloadError as exc:
                 if exc.kind in TRANSIENT_KINDS:
                     raise
                 d.store.record_error(vid, self.name, "", exc.kind, exc.message, self.run_id)
                 d.decision(self.name, vid, "failed", [f"{exc.kind}: {exc.message}"])
                 return Drop(Status.DOWNLOAD_FAILED, exc.kind, exc.message, traced=True)
-            d.store.update_candidate(self.run_id, vid, path=str(got.path))
-            d.decision(self.name, vid, "downloaded", [got.path.name])
-            video = replace(video, source=str(got.path))
-        d.runner.register(self.run_id, [(Path(video.source), self.registered(video))])
+            content = (got.sha256, got.bytes)
+            if not had or got.source != video.source or got.attempts:
+                d.store.update_candidate(self.run_id, vid, path=got.source)
+                d.decision(self.name, vid, "downloaded", [got.source.replace("\\", "/").rsplit("/", 1)[-1]])
+                video = replace(video, source=got.source)
+        source = video.source if storage.is_remote(video.source) else Path(video.source)
+        d.runner.register(self.run_id, [(source, self.registered(video))], content=content)
         return video
 
     def registered(self, video: Video) -> dict:

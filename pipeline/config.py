@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from pipeline.pools import PoolConfig, pool_preset
 from tools.asr import AsrOptions
@@ -148,10 +148,19 @@ class PipelineConfig(BaseModel):
     def _preset(cls, value):
         return pool_preset(value) if isinstance(value, str) else value
 
+    @field_serializer("ocr")
+    def _ocr_as_hashed(self, ocr: OcrOptions) -> dict:
+        """The OCR section without its how-fast fields (``vlm_concurrency``): like ``pools``, out of the config
+        a run id hashes and a run records, as ``config_hash`` leaves them out of the OCR stage's hash."""
+        return _plain(ocr)
+
 
 def _plain(value):
+    """A config part as JSON-able data; a dataclass field marked ``metadata={"hash": False}`` (how a step runs,
+    never what it gives: tools.ocr.OcrOptions.vlm_concurrency) is left out, so setting it redoes nothing."""
     if is_dataclass(value):
-        return asdict(value)
+        return {k: v for k, v in asdict(value).items()
+                if next(f for f in fields(value) if f.name == k).metadata.get("hash", True)}
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     return value

@@ -117,6 +117,10 @@ class RayExecutor:
     _init_lock = threading.Lock()  # the build's video threads may start their first Ray tasks at once
 
     def _init(self):
+        if self.address is None:
+            from pipeline.pools import local_auth_mode
+
+            local_auth_mode()  # Ray's default mode named before Ray is imported: no warning line
         import ray
 
         with self._init_lock:

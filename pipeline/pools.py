@@ -1,5 +1,5 @@
-"""Ray actor pools for the heavy stages: one pool of long-lived actors per stage (probe, ASR, keyframes,
-OCR), each actor declaring what it needs (CPUs, a GPU or a fraction of one, custom node resources).
+"""Ray actor pools for the heavy stages: one pool of long-lived actors per stage (download, probe, ASR,
+keyframes, OCR), each actor declaring what it needs (CPUs, a GPU or a fraction of one, custom node resources).
 
 Why actors and not one Ray task per video (pipeline.executors.RayExecutor): a task declares no resources
 (an ASR task on a GPU node is not given a GPU, and several land on GPU 0) and loads its model in whatever
@@ -11,7 +11,8 @@ actor pool with declared CPU/GPU needs; /work/shared/SCALE.md).
 
 - ``PoolConfig``: per stage a ``PoolSpec`` (size, num_cpus, num_gpus, memory, custom resources, max in flight per
   actor, max_restarts, max_task_retries); ``POOL_PRESETS`` / ``pool_preset(name)``: ``cpu`` (the default),
-  ``gpu1`` (one GPU node), ``gpu8`` (an 8-GPU node).
+  ``gpu1`` (one GPU node), ``gpu8`` (an 8-GPU node). The ``download`` pool is the build's (yt-dlp into the
+  media root, tools.download.download_task); ``process`` never starts it.
 - ``RayPoolExecutor``: ``submit(stage, fn, args)`` returns a ``concurrent.futures.Future`` of
   ``fn(*args)`` run by an actor of the stage's pool; ``capacity(stage)`` is what the pool takes at once
   (actors x max in flight), so the caller submits no more than the pools can take (backpressure); a
@@ -50,8 +51,9 @@ log = logging.getLogger(__name__)
 # The repository root: Ray workers put it on their path to import the project's modules.
 ROOT = Path(__file__).resolve().parent.parent
 
-# The heavy stages, each with its own pool (their pure task functions: pipeline.stages.*_task).
-STAGES = ("probe", "asr", "keyframes", "ocr")
+# The heavy stages, each with its own pool (their pure task functions: pipeline.stages.*_task, and the build's
+# download: tools.download.download_task).
+STAGES = ("download", "probe", "asr", "keyframes", "ocr")
 
 GB = 1024**3
 WORKER_LOST = "worker_lost"  # ToolError kind: the actor or node running the task died and Ray gave up
@@ -108,6 +110,9 @@ class PoolConfig(BaseModel):
     ``POOL_PRESETS`` (``cpu``, the default; ``gpu1``; ``gpu8``)."""
 
     model_config = ConfigDict(extra="forbid")
+    download: PoolSpec = Field(PoolSpec(size=2, num_cpus=0.0), description=(
+        "yt-dlp into the media root (the build): network-bound, so several a CPU; 0 CPUs declared here so the "
+        "CPU preset's other pools keep the 2 CPUs"))
     probe: PoolSpec = Field(PoolSpec(size=1, num_cpus=0.25), description="ffprobe of each input: light")
     asr: PoolSpec = Field(PoolSpec(size=1, num_cpus=1.0, memory_gb=1.0),
                           description="faster-whisper: the model per actor")
@@ -130,21 +135,25 @@ class PoolConfig(BaseModel):
         return total
 
 
-# Sane numbers for three machines. cpu: all four pools fit on 2 CPUs (a laptop, CI). gpu1: one node with a GPU
+# Sane numbers for three machines. cpu: all five pools fit on 2 CPUs (a laptop, CI). gpu1: one node with a GPU
 # and ~16 CPUs, ~64 GB: two whisper actors share the GPU (one decodes while the other extracts features),
 # keyframes and tesseract on the CPUs. gpu8: an 8-GPU node with ~128 CPUs (the NeMo Curator floors' node,
 # SCALE.md): two whisper actors a GPU, decoding/OCR actors on the CPUs; leaves ~14 CPUs to Ray, the driver and
 # ffmpeg children. Memory: 4 GB a whisper actor (large-v3's weights and audio on the host side), 1 GB a
-# keyframes actor (decoded frames), 0.5 GB a tesseract actor.
+# keyframes actor (decoded frames), 0.5 GB a tesseract actor. Downloads wait on the network, not a CPU: four
+# yt-dlp actors a declared CPU (yt-dlp's own merge is an ffmpeg copy, no re-encode), each holding one
+# download and one queued.
 POOL_PRESETS: dict[str, PoolConfig] = {
     "cpu": PoolConfig(),
     "gpu1": PoolConfig(
+        download=PoolSpec(size=8, num_cpus=0.25),
         probe=PoolSpec(size=2, num_cpus=0.25),
         asr=PoolSpec(size=2, num_cpus=1.0, num_gpus=0.5, memory_gb=4.0),
         keyframes=PoolSpec(size=6, num_cpus=1.0, memory_gb=1.0),
         ocr=PoolSpec(size=4, num_cpus=1.0, memory_gb=0.5),
     ),
     "gpu8": PoolConfig(
+        download=PoolSpec(size=32, num_cpus=0.25),
         probe=PoolSpec(size=8, num_cpus=0.25),
         asr=PoolSpec(size=16, num_cpus=2.0, num_gpus=0.5, memory_gb=4.0),
         keyframes=PoolSpec(size=48, num_cpus=1.0, memory_gb=1.0),
@@ -250,6 +259,8 @@ class RayPoolExecutor:
     # -- Ray ----------------------------------------------------------------------------------------------
     def _ray(self):
         """Ray, started or connected on first use; PoolUnavailable (kind ``config``) when it cannot be."""
+        if self.address is None:
+            local_auth_mode()  # before Ray is imported: it reads the mode once
         import ray
 
         with self._create_lock:
@@ -479,6 +490,25 @@ class RayPoolExecutor:
                 slot.dead = True
             self._settled.append((future, result, exc))
             self._cond.notify_all()
+
+
+def local_auth_mode() -> None:
+    """Before a local Ray is started: ``RAY_AUTH_MODE=token`` unless the user set a mode. Ray 2.60 turns token
+    authentication on for a new local cluster when the variable is unset, and says so in a warning line on
+    stderr ("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out");
+    an explicit mode is respected "without warning" (ray._private.authentication.authentication_token_setup;
+    docs.ray.io "Ray token authentication": the mode is set through the environment only). Naming the mode
+    Ray would pick keeps its behaviour (a token in ~/.ray/auth_token, made by Ray if missing) without the line.
+
+    Ray reads the mode once, when its core module is imported: so this sets it only while Ray is not yet
+    imported in this process (setting it later would give the driver and the cluster's processes different
+    modes, and the cluster fails to start); then, and when ``RAY_ADDRESS`` names a running cluster (whose mode
+    is its own), nothing is changed and Ray's line may show."""
+    import sys
+
+    if "RAY_AUTH_MODE" in os.environ or os.environ.get("RAY_ADDRESS") or "ray._raylet" in sys.modules:
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _live(pool: _Pool) -> list[_Slot]:

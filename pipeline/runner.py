@@ -88,6 +88,7 @@ class RunResult:
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> {reason: videos}; failures: failed
     warnings: dict[str, int] = field(default_factory=dict)  # warning kind -> videos of the run with one
     retried: dict[str, int] = field(default_factory=dict)  # "STAGE KIND" -> videos that failed last time, redone
+    media: str | None = None  # the media root its images went to (redacted URI, or absolute local folder)
 
     @property
     def failed(self) -> dict[str, int]:
@@ -102,6 +103,7 @@ class RunResult:
     def to_json(self) -> dict:
         """The result as JSON-safe dicts (``--json`` and the run's stored result)."""
         return {"run_id": self.run_id, "samples": self.samples, "out": self.out_dir, "export": self.export,
+                "media": self.media,
                 "seconds": self.seconds, "stages_run": self.stages_run, "dropped": self.dropped,
                 "failed": self.failed, "retried": self.retried, "warnings": self.warnings,
                 "videos": [v.__dict__ for v in self.videos]}
@@ -196,6 +198,24 @@ def check_writable(folder: Path) -> None:
         raise InputError(f"cannot write to {folder}: {exc.strerror or exc}") from exc
 
 
+def recorded_media(store: Store, run_id: str) -> str | None:
+    """The media root a finished ``process`` run recorded (its summary's ``media``: where its keyframes and
+    clip images are, as ``--media`` gave it or the store's default, credentials redacted), so ``export`` and
+    ``view`` find them without ``--media`` again. None when the run recorded none (a build: the store's
+    default; an older run), or a local folder that is no longer there (the store and its NAME_media/ moved
+    together: the caller's default, beside the store, is right then)."""
+    row = store.run(run_id)
+    try:
+        media = json.loads((row or {}).get("summary") or "{}").get("media")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(media, str) or not media:
+        return None
+    if not storage.is_remote(media) and not storage.local_path(media).is_dir():
+        return None
+    return media
+
+
 def media_dir_for(db_path: Path) -> Path:
     """Where the store keeps keyframe files: beside the database, NAME_media/, as an absolute path (so
     what is written under it is found from any working directory; store.paths)."""
@@ -239,14 +259,18 @@ class Runner:
     def flow(self, stages: list[Stage], workers: int | None = None, **kw) -> Flow:
         """The scheduler over ``stages`` with this run's lanes (pipeline.flow): on the local executor one
         video in ASR and one in keyframes/OCR at a time (``overlap`` false: one video at a time through
-        every stage); on a process pool or Ray, ``workers`` videos per lane. ``workers``: videos in flight
-        (default: enough to fill the lanes); ``kw``: Flow's ledger, reporter, on_progress, before_step."""
+        every stage); on a process pool ``workers`` videos per lane; on Ray what each lane's pools take at
+        once (pipeline/pools.py), the build's ``download`` lane too (elsewhere it is unbounded: its downloads
+        run in the flow's threads, as they always did). ``workers``: videos in flight (default: enough to
+        fill the lanes); ``kw``: Flow's ledger, reporter, on_progress, before_step."""
         cfg = self.cfg
         kw.setdefault("reporter", self.reporter)
         if cfg.executor == "ray":  # what the actor pools take at once (pipeline/pools.py: backpressure)
             pools = self._executor()
             limits = {"asr": pools.capacity("asr"), "visual": pools.capacity("keyframes") + pools.capacity("ocr")}
-            return Flow(stages, limits=limits, workers=workers or sum(limits.values()) + 1, **kw)
+            workers = workers or sum(limits.values()) + 1
+            limits["download"] = pools.capacity("download")  # the build's lane (process has no download stage)
+            return Flow(stages, limits=limits, workers=workers, **kw)
         per_lane = 1 if cfg.executor == "local" else max(1, cfg.workers)
         if cfg.executor == "local" and not cfg.overlap:
             workers = 1
@@ -327,7 +351,8 @@ class Runner:
         return self._summary(run_id, videos, samples)
 
     # -- what the build shares ------------------------------------------------------------------------
-    def register(self, run_id: str, items: list[tuple[Path | str, dict]]) -> list[dict]:
+    def register(self, run_id: str, items: list[tuple[Path | str, dict]],
+                 content: tuple[str, int] | None = None) -> list[dict]:
         """Record each file as a video (sidecar metadata, overridden by ``extra``); dedup by video id.
         A file is a Path, or an object-store URI str (tools.storage: its content streamed for the sha256, its
         sidecar read beside it, its source stored as the URI, tools.storage.redact applied).
@@ -338,14 +363,16 @@ class Runner:
         A file whose content (sha256) is already stored under another video is recorded as a
         ``duplicate`` pointing to that video (``duplicate_of``) and costs no stage work; an
         empty file is an ``empty`` error. Each video gets a ``run_videos`` row of the run (status pending,
-        duplicate or error). Returns every registered video, duplicates included.
+        duplicate or error). Returns every registered video, duplicates included. ``content``: (sha256, bytes)
+        of a single item, computed where it was written (the build's download task on a Ray worker), so the
+        driver does not read the file.
         """
         store = self.store
         videos: list[dict] = []
         self.reporter.stage("register", len(items))
         for f, extra in items:
             meta = {**sidecar(f), **{k: v for k, v in extra.items() if v is not None}}
-            sha, size = _content(f)
+            sha, size = content if content is not None and len(items) == 1 else _content(f)
             vid = extra.get("id") or make_video_id(f, meta, sha)
             name = Path(str(f)).name
             row = {"video_id": vid, "source": storage.redact(f), "sha256": sha,
@@ -452,4 +479,4 @@ class Runner:
         return RunResult(run_id=run_id, videos=out, samples=len(samples), out_dir=str(self.out_dir), seconds=0.0,
                          stages_run=self.stages_run, export=str(exported) if exported else None,
                          dropped={k: dict(v) for k, v in self.ctx.reasons.items()},
-                         warnings=dict(sorted(kinds.items())))
+                         warnings=dict(sorted(kinds.items())), media=storage.redact(self.media))

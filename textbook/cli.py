@@ -281,8 +281,9 @@ def export(db: DbOpt = None,
                                                                  "variables)")] = None,
            run: Annotated[Optional[str], typer.Option(help="run id (default: latest)")] = None,
            media: Annotated[Optional[str], typer.Option("--media", help="the media root the run wrote its images to "
-                                                                     "(process --media; default: NAME_media/ beside "
-                                                                     "--db)")] = None,
+                                                                     "(default: the one the run recorded, as "
+                                                                     "process --media gave it; else NAME_media/ "
+                                                                     "beside --db)")] = None,
            order: Annotated[str, typer.Option("--order", help="file (pack order) or curriculum (easy to "
                                                             "difficult by the knowledge points' difficulty)")] = "file",
            image_root: Annotated[Optional[str], typer.Option(
@@ -298,7 +299,7 @@ def export(db: DbOpt = None,
     """Write a run's samples (and their images) in the layout a trainer reads (see docs/formats.md)."""
     from pipeline.export import FORMATS, DatasetCard, ExportOptions
     from pipeline.export import export as run_export
-    from pipeline.runner import check_writable, media_dir_for
+    from pipeline.runner import check_writable, media_dir_for, recorded_media
     from pipeline.stats import corpus_stats, sources
 
     if fmt not in FORMATS:
@@ -317,6 +318,7 @@ def export(db: DbOpt = None,
     try:
         run_id = _run_id(store, run)
         samples = store.samples(run_id)
+        media = media or recorded_media(store, run_id)  # an explicit --media wins
         if fmt == "hf":
             row = store.run(run_id)
             options.card = DatasetCard(run_id=run_id, stats=corpus_stats(store, run_id, tokenizer),

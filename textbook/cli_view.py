@@ -17,10 +17,27 @@ DbOpt = Annotated[Optional[Path], typer.Option("--db", help="DuckDB file (env TE
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="settings file (TOML, YAML or JSON)")]
 
 
+def _recorded_media(db: Path) -> str | None:
+    """The media root the store's latest run recorded (pipeline.runner.recorded_media), or None."""
+    from pipeline.runner import recorded_media
+    from store import open_store
+
+    store = open_store(db, read_only=True)
+    try:
+        latest = store.latest_run()
+        return recorded_media(store, latest) if latest else None
+    finally:
+        store.close()
+
+
 def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> None:
     """Add ``view`` (the browser viewer of a store) and ``review`` (answer a build's pending review) to ``app``."""
     @app.command()
     def view(db: DbOpt = None, config: ConfigOpt = None,
+             media: Annotated[Optional[str], typer.Option("--media", help="the local folder the images are in "
+                                                                       "(default: the one the latest run "
+                                                                       "recorded, as process --media gave it; "
+                                                                       "else NAME_media/ beside --db)")] = None,
              port: Annotated[int, typer.Option(help="port (0: a free one)")] = 8765,
              host: Annotated[str, typer.Option(help="bind address (127.0.0.1 unless you mean to share it)")]
              = "127.0.0.1") -> None:
@@ -30,8 +47,20 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
 
         setup_logging(True)
         settings = load_settings(config, {"db": db} if db else {})
+        backend = FileBackend(existing_db(settings.db, user_error))
+        root = media or _recorded_media(settings.db)
+        if root is not None:
+            from tools import storage
+
+            if storage.is_remote(root):  # served files are local ones: say where the images are instead
+                err_console.print(f"note: the latest run's images are in {storage.redact(root)}; the viewer shows "
+                                  "images from a local folder only (--media)", highlight=False, soft_wrap=True)
+            elif not storage.local_path(root).is_dir():
+                raise user_error(f"--media {root}: no such folder")
+            else:
+                backend.media_dir = storage.local_path(root).resolve()
         try:
-            viewer = Viewer(FileBackend(existing_db(settings.db, user_error)), host, port)
+            viewer = Viewer(backend, host, port)
         except ServeError as exc:
             raise user_error(str(exc)) from exc
         if not is_loopback(host):

@@ -5,6 +5,11 @@
 unavailable, ...) and a one-line message. Transient kinds are retried with exponential backoff;
 permanent ones fail at once. A file already in ``dest_dir`` is returned without a request, and a
 local path is returned as is after probing. yt-dlp prints nothing: its messages go to a collector.
+
+``download_task(url, dest, video_id, max_height, retries)`` is the build's download stage as a pure task
+(an executor may run it on a Ray actor on another node): ``dest`` is a folder or an object-store URI
+(tools.storage), the file ends up there, and the ``Stored`` record it returns names it by URI with its
+sha256 and size, so the driver registers the video without reading a file only the worker wrote.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tools import storage
 from tools.errors import ToolError
-from tools.media import VIDEO_EXTENSIONS, probe
+from tools.media import VIDEO_EXTENSIONS, file_sha256, probe
 
 log = logging.getLogger(__name__)
 
@@ -263,3 +269,70 @@ def download(url: str, dest_dir: Path, *, video_id: str | None = None, max_heigh
     info_small = _info_subset(info, media)
     info_small["ext"] = path.suffix.lstrip(".")
     return Downloaded(final_id, path, url, info_small, path.stat().st_size, attempt)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A downloaded video where the run keeps it: ``source`` its path or object-store URI (under the
+    ``dest`` the task was given; a local input: its own path), ``sha256`` and ``bytes`` of its content
+    (computed where it was written), ``info`` what yt-dlp knew (``Downloaded.info``), ``attempts`` the tries
+    made (0: it was there already)."""
+
+    video_id: str
+    source: str
+    url: str
+    sha256: str
+    bytes: int
+    info: dict = field(default_factory=dict)
+    attempts: int = 0
+
+
+def download_task(url: str, dest: str, video_id: str, max_height: int = 480, retries: int = 3) -> Stored:
+    """Download ``url`` as ``VIDEO_ID.EXT`` into ``dest`` (a local folder, or an object-store URI such as
+    ``s3://bucket/media/downloads``: the file is fetched into a temporary folder here, probed, hashed, and
+    uploaded whole; a video already there is returned without a request). A local input (not a URL) stays
+    where it is. Runs wherever the executor puts it (a Ray actor of the ``download`` pool); the result
+    pickles. Raises DownloadError with its kind (see ``download``), ToolError (storage, permission) when
+    ``dest`` cannot be written."""
+    local_input = not _URL.match(url) or url.startswith("file://")
+    if local_input or not storage.is_remote(dest):
+        folder = Path(".") if local_input else storage.local_path(dest)  # a local input is not copied
+        got = download(url, folder, video_id=video_id, max_height=max_height, retries=retries)
+        return Stored(got.video_id, str(got.path), url, file_sha256(got.path), got.bytes, got.info, got.attempts)
+    present = _existing_object(dest, video_id)
+    if present is not None:  # an object is whole or absent (one upload of a probed file): no request
+        digest, n = _object_sha256(present)
+        ext = present.rsplit(".", 1)[-1]
+        return Stored(video_id, present, url, digest, n, {"ext": ext}, 0)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="textbook-download-") as tmp:
+        got = download(url, Path(tmp), video_id=video_id, max_height=max_height, retries=retries)
+        target = storage.join(dest, got.path.name)
+        storage.put_file(got.path, target)
+        return Stored(got.video_id, target, url, file_sha256(got.path), got.bytes, got.info, got.attempts)
+
+
+def _existing_object(dest: str, video_id: str) -> str | None:
+    """The object ``dest/VIDEO_ID.EXT`` of a finished download (a video extension), or None."""
+    try:
+        found = storage.listdir(dest, VIDEO_EXTENSIONS, recursive=False)
+    except ToolError as exc:
+        if exc.kind == "not_found":
+            return None
+        raise
+    for uri in found:
+        name = uri.rsplit("/", 1)[-1]
+        if name.rsplit(".", 1)[0] == video_id:
+            return uri
+    return None
+
+
+def _object_sha256(uri: str) -> tuple[str, int]:
+    """(sha256, bytes) of an object, streamed."""
+    digest, n = hashlib.sha256(), 0
+    with storage.open_uri(uri, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+            n += len(block)
+    return digest.hexdigest(), n

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,18 @@ class OcrOptions:
     vlm_model: str = ""
     vlm_api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
     vlm_max_tokens: int = 512
+    # VLM requests in flight at once for one video's frames (each its own call, answers in frame order);
+    # not part of a config hash: it changes how fast, never what is read
+    vlm_concurrency: int = field(default=8, metadata={"hash": False})
     timeout: float = 120.0
+
+    def __post_init__(self):
+        if self.vlm_concurrency < 1:
+            raise ValueError(f"vlm_concurrency must be at least 1, not {self.vlm_concurrency}")
+
+
+#: OcrOptions fields that change how a read runs, not what it reads: out of config hashes and stored options
+_UNHASHED = frozenset(f.name for f in fields(OcrOptions) if not f.metadata.get("hash", True))
 
 
 @dataclass
@@ -328,7 +339,9 @@ class VlmOCR:
     messages with the image elided, answer, tokens, latency, error) so the pipeline logs it as
     an ``llm_calls`` row like every other model call. A frame whose call fails gives an empty
     result with the error in its call; ``read_many`` raises ToolError("ocr-failed") only when
-    every frame failed (an endpoint that is down), after the calls were made.
+    every frame failed (an endpoint that is down), after the calls were made. ``read_many`` keeps up to
+    ``options.vlm_concurrency`` requests in flight (a vLLM server batches them; one at a time leaves it idle
+    between frames). Thread-safe: the OpenAI client pools its connections.
     """
 
     PROMPT_NAME = "ocr_vlm"
@@ -344,9 +357,14 @@ class VlmOCR:
         self.client = OpenAI(base_url=options.vlm_base_url, api_key=key, timeout=options.timeout, max_retries=2)
 
     def read_many(self, images: list[str | Path]) -> list[OcrResult]:
-        """The OCR of each image, in order, one chat call each. Raises ToolError("ocr-failed") only when every call
-        failed."""
-        results = [self.read(image) for image in images]
+        """The OCR of each image, in order, one chat call each, up to ``options.vlm_concurrency`` at once. Raises
+        ToolError("ocr-failed") only when every call failed."""
+        workers = min(self.options.vlm_concurrency, len(images))
+        if workers <= 1:
+            results = [self.read(image) for image in images]
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="vlm-ocr") as pool:
+                results = list(pool.map(self.read, images))  # map keeps the frames' order
         failed = [r.llm_call.error for r in results if r.llm_call and r.llm_call.error]
         if results and len(failed) == len(results):
             raise ToolError("ocr-failed", f"VLM OCR at {self.options.vlm_base_url}: {failed[0]}")
@@ -377,7 +395,7 @@ class VlmOCR:
         answer = text
         if text.upper() == "NONE":
             text = ""
-        safe = {k: v for k, v in asdict(opts).items() if k != "vlm_api_key_env"}
+        safe = {k: v for k, v in asdict(opts).items() if k != "vlm_api_key_env" and k not in _UNHASHED}
         call = LlmCall(prompt_name=self.PROMPT_NAME, prompt_sha256=self.PROMPT_SHA256, model=opts.vlm_model,
                        messages=logged, response=answer if error is None else None,
                        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0) if usage else len(VLM_PROMPT) // 4,

@@ -22,8 +22,8 @@ def probe_task(path: str) -> dict:
 
 
 class ProbeStage(Stage):
-    """Container facts (ffprobe, in the driver: quick, no executor round trip; an object's on the executor),
-    then the probe rules."""
+    """Container facts (ffprobe, in the driver: quick, no executor round trip; an object's, and on Ray a file a
+    worker wrote into the media root, on the executor), then the probe rules."""
 
     name = "probe"
 
@@ -36,9 +36,20 @@ class ProbeStage(Stage):
         return (self.store.video(video.video_id) or {}).get("status") != Status.DUPLICATE
 
     def task(self, video: Video, h: str):
-        """For an object-store source, probe_task on the executor (a worker copies the object, not the
-        driver); for a local file None: ``compute`` runs in the driver."""
-        return (probe_task, (video.source,)) if storage.is_remote(video.source) else None
+        """probe_task on the executor for an object-store source (a worker copies the object, not the driver)
+        and, on Ray, for a file in the media root (a worker wrote it: the build's download); for another
+        local file None: ``compute`` runs in the driver."""
+        remote = storage.is_remote(video.source)
+        if remote or (self.cfg.executor == "ray" and self._in_media(video.source)):
+            return probe_task, (video.source,)
+        return None
+
+    def _in_media(self, source: str) -> bool:
+        """Whether the local file ``source`` is under the run's (local) media root."""
+        media = self.ctx.media
+        if storage.is_remote(media):
+            return False
+        return Path(source).absolute().is_relative_to(storage.local_path(media).absolute())
 
     def compute(self, video: Video, h: str) -> dict:
         """ffprobe of the file (probe_task)."""

@@ -65,7 +65,7 @@ def test_pool_spec_is_what_ray_is_told_and_capacity_is_actors_times_in_flight():
     executor = RayPoolExecutor(cfg)  # starts nothing until a submit
     assert executor.capacity("asr") == 12 and executor.capacity("probe") == 2
     assert executor.pending("asr") == 0
-    with pytest.raises(ValueError, match="probe, asr, keyframes, ocr"):
+    with pytest.raises(ValueError, match="download, probe, asr, keyframes, ocr"):
         executor.capacity("clips")
     with pytest.raises(ValueError, match="whole number"):
         PoolSpec(num_gpus=1.5)
@@ -74,6 +74,47 @@ def test_pool_spec_is_what_ray_is_told_and_capacity_is_actors_times_in_flight():
     with pytest.raises(ValueError):
         PoolConfig.model_validate({"asr": {"gpus": 1}})  # a typo is an error, not a default
     executor.close()
+
+
+def test_the_flow_holds_no_more_downloads_than_the_download_pool_takes(tmp_path):
+    """Backpressure for the build's downloads on Ray: the ``download`` lane (DownloadStage.needs) is bounded by
+    the download pool's capacity (actors x in flight), however many videos are in flight. (No Ray is started:
+    the pools' capacities are config; the stage here holds its lane as a download would.)"""
+    import threading
+    import time
+
+    from agents.stages import DownloadStage
+    from pipeline.config import PipelineConfig
+    from pipeline.records import Video
+    from pipeline.runner import Runner
+    from pipeline.stage import Stage
+    from store import open_store
+
+    now, peak, lock = [0], [0], threading.Lock()
+
+    class Holds(Stage):
+        name, needs = "download", DownloadStage.needs
+
+        def step(self, video):
+            with lock:
+                now[0] += 1
+                peak[0] = max(peak[0], now[0])
+            time.sleep(0.05)
+            with lock:
+                now[0] -= 1
+            return video
+
+    store = open_store(tmp_path / "lane.duckdb")
+    try:
+        pools = PoolConfig(download=PoolSpec(size=2, num_cpus=0, max_in_flight=1))
+        runner = Runner(store, PipelineConfig(executor="ray", pools=pools), tmp_path / "out")
+        flow = runner.flow([Holds(runner.ctx)], workers=12)
+        result = flow.run([Video(video_id=f"v{i}", source=f"http://x/{i}") for i in range(12)])
+        runner.close()
+    finally:
+        store.close()
+    assert DownloadStage.needs.lane == "download"
+    assert len(result.passed) == 12 and peak[0] == 2  # the pool's capacity: 2 actors x 1 in flight
 
 
 # -- Ray ------------------------------------------------------------------------------------------------------
