@@ -61,6 +61,9 @@ DAILY_SEARCH_UNITS = 10_000
 CHARS_PER_TOKEN = 4  # agents.llm._estimate_tokens
 
 STAGE_ORDER = ("probe", "asr", "keyframes", "ocr")
+# a keyframe as a vision model's input: Qwen2-VL's rule, one token per 28x28 pixels, at 1280x720
+IMAGE_TOKENS = 1280 * 720 // (28 * 28)
+IMAGE_SOURCE = "Qwen2-VL's rule (a token per 28x28 px) at 1280x720"
 
 
 class EstimateError(Exception):
@@ -129,7 +132,9 @@ class Rates:
 class Design:
     """What the run asks per item (agents/config.py's AgentConfig): queries per point and round, results
     per query, rounds, top comments fetched per result (YouTube), two transcript judges, a rewrite and a
-    clip judgment per clip; ``planner``: whether a goal is planned (interpret + taxonomy + queries);
+    clip judgment per clip; ``visual_filter``: a caption of each clip's keyframes (the paper's visual clip filter,
+    agents/visual_filter.py; at most ``caption_images`` keyframes a request); ``planner``: whether a goal is
+    planned (interpret + taxonomy + queries);
     ``search``: whether knowledge points are searched at all; ``youtube``: whether through the YouTube Data
     API (quota units; yt-dlp's search and local libraries cost none); ``llm``: whether any model is asked
     (`textbook process` asks none)."""
@@ -141,6 +146,8 @@ class Design:
     transcript_judges: int = 2
     polish: bool = True
     clip_judge: bool = True
+    visual_filter: bool = False
+    caption_images: int = 4
     planner: bool = True
     search: bool = True
     llm: bool = True
@@ -250,7 +257,9 @@ def search_units_per_query(design: Design) -> int:
 
 def role_calls(sizes: Sizes, design: Design) -> dict[str, int]:
     """LLM calls per role: planner 2 + one per point per round (with a goal), metadata judge one per
-    candidate found, each transcript judge one per video transcribed, polisher and clip judge one per clip."""
+    candidate found, each transcript judge one per video transcribed, polisher and clip judge one per clip, the
+    captioner one per clip with the visual filter (the paper captioned every clip; ours skips clips whose frames
+    the rules already drop, so this is the most it asks)."""
     if not design.llm:
         return {}
     judges = ("transcript_judge_a", "transcript_judge_b")[:design.transcript_judges]
@@ -258,7 +267,18 @@ def role_calls(sizes: Sizes, design: Design) -> dict[str, int]:
             "metadata_judge": sizes.found,
             **{j: sizes.transcribed for j in judges},
             "polisher": sizes.clips if design.polish else 0,
-            "clip_judge": sizes.clips if design.clip_judge else 0}
+            "clip_judge": sizes.clips if design.clip_judge else 0,
+            **({"captioner": sizes.clips} if design.visual_filter else {})}
+
+
+def caption_rate(rates: Rates, sizes: Sizes, design: Design) -> RoleRate:
+    """The captioner's tokens per call: its prompt, and the clip's keyframes (``sizes.keyframes / sizes.clips``, at
+    most ``design.caption_images``) at ``IMAGE_TOKENS`` each; the answer a caption of about 60 tokens."""
+    base = rates.roles.get("captioner") or RoleRate("captioner", round(_prompt_tokens("caption", None), 1), 60.0,
+                                                    "prompt: template")
+    images = min(float(design.caption_images), sizes.keyframes / sizes.clips) if sizes.clips else 0.0
+    return RoleRate("captioner", round(base.input_tokens + images * IMAGE_TOKENS, 1), base.output_tokens,
+                    f"{base.source}; {images:.2f} keyframes a clip x {IMAGE_TOKENS} tokens ({IMAGE_SOURCE})")
 
 
 def project(sizes: Sizes, rates: Rates, design: Design, cluster: Cluster) -> Estimate:
@@ -273,7 +293,7 @@ def project(sizes: Sizes, rates: Rates, design: Design, cluster: Cluster) -> Est
     notes: list[str] = []
     roles = []
     for role, calls in role_calls(sizes, design).items():
-        rate = rates.roles.get(role)
+        rate = caption_rate(rates, sizes, design) if role == "captioner" else rates.roles.get(role)
         if rate is None:
             raise EstimateError(f"no token rate for role {role}")
         roles.append(RoleEstimate(role, calls, round(calls * rate.input_tokens), round(calls * rate.output_tokens),
@@ -746,9 +766,11 @@ def paper_sizes() -> Sizes:
                         hours=p["hours_kept"], clips=p["clips"], keyframes=p["keyframes"], given=PAPER_SOURCE)
 
 
-def paper_design() -> Design:
-    """The paper's search (one query a point, top 50 results, comments for the judge) and our per-clip design."""
-    return Design(queries_per_point=1, results_per_query=PAPER["results_per_query"], rounds=1, comments=5)
+def paper_design(visual_filter: bool = True) -> Design:
+    """The paper's search (one query a point, top 50 results, comments for the judge), our per-clip design, and
+    the paper's visual filter (a caption of every clip) unless ``visual_filter`` is False."""
+    return Design(queries_per_point=1, results_per_query=PAPER["results_per_query"], rounds=1, comments=5,
+                  visual_filter=visual_filter)
 
 
 # -- text ----------------------------------------------------------------------------------------------------

@@ -57,6 +57,10 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         llm: Annotated[Optional[bool], typer.Option("--llm/--no-llm", help="count the judges' and rewrites' calls "
                                                                            "(default: yes, except for video "
                                                                            "paths: `process` asks no model)")] = None,
+        visual_filter: Annotated[Optional[bool], typer.Option(
+            "--visual-filter/--no-visual-filter", help="count a caption of each clip (the paper's visual clip "
+                                                       "filter; default: as configured, agent.visual_filter; on "
+                                                       "with --paper)")] = None,
         from_run: Annotated[Optional[str], typer.Option("--from-run", help="take the rates from this run of "
                                                                           "--db")] = None,
         db: Annotated[Optional[Path], typer.Option("--db", help="DuckDB file of --from-run (env TEXTBOOK_DB)")] = None,
@@ -92,11 +96,13 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
             design = est.Design(queries_per_point=agent.queries_per_point, results_per_query=agent.results_per_query,
                                 rounds=1, comments=agent.comments if "youtube" in agent.sources else 0,
                                 polish=agent.polish, clip_judge=agent.clip_judge == "llm",
+                                visual_filter=agent.caption_filter_on() if visual_filter is None else visual_filter,
+                                caption_images=agent.caption_max_images,
                                 planner=goal is not None, search=goal is not None,
                                 llm=llm if llm is not None else not paths, youtube="youtube" in agent.sources)
             size, taxonomy = agent.taxonomy, None
             if paper:
-                design, points = est.paper_design(), est.PAPER["points"]
+                design, points = est.paper_design(visual_filter is not False), est.PAPER["points"]
             if goal is not None and points is None:
                 from agents.graph import named_subjects
 

@@ -99,13 +99,20 @@ def test_sizes_derived_from_points_and_yields():
     assert "given" in f.sources["found"] and "metadata keep" in f.sources["kept"]
 
 
-def test_paper_corpus_is_about_8_5_million_calls():
+def test_paper_corpus_is_about_8_5_million_calls_and_4_million_captions():
     p = est.PAPER
-    e = est.project(est.paper_sizes(), est.default_rates(p["points"]), est.paper_design(),
-                    est.Cluster(8, 128, est.Figure(30, "given")))
+    cluster = est.Cluster(8, 128, est.Figure(30, "given"))
+    e = est.project(est.paper_sizes(), est.default_rates(p["points"]), est.paper_design(visual_filter=False), cluster)
     expected = (2 + p["points"]) + p["found"] + 2 * p["found"] + 2 * p["clips"]
     assert e.llm_calls == expected
     assert 8.4e6 < e.llm_calls < 8.6e6  # issue 19's "about 8.5M LLM calls at our per-clip design"
+    # the paper's visual filter captions every clip: 4M calls more, each with the clip's keyframes (6.58M / 4M)
+    with_captions = est.project(est.paper_sizes(), est.default_rates(p["points"]), est.paper_design(), cluster)
+    [cap] = [r for r in with_captions.roles if r.role == "captioner"]
+    assert cap.calls == p["clips"] and with_captions.llm_calls == expected + p["clips"]
+    images = p["keyframes"] / p["clips"]
+    prompt = cap.input_tokens / p["clips"] - images * est.IMAGE_TOKENS  # the caption prompt's own tokens on top
+    assert 50 < prompt < 500
     asr = next(s for s in e.stages if s.stage == "asr")
     # ASR runs before the transcript judges: over every video transcribed, at the kept videos' mean length
     assert asr.work == pytest.approx(p["found"] * p["hours_kept"] / p["kept"])
