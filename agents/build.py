@@ -28,6 +28,7 @@ from agents.llm import Gateway, LLMUnavailable
 from agents.slots import retry_failed
 from pipeline.config import PipelineConfig
 from pipeline.runner import Runner, check_writable, media_dir_for
+from tools import storage
 
 log = logging.getLogger(__name__)
 
@@ -172,12 +173,15 @@ def run_id_for(goal: str, agent: AgentConfig, pipeline: PipelineConfig) -> str:
 
 @dataclass
 class BuildSpec:
-    """What a build was asked to do: the goal, the agent and pipeline configs and the export folder."""
+    """What a build was asked to do: the goal, the agent and pipeline configs, the export folder, and the
+    media root (``media``: where downloads, keyframes and clip images go: a folder or an object-store URI every
+    worker can write, tools.storage; None: NAME_media/ beside the store)."""
 
     goal: str
     agent: AgentConfig
     pipeline: PipelineConfig
     out: Path
+    media: str | None = None
 
 
 def spec_from_run(store, run_id: str) -> BuildSpec:
@@ -189,7 +193,8 @@ def spec_from_run(store, run_id: str) -> BuildSpec:
         raise BuildError(f"{run_id} is a `{row['command']}` run, not a build")
     cfg = json.loads(row["config"])
     return BuildSpec(goal=json.loads(row["inputs"])[0], agent=AgentConfig.model_validate(cfg["agent"]),
-                     pipeline=PipelineConfig.model_validate(cfg["pipeline"]), out=Path(cfg["out"]))
+                     pipeline=PipelineConfig.model_validate(cfg["pipeline"]), out=Path(cfg["out"]),
+                     media=cfg.get("media"))
 
 
 class BuildInterrupted(Exception):
@@ -225,10 +230,9 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
                                min_relevance=spec.agent.min_relevance, embed=embed_texts)
     attach_store(sources, store)
     check_writable(spec.out)
-    media = media_dir_for(store.path)
-    check_writable(media)
+    media, remote = media_root(spec, store.path)
     cfg_json = {"agent": spec.agent.model_dump(mode="json"), "pipeline": spec.pipeline.model_dump(mode="json"),
-                "out": str(spec.out)}
+                "out": str(spec.out), **({"media": storage.redact(str(media))} if spec.media else {})}
     previous = store.run(run_id)
     paid_before = store.llm_totals(run_id)["paid_calls"] if previous is not None else 0
     if resume and previous is not None and previous["status"] == "finished" and \
@@ -239,16 +243,15 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     llm_cfg = _endpoint_config(spec.agent.llm, base_url, model_name)
     budget = BudgetTracker(store, run_id, spec.agent.budgets)
     gateway = _gateway(store, run_id, llm_cfg, models, budget, on_progress)
-    runner = Runner(store, spec.pipeline, spec.out, reporter, command="build")
-    if spec.pipeline.executor == "ray":  # every node can write and read the media root its downloads go to
+    runner = Runner(store, spec.pipeline, spec.out, reporter, command="build", media=media)
+    if spec.pipeline.executor == "ray" or remote:  # every node can write and read the media root
         _preflight(store, run_id, runner)
     embedded = model_name if base_url and model_name else None
     judges = judge_enforcement(spec.agent, embedded) | visual_filter.mode(spec.agent)
     enforce = {k: v == "enforced" for k, v in judges.items()}
     deps = Deps(store=store, gateway=gateway, cfg=spec.agent, runner=runner, sources=sources, budget=budget,
-                downloads=media / "downloads", enforce=enforce, on_event=on_event or (lambda e: None),
-                embed=embed_texts, rewrite_use=rewrite_use(spec.agent, embedded))
-    (media / "downloads").mkdir(parents=True, exist_ok=True)
+                downloads=storage.join(media, "downloads") if remote else media / "downloads", enforce=enforce,
+                on_event=on_event or (lambda e: None), embed=embed_texts, rewrite_use=rewrite_use(spec.agent, embedded))
     graph = BuildAgent(deps).compile(checkpointer=DuckDBSaver(store.con))
     config = {"configurable": {"thread_id": run_id}, "max_concurrency": 1, "recursion_limit": 1000}
     # the same command again (or --resume) retries what failed last time; judgments and rejections stay
@@ -262,7 +265,8 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
     if "waiting_for_review" in final:
         return {"run_id": run_id, "waiting_for_review": final["waiting_for_review"]["kind"],
                 "review_key": final["waiting_for_review"]["key"]}
-    result = {**(final.get("result") or {}), "judges": _judges_word(judges), "judge_modes": judges,
+    result = {**(final.get("result") or {}), "media": storage.redact(str(media)),
+              "judges": _judges_word(judges), "judge_modes": judges,
               "retried": dict(retried), "seconds": round(time.monotonic() - t0, 1),
               "paid_now": store.llm_totals(run_id)["paid_calls"] - paid_before}
     if result.get("error"):
@@ -272,6 +276,19 @@ def run_build(store, spec: BuildSpec, *, run_id: str | None = None, resume: bool
         raise BuildError(result["error"])
     store.finish_run(run_id, "finished", result)
     return result
+
+
+def media_root(spec: BuildSpec, db_path: Path) -> tuple[Path | str, bool]:
+    """``(media root, whether it is an object-store URI)`` of a build: ``spec.media`` (a folder made absolute, or
+    a URI), else NAME_media/ beside the store. A local root gets its downloads/ folder and is checked writable
+    (pipeline.runner.InputError); a remote one is checked by the runner's preflight on every node."""
+    if spec.media is not None and storage.is_remote(spec.media):
+        storage.filesystem(spec.media)  # credentials in the URI or a missing package: ToolError, before any run
+        return spec.media, True
+    media = storage.local_path(spec.media).absolute() if spec.media else media_dir_for(db_path)
+    check_writable(media)
+    (media / "downloads").mkdir(parents=True, exist_ok=True)
+    return media, False
 
 
 def _preflight(store, run_id: str, runner: Runner) -> None:

@@ -29,7 +29,7 @@ class Deps:
     runner: Runner
     sources: list
     budget: BudgetTracker
-    downloads: Path
+    downloads: Path | str  # the media root's downloads/: a folder or an object-store URI (tools.storage)
     enforce: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(("metadata", "transcript", "clip"), True))
     on_event: Callable[[dict], None] = lambda e: None
     embed: Callable | None = field(default=assign.embed_texts, repr=False)

@@ -137,6 +137,12 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
         config: ConfigOpt = None,
         executor: Annotated[Optional[str], typer.Option(help="local, process or ray (heavy stages)")] = None,
         workers: Annotated[Optional[int], typer.Option(help="workers of the executor")] = None,
+        pools: Annotated[Optional[str], typer.Option(help="ray executor's actor pools: cpu, gpu1 or gpu8")] = None,
+        ray_address: Annotated[Optional[str], typer.Option(help="a running Ray cluster (none: a local Ray)")] = None,
+        media: Annotated[Optional[str], typer.Option("--media", help="where downloads, keyframes and clip images go: "
+                                                                  "a folder or an object-store URI every worker "
+                                                                  "can write (default: NAME_media/ beside the "
+                                                                  "--db file)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, only the result")] = False,
         review: Annotated[Optional[str], typer.Option("--review", help="taxonomy and/or borderline "
@@ -163,8 +169,9 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                 over["agent"]["review"] = parse_review_flag(review)
             except ValueError as exc:
                 raise user_error(str(exc)) from exc
-        if executor or workers:
-            over["pipeline"] = {k: v for k, v in (("executor", executor), ("workers", workers)) if v}
+        if executor or workers or pools or ray_address:
+            over["pipeline"] = {k: v for k, v in (("executor", executor), ("workers", workers), ("pools", pools),
+                                                  ("ray_address", ray_address)) if v}
         settings = load_settings(config, over)
         if resume:
             existing_db(settings.db, user_error)
@@ -175,8 +182,16 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                 store.close()
                 raise user_error(str(exc)) from exc
             store.close()
+            if pools or ray_address:  # where the work runs is not the run's: a resumed build may move
+                spec.pipeline = spec.pipeline.model_copy(update={"pools": settings.pipeline.pools,
+                                                                 "ray_address": settings.pipeline.ray_address})
         else:
-            spec = BuildSpec(goal=goal, agent=settings.agent, pipeline=settings.pipeline, out=settings.out)
+            spec = BuildSpec(goal=goal, agent=settings.agent, pipeline=settings.pipeline, out=settings.out,
+                             media=media)
+        if spec.media is not None:  # credentials in the URI, a missing gcsfs: one line before anything starts
+            from tools import storage
+
+            storage.filesystem(spec.media)
         # bad sources and an unreachable endpoint fail here, before any database is created
         try:
             from agents.assign import embed_texts
