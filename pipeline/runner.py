@@ -199,11 +199,11 @@ def check_writable(folder: Path) -> None:
 
 
 def recorded_media(store: Store, run_id: str) -> str | None:
-    """The media root a finished ``process`` run recorded (its summary's ``media``: where its keyframes and
-    clip images are, as ``--media`` gave it or the store's default, credentials redacted), so ``export`` and
-    ``view`` find them without ``--media`` again. None when the run recorded none (a build: the store's
-    default; an older run), or a local folder that is no longer there (the store and its NAME_media/ moved
-    together: the caller's default, beside the store, is right then)."""
+    """The media root a finished run recorded (its summary's ``media``: where its keyframes and clip images
+    are, as ``process --media`` or ``build --media`` gave it or the store's default, credentials redacted), so
+    ``export`` and ``view`` find them without ``--media`` again. None when the run recorded none (an older
+    run), or a local folder that is no longer there (the store and its NAME_media/ moved together: the
+    caller's default, beside the store, is right then)."""
     row = store.run(run_id)
     try:
         media = json.loads((row or {}).get("summary") or "{}").get("media")
