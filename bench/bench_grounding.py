@@ -26,8 +26,9 @@ ASR of the narrated lessons. Every figure is a rate from this one run.
    text; refused or never valid: the raw paragraph with its slide corrections when grounded, the raw
    paragraph when plain). The last row is not what the corpus gets: the grounded rewrite kept by rewrite
    VERSION 2's rule (a refused or never valid answer kept the bare raw paragraph), for comparison. ``--write``
-   stores the grounded rewrite's WER beside the raw ASR's in agents/judge_accuracy.json (key ``polish``),
-   which decides whether the build uses the embedded model's rewrite (agents.build.rewrite_use).
+   stores the kept grounded rewrite's WER (``wer_rewrite``) beside the raw ASR's, the correction's alone
+   (``wer_corrected``) and the kept plain rewrite's (``wer_plain``) in agents/judge_accuracy.json (key
+   ``polish``), which decides whether the build uses the embedded model's rewrite (agents.build.rewrite_use).
 
     python bench/bench_grounding.py [--asr] [--pipeline]
     python bench/bench_grounding.py llm [--model qwen2.5-coder-1.5b] [--sets lessons,real] [--limit N] [--write]
@@ -374,7 +375,7 @@ def llm(args) -> None:
             "wer_raw": a["raw"]["wer"], "wer_rewrite": a["grounded"]["wer"], "n": len(rows),
             "slide_term_error_raw": round(a["raw"]["term_missed"] / max(a["raw"]["terms"], 1), 4),
             "slide_term_error_rewrite": round(a["grounded"]["term_missed"] / max(a["grounded"]["terms"], 1), 4),
-            "wer_corrected": a["corrected"]["wer"],
+            "wer_plain": a["plain"]["wer"], "wer_corrected": a["corrected"]["wer"],
             "slide_term_error_corrected": round(a["corrected"]["term_missed"] / max(a["corrected"]["terms"], 1), 4),
             "refused": a["grounded"]["refused"], "rewrite_version": rewrite.VERSION,
             "prompt_sha256": prompts.load("polish").sha256}

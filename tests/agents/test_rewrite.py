@@ -155,6 +155,27 @@ def test_the_embedded_models_rewrite_is_advisory_unless_measured_to_beat_the_raw
     assert rewrite_use(AgentConfig(use_rewrite="yes"), "qwen", worse) == "used"
 
 
+def test_the_embedded_rewrite_must_beat_what_is_kept_without_it():
+    """Advisory, the corpus keeps the ASR corrected from the slide (grounded) or the raw ASR (plain); the
+    model's rewrite is used only when it beats that. bench/bench_grounding.py llm measured SmolLM2-135M's
+    kept grounded rewrite at 3.26% (raw 3.44%, the correction alone 2.58%): better than the raw only through
+    the corrections it keeps on refusal."""
+    from agents.build import rewrite_use
+    from agents.config import AgentConfig
+
+    sha = prompts.load("polish").sha256
+    smol = {"smol": {"polish": {"wer_raw": 0.0344, "wer_rewrite": 0.0326, "wer_corrected": 0.0258,
+                                "wer_plain": 0.0378, "prompt_sha256": sha}}}
+    assert rewrite_use(AgentConfig(), "smol", smol) == \
+        "advisory: its rewrite's WER 3.3% does not beat the ASR corrected from the slide's 2.6%"
+    assert rewrite_use(AgentConfig(polish_terms=False), "smol", smol) == \
+        "advisory: its rewrite's WER 3.8% does not beat the raw ASR's 3.4%"  # the plain rewrite's, kept
+    good = {"big": {"polish": {"wer_raw": 0.0344, "wer_rewrite": 0.02, "wer_corrected": 0.0258,
+                               "wer_plain": 0.03, "prompt_sha256": sha}}}
+    assert rewrite_use(AgentConfig(), "big", good) == "used"
+    assert rewrite_use(AgentConfig(polish_terms=False), "big", good) == "used"
+
+
 def test_new_rewrite_settings_at_their_defaults_keep_a_runs_id():
     from agents.build import run_id_for
     from agents.config import AgentConfig
