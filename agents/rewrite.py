@@ -14,7 +14,9 @@ What the corpus keeps (``Rewrite.kept``): the checked rewrite when it is accepte
 no valid answer, or advisory) the raw paragraph with its slide corrections when grounded (``KEPT_SLIDE``:
 only the phonetically checked term fixes of ``correct_from_slide``, nothing of the model's), or the raw
 paragraph itself (``KEPT_RAW``: not grounded, or nothing on the slide to fix). Measured by
-``bench/bench_grounding.py llm``: keeping a refused rewrite's bare raw paragraph kept its misheard words too.
+``bench/bench_grounding.py llm`` (Qwen2.5-Coder-1.5B, 23 paragraphs): keeping a refused rewrite's bare raw
+paragraph kept its misheard words too (slide-term errors 3.1%, raw ASR 4.3%); keeping its slide corrections
+gives 1.9%.
 """
 
 from __future__ import annotations
