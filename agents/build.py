@@ -133,12 +133,18 @@ _LATER_KEYS = ("polish_terms", "polish_min_ratio", "polish_max_ratio", "use_rewr
 
 
 def rewrite_use(agent: AgentConfig, embedded_alias: str | None, measured: dict | None = None) -> str:
-    """Whether an accepted clip rewrite replaces the raw paragraph: "used" or "advisory: WHY".
+    """Whether an accepted clip rewrite replaces the text kept without it: "used" or "advisory: WHY".
 
     ``agent.use_rewrite`` yes/no decide; ``auto``: a configured endpoint's rewrite is used; the embedded
     model's only when agents/judge_accuracy.json records, for its alias and the current polish prompt, a
-    WER of its checked rewrite below the raw ASR's (key ``polish``: wer_raw, wer_rewrite, prompt_sha256).
-    ``measured``: that file's ``models`` (None: read it)."""
+    WER of its checked rewrite as kept below the WER of what the corpus keeps when the rewrite is advisory
+    (key ``polish``): with ``agent.polish_terms``, the grounded rewrite (``wer_rewrite``) against the ASR
+    corrected from the slide (``wer_corrected``; agents.rewrite.Rewrite.kept); without, the plain rewrite
+    (``wer_plain``) against the raw ASR (``wer_raw``). A record without these keys compares ``wer_rewrite``
+    with ``wer_raw``. Measured by bench/bench_grounding.py llm:
+    SmolLM2-135M's kept rewrite (3.26%) beats the raw ASR (3.44%) only through the slide corrections it keeps
+    on refusal, and is worse than those corrections alone (2.58%). ``measured``: that file's ``models``
+    (None: read it)."""
     import prompts
 
     if agent.use_rewrite == "yes" or (agent.use_rewrite == "auto" and not embedded_alias):
@@ -152,8 +158,13 @@ def rewrite_use(agent: AgentConfig, embedded_alias: str | None, measured: dict |
         return f"advisory: the rewrite of {embedded_alias} is not measured against the raw ASR"
     if m["prompt_sha256"] != prompts.load("polish").sha256:
         return "advisory: the polish prompt changed since it was measured"
-    if m["wer_rewrite"] >= m["wer_raw"]:
-        return f"advisory: its rewrite's WER {m['wer_rewrite']:.1%} does not beat the raw ASR's {m['wer_raw']:.1%}"
+    if agent.polish_terms:
+        got, base, what = m["wer_rewrite"], m.get("wer_corrected", m["wer_raw"]), \
+            "the ASR corrected from the slide" if "wer_corrected" in m else "the raw ASR"
+    else:
+        got, base, what = m.get("wer_plain", m["wer_rewrite"]), m["wer_raw"], "the raw ASR"
+    if got >= base:
+        return f"advisory: its rewrite's WER {got:.1%} does not beat {what}'s {base:.1%}"
     return "used"
 
 

@@ -167,9 +167,11 @@ class AgentConfig(BaseModel):
                             "accuracy (agents/judge_accuracy.json) reaches judge_bar is enforced, the others advisory")
     use_rewrite: Literal["auto", "yes", "no"] = Field(
         "auto", description="yes: a rewrite that passes its check replaces the raw paragraph in the corpus; no: "
-                            "advisory (asked, checked and stored; the raw text kept); auto: yes with a configured "
-                            "model; with the embedded model, yes only when its rewrite was measured to beat the raw "
-                            "ASR (agents/judge_accuracy.json, key polish, bench/bench_grounding.py)")
+                            "advisory (asked, checked and stored; the raw text kept, with its slide fixes when "
+                            "polish_terms); auto: yes with a configured model; with the embedded model, yes only "
+                            "when its kept rewrite was measured to beat what is kept without it: the ASR corrected "
+                            "from the slide, or the raw ASR without polish_terms (agents/judge_accuracy.json, key "
+                            "polish, bench/bench_grounding.py)")
     judge_bar: float = Field(0.85, ge=0, le=1, description="accuracy on the labelled set (examples/judge_eval) an "
                              "embedded judge needs to be enforced under enforce_judges = auto")
 

@@ -21,7 +21,8 @@ class Deps:
 
     ``enforce``: per judge (metadata, transcript, clip), True drops what it rejects, False records it as
     advisory; ``embed``: texts -> unit rows (fit, relevance); ``rewrite_use``: "used" (an accepted rewrite
-    replaces the raw paragraph) or "advisory: WHY" (checked and stored, the raw text kept)."""
+    replaces the raw paragraph) or "advisory: WHY" (checked and stored; the raw text kept, with its slide
+    fixes when grounded: agents.rewrite.Rewrite.kept)."""
 
     store: Any
     gateway: Gateway

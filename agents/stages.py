@@ -321,19 +321,28 @@ class JudgedClipsStage(ClipsStage):
         return at_once(self.calls, one, clips)
 
     def _rewrite(self, point: str, vid: str, c: Clip, frames: dict[int, dict]) -> None:
+        """The clip's rewrite (agents.rewrite.polish) into ``c.polished`` (the text kept: the checked rewrite,
+        or, refused, unanswered or advisory, the raw paragraph with its slide fixes; None: the raw text) and
+        ``c.rewrite`` (the record, with ``kept``). A refusal or a missing answer is a ``polish`` decision saying
+        what was kept."""
         cfg = self.d.cfg
         if not (cfg.polish and c.text.strip()):
             return
+        slide = rewrite.slide_text_near(frames, c.keyframes, c.start_s, c.end_s)
+        req = rewrite.RewriteRequest(point, c.text, slide, vid)
         try:
-            slide = rewrite.slide_text_near(frames, c.keyframes, c.start_s, c.end_s)
-            done = rewrite.polish(self.d.gateway, rewrite.RewriteRequest(point, c.text, slide, vid),
-                                  rewrite.limits(cfg), grounded=cfg.polish_terms, use=self.d.rewrite_use)
-            c.polished, c.rewrite = done.polished, done.record()
-            if done.check.refused:
-                self.d.decision("polish", vid, "refused", [f"clip {c.idx}: {'; '.join(done.check.reasons)}"])
+            done = rewrite.polish(self.d.gateway, req, rewrite.limits(cfg), grounded=cfg.polish_terms,
+                                  use=self.d.rewrite_use)
         except LLMOutputInvalid as exc:
             fail_if_policy(cfg, exc)
-            self.d.decision("polish", vid, "raw", [f"clip {c.idx}: kept the raw text ({failure_reason(exc)})"])
+            done = rewrite.unanswered(req, failure_reason(exc), exc.call_id or None, grounded=cfg.polish_terms)
+            self.d.decision("polish", vid, "raw" if done.kept == rewrite.KEPT_RAW else "slide fixes",
+                            [f"clip {c.idx}: kept {done.why_kept()} ({done.failure})"])
+        else:
+            if done.check.refused:
+                self.d.decision("polish", vid, "refused", [f"clip {c.idx}: {'; '.join(done.check.reasons)}; "
+                                                           f"kept {done.why_kept()}"])
+        c.polished, c.rewrite = done.polished, done.record()
 
     def _decide(self, point: str, vid: str, c: Clip, frames: dict[int, dict]) -> None:
         cfg = self.d.cfg

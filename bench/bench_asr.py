@@ -10,8 +10,10 @@
    followed by German speech, so the switch falls inside a chunk): WER of the English part,
    German words leaked as English, and the cost against the same audio with the language forced.
 3. Normalization: the narrated lessons made quiet (peak -34 dBFS, white noise at -66 dBFS RMS,
-   AAC 32k): how many are kept as English (language en at p >= 0.5), mean probability, WER,
-   with normalization off, gain only, and denoise + gain (the default).
+   AAC 32k), tests/data/conditions_audio/quiet.mp4 and ../shared/cases/media/quiet_speech.mp4 (when
+   there): how many are kept as English (language en at p >= 0.5), mean probability, WER, with
+   normalization off, gain only, and denoise + gain (the default); and two controls that tell the
+   level from the noise: the lessons as recorded, and made quiet with no noise added.
 
 Times are wall seconds and CPU seconds of this process (all its threads; steadier than wall time
 on a shared machine); each configuration runs ``--repeats`` times, interleaved, best reported.
@@ -160,11 +162,19 @@ def language(repeats: int) -> None:
               f"German words {german_words(before, de_text)}, text: {before[-110:]!r}")
 
 
+# ../shared/cases beside the project (a checkout in /work/main; a worktree one level deeper)
+CASE_QUIET = [d / "shared/cases/media/quiet_speech.mp4" for d in (ROOT.parent, ROOT.parent.parent)]
+
+
 def quiet(repeats: int) -> None:
+    """3: the quiet narrations with normalization off, gain only and denoise + gain; and, to tell the level
+    from the noise, the four lessons as recorded and made quiet with no noise added (normalization off)."""
     rng = np.random.default_rng(0)
-    data = []
+    data, controls = [], {"lessons as recorded": [], "lessons at -34 dBFS, no noise": []}
     for audio, ref in lessons():
         q = audio * np.float32(10 ** (-34 / 20) / np.abs(audio).max())
+        controls["lessons as recorded"].append((audio, ref))
+        controls["lessons at -34 dBFS, no noise"].append((q.astype(np.float32), ref))
         q = q + rng.normal(0, 10 ** (-66 / 20), q.size).astype(np.float32)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "q.m4a"
@@ -173,11 +183,19 @@ def quiet(repeats: int) -> None:
             data.append((media.extract_audio(path), ref))
     data.append((media.extract_audio(CONDITIONS / "quiet.mp4"),
                  json.loads((CONDITIONS / "quiet.mp4.truth.json").read_text())["parts"][0]["text"]))
-    print(f"3. normalization: {len(data)} quiet narrations (4 lessons at -34 dBFS over -66 dBFS noise, and "
-          "conditions_audio/quiet.mp4); kept = language en at p >= 0.5")
+    case = next((c for c in CASE_QUIET if c.is_file()), None)
+    if case:  # ../shared/cases: the same condition, another espeak-ng narration (the case's truth)
+        truth = json.loads(case.with_name(case.name + ".truth.json").read_text())
+        data.append((media.extract_audio(case), " ".join(s["narration"] for s in truth["slides"])))
+    print(f"3. normalization: {len(data)} quiet narrations (4 lessons at -34 dBFS over -66 dBFS noise, "
+          f"conditions_audio/quiet.mp4{', cases/media/quiet_speech.mp4' if case else ''}); kept = language en at "
+          "p >= 0.5; WER per narration in that order")
     tr = Transcriber(AsrOptions())
-    for label, opts in (("off", media.AudioOptions(normalize="off")),
-                        ("gain only", media.AudioOptions(denoise=False)),
+    off = media.AudioOptions(normalize="off")
+    for label, items in controls.items():
+        wers = [wer(ref, tr.transcribe(media.normalize_audio(a, off)[0], languages=("en",)).text) for a, ref in items]
+        print(f"  {label:<30} (normalization off)  WER {np.mean(wers):.3f}  ({' '.join(f'{w:.3f}' for w in wers)})")
+    for label, opts in (("off", off), ("gain only", media.AudioOptions(denoise=False)),
                         ("denoise + gain (default)", media.AudioOptions())):
         rows, cost = [], 0.0
         for audio, ref in data:
@@ -190,7 +208,7 @@ def quiet(repeats: int) -> None:
         kept = sum(k for k, _, _ in rows)
         probs, wers = [p for _, p, _ in rows], [w for _, _, w in rows]
         print(f"  {label:<26} kept {kept}/{len(rows)}  mean p {np.mean(probs):.2f}  min p {min(probs):.2f}"
-              f"  WER {np.mean(wers):.3f}"
+              f"  WER {np.mean(wers):.3f} ({' '.join(f'{w:.3f}' for w in wers)})"
               f"  normalization RTF {cost / secs:.4f}")
 
 

@@ -22,12 +22,13 @@ ASR of the narrated lessons. Every figure is a rate from this one run.
    words the model wrote that are neither in the ASR paragraph nor on the slide). Settings: raw ASR; the
    correction alone (grounding.correct_from_slide, no LLM); the plain rewrite (no slide terms in the
    prompt) and the grounded rewrite (the paragraph corrected from the slide, then the model given the
-   terms), each as the model wrote it and as kept (``Rewrite.polished``: the check's text; refused or never
-   valid: the raw paragraph). The last row is not what the corpus gets: the grounded rewrite with a refused
-   answer replaced by the corrected paragraph the model was given (what keeping the slide corrections of a
-   refused rewrite would give). ``--write``
-   stores the grounded rewrite's WER beside the raw ASR's in agents/judge_accuracy.json (key ``polish``),
-   which decides whether the build uses the embedded model's rewrite (agents.build.rewrite_use).
+   terms), each as the model wrote it and as kept (``Rewrite.polished``, what the corpus gets: the check's
+   text; refused or never valid: the raw paragraph with its slide corrections when grounded, the raw
+   paragraph when plain). The last row is not what the corpus gets: the grounded rewrite kept by rewrite
+   VERSION 2's rule (a refused or never valid answer kept the bare raw paragraph), for comparison. ``--write``
+   stores the kept grounded rewrite's WER (``wer_rewrite``) beside the raw ASR's, the correction's alone
+   (``wer_corrected``) and the kept plain rewrite's (``wer_plain``) in agents/judge_accuracy.json (key
+   ``polish``), which decides whether the build uses the embedded model's rewrite (agents.build.rewrite_use).
 
     python bench/bench_grounding.py [--asr] [--pipeline]
     python bench/bench_grounding.py llm [--model qwen2.5-coder-1.5b] [--sets lessons,real] [--limit N] [--write]
@@ -261,8 +262,9 @@ def _embedded_cfg(url: str, alias: str, timeout: float):
 
 def rewrite_all(gw, rows: list[dict]) -> None:
     """Each paragraph's plain and grounded rewrite (agents.rewrite.polish, checked), into ``rows``: per mode
-    the model's text (``MODE_written``), the checked text (``MODE``), ``MODE_status`` (accepted, refused,
-    invalid) and ``MODE_kinds``."""
+    the model's text (``MODE_written``), the text kept (``MODE``: agents.rewrite.Rewrite.polished or the raw
+    paragraph), which it is (``MODE_kept``), the text rewrite VERSION 2 kept (``MODE_v2``), ``MODE_status``
+    (accepted, refused, invalid) and ``MODE_kinds``."""
     from agents import rewrite
     from agents.llm import LLMOutputInvalid
 
@@ -274,10 +276,12 @@ def rewrite_all(gw, rows: list[dict]) -> None:
                 done = rewrite.polish(gw, req, grounded=mode == "grounded")
                 r[mode], r[f"{mode}_written"] = done.polished or r["raw"], done.check.rewrite
                 r[f"{mode}_status"], r[f"{mode}_kinds"] = done.check.status, list(done.check.kinds)
-                r[f"{mode}_fallback"] = r[mode] if done.polished else done.corrected or r["raw"]
-            except LLMOutputInvalid:
-                r[mode] = r[f"{mode}_written"] = r[f"{mode}_fallback"] = r["raw"]
+            except LLMOutputInvalid as exc:
+                done = rewrite.unanswered(req, str(exc), grounded=mode == "grounded")
+                r[mode], r[f"{mode}_written"] = done.polished or r["raw"], r["raw"]
                 r[f"{mode}_status"], r[f"{mode}_kinds"] = "invalid", []
+            r[f"{mode}_kept"] = done.kept
+            r[f"{mode}_v2"] = r[mode] if done.kept == rewrite.KEPT_REWRITE else r["raw"]  # VERSION 2's rule
             r[f"{mode}_s"] = round(time.perf_counter() - t0, 1)
         print(f"   {n:2d}/{len(rows)} {r['name']:<22} plain {r['plain_status']:<8} ({r['plain_s']:5.1f} s)  grounded "
               f"{r['grounded_status']:<8} ({r['grounded_s']:5.1f} s)", flush=True)
@@ -294,19 +298,19 @@ def llm_table(rows: list[dict], label: str) -> dict:
     """Print the settings' table for ``rows``; return the figures (for --write)."""
     words_said = sum(len(normalize(r["said"])) for r in rows)
     print(f"\n   {label}: {len(rows)} paragraphs, {words_said} words said")
-    print("   | setting | WER | slide-term error rate | refused (kinds) | never valid | invented words |",
-          flush=True)
-    print("   |---|---|---|---|---|---|")
+    print("   | setting | WER | slide-term error rate | refused (kinds) | never valid | invented words "
+          "| kept: rewrite / raw + slide fixes / raw |", flush=True)
+    print("   |---|---|---|---|---|---|---|")
     out = {}
     settings = [("raw ASR", "raw", None), ("correction only (no LLM)", "corrected", None),
                 ("plain rewrite, as written", "plain_written", "plain"), ("plain rewrite, kept", "plain", "plain"),
                 ("grounded rewrite, as written", "grounded_written", "grounded"),
                 ("grounded rewrite, kept", "grounded", "grounded"),
-                ("(grounded, refused -> corrected paragraph)", "grounded_fallback", "grounded")]
+                ("(grounded, kept by rewrite v2: refused -> raw paragraph)", "grounded_v2", "grounded")]
     for name, key, mode in settings:
         w, missed, total = _measure(rows, key)
         out[key] = {"wer": round(w, 4), "term_missed": missed, "terms": total}
-        refused = inv = invalid = "-"
+        refused = inv = invalid = kept = "-"
         if mode:
             kinds = Counter(k for r in rows for k in r[f"{mode}_kinds"])
             n_ref = sum(r[f"{mode}_status"] == "refused" for r in rows)
@@ -314,9 +318,12 @@ def llm_table(rows: list[dict], label: str) -> dict:
                 if key == mode else "-"
             invalid = str(sum(r[f"{mode}_status"] == "invalid" for r in rows))
             inv = str(sum(len(invented(r["raw"], r[key], r["slide"])) for r in rows))
-            out[key] |= {"refused": n_ref, "invalid": int(invalid)}
+            n_kept = Counter(r[f"{mode}_kept"] for r in rows)
+            out[key] |= {"refused": n_ref, "invalid": int(invalid), "kept": dict(n_kept)}
+            if key == mode:
+                kept = " / ".join(str(n_kept[k]) for k in ("rewrite", "slide_fixed", "raw"))
         print(f"   | {name} | {w:.2%} | {missed}/{total} = {missed / max(total, 1):.1%} | {refused} | {invalid} "
-              f"| {inv} |")
+              f"| {inv} | {kept} |")
     return out
 
 
@@ -354,7 +361,7 @@ def llm(args) -> None:
           f"{os.getloadavg()[1]:.1f} over the last 5 min)")
     for r in rows:
         if r["grounded"] != r["raw"] or r["grounded_status"] != "accepted":
-            print(f"   {r['name']}: {r['grounded_status']} {r['grounded_kinds']}\n"
+            print(f"   {r['name']}: {r['grounded_status']} {r['grounded_kinds']} (kept: {r['grounded_kept']})\n"
                   f"      raw:      {r['raw']!r}\n      written:  {r['grounded_written']!r}\n"
                   f"      kept:     {r['grounded']!r}\n      said:     {r['said']!r}")
     if args.out:
@@ -368,6 +375,8 @@ def llm(args) -> None:
             "wer_raw": a["raw"]["wer"], "wer_rewrite": a["grounded"]["wer"], "n": len(rows),
             "slide_term_error_raw": round(a["raw"]["term_missed"] / max(a["raw"]["terms"], 1), 4),
             "slide_term_error_rewrite": round(a["grounded"]["term_missed"] / max(a["grounded"]["terms"], 1), 4),
+            "wer_plain": a["plain"]["wer"], "wer_corrected": a["corrected"]["wer"],
+            "slide_term_error_corrected": round(a["corrected"]["term_missed"] / max(a["corrected"]["terms"], 1), 4),
             "refused": a["grounded"]["refused"], "rewrite_version": rewrite.VERSION,
             "prompt_sha256": prompts.load("polish").sha256}
         ACCURACY.write_text(json.dumps(data, indent=2) + "\n")

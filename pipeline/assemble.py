@@ -503,10 +503,11 @@ def interleave(video: dict, clip_rows: list[dict], keyframes_by_idx: dict[int, d
                image_dir: str | None = None) -> list[Position]:
     """Chronological interleave (PAPER.md section 5): per clip its keyframes, then OCR+ASR text.
 
-    A clip whose frames were dropped keeps its text. A polished paragraph (the agent's rewrite) replaces the
-    raw ASR text when present; the raw text stays in the store. Every position's metadata holds the video's
-    (``video_meta``) and the clip's bounds (seconds); an image's also its keyframe time (seconds) and
-    ``keyframe_index`` K (from 1, as in its file name); a rewritten text's also ``raw_asr``. Text is escaped
+    A clip whose frames were dropped keeps its text. A polished paragraph (the agent's checked rewrite, or the raw
+    paragraph with its slide fixes: agents.rewrite.Rewrite.kept) replaces the raw ASR text when present; the raw
+    text stays in the store. Every position's metadata holds the video's (``video_meta``) and the clip's bounds
+    (seconds); an image's also its keyframe time (seconds) and ``keyframe_index`` K (from 1, as in its file
+    name); a text that is not the raw ASR also ``raw_asr``. Text is escaped
     (``escape_special_tokens``). Image paths are ``images/VID/NAME`` (``image_name``), or ``IMAGE_DIR/NAME``
     when ``image_dir`` is given (the store's per-config folder images/VID/HASH; exports name them again).
     """

@@ -140,10 +140,13 @@ class Clip:
     ``idx``: 0-based, in time order; ``start_s``/``end_s``: contiguous bounds in seconds (the names of the
     ``clips`` columns); ``text``: the ASR paragraph; ``n_tokens``: its tokens;
     ``keyframes``: idx of the keyframes it shows, ``capped``: those the per-clip cap left out; ``decision``:
-    keep | drop_frames | drop, with ``reason``; ``polished``: the agent's rewrite (None: the raw text);
+    keep | drop_frames | drop, with ``reason``; ``polished``: the text the corpus keeps
+    in place of the raw paragraph: the agent's checked rewrite, or the raw paragraph with its slide fixes
+    (agents.rewrite.Rewrite.kept; None: the raw text);
     ``signals``: what the clip judge measured (asr_ocr_similarity, keyframes, ocr_chars_per_keyframe);
-    ``rewrite``: the faithfulness check of the agent's rewrite (``pipeline.faithfulness.RewriteCheck.as_dict``
-    plus its call id; None: no rewrite asked), refused ones included.
+    ``rewrite``: the record of the agent's rewrite (agents.rewrite.Rewrite.record: the faithfulness check,
+    its call id, ``kept``; status no_answer when the model gave none valid; None: no rewrite asked), refused
+    ones included.
     """
 
     idx: int

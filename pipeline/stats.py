@@ -275,16 +275,24 @@ def funnel(store: Store, run_id: str, videos: list[dict]) -> dict:
 
 
 def rewrite_counts(checks) -> dict:
-    """The clip rewrites' funnel from their checks (``clips.rewrite`` dicts): accepted, refused, refusals by
-    kind (a rewrite may fail several), slide-term fixes kept and swaps put back, and ``advisory``: accepted
-    rewrites not used (the embedded model's, not measured to beat the raw ASR)."""
-    out = {"accepted": 0, "refused": 0, "refused_by": {}, "term_fixes": 0, "reverted": 0, "advisory": 0}
+    """The clip rewrites' funnel from their records (``clips.rewrite`` dicts, agents.rewrite.Rewrite.record):
+    accepted, refused, ``no_answer`` (the model gave none that validated), refusals by kind (a rewrite may fail
+    several), ``advisory``: accepted rewrites not used (the embedded model's, not measured to beat the raw
+    ASR), ``kept``: which text the corpus has (rewrite, slide_fixed: the raw paragraph with its slide fixes,
+    raw), ``term_fixes``: the slide-term fixes in the kept texts, and ``reverted``: the swaps put back. A
+    record from before ``kept`` was stored counts as kept raw unless accepted and used."""
+    out = {"accepted": 0, "refused": 0, "no_answer": 0, "refused_by": {}, "term_fixes": 0, "reverted": 0,
+           "advisory": 0, "kept": {"rewrite": 0, "slide_fixed": 0, "raw": 0}}
     for c in checks:
-        out["refused" if c.get("status") == "refused" else "accepted"] += 1
-        out["advisory"] += bool(c.get("advisory")) and c.get("status") != "refused"
+        status = c.get("status")
+        out[status if status in ("refused", "no_answer") else "accepted"] += 1
+        out["advisory"] += bool(c.get("advisory")) and status == "accepted"
         for kind in c.get("kinds") or []:
             out["refused_by"][kind] = out["refused_by"].get(kind, 0) + 1
-        out["term_fixes"] += len(c.get("corrections") or [])
+        kept = c.get("kept") or ("rewrite" if status == "accepted" and not c.get("advisory") else "raw")
+        out["kept"][kept] = out["kept"].get(kept, 0) + 1
+        out["term_fixes"] += len((c.get("corrections") if kept == "rewrite" else
+                                  c.get("slide_fixes") if kept == "slide_fixed" else None) or [])
         out["reverted"] += len(c.get("reverted") or [])
     out["refused_by"] = dict(sorted(out["refused_by"].items()))
     return out

@@ -264,10 +264,13 @@ def print_stats(data: dict, console: Console) -> None:
     if f.get("rewrites"):
         rw = f["rewrites"]
         why = ", ".join(f"{k} {v}" for k, v in rw["refused_by"].items())
+        kept = rw.get("kept") or {}
         console.print(f"clip rewrites: accepted {rw['accepted']}, refused {rw['refused']}"
                       + (f" ({why})" if why else "")
-                      + f", slide-term fixes {rw['term_fixes']}, put back {rw['reverted']}"
-                      + (f", advisory (raw kept) {rw['advisory']}" if rw.get("advisory") else ""))
+                      + (f", no valid answer {rw['no_answer']}" if rw.get("no_answer") else "")
+                      + (f", advisory (not used) {rw['advisory']}" if rw.get("advisory") else "")
+                      + f"; kept: rewrite {kept.get('rewrite', 0)}, raw with slide fixes {kept.get('slide_fixed', 0)}"
+                      + f", raw {kept.get('raw', 0)}; slide-term fixes {rw['term_fixes']}, put back {rw['reverted']}")
 
 
 @app.command()

@@ -715,14 +715,19 @@ def test_a_local_library_grounds_the_taxonomy(store, tmp_path):
     assert "- Types of Rocks (rocks)" in fenced(ask, "library")
 
 
-def test_a_rewrite_that_invents_is_refused_and_the_raw_text_kept(store, tmp_path):
+def test_a_rewrite_that_invents_is_refused_and_the_raw_text_kept_with_its_slide_fixes(store, tmp_path):
     """Issue 21: every rewrite is checked; one that adds a fact is refused, its clip keeps the raw paragraph
-    in the samples, and the reason is stored with the clip, decided as an event and counted."""
+    (with its slide fixes, if any: agents.rewrite.Rewrite.kept) in the samples, and the reason is stored with
+    the clip, decided as an event and counted. A paragraph the model gives no valid answer for keeps the same."""
+    from agents.rewrite import slide_text_near
+    from pipeline.grounding import correct_from_slide
     from pipeline.stats import corpus_stats
 
-    def invent(prompt: str) -> dict:
+    def invent(prompt: str) -> dict | str:
         said = fenced(prompt, "paragraph") or ""
-        return {"text": said + " Isaac Newton published this in 1687." if "force" in said.lower() else said}
+        if "force" in said.lower():
+            return {"text": said + " Isaac Newton published this in 1687."}
+        return "no JSON here" if "wall" in said.lower() else {"text": said}
 
     model = ScriptedChatModel(script=physics_script(Polished=invent, Taxonomy=one_point_taxonomy()))
     spec = make_spec(tmp_path, "inventing-polisher", results_per_query=1, max_rounds=1)
@@ -731,19 +736,34 @@ def test_a_rewrite_that_invents_is_refused_and_the_raw_text_kept(store, tmp_path
     newton = candidates(store, run)["physics_newton"]["video_id"]
     clips = store.clips(newton)
     refused = [c for c in clips if c["rewrite"] and c["rewrite"]["status"] == "refused"]
+    unanswered = [c for c in clips if c["rewrite"] and c["rewrite"]["status"] == "no_answer"]
     assert refused and all("force" in c["text"].lower() for c in refused)
+    assert unanswered and all("wall" in c["text"].lower() for c in unanswered)
     for c in refused:
-        assert c["polished"] is None and {"adds", "numbers"} <= set(c["rewrite"]["kinds"])
+        assert {"adds", "numbers"} <= set(c["rewrite"]["kinds"])
         assert "published" in c["rewrite"]["reasons"][0] and c["rewrite"]["rewrite"].endswith("1687.")
-    assert all(c["rewrite"]["status"] == "accepted" for c in clips if c["rewrite"] and c not in refused)
+    frames = {f["idx"]: f for f in store.keyframes(newton)}
+    for c in refused + unanswered:  # the raw paragraph, with the slide fixes made before the model and no more
+        slide = slide_text_near(frames, c["keyframes"], c["start_s"], c["end_s"])
+        fixed, found = correct_from_slide(c["text"], slide)
+        assert (c["rewrite"].get("slide_fixes") or []) == [[f.heard, f.term] for f in found]
+        assert c["rewrite"]["kept"] == ("slide_fixed" if found else "raw")
+        assert c["polished"] == (fixed if found else None)
+    assert all(c["rewrite"]["status"] == "accepted" and c["rewrite"]["kept"] == "rewrite"
+               for c in clips if c["rewrite"] and c not in refused + unanswered)
     texts = {m["clip_index"]: t for s in read_samples(spec.out) for t, m in zip(s["texts"], s["metadata"], strict=True)
              if m["video_id"] == newton and m["type"] == "text"}
-    assert all(texts[c["idx"]] == c["text"] for c in refused)  # the raw paragraph, not the invention
+    assert all(texts[c["idx"]] == (c["polished"] or c["text"]) for c in refused + unanswered)  # not the invention
     assert not any("1687" in t for t in texts.values())
     said = [e for e in store.events(run, "polish") if e["decision"] == "refused"]
-    assert len(said) == len(refused)
+    assert len(said) == len(refused) and all("; kept the raw text" in json.loads(e["reasons"])[0] for e in said)
+    missing = [e for e in store.events(run, "polish") if e["decision"] in ("raw", "slide fixes")]
+    assert len(missing) == len(unanswered) and all("no valid answer" in json.loads(e["reasons"])[0] for e in missing)
     counts = result["rewrites"]
     assert counts["refused"] == len(refused) and counts["refused_by"]["adds"] == len(refused)
+    assert counts["no_answer"] == len(unanswered)
+    assert counts["kept"]["slide_fixed"] == sum(bool(c["polished"]) for c in refused + unanswered)
+    assert counts["kept"]["rewrite"] == len(clips) - len(refused) - len(unanswered)
     assert corpus_stats(store, run)["funnel"]["rewrites"] == counts
     # the polisher saw each clip's slide terms, fenced as data
     asks = [dict(r["messages"])["human"] for r in model.requests if r["tool"] == "Polished"]

@@ -331,18 +331,34 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
+KEPT_WORDS = {"rewrite": "the rewrite", "slide_fixed": "the raw text with its slide fixes", "raw": "the raw text"}
+
+
 def rewrite_view(clip: dict) -> dict:
-    """What the video page shows of a clip's rewrite: ``diff`` (word_diff of the raw paragraph and the
-    rewrite used, or the refused rewrite), ``refused`` (the check's reasons, the raw text kept; None when
-    accepted or not asked), ``advisory`` (why an accepted rewrite was not used: the raw text kept),
-    ``fixes`` and ``reverted`` ("heard -> written" swaps the check kept or put back)."""
+    """What the video page shows of a clip's rewrite (``clips.rewrite``, agents.rewrite.Rewrite.record):
+    ``diff``: word_diff of the raw paragraph and the text kept (``clips.polished``: the rewrite, or the raw
+    text with its slide fixes; None when the raw text stays); ``kept``: which text, in words (None: no rewrite
+    asked); ``refused``: the check's reasons (None unless refused); ``no_answer``: why the model gave no valid
+    answer; ``advisory``: why an accepted rewrite was not used; ``unused``: word_diff of the raw paragraph and
+    the model's rewrite that was refused or advisory; ``fixes``: the slide-term fixes in the kept text and
+    ``reverted``: the swaps the check put back ("heard → written"). A record stored before ``kept`` was counts
+    as the rewrite kept when accepted and used, else the raw text."""
     check = clip.get("rewrite") if isinstance(clip.get("rewrite"), dict) else {}
-    refused = check.get("status") == "refused"
-    shown = check.get("rewrite") if refused else clip.get("polished") or check.get("rewrite")
-    return {"diff": word_diff(clip["text"], shown) if shown else None,
-            "advisory": check.get("advisory") if not refused else None,
-            "refused": "; ".join(map(str, check.get("reasons") or [])) or "refused" if refused else None,
-            "fixes": [f"{h} → {w}" for h, w in check.get("corrections") or []],
+    status = check.get("status")
+    kept = check.get("kept") or (None if not check else "rewrite" if status == "accepted" and not
+                                 check.get("advisory") and clip.get("polished") else "raw")
+    polished = clip.get("polished")
+    written = check.get("rewrite")
+    fixes = check.get("corrections") if kept == "rewrite" else check.get("slide_fixes") if kept == "slide_fixed" \
+        else None
+    return {"diff": word_diff(clip["text"], polished) if polished and polished != clip["text"] else None,
+            "kept": KEPT_WORDS.get(kept) if kept else None,
+            "advisory": check.get("advisory") if status == "accepted" else None,
+            "refused": "; ".join(map(str, check.get("reasons") or [])) or "refused" if status == "refused" else None,
+            "no_answer": "; ".join(map(str, check.get("reasons") or [])) or "no answer" if status == "no_answer"
+            else None,
+            "unused": word_diff(clip["text"], written) if written and kept != "rewrite" else None,
+            "fixes": [f"{h} → {w}" for h, w in fixes or []],
             "reverted": [f"{h} → {w}" for h, w in check.get("reverted") or []]}
 
 
