@@ -313,6 +313,7 @@ class BuildAgent:
         for c in store.candidates(run_id, Status.METADATA_ACCEPTED):
             need[c["point_id"]] = max(0, need.get(c["point_id"], 0) - 1)
         names = {n["node_id"]: n["name"] for n in store.taxonomy(run_id)}
+        traced = store.event_videos(run_id, "assign")  # placed before: one read, not one per candidate
         for p in assign.assign(hits, need, self.d.cfg.min_fit):
             c = movable[p.video_id]
             if p.point_id is None:
@@ -329,7 +330,7 @@ class BuildAgent:
             moved = p.point_id != c["point_id"]
             if moved or c["status"] == Status.METADATA_REJECTED:
                 store.update_candidate(run_id, p.video_id, point_id=p.point_id, status=Status.FOUND, reason=None)
-            if moved or c["status"] == Status.METADATA_REJECTED or not store.events(run_id, "assign", p.video_id):
+            if moved or c["status"] == Status.METADATA_REJECTED or p.video_id not in traced:
                 self.d.decision("assign", p.video_id, p.point_id,
                                [f"fit {p.fit:.2f} to {names.get(p.point_id, p.point_id)!r} ({p.why})"]
                                + ([f"moved from {c['point_id']}"] if moved else []))
@@ -356,6 +357,7 @@ class BuildAgent:
                                  on_progress=lambda v, done, total: d.progress("videos", done, total,
                                                                                v.video_id if v else None))
             outcomes = flow.admit(admission).outcomes
+        d.store.flush()  # every verdict and status stored; a queued write that failed fails the run here
         return {"outcomes": dict(outcomes)} if outcomes else {}
 
     def _judge_metadata(self, run_id: str, spec: dict, ledger: BuildLedger, calls: ThreadPoolExecutor) -> None:
