@@ -377,7 +377,6 @@ class Store:
         self._landed_cond = threading.Condition(threading.Lock())
         self._queued = 0  # writes queued so far (the last one's seq)
         self._landed = 0  # the seq of the last write that landed or failed
-        self._room = threading.BoundedSemaphore(self.queued_max)
         self._failures: list[tuple[str, BaseException]] = []  # queued writes failed, not raised yet
         self._closed = False
         self._last_batch = 0  # writes in the last batch
@@ -441,8 +440,15 @@ class Store:
             return
         if self._closed:
             raise StoreError(f"{self.path}: the store is closed; {fn.__name__} was not written")
-        self._room.acquire()
+        if self._queued - self._landed >= self.queued_max:
+            self._wait_room()
         self._put(_Write(fn, args, kwargs, queued=True, store=self, on_done=on_done))
+
+    def _wait_room(self) -> None:
+        """Wait while ``queued_max`` writes are queued and not landed (callers outpace the writer)."""
+        with self._landed_cond:
+            while self._queued - self._landed >= self.queued_max and self._writer.is_alive():
+                self._landed_cond.wait(1.0)
 
     def _put(self, op: _Write) -> None:
         """Number the write and queue it, in one step: the queue's order is the numbers' order."""
@@ -519,7 +525,6 @@ class Store:
         for op in batch:
             if op.queued:
                 op.store = None
-                self._room.release()
                 if op.on_done is not None:
                     try:
                         op.on_done(op.error)
