@@ -111,6 +111,7 @@ class BuildAgent:
             except BudgetExceeded as exc:
                 store.event_end(ev, {"stop": exc.name}, decision="stop", reasons=[str(exc)], error="budget")
                 self.d.on_event({"event": "budget", "node": name, "budget": exc.name, "detail": str(exc)})
+                store.flush()
                 return {"stop": exc.name}
             except Exception as exc:
                 store.event_end(ev, None, error=f"{type(exc).__name__}: {exc}"[:500])
@@ -120,6 +121,9 @@ class BuildAgent:
                 raise
             update = out.update if isinstance(out, Command) else out
             store.event_end(ev, _summary(update or {}))
+            # the node's queued writes land before LangGraph checkpoints past it (a resume never skips a node
+            # whose writes were lost); one that failed fails the run here (StoreWriteFailed, logged)
+            store.flush()
             self.d.on_event({"event": "node_end", "node": name})
             return out
         return node
@@ -357,7 +361,6 @@ class BuildAgent:
                                  on_progress=lambda v, done, total: d.progress("videos", done, total,
                                                                                v.video_id if v else None))
             outcomes = flow.admit(admission).outcomes
-        d.store.flush()  # every verdict and status stored; a queued write that failed fails the run here
         return {"outcomes": dict(outcomes)} if outcomes else {}
 
     def _judge_metadata(self, run_id: str, spec: dict, ledger: BuildLedger, calls: ThreadPoolExecutor) -> None:

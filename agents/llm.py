@@ -29,6 +29,11 @@ never reach the store.
   flight waits ``grace_s`` for its answer and saves it before the process stops. Two threads
   asking the same call at once pay once. A cache hit is logged as a ``cached`` row once per run
   (a rerun of the same run logs nothing new).
+- **The store does not hold a call up**: the answer and its ``llm_calls`` row are one queued
+  write (``Store.record_llm_call``): the call returns once it is queued, the store serves the
+  answer from memory until it lands, and closing the store (a Ctrl-C reaches the command's
+  ``finally``) lands it. The cache lookup answers a key never written without a query
+  (store/db.py ``_CacheKeys``).
 """
 
 from __future__ import annotations

@@ -358,8 +358,9 @@ class Store:
     _queue = None  # a subclass without a writer (store.serve.RemoteStore) runs writes at once
     _queued = _landed = 0
     _owner: int | None = None
-    taxonomy_changes = 0
-    """Taxonomy writes so far (``save_taxonomy``): a reader that caches a taxonomy re-reads when it moved."""
+    taxonomy_changes: int | None = None
+    """Taxonomy writes by this store so far (``save_taxonomy``): a reader that caches a taxonomy re-reads
+    when it moved. None: not tracked (a store that reads another process's writes: read each time)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path):
         self._root = con  # runs no statement: cursors are made from it
@@ -382,6 +383,7 @@ class Store:
         self._last_batch = 0  # writes in the last batch
         self._buffer: _Buffer | None = None  # a batch's row inserts and updates (``_flush``)
         self._keys = _cache_keys(path)
+        self.taxonomy_changes = 0
         self.commits = 0
         """Batches committed so far (with ``writes``: writes per commit, for benchmarks)."""
         self.writes = 0
