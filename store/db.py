@@ -699,6 +699,14 @@ class Store:
         self._queue.put(None)
         if self._writer is not threading.current_thread():
             self._writer.join()
+            while True:  # a write that raced close() in behind its None: refused, never left waiting
+                try:
+                    op = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if op is not None:
+                    op.error = StoreError(f"{self.path}: the store is closed; {op.fn.__name__} was not written")
+                    self._done([op])
         with self._landed_cond:
             unreported = len(self._failures)
         if unreported:
