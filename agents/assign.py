@@ -97,22 +97,14 @@ def assign(hits: Iterable[Hit], need: dict[str, int], min_fit: float) -> list[Pl
         if allowed:
             options[h.video_id][h.point_id] = max(h.fit, options[h.video_id].get(h.point_id, NEVER))
     videos = sorted(options)
-    slots = [p for p in sorted(need) for _ in range(max(0, need[p]))]
     placed: dict[str, tuple[str, str]] = {}
-    if videos and slots:
-        from scipy.optimize import linear_sum_assignment
-
-        big = 10.0  # one more point served outweighs any difference in fit
-        weight = np.zeros((len(videos), len(slots)))
-        for i, v in enumerate(videos):
-            for j, p in enumerate(slots):
-                f = options[v].get(p)
-                if f is not None:
-                    weight[i, j] = big + f - j * 1e-9  # earlier slots of a point first
-        rows, cols = linear_sum_assignment(weight, maximize=True)
-        for i, j in zip(rows, cols, strict=True):
-            if weight[i, j] > 0:
-                placed[videos[i]] = (slots[j], "needed")
+    for group, points in _components(videos, options, need):
+        if len(points) == 1:  # no video of it is wanted elsewhere: the point takes its best fits
+            p = points[0]
+            ranked = sorted(group, key=lambda v: (-options[v][p], v))
+            placed.update((v, (p, "needed")) for v in ranked[:need[p]])
+        else:
+            placed.update(_matching(group, points, options, need))
     out = []
     for v in videos:
         if v in placed:
@@ -124,6 +116,55 @@ def assign(hits: Iterable[Hit], need: dict[str, int], min_fit: float) -> list[Pl
         else:
             out.append(Placement(v, None, 0.0, "no-point"))
     return out
+
+
+def _components(videos: list[str], options: dict[str, dict[str, float]],
+                need: dict[str, int]) -> list[tuple[list[str], list[str]]]:
+    """The videos that may fill a slot, split where no video links two points: (videos, points) per part,
+    points that need something only. The matching of ``assign`` is the best of each part on its own, so
+    each is solved apart: a part of one point needs no matching at all (a build of 20,000 candidates
+    found by one point was a 20,000 x 20,000 matrix)."""
+    parent: dict[str, str] = {}
+
+    def root(p: str) -> str:
+        while parent[p] != p:
+            parent[p] = parent[parent[p]]
+            p = parent[p]
+        return p
+
+    wanted = [(v, [p for p in options[v] if need.get(p, 0) > 0]) for v in videos]
+    for _, ps in wanted:
+        for p in ps:
+            parent.setdefault(p, p)
+        for p in ps[1:]:
+            parent[root(p)] = root(ps[0])
+    parts: dict[str, tuple[list[str], set[str]]] = {}
+    for v, ps in wanted:
+        if ps:
+            group, points = parts.setdefault(root(ps[0]), ([], set()))
+            group.append(v)
+            points.update(ps)
+    return [(group, sorted(points)) for group, points in parts.values()]
+
+
+def _matching(videos: list[str], points: list[str], options: dict[str, dict[str, float]],
+              need: dict[str, int]) -> dict[str, tuple[str, str]]:
+    """The maximum-weight matching of ``videos`` to the slots of ``points`` (scipy's
+    ``linear_sum_assignment``): as many slots filled as possible, then the best total fit; a point has
+    at most as many slots as videos that may fill them."""
+    from scipy.optimize import linear_sum_assignment
+
+    takers = {p: sum(1 for v in videos if p in options[v]) for p in points}
+    slots = [p for p in points for _ in range(min(need[p], takers[p]))]
+    big = 10.0  # one more point served outweighs any difference in fit
+    weight = np.zeros((len(videos), len(slots)))
+    for i, v in enumerate(videos):
+        for j, p in enumerate(slots):
+            f = options[v].get(p)
+            if f is not None:
+                weight[i, j] = big + f - j * 1e-9  # earlier slots of a point first
+    rows, cols = linear_sum_assignment(weight, maximize=True)
+    return {videos[i]: (slots[j], "needed") for i, j in zip(rows, cols, strict=True) if weight[i, j] > 0}
 
 
 @dataclass(frozen=True)

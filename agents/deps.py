@@ -35,6 +35,7 @@ class Deps:
     on_event: Callable[[dict], None] = lambda e: None
     embed: Callable | None = field(default=assign.embed_texts, repr=False)
     rewrite_use: str = "used"
+    _taxonomies: dict = field(default_factory=dict, repr=False, compare=False)  # run_id -> (changes, by id, paths)
 
     def embedder(self):
         """The shared sentence embedder (agents.assign.shared_embedder)."""
@@ -74,15 +75,32 @@ class Deps:
 
     # -- the taxonomy ---------------------------------------------------------------------------------------
     def taxonomy(self, run_id: str) -> dict[str, dict]:
-        """The run's taxonomy nodes by id."""
-        return {n["node_id"]: n for n in self.store.taxonomy(run_id)}
+        """The run's taxonomy nodes by id (shared: do not change them). Read once per run and kept until
+        the store's taxonomy changes (``Store.taxonomy_changes``, moved by ``save_taxonomy``); a store
+        without that counter is read each time."""
+        return self._taxonomy(run_id)[0]
+
+    def _taxonomy(self, run_id: str) -> tuple[dict[str, dict], dict[str, tuple[str, list[str]]]]:
+        changes = getattr(self.store, "taxonomy_changes", None)
+        kept = self._taxonomies.get(run_id)
+        if changes is not None and kept is not None and kept[0] == changes:
+            return kept[1], kept[2]
+        by_id = {n["node_id"]: n for n in self.store.taxonomy(run_id)}
+        paths: dict[str, tuple[str, list[str]]] = {}
+        if changes is not None:
+            self._taxonomies[run_id] = (changes, by_id, paths)
+        return by_id, paths
 
     def path(self, run_id: str, point_id: str) -> tuple[str, list[str]]:
-        """A knowledge point's name and its chain of names from the subject down (subject, course, ...)."""
-        by_id = self.taxonomy(run_id)
-        chain, node = [], by_id[point_id]
-        while node:
-            chain.append(node["name"])
-            node = by_id.get(node["parent_id"]) if node["parent_id"] else None
-        chain.reverse()
-        return chain[-1], chain
+        """A knowledge point's name and its chain of names from the subject down (subject, course, ...).
+        Raises KeyError for a node the run's taxonomy lacks."""
+        by_id, paths = self._taxonomy(run_id)
+        found = paths.get(point_id)
+        if found is None:
+            chain, node = [], by_id[point_id]
+            while node:
+                chain.append(node["name"])
+                node = by_id.get(node["parent_id"]) if node["parent_id"] else None
+            chain.reverse()
+            found = paths[point_id] = (chain[-1], chain)
+        return found[0], list(found[1])

@@ -111,6 +111,7 @@ class BuildAgent:
             except BudgetExceeded as exc:
                 store.event_end(ev, {"stop": exc.name}, decision="stop", reasons=[str(exc)], error="budget")
                 self.d.on_event({"event": "budget", "node": name, "budget": exc.name, "detail": str(exc)})
+                store.flush()
                 return {"stop": exc.name}
             except Exception as exc:
                 store.event_end(ev, None, error=f"{type(exc).__name__}: {exc}"[:500])
@@ -120,6 +121,9 @@ class BuildAgent:
                 raise
             update = out.update if isinstance(out, Command) else out
             store.event_end(ev, _summary(update or {}))
+            # the node's queued writes land before LangGraph checkpoints past it (a resume never skips a node
+            # whose writes were lost); one that failed fails the run here (StoreWriteFailed, logged)
+            store.flush()
             self.d.on_event({"event": "node_end", "node": name})
             return out
         return node
@@ -313,6 +317,7 @@ class BuildAgent:
         for c in store.candidates(run_id, Status.METADATA_ACCEPTED):
             need[c["point_id"]] = max(0, need.get(c["point_id"], 0) - 1)
         names = {n["node_id"]: n["name"] for n in store.taxonomy(run_id)}
+        traced = store.event_videos(run_id, "assign")  # placed before: one read, not one per candidate
         for p in assign.assign(hits, need, self.d.cfg.min_fit):
             c = movable[p.video_id]
             if p.point_id is None:
@@ -329,7 +334,7 @@ class BuildAgent:
             moved = p.point_id != c["point_id"]
             if moved or c["status"] == Status.METADATA_REJECTED:
                 store.update_candidate(run_id, p.video_id, point_id=p.point_id, status=Status.FOUND, reason=None)
-            if moved or c["status"] == Status.METADATA_REJECTED or not store.events(run_id, "assign", p.video_id):
+            if moved or c["status"] == Status.METADATA_REJECTED or p.video_id not in traced:
                 self.d.decision("assign", p.video_id, p.point_id,
                                [f"fit {p.fit:.2f} to {names.get(p.point_id, p.point_id)!r} ({p.why})"]
                                + ([f"moved from {c['point_id']}"] if moved else []))

@@ -29,6 +29,11 @@ never reach the store.
   flight waits ``grace_s`` for its answer and saves it before the process stops. Two threads
   asking the same call at once pay once. A cache hit is logged as a ``cached`` row once per run
   (a rerun of the same run logs nothing new).
+- **The store does not hold a call up**: the answer and its ``llm_calls`` row are one queued
+  write (``Store.record_llm_call``): the call returns once it is queued, the store serves the
+  answer from memory until it lands, and closing the store (a Ctrl-C reaches the command's
+  ``finally``) lands it. The cache lookup answers a key never written without a query
+  (store/db.py ``_CacheKeys``).
 """
 
 from __future__ import annotations
@@ -453,6 +458,7 @@ class Gateway:
         self.grace_s = grace_s
         self._lock = threading.Lock()  # guards _models, _slots, _keys, _failing and _stats
         self._slots: dict[str, EndpointSlots] = {}
+        self._role_slots: dict[str, EndpointSlots] = {}  # role -> its endpoint's slots
         self._bound: dict[tuple, Any] = {}  # (role, schema, mode) -> the model bound to answer it
         self._clients = Clients()  # per endpoint: the pooled HTTP client of DirectChat
         self._keys: dict[str, list] = {}  # cache key -> [lock, users]: one request per key at a time
@@ -479,11 +485,15 @@ class Gateway:
 
     def slots(self, role: str) -> EndpointSlots:
         """The role's endpoint slots (created on first use; shared by every role sending there)."""
+        found = self._role_slots.get(role)  # a dict read is atomic: no lock once made (every call asks)
+        if found is not None:
+            return found
         name = self.endpoint(role)
         with self._lock:
             if name not in self._slots:
                 self._slots[name] = EndpointSlots(name, self.endpoint_limit(name))
-            return self._slots[name]
+            found = self._role_slots[role] = self._slots[name]
+            return found
 
     def in_flight(self) -> dict[str, InFlight]:
         """Per endpoint used so far: requests in flight now, the peak, the limit and requests sent."""
@@ -544,8 +554,7 @@ class Gateway:
     def _bind(self, role: str, schema: type[BaseModel] | None, mode: str):
         """The role's model bound to answer ``schema`` in ``mode``, made once per (role, schema, mode)."""
         key = (role, schema, mode)
-        with self._lock:
-            bound = self._bound.get(key)
+        bound = self._bound.get(key)  # a dict read is atomic: no lock on the way of every call
         if bound is None:
             bound = self._make_bound(role, schema, mode)
             with self._lock:

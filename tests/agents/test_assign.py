@@ -143,3 +143,50 @@ def test_a_local_library_gets_points_for_the_videos_no_point_covers():
     assert by_name["Adding Fractions"]["node_id"].startswith("s2.")
     assert by_name["the water cycle"]["difficulty"] == 3  # the median of its subject's points
     assert ground_in_library(grounded, library)[1] == []  # nothing left uncovered
+
+
+def _whole_matrix(hits, need, min_fit):
+    """The assignment as one matching over every video and every slot (the method before it was split into
+    parts): how many slots it fills and the total fit, to compare against."""
+    from scipy.optimize import linear_sum_assignment
+
+    options: dict[str, dict[str, float]] = {}
+    for h in hits:
+        options.setdefault(h.video_id, {})
+        if h.verdict != "reject" and h.fit >= min_fit:
+            options[h.video_id][h.point_id] = max(h.fit, options[h.video_id].get(h.point_id, -1.0))
+    videos, slots = sorted(options), [p for p in sorted(need) for _ in range(need[p])]
+    w = np.array([[10.0 + options[v][p] if p in options[v] else 0.0 for p in slots] for v in videos])
+    rows, cols = linear_sum_assignment(w, maximize=True)
+    chosen = [(i, j) for i, j in zip(rows, cols, strict=True) if w[i, j] > 0]
+    return len(chosen), round(sum(w[i, j] - 10.0 for i, j in chosen), 4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_parts_solved_apart_fill_as_many_slots_with_as_much_fit_as_one_whole_matching(seed):
+    rng = np.random.default_rng(seed)
+    points = [f"p{k}" for k in range(6)]
+    hits = []
+    for v in range(40):  # most videos found by one point, some by two or three (they link the parts)
+        for p in rng.choice(points, size=int(rng.choice([1, 1, 1, 2, 3])), replace=False):
+            hits.append(Hit(f"v{v:02d}", str(p), float(rng.integers(0, 100)) / 100,
+                            "reject" if rng.random() < 0.1 else None))
+    need = {p: int(rng.integers(0, 6)) for p in points}
+    out = assign(hits, need, 0.3)
+    fits = {(h.video_id, h.point_id): h.fit for h in hits}
+    needed = [p for p in out if p.why == "needed"]
+    assert (len(needed), round(sum(fits[p.video_id, p.point_id] for p in needed), 4)) == \
+        _whole_matrix(hits, need, 0.3)
+    assert all(sum(p.point_id == q for p in needed) <= need[q] for q in points)
+
+
+def test_twenty_thousand_videos_of_one_point_take_no_matrix():
+    """One point that found 20,000 videos (bench_scale build): the point takes its best fits, ties by id,
+    at once and in little memory (a whole matching would be a 20,000 x 20,000 matrix, 3.2 GB)."""
+    hits = [Hit(f"v{i:05d}", "p1", round((i * 7919 % 1000) / 1000, 3)) for i in range(20000)]
+    out = assign(hits, {"p1": 50}, 0.3)
+    needed = sorted((p for p in out if p.why == "needed"), key=lambda p: p.video_id)
+    best = sorted((h for h in hits if h.fit >= 0.3), key=lambda h: (-h.fit, h.video_id))[:50]
+    assert [p.video_id for p in needed] == sorted(h.video_id for h in best)
+    assert sum(p.why == "spare" for p in out) == sum(h.fit >= 0.3 for h in hits) - 50
+    assert sum(p.why == "no-point" for p in out) == sum(h.fit < 0.3 for h in hits)

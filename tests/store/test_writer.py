@@ -5,6 +5,9 @@ never wait behind the writer. A DuckDB file in a temporary folder; the writer is
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +16,8 @@ import duckdb
 import pytest
 
 from store import StoreError, open_store
+from store import db as store_db
+from store.db import StoreWriteFailed
 
 
 @pytest.fixture
@@ -159,10 +164,12 @@ def test_a_decision_is_one_write_and_reads_as_an_opened_then_closed_event(store)
     many threads' decisions share commits and keep their own rows."""
     ev = store.event_start("r1", "judge_metadata", "v0", None)
     store.event_end(ev, {"score": 1}, decision="reject", reasons=["off topic"])
+    store.flush()  # queued writes: the counters move once they land
     writes = store.writes
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: store.event_decided("r1", "judge_metadata", f"v{i}", "reject", [f"reason {i}"],
                                                     {"score": i}), range(1, 41)))
+    store.flush()
     assert store.writes - writes == 40
     rows = {r["video_id"]: r for r in store.events("r1", "judge_metadata")}
     assert len(rows) == 41
@@ -172,3 +179,215 @@ def test_a_decision_is_one_write_and_reads_as_an_opened_then_closed_event(store)
         assert r["input"] is None and r["output"] == f'{{"score": {i}}}'
     assert new["reasons"] == '["reason 7"]' and new["started_at"] == new["ended_at"] and new["seconds"] == 0.0
     assert sorted(r["event_id"] for r in rows.values()) == sorted({r["event_id"] for r in rows.values()})
+
+
+# -- queued writes (the caller does not wait for the commit) and the read barrier ------------------------
+
+def _call_row(i: int, **over) -> dict:
+    row = {"call_id": f"c{i}", "run_id": "run", "node": "judge_metadata", "role": "metadata_judge",
+           "video_id": f"v{i}", "prompt_name": "metadata_judge", "prompt_sha256": "0" * 64, "model": "m",
+           "cache_key": hashlib.sha256(f"call {i}".encode()).hexdigest(),
+           "messages": [{"role": "user", "content": "q"}],
+           "cached": False, "response": {"verdict": "reject", "score": i}, "input_tokens": 10 + i,
+           "output_tokens": 2, "tokens_estimated": False, "cost_usd": 0.0, "latency_s": 0.01, "attempts": 1,
+           "error": None, "error_kind": None}
+    return {**row, **over}
+
+
+def test_a_queued_write_returns_at_once_and_every_read_after_it_sees_it(store):
+    store.add_candidate("run", "v1", "p1", "local", "file:///v1", "q", 1, {})
+    seen: dict = {}
+    with store.transaction():  # the writer is held: nothing queued can land meanwhile
+        writer = threading.Thread(target=lambda: (
+            store.save_judgment("run", "v1", "metadata", "reject", 2.0, ["off"]),
+            store.update_candidate("run", "v1", status="judged_out", reason="off"), seen.update(returned=True)))
+        writer.start()
+        writer.join(10)
+        assert seen.get("returned"), "a queued write waited for its commit"
+        _wait_queued(store, 1)  # the writer may hold the first, waiting for this block
+        reader = threading.Thread(target=lambda: seen.update(judgments=store.judgments("run"),
+                                                             status=store.candidate_status("run", "v1")))
+        reader.start()
+        reader.join(0.5)
+        assert reader.is_alive(), "a read ran before the writes queued ahead of it had landed"
+    reader.join(30)
+    assert [j["verdict"] for j in seen["judgments"]] == ["reject"] and seen["status"] == "judged_out"
+    store.flush()
+
+
+def test_a_failing_queued_write_is_logged_then_raised_by_flush_and_the_rest_lands(store, caplog):
+    store.add_candidate("run", "v1", "p1", "local", "file:///v1", "q", 1, {})
+    with caplog.at_level(logging.ERROR, logger="store.db"):
+        with store.transaction():  # hold the writer: the three share one batch
+            t = threading.Thread(target=lambda: (store.save_judgment("run", "v1", "metadata", "reject", 2.0, ["a"]),
+                                                 store.update_candidate("run", "v1", no_such_column=1),
+                                                 store.record_query("run", "p1", 1, "q", "local", 1, 0, False)))
+            t.start()
+            t.join(10)
+            _wait_queued(store, 2)
+        with pytest.raises(StoreWriteFailed, match=r"1 queued store write failed: update_candidate: "
+                                                   r"BinderException.*no_such_column"):
+            store.flush()
+    assert any("update_candidate" in r.getMessage() and "BinderException" in r.getMessage() for r in caplog.records)
+    assert len(store.judgments("run")) == 1 and len(store.queries("run")) == 1  # the rest of the batch landed
+    store.flush()  # reported once
+
+
+def test_a_run_with_a_failed_queued_write_ends_failed(store):
+    store.start_run("run", "build", ["goal"], {}, "h")
+    store.update_candidate("run", "v1", no_such_column=1)  # queued: returns
+    with pytest.raises(StoreWriteFailed, match="update_candidate"):
+        store.finish_run("run", "finished", {"videos": 3})
+    run = store.run("run")
+    summary = json.loads(run["summary"])
+    assert run["status"] == "failed" and "update_candidate" in summary["error"] and summary["videos"] == 3
+    assert summary["store_write_failures"][0].startswith("update_candidate: BinderException")
+    store.update_candidate("run", "v1", no_such_column=2)
+    store.finish_run("run", "interrupted", {})  # a run that ends on its own fault keeps its status
+    assert store.run("run")["status"] == "interrupted"
+    assert "store_write_failures" in json.loads(store.run("run")["summary"])
+
+
+def _queries(store, point: str, n: int) -> None:
+    for i in range(n):
+        store.record_query("run", point, 1, f"q{i}", "local", 1, 1, False)
+
+
+def test_close_and_a_dropped_store_land_what_is_queued(tmp_path):
+    import gc
+
+    path = tmp_path / "queued.duckdb"
+    store = open_store(path)
+    with store.transaction():
+        t = threading.Thread(target=_queries, args=(store, "p1", 300))
+        t.start()
+        t.join(10)
+        _wait_queued(store, 299)
+        closer = threading.Thread(target=store.close)
+        closer.start()
+    closer.join(30)
+    writer = store._writer
+    assert not closer.is_alive() and not writer.is_alive()
+    store = open_store(path)
+    assert store.search_units("run") == 300
+    with store.transaction():
+        t = threading.Thread(target=_queries, args=(store, "p2", 50))
+        t.start()
+        t.join(10)
+        _wait_queued(store, 49)
+    writer = store._writer
+    del store, t
+    gc.collect()
+    writer.join(30)
+    assert not writer.is_alive()
+    again = open_store(path)
+    try:
+        assert again.search_units("run") == 350
+    finally:
+        again.close()
+
+
+def test_a_reader_never_sees_part_of_a_batch(store):
+    """An answer's cache row and its llm_calls row commit together; a multi-row update lands whole."""
+    stop = threading.Event()
+    seen: list[tuple] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.append(tuple(store.rows("SELECT (SELECT count(*) FROM llm_cache) AS a, "
+                                         "(SELECT count(*) FROM llm_calls) AS b")[0].values()))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: store.record_llm_call(_call_row(i), cache=True), range(400)))
+    store.flush()
+    stop.set()
+    reader.join(30)
+    assert len(seen) > 1 and all(a == b for a, b in seen), [s for s in seen if s[0] != s[1]][:5]
+    assert store.llm_totals("run")["calls"] == 400
+
+
+def test_a_batch_keeps_each_tables_writes_in_the_order_they_came(store):
+    """Updates of one table are grouped into one statement only while no other kind of write to that table
+    came between: the last write of a row wins, as written one at a time."""
+    for v in ("v1", "v2"):
+        store.add_candidate("run", v, "p1", "local", f"file:///{v}", "q", 1, {})
+    with store.transaction():
+        t = threading.Thread(target=lambda: (
+            store.update_candidate("run", "v1", status="a", reason=None),
+            store.update_candidate("run", "v1", reason="r"),
+            store.update_candidate("run", "v1", status="b", reason=None),
+            [store.update_candidate("run", "v2", status=f"s{i}", reason=f"why {i}") for i in range(40)],
+            [store.set_hit_verdict("run", "v1", "p1", "reject", float(i)) for i in range(3)]))
+        t.start()
+        t.join(10)
+        _wait_queued(store, 45)
+    got = {c["video_id"]: (c["status"], c["reason"]) for c in store.candidates("run")}
+    assert got == {"v1": ("b", None), "v2": ("s39", "why 39")}
+    buf = store_db._Buffer()
+    for cols, keys in ((("a",), None), (("b",), ("k",)), (("a",), None), (("b",), ("k",))):
+        buf.add("t", cols, [1], keys=keys, key=(1,) if keys else None)
+    buf.add("u", ("a",), [1])
+    buf.add("u", ("a",), [2])
+    assert [(g.table, g.update, len(g.rows)) for g in buf.groups] == [("t", False, 1), ("t", True, 1),
+                                                                      ("t", False, 1), ("t", True, 1), ("u", False, 2)]
+
+
+# -- the response cache without the writer --------------------------------------------------------------
+
+def test_a_queued_answer_is_served_at_once_and_then_from_the_file_the_same(tmp_path):
+    path = tmp_path / "cache.duckdb"
+    store = open_store(path)
+    row = _call_row(1, response={"verdict": "accept", "score": 9, "reasons": ["ünïcode"]})
+    key = row["cache_key"]
+    assert store.llm_cache_get(key) is None
+    with store.transaction():  # the writer is held: the answer is only queued
+        t = threading.Thread(target=lambda: store.record_llm_call(row, cache=True))
+        t.start()
+        t.join(10)
+        _wait_queued(store, 0)
+        held = store.llm_cache_get(key)  # waits for no write
+    store.flush()
+    landed = store.llm_cache_get(key)
+    fields = ("cache_key", "model", "response", "input_tokens", "output_tokens")
+    assert {k: held[k] for k in fields} == {k: landed[k] for k in fields} == {
+        "cache_key": key, "model": "m", "response": {"verdict": "accept", "score": 9, "reasons": ["ünïcode"]},
+        "input_tokens": 11, "output_tokens": 2}
+    store.llm_cache_put("key 117", "m", {"i": 117}, 1, 1)  # not a sha256 key
+    store.close()
+    again = open_store(path)  # a new process's index: loaded from the file
+    try:
+        assert again.llm_cache_get(key)["response"]["score"] == 9
+        assert again.llm_cache_get("key 117")["response"] == {"i": 117}
+        assert again.llm_cache_get(hashlib.sha256(b"never").hexdigest()) is None
+        again.llm_cache_put(key, "m2", {"verdict": "reject"}, 5, 5)  # replaced: the new answer, not the old
+        assert again.llm_cache_get(key)["response"] == {"verdict": "reject"}
+        again.flush()
+        assert again.llm_cache_get(key)["model"] == "m2"
+    finally:
+        again.close()
+
+
+def test_a_failed_queued_answer_is_not_served_once_it_failed(store):
+    bad = _call_row(2, model=None)  # llm_cache.model is NOT NULL
+    store.record_llm_call(bad, cache=True)
+    with pytest.raises(StoreWriteFailed, match="_record_llm_call"):
+        store.flush()
+    assert store.llm_cache_get(bad["cache_key"]) is None
+    assert store.llm_totals("run")["calls"] == 0
+
+
+def test_the_key_index_finds_every_key_written_and_no_other(store):
+    keys = [hashlib.sha256(f"k{i}".encode()).hexdigest() for i in range(300)]
+    for k in keys[:100]:
+        store.llm_cache_put(k, "m", {"k": k}, 1, 1)
+    store.flush()
+    assert store.llm_cache_get(keys[0])["response"] == {"k": keys[0]}  # loads the index: 100 keys
+    store._keys.MERGE = 16  # merge what is written after the load into the array often
+    for k in keys[100:200]:
+        store.llm_cache_put(k, "m", {"k": k}, 1, 1)
+    store.flush()
+    assert all(store.llm_cache_get(k)["response"] == {"k": k} for k in keys[:200])
+    assert all(store.llm_cache_get(k) is None for k in keys[200:])
+    assert not any(store._keys.maybe(k, store.rows) for k in keys[200:])
