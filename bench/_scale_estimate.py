@@ -6,9 +6,9 @@ clip). The CPU stages' rates are measured on this machine (a calibration: `textb
 generated lesson) unless --no-calibrate; ASR on GPU at the published rate of whisper large-v3. The
 cluster is one 8-GPU node with 128 CPU cores (NeMo Curator's nightly reference) unless told
 otherwise. The LLM wall time is printed at each endpoint rate given (default: the gateway's measured
-ceiling today, 32 calls/s, and issue 19's target, 300 calls/s).
+ceiling today, 742 calls/s, and issue 19's target, 300 calls/s).
 
-    python bench/_scale_estimate.py [--gpus 8] [--cpus 128] [--llm-rps 32 300] [--no-calibrate] [--json]
+    python bench/_scale_estimate.py [--gpus 8] [--cpus 128] [--llm-rps 742 300] [--no-calibrate] [--json]
 
 bench/bench_scale.py wires ``add_arguments`` and ``estimate_paper`` in as its ``estimate`` subcommand.
 """
@@ -56,7 +56,7 @@ def estimate_paper(gpus: int = 8, cpus: int = 128, llm_rps: list[float] | None =
     if as_json:
         print(json.dumps([r.to_json() for r in results], indent=2), file=out)
         return results
-    print("the paper's corpus (arXiv 2501.00958) at our per-clip design", file=out)
+    print("the paper's corpus (arXiv 2501.00958) at our per-clip design, with the paper's visual filter", file=out)
     print("\n".join(est.render(results[0], rates)), file=out)
     no_quota = replace(design, youtube=False)
     for r in results:
