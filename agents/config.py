@@ -87,12 +87,12 @@ class Budgets(BaseModel):
     """A run stops (and assembles what it has) when any budget is spent. None: unlimited."""
 
     model_config = ConfigDict(extra="forbid")
-    max_videos: int | None = Field(20, description="accepted videos for the whole run")
-    max_search_units: int | None = Field(3000, description="YouTube API quota units for the run")
-    daily_search_units: int = Field(10000, description="the project's daily YouTube quota (all runs)")
-    max_llm_tokens: int | None = Field(None, description="LLM tokens paid (cache hits are free)")
-    max_usd: float | None = Field(None, description="LLM spend in USD")
-    max_wall_s: float | None = Field(None, description="wall-clock seconds")
+    max_videos: int | None = Field(20, ge=1, description="accepted videos for the whole run")
+    max_search_units: int | None = Field(3000, ge=0, description="YouTube API quota units for the run")
+    daily_search_units: int = Field(10000, ge=1, description="the project's daily YouTube quota (all runs)")
+    max_llm_tokens: int | None = Field(None, ge=0, description="LLM tokens paid (cache hits are free)")
+    max_usd: float | None = Field(None, ge=0, description="LLM spend in USD")
+    max_wall_s: float | None = Field(None, gt=0, description="wall-clock seconds")
 
 
 class ReviewConfig(BaseModel):

@@ -392,6 +392,7 @@ class Runner:
                                    duplicate_of=kept["video_id"])
                 row["duplicate_of"] = kept["video_id"]
                 status, reason = Status.DUPLICATE, "duplicate"
+                self.ctx.count("register", "duplicate")  # a drop of its own (RunResult.dropped), as stats counts it
             elif store.video(vid)["status"] == Status.DUPLICATE:  # its original is gone from the store
                 store.update_video(vid, status=Status.PENDING.value, reason=None, duplicate_of=None)
             store.update_run_video(run_id, vid, status=status, reason=reason)

@@ -94,6 +94,9 @@ def process(
     from tools import storage
 
     remote_out = out if out and storage.is_remote(out) else None  # checked by the run's preflight (a probe object)
+    for uri in (media, remote_out):  # credentials in a URI, a missing package: one line before any store is made
+        if uri and storage.is_remote(uri):
+            storage.filesystem(uri)
     if db:
         overrides["db"] = db
     if out and not remote_out:

@@ -119,11 +119,6 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                     rates = est.rates_from_run(store, from_run, rates)
                 finally:
                     store.close()
-            elif calibrate:
-                rates = est.calibrate(rates, config)
-            if asr_rate is not None:  # a flag beats a published rate and a measurement
-                rates.stages = [s for s in rates.stages if not (s.stage == "asr" and s.device == "gpu")] + [
-                    est.StageRate("asr", "gpu", "media_hour", 3600 / asr_rate, "given")]
             if paper:
                 sizes = est.paper_sizes()
             elif paths:
@@ -138,6 +133,16 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                     keyframes=keyframes, per_point=per_point or agent.per_point,
                     candidates_per_point=design.queries_per_point * design.results_per_query * design.rounds,
                     max_videos=agent.budgets.max_videos if goal is not None and kept is None else None)
+            for bad, says in ((gpus < 0, f"--gpus must be 0 or more (got {gpus})"),
+                              (cpus is not None and cpus < 1, f"--cpus must be at least 1 (got {cpus})"),
+                              (llm_rps is not None and llm_rps <= 0, f"--llm-rps must be above 0 (got {llm_rps})")):
+                if bad:  # before the calibration's ~40 s
+                    raise user_error(says)
+            if calibrate and not from_run:  # the CPU stages' rates only: the sizes above do not change
+                rates = est.calibrate(rates, config)
+            if asr_rate is not None:  # a flag beats a published rate and a measurement
+                rates.stages = [s for s in rates.stages if not (s.stage == "asr" and s.device == "gpu")] + [
+                    est.StageRate("asr", "gpu", "media_hour", 3600 / asr_rate, "given")]
             if taxonomy is not None:
                 sizes.sources["points"] = taxonomy
             rps = est.Figure(llm_rps, "given") if llm_rps is not None else rates.llm_calls_per_s

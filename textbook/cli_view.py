@@ -38,7 +38,7 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
                                                                        "(default: the one the latest run "
                                                                        "recorded, as process --media gave it; "
                                                                        "else NAME_media/ beside --db)")] = None,
-             port: Annotated[int, typer.Option(help="port (0: a free one)")] = 8765,
+             port: Annotated[int, typer.Option(help="port (0: a free one)", min=0, max=65535)] = 8765,
              host: Annotated[str, typer.Option(help="bind address (127.0.0.1 unless you mean to share it)")]
              = "127.0.0.1") -> None:
         """Browse runs, videos, decisions, samples and stats in a browser; answer a waiting build's review."""
@@ -53,8 +53,10 @@ def register(app: typer.Typer, user_error: type[Exception], setup_logging) -> No
             from tools import storage
 
             if storage.is_remote(root):  # served files are local ones: say where the images are instead
-                err_console.print(f"note: the latest run's images are in {storage.redact(root)}; the viewer shows "
-                                  "images from a local folder only (--media)", highlight=False, soft_wrap=True)
+                storage.filesystem(root)  # credentials in the URI, a missing package: one line (ToolError)
+                whose = "the images are" if media else "the latest run's images are"
+                err_console.print(f"note: {whose} in {storage.redact(root)}; the viewer shows images from a local "
+                                  "folder only (--media)", highlight=False, soft_wrap=True)
             elif not storage.local_path(root).is_dir():
                 raise user_error(f"--media {root}: no such folder")
             else:

@@ -37,6 +37,10 @@ def test_one_copy_kept_the_other_points_to_it_and_costs_no_work(names):
         assert work == 0
         funnel = json.loads(run_cli("stats", "--db", str(names["work"] / "db.duckdb"), "--json").stdout)["funnel"]
         assert funnel["dropped"] == {"duplicate": 1} and funnel["errors"] == {"empty": 1}
+        # the command's own summary counts them the same way: the copy dropped at registration, the empty
+        # file a failure (never a drop)
+        assert names["summary"]["dropped"] == {"register": {"duplicate": 1}}
+        assert names["summary"]["failed"] == {"probe empty": 1}
     finally:
         con.close()
 

@@ -82,10 +82,14 @@ def test_a_media_uri_with_credentials_is_refused_and_never_recorded(tmp_path):
     proc = run_cli("process", str(LESSONS / "chemistry_atoms.mp4"), "--db", str(db), "--out", str(tmp_path / "out"),
                    "--media", "s3://AKIATESTKEY:very-secret-value@tb-bucket/media")
     line = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 1 and len(line) == 1 and "credentials in a URI are refused" in line[0]
+    assert proc.returncode == 2 and len(line) == 1, proc.stderr  # bad input: refused before anything starts
+    assert line[0] == ("error: s3://***@tb-bucket/media: credentials in a URI are refused; set them in the "
+                       "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...)")
     assert "very-secret-value" not in proc.stderr + proc.stdout and "AKIATESTKEY" not in proc.stderr
-    store = open_store(db, read_only=True)
-    try:
-        assert store.runs() == []  # stopped before a run was recorded: no URI of it stored anywhere
-    finally:
-        store.close()
+    assert not db.exists() and not (tmp_path / "out").exists()  # no store made, no run recorded, no folder left
+    # the viewer refuses it as well, in the same line, before serving
+    open_store(tmp_path / "view.duckdb").close()
+    view = run_cli("view", "--db", str(tmp_path / "view.duckdb"), "--media",
+                   "s3://AKIATESTKEY:very-secret-value@tb-bucket/media", "--port", "0", timeout=60)
+    assert view.returncode == 2 and view.stderr.strip() == line[0], view.stderr
+    assert "very-secret-value" not in view.stderr + view.stdout

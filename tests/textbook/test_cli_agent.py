@@ -516,3 +516,14 @@ def test_a_crash_is_a_failure_under_strict_and_the_same_command_after_the_fix_re
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert f"LLM calls: {paid[1]} paid" in again.stdout and "; 0 of them paid by this command" in again.stdout
+
+
+def test_out_of_range_numbers_are_one_line_before_anything_starts(tmp_path):
+    """A budget below its floor and a port past 65535 are refused as bad input: no store made, no model
+    started, no 'internal' error."""
+    line = _one_line_error(run_cli("build", GOAL, "--max-videos", "-3", "--db", str(tmp_path / "db.duckdb")))
+    assert "agent.budgets.max_videos" in line and "greater than or equal to 1" in line
+    assert not (tmp_path / "db.duckdb").exists()
+    duckdb.connect(str(tmp_path / "v.duckdb")).close()  # an existing (empty) database file
+    line = _one_line_error(run_cli("view", "--db", str(tmp_path / "v.duckdb"), "--port", "99999"))
+    assert "--port" in line and "internal" not in line

@@ -240,6 +240,22 @@ def test_bad_input_is_one_line(tmp_path):
     assert "lesson.mp4" in _one_line(run_cli("estimate", str(fake), "--no-calibrate"))
 
 
+def test_bad_sizes_and_cluster_fail_before_the_calibration():
+    """With the calibration on (it runs ffmpeg and `process` for ~40 s), a run nothing sizes or a bad cluster
+    is still one line at once: with no ffmpeg on PATH the calibration could not even start."""
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": "/nonexistent"}
+    for args, says in ((["estimate"], "nothing sizes the run"), (["estimate", "--gpus", "-1"], "nothing sizes"),
+                       (["estimate", "--paper", "--gpus", "-1"], "--gpus must be 0 or more (got -1)"),
+                       (["estimate", "--paper", "--cpus", "0"], "--cpus must be at least 1 (got 0)")):
+        proc = subprocess.run([sys.executable, "-m", "textbook.cli", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert says in _one_line(proc), proc.stderr
+
+
 @pytest.mark.slow
 def test_unknown_run_is_one_line(processed_run):
     line = _one_line(run_cli("estimate", "--paper", "--from-run", "run-nope", "--db", str(processed_run["db"])))
