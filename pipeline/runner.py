@@ -18,7 +18,6 @@ The build (agents/graph.py) uses ``register``, ``pack`` and the same stages, in 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -179,12 +178,7 @@ def _content(f: Path | str) -> tuple[str, int]:
     not a content hash for a multipart upload, and duplicates are found across local and remote inputs)."""
     if not storage.is_remote(f):
         return file_sha256(f), Path(f).stat().st_size
-    digest, n = hashlib.sha256(), 0
-    with storage.open_uri(f, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-            n += len(block)
-    return digest.hexdigest(), n
+    return storage.sha256(f)
 
 
 def check_writable(folder: Path) -> None:

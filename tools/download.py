@@ -301,7 +301,7 @@ def download_task(url: str, dest: str, video_id: str, max_height: int = 480, ret
         return Stored(got.video_id, str(got.path), url, file_sha256(got.path), got.bytes, got.info, got.attempts)
     present = _existing_object(dest, video_id)
     if present is not None:  # an object is whole or absent (one upload of a probed file): no request
-        digest, n = _object_sha256(present)
+        digest, n = storage.sha256(present)
         ext = present.rsplit(".", 1)[-1]
         return Stored(video_id, present, url, digest, n, {"ext": ext}, 0)
     import tempfile
@@ -328,11 +328,3 @@ def _existing_object(dest: str, video_id: str) -> str | None:
     return None
 
 
-def _object_sha256(uri: str) -> tuple[str, int]:
-    """(sha256, bytes) of an object, streamed."""
-    digest, n = hashlib.sha256(), 0
-    with storage.open_uri(uri, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-            n += len(block)
-    return digest.hexdigest(), n

@@ -32,6 +32,7 @@ store unreachable).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -172,6 +173,17 @@ def filesystem(uri: str | os.PathLike):
             raise ToolError("storage", f"unknown storage scheme {sch}:// in {redact(text)}") from None
         raise _error(text, "open", exc) from None
     return fs, path
+
+
+def sha256(uri: str | os.PathLike, chunk: int = 1 << 22) -> tuple[str, int]:
+    """``(sha256 hex digest, bytes)`` of a file or an object's content, streamed in ``chunk``-byte blocks (an
+    object's ETag is no content hash for a multipart upload). Raises ToolError as ``open_uri`` does."""
+    digest, n = hashlib.sha256(), 0
+    with open_uri(uri, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+            n += len(block)
+    return digest.hexdigest(), n
 
 
 @contextlib.contextmanager

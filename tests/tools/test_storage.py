@@ -186,3 +186,16 @@ def test_put_dir_and_copy_within_the_bucket_and_across(s3_bucket, tmp_path):
     with pytest.raises(ToolError) as err:
         storage.put_dir(tmp_path / "no-frames", media)
     assert err.value.kind == "not_found"
+
+
+def test_sha256_of_a_file_and_of_the_same_bytes_as_an_object(s3_bucket, tmp_path):
+    import hashlib
+
+    data = bytes(range(256)) * 40_000  # ~10 MB: more than one 4 MiB block
+    (tmp_path / "v.mp4").write_bytes(data)
+    storage.put_file(tmp_path / "v.mp4", f"{s3_bucket}/in/v.mp4")
+    want = (hashlib.sha256(data).hexdigest(), len(data))
+    assert storage.sha256(tmp_path / "v.mp4") == want == storage.sha256(f"{s3_bucket}/in/v.mp4")
+    with pytest.raises(ToolError) as info:
+        storage.sha256(f"{s3_bucket}/in/missing.mp4")
+    assert info.value.kind == "not_found"
